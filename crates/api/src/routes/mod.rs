@@ -1,0 +1,6 @@
+//! Route handlers, one module per subsystem. Handlers are thin: extract, call one domain
+//! function, convert the result to a wire DTO.
+
+pub mod auth;
+pub mod health;
+pub mod users;

@@ -1,0 +1,23 @@
+//! Switchyard's domain: types, services and the storage traits they consume.
+//!
+//! This crate does no IO of its own: it reaches the database through the traits in
+//! [`store`], and everything else arrives as arguments. It knows nothing of HTTP.
+
+pub mod auth;
+pub mod crypto;
+pub mod error;
+pub mod secret;
+pub mod store;
+pub mod users;
+
+use std::sync::Arc;
+
+pub use error::ErrorKind;
+
+/// Everything a service call may need, built once at start and shared by all requests.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn store::Store>,
+    pub auth: Arc<auth::Auth>,
+    pub secret_box: Arc<crypto::SecretBox>,
+}

@@ -1,0 +1,246 @@
+//! The only crate with SQL: one query set for SQLite and PostgreSQL, and their migrations.
+//!
+//! Queries are written once and expanded for each backend by [`with_pool!`]; each arm is
+//! compiled against its own driver, so PostgreSQL keeps native types (`bigint`, `jsonb`,
+//! `timestamptz`) while SQLite stores the same Rust values as integers and text.
+//! Where the dialects differ, the code branches on [`Backend`] in the open.
+
+mod migrate;
+mod settings;
+mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use domain::{
+    secret::Secret,
+    store::{PoolStats, Store, StoreError, StoreHealth},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use migrate::{MIGRATIONS, MigrationError};
+
+/// Database settings (the `[database]` table of the configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DbSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`. Defaults to
+    /// `switchyard.db` in the data directory.
+    pub url: Option<Secret>,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before failing, in seconds.
+    pub acquire_timeout_secs: u64,
+    /// How long SQLite waits on a locked database before giving up, in milliseconds.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings {
+            url: None,
+            max_connections: 10,
+            acquire_timeout_secs: 10,
+            sqlite_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Tells the backend from a URL's scheme.
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs the same body against whichever pool the database uses.
+///
+/// `$pool` is bound to `&SqlitePool` or `&PgPool`; the body is compiled once per backend.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match &$db.pool {
+            $crate::Pool::Sqlite($pool) => $body,
+            $crate::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// A connection pool to SQLite or PostgreSQL; implements every storage trait of `domain`.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) pool: Pool,
+    backend: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("database.url must start with sqlite:// or postgres://")]
+    UnknownScheme,
+    #[error("database.url is invalid: {0}")]
+    BadUrl(String),
+    #[error("could not create the folder for the SQLite database {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("could not connect to the {backend} database: {message}")]
+    Connect {
+        backend: &'static str,
+        message: String,
+    },
+}
+
+impl Db {
+    /// Opens a pool. For SQLite the file and its folder are created when missing, and every
+    /// connection runs in WAL mode with foreign keys on and a busy timeout.
+    pub async fn connect(url: &str, settings: &DbSettings) -> Result<Db, ConnectError> {
+        let backend = Backend::from_url(url).ok_or(ConnectError::UnknownScheme)?;
+        let acquire_timeout = Duration::from_secs(settings.acquire_timeout_secs.max(1));
+        let connect_err = |err: sqlx::Error| ConnectError::Connect {
+            backend: backend.name(),
+            message: err.to_string(),
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|err| ConnectError::BadUrl(err.to_string()))?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms));
+                let parent = options.get_filename().parent().map(|p| p.to_path_buf());
+                if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(&parent).map_err(|source| ConnectError::CreateDir {
+                        path: parent.display().to_string(),
+                        source,
+                    })?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.max_connections.max(1))
+                    .acquire_timeout(acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_err)?;
+                Pool::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|err| ConnectError::BadUrl(err.to_string()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.max_connections.max(1))
+                    .acquire_timeout(acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_err)?;
+                Pool::Postgres(pool)
+            }
+        };
+        Ok(Db { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Waits for checked-out connections to return, then closes the pool.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Maps a driver error onto the domain's classification. The one place that does so.
+pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(db_err)
+            if db_err.is_unique_violation() || db_err.is_foreign_key_violation() =>
+        {
+            StoreError::Conflict {
+                constraint: db_err.constraint().unwrap_or("unknown").to_string(),
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// Timestamps are stored at microsecond precision, the finest PostgreSQL keeps, so both
+/// backends read back exactly what was written.
+pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+#[async_trait]
+impl Store for Db {
+    fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let ping = with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
+        match ping {
+            Err(err) => StoreHealth {
+                backend: self.backend.name(),
+                reachable: false,
+                migrations_pending: 0,
+                error: Some(store_error(err).to_string()),
+            },
+            Ok(()) => match migrate::pending(self).await {
+                Ok(pending) => StoreHealth {
+                    backend: self.backend.name(),
+                    reachable: true,
+                    migrations_pending: pending,
+                    error: None,
+                },
+                Err(err) => StoreHealth {
+                    backend: self.backend.name(),
+                    reachable: true,
+                    migrations_pending: 0,
+                    error: Some(err.to_string()),
+                },
+            },
+        }
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        with_pool!(self, pool => PoolStats {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+}

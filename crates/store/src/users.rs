@@ -1,0 +1,246 @@
+//! `UserStore` on both backends.
+//!
+//! The last-administrator rule is enforced inside the writing statement itself, so it holds
+//! under concurrency: on SQLite writes are serialised; on PostgreSQL the guarded writes
+//! first take a transaction-scoped advisory lock, so two demotions cannot both pass.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use domain::{
+    store::{Guarded, StoreResult, UserStore},
+    users::{NewUser, User, UserCredentials, UserPatch},
+};
+
+use crate::{Backend, Db, store_error, stored_time, with_pool};
+
+/// The columns of a `UserRow`, as a literal so queries stay `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, email, display_name, password_hash, is_admin, is_lti, tokens_valid_after, created_at, updated_at"
+    };
+}
+
+/// Serialises every write that could remove an administrator (PostgreSQL only).
+const PG_ADMIN_LOCK: i64 = 0x5357_5944_4144_4d4e;
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    email: String,
+    display_name: Option<String>,
+    password_hash: String,
+    is_admin: bool,
+    is_lti: bool,
+    tokens_valid_after: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    fn into_credentials(self) -> UserCredentials {
+        UserCredentials {
+            password_hash: self.password_hash,
+            user: User {
+                id: self.id,
+                email: self.email,
+                display_name: self.display_name,
+                is_admin: self.is_admin,
+                is_lti: self.is_lti,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                tokens_valid_after: self.tokens_valid_after,
+            },
+        }
+    }
+
+    fn into_user(self) -> User {
+        self.into_credentials().user
+    }
+}
+
+#[async_trait]
+impl UserStore for Db {
+    async fn insert_user(&self, user: &NewUser, now: DateTime<Utc>) -> StoreResult<User> {
+        let now = stored_time(now);
+        let sql = concat!(
+            "INSERT INTO users (email, display_name, password_hash, is_admin, is_lti, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            columns!()
+        );
+        let row: UserRow = with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(&user.email)
+                .bind(&user.display_name)
+                .bind(&user.password_hash)
+                .bind(user.is_admin)
+                .bind(user.is_lti)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        Ok(row.into_user())
+    }
+
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
+        let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+        let row: Option<UserRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(id).fetch_optional(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(UserRow::into_user))
+    }
+
+    async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
+        let sql = concat!("SELECT ", columns!(), " FROM users WHERE email = $1");
+        let row: Option<UserRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(email).fetch_optional(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(UserRow::into_credentials))
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let sql = concat!("SELECT ", columns!(), " FROM users ORDER BY id");
+        let rows: Vec<UserRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_all(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(UserRow::into_user).collect())
+    }
+
+    async fn count_users(&self) -> StoreResult<i64> {
+        let (count,): (i64,) = with_pool!(self, pool => {
+            sqlx::query_as("SELECT COUNT(*) FROM users").fetch_one(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(count)
+    }
+
+    async fn update_user(
+        &self,
+        id: i64,
+        patch: &UserPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Guarded<User>> {
+        let now = stored_time(now);
+        let (set_display_name, display_name) = match &patch.display_name {
+            Some(name) => (true, name.clone()),
+            None => (false, None),
+        };
+        // The row is updated unless it would demote the last administrator.
+        let sql = concat!(
+            "UPDATE users SET
+                email = COALESCE($2, email),
+                display_name = CASE WHEN $3 THEN $4 ELSE display_name END,
+                is_admin = COALESCE($5, is_admin),
+                updated_at = $6
+             WHERE id = $1
+               AND (COALESCE($5, TRUE) OR NOT is_admin
+                    OR EXISTS (SELECT 1 FROM users other WHERE other.is_admin AND other.id <> $1))
+             RETURNING ",
+            columns!()
+        );
+        let backend = self.backend();
+        let row: Option<UserRow> = with_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                if backend == Backend::Postgres && patch.is_admin == Some(false) {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(PG_ADMIN_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let row = sqlx::query_as(sql)
+                    .bind(id)
+                    .bind(&patch.email)
+                    .bind(set_display_name)
+                    .bind(display_name)
+                    .bind(patch.is_admin)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(row)
+            }
+            .await
+        })
+        .map_err(store_error)?;
+        match row {
+            Some(row) => Ok(Guarded::Done(row.into_user())),
+            None => self.refusal(id).await,
+        }
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: i64,
+        password_hash: &str,
+        revoke_tokens: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let now = stored_time(now);
+        // Token `iat` claims have whole seconds: a cut-off at the whole second keeps tokens
+        // issued right after the change valid.
+        let cutoff = now.trunc_subsecs(0);
+        let result = with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE users SET password_hash = $2, updated_at = $3,
+                    tokens_valid_after = CASE WHEN $4 THEN $5 ELSE tokens_valid_after END
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(password_hash)
+            .bind(now)
+            .bind(revoke_tokens)
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(result == 1)
+    }
+
+    async fn delete_user(&self, id: i64) -> StoreResult<Guarded<()>> {
+        let backend = self.backend();
+        let n_deleted = with_pool!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                if backend == Backend::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(PG_ADMIN_LOCK)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let done = sqlx::query(
+                    "DELETE FROM users WHERE id = $1
+                       AND (NOT is_admin
+                            OR EXISTS (SELECT 1 FROM users other WHERE other.is_admin AND other.id <> $1))",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(done.rows_affected())
+            }
+            .await
+        })
+        .map_err(store_error)?;
+        if n_deleted == 1 {
+            Ok(Guarded::Done(()))
+        } else {
+            self.refusal(id).await
+        }
+    }
+}
+
+impl Db {
+    /// Explains why a guarded write touched no row: the user is missing, or is the last admin.
+    async fn refusal<T>(&self, id: i64) -> StoreResult<Guarded<T>> {
+        Ok(match self.user_by_id(id).await? {
+            None => Guarded::NotFound,
+            Some(_) => Guarded::LastAdmin,
+        })
+    }
+}
