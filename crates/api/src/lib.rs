@@ -39,6 +39,8 @@ use crate::error::ApiError;
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     /// Origins allowed to call the API from a browser (CORS). Empty: no CORS headers.
+    /// A list, or one comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
     pub cors_allowed_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
@@ -57,6 +59,24 @@ impl Default for HttpSettings {
             trust_proxy_headers: false,
         }
     }
+}
+
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(deserializer)? {
+        ListOrString::List(list) => list,
+        ListOrString::String(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 /// What every handler can reach.

@@ -67,6 +67,14 @@ pub trait SettingsStore: Send + Sync {
         value: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Stores `value` unless the key exists; returns whichever value is stored afterwards.
+    /// Safe against concurrent callers: all of them get the same value back.
+    async fn insert_setting_if_absent(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<serde_json::Value>;
 }
 
 /// What the readiness probe checks.

@@ -41,4 +41,28 @@ impl SettingsStore for Db {
         .map_err(store_error)?;
         Ok(())
     }
+
+    async fn insert_setting_if_absent(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<serde_json::Value> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(Json(value))
+            .bind(stored_time(now))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)?;
+        self.get_setting(key)
+            .await?
+            .ok_or(domain::store::StoreError::NotFound)
+    }
 }

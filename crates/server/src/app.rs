@@ -1,0 +1,123 @@
+//! Wiring: connect and migrate the database, resolve keys, build services, serve HTTP.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use api::AppState;
+use domain::{Services, auth::Auth};
+use store::Db;
+use tokio::net::TcpListener;
+
+use crate::{config::Config, keys};
+
+/// A built application: its services and database, ready to serve.
+pub struct App {
+    pub config: Config,
+    pub services: Services,
+    pub db: Db,
+}
+
+impl App {
+    /// Connects to the database, applies migrations, resolves keys and builds services.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let url = config.database_url();
+        let db = Db::connect(&url, &config.database)
+            .await
+            .with_context(|| format!("could not open the database at {}", crate::config::redact_url(&url)))?;
+        let applied = db.migrate().await.context("could not migrate the database")?;
+        if !applied.is_empty() {
+            tracing::info!(backend = db.backend().name(), versions = ?applied, "applied database migrations");
+        }
+        let keys = keys::resolve(&config, &db).await?;
+        let services = Services {
+            store: Arc::new(db.clone()),
+            auth: Arc::new(Auth::new(&config.auth, &keys.jwt_secret)),
+            secret_box: Arc::new(keys.secret_box),
+        };
+        Ok(App {
+            config,
+            services,
+            db,
+        })
+    }
+
+    /// Creates the configured administrator, or says how to create one when there are no users.
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        if let (Some(email), Some(password)) = (&self.config.auth.admin_email, &self.config.auth.admin_password) {
+            match domain::auth::bootstrap_admin(&self.services, email, password).await {
+                Ok(Some(user)) => tracing::info!(email = %user.email, "created the administrator from auth.admin_email"),
+                Ok(None) => tracing::debug!("the configured administrator already exists"),
+                Err(err) => return Err(anyhow::Error::new(err).context("could not create the configured administrator")),
+            }
+        }
+        if self.services.store.count_users().await? == 0 {
+            tracing::warn!(
+                "no users exist yet. Create an administrator with \
+                 `switchyard users create --email you@example.com --admin`, \
+                 or set SWITCHYARD_ADMIN_EMAIL and SWITCHYARD_ADMIN_PASSWORD and restart"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn router(&self) -> axum::Router {
+        api::router(AppState::new(self.services.clone(), self.config.http.clone()))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests
+    /// `http.shutdown_timeout_secs` to finish, and closes the pool.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(self.config.http.shutdown_timeout_secs);
+        let router = self.router();
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                let _ = stopping_tx.send(());
+            });
+        // The grace timer starts only once shutdown has begun.
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("the HTTP server failed")?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
+        }
+        self.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

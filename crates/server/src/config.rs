@@ -1,0 +1,380 @@
+//! The settings tree: defaults, then a TOML file, then `SWITCHYARD_*` variables, then flags.
+//!
+//! Parsed once in `main` and passed down; each subsystem receives its own table. Nested
+//! keys are reached from the environment with `__` (`SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES`);
+//! the common ones also have short names (`SWITCHYARD_DATABASE_URL`, `SWITCHYARD_ADMIN_EMAIL`,
+//! …, see [`ENV_ALIASES`]), and the bare `DATABASE_URL` is honoured too.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use api::HttpSettings;
+use domain::{auth::AuthSettings, crypto::SecretBox, secret::Secret};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use store::{Backend, DbSettings};
+
+/// The whole configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Folder for the SQLite database, generated keys and uploaded files.
+    pub data_dir: PathBuf,
+    pub log: LogSettings,
+    pub database: DbSettings,
+    pub auth: AuthSettings,
+    pub secrets: SecretsSettings,
+    pub http: HttpSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("./data"),
+            log: LogSettings::default(),
+            database: DbSettings::default(),
+            auth: AuthSettings::default(),
+            secrets: SecretsSettings::default(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (readable, the default) or `json` (one object per line).
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,store=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// 32-byte key (64 hex digits or base64) encrypting secrets at rest. Generated and kept
+    /// in `<data_dir>/secrets.json` when unset. Every replica must use the same key.
+    pub encryption_key: Option<Secret>,
+}
+
+/// Short environment names for common settings, after the `SWITCHYARD_` prefix.
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("database_url", "database.url"),
+    ("admin_email", "auth.admin_email"),
+    ("admin_password", "auth.admin_password"),
+    ("jwt_secret", "auth.jwt_secret"),
+    ("encryption_key", "secrets.encryption_key"),
+    ("log_level", "log.level"),
+    ("log_format", "log.format"),
+    ("cors_allowed_origins", "http.cors_allowed_origins"),
+];
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid setting `{setting}`: {message}")]
+    Setting {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn env_key(key: &str) -> String {
+    let key = key.to_ascii_lowercase();
+    match ENV_ALIASES.iter().find(|(alias, _)| *alias == key) {
+        Some((_, path)) => (*path).to_string(),
+        None => key.replace("__", "."),
+    }
+}
+
+impl Config {
+    /// Loads the layers and validates the result. Reads the process environment; load
+    /// `.env` into it first if wanted.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let figment = figment
+            .merge(Env::raw().only(&["database_url"]).map(|_| "database.url".into()))
+            .merge(
+                Env::prefixed("SWITCHYARD_")
+                    .ignore(&["config"])
+                    .filter_map(|key| Some(env_key(key.as_str()).into())),
+            )
+            .merge(Serialized::globals(cli));
+        let config: Config = figment
+            .extract()
+            .map_err(|err| ConfigError::Invalid(describe(err)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The database URL in effect: the configured one, or `switchyard.db` in the data folder.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) if !url.is_empty() => url.expose().to_string(),
+            _ => format!("sqlite://{}", self.data_dir.join("switchyard.db").display()),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let setting = |setting, message: &str| ConfigError::Setting {
+            setting,
+            message: message.to_string(),
+        };
+        if Backend::from_url(&self.database_url()).is_none() {
+            return Err(setting(
+                "database.url",
+                "must start with sqlite:// or postgres:// (or postgresql://)",
+            ));
+        }
+        if self.auth.access_token_ttl_minutes == 0 {
+            return Err(setting("auth.access_token_ttl_minutes", "must be at least 1"));
+        }
+        if self.auth.login_max_failures_per_account == 0 || self.auth.login_max_failures_per_ip == 0 {
+            return Err(setting(
+                "auth.login_max_failures_per_account",
+                "login limits must be at least 1",
+            ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(setting("auth.jwt_secret", "must be at least 32 characters"));
+        }
+        if let Some(key) = &self.secrets.encryption_key
+            && SecretBox::parse_key(key.expose()).is_err()
+        {
+            return Err(setting(
+                "secrets.encryption_key",
+                "must be 32 bytes written as 64 hex digits or base64",
+            ));
+        }
+        match (&self.auth.admin_email, &self.auth.admin_password) {
+            (Some(_), None) => {
+                return Err(setting("auth.admin_password", "is required when auth.admin_email is set"));
+            }
+            (None, Some(_)) => {
+                return Err(setting("auth.admin_email", "is required when auth.admin_password is set"));
+            }
+            _ => {}
+        }
+        if let Some(email) = &self.auth.admin_email
+            && domain::users::normalize_email(email).is_err()
+        {
+            return Err(setting("auth.admin_email", "is not a valid email address"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(setting("http.max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(origin) = self
+            .http
+            .cors_allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(ConfigError::Setting {
+                setting: "http.cors_allowed_origins",
+                message: format!("`{origin}` is not an http(s) origin"),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(setting("log.level", "is not a valid filter (try `info` or `info,store=debug`)"));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with every secret redacted, for `switchyard config print`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        // Show where the database is, but never its password.
+        shown.database.url = Some(Secret::new(redact_url(&self.database_url())));
+        toml::to_string_pretty(&shown).expect("the configuration serialises to TOML")
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:[redacted]@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// One line naming the setting and the layer it came from, without the value.
+fn describe(err: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for err in err {
+        let key = if err.path.is_empty() {
+            String::new()
+        } else {
+            format!("setting `{}`: ", err.path.join("."))
+        };
+        let source = err
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        lines.push(format!("{key}{}{source}", err.kind));
+    }
+    lines.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let _ = jail;
+        Config::load(file.map(Path::new), &CliOverrides::default())
+    }
+
+    #[test]
+    fn defaults_need_no_settings() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let config = load(jail, None).unwrap();
+            assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+            assert_eq!(config.database_url(), "sqlite://./data/switchyard.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "switchyard.toml",
+                "bind = \"0.0.0.0:9000\"\n[auth]\naccess_token_ttl_minutes = 5\n[http]\ncors_allowed_origins = [\"http://a.test\"]\n",
+            )?;
+            jail.set_env("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "7");
+            jail.set_env("DATABASE_URL", "postgres://u:p@db/x");
+            jail.set_env("SWITCHYARD_ADMIN_EMAIL", "root@example.com");
+            jail.set_env("SWITCHYARD_ADMIN_PASSWORD", "12345678");
+            jail.set_env("SWITCHYARD_CONFIG", "ignored.toml");
+            let config = load(jail, Some("switchyard.toml")).unwrap();
+            assert_eq!(config.bind.to_string(), "0.0.0.0:9000");
+            assert_eq!(config.auth.access_token_ttl_minutes, 7);
+            assert_eq!(config.http.cors_allowed_origins, ["http://a.test"]);
+            assert_eq!(config.database_url(), "postgres://u:p@db/x");
+            assert_eq!(config.auth.admin_password.unwrap().expose(), "12345678");
+
+            jail.set_env("SWITCHYARD_DATABASE_URL", "sqlite://other.db");
+            jail.set_env("SWITCHYARD_CORS_ALLOWED_ORIGINS", "http://b.test, https://c.test");
+            let config = Config::load(
+                Some(Path::new("switchyard.toml")),
+                &CliOverrides {
+                    bind: Some("127.0.0.1:1234".parse().unwrap()),
+                    data_dir: None,
+                },
+            )
+            .unwrap();
+            assert_eq!(config.database_url(), "sqlite://other.db");
+            assert_eq!(config.bind.to_string(), "127.0.0.1:1234");
+            assert_eq!(config.http.cors_allowed_origins, ["http://b.test", "https://c.test"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("SWITCHYARD_BIND", "not-an-address", "`bind`"),
+            ("SWITCHYARD_DATABASE_URL", "mysql://x", "`database.url`"),
+            ("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "0", "`auth.access_token_ttl_minutes`"),
+            ("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "soon", "`auth.access_token_ttl_minutes`"),
+            ("SWITCHYARD_JWT_SECRET", "short", "`auth.jwt_secret`"),
+            ("SWITCHYARD_ENCRYPTION_KEY", "nope", "`secrets.encryption_key`"),
+            ("SWITCHYARD_ADMIN_EMAIL", "root@example.com", "`auth.admin_password`"),
+            ("SWITCHYARD_LOG__FORMAT", "xml", "`log.format`"),
+            ("SWITCHYARD_LOG_LEVEL", "info,[", "`log.level`"),
+            ("SWITCHYARD_CORS_ALLOWED_ORIGINS", "ftp://x", "`http.cors_allowed_origins`"),
+            ("SWITCHYARD_NO_SUCH_THING", "1", "no_such_thing"),
+        ];
+        for (name, value, expected) in cases {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env(name, value);
+                let err = load(jail, None).unwrap_err().to_string();
+                assert!(err.contains(expected), "{name}={value}: {err}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let err = load(jail, Some("missing.toml")).unwrap_err().to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            jail.create_file("bad.toml", "bind = [")?;
+            let err = load(jail, Some("bad.toml")).unwrap_err().to_string();
+            assert!(err.contains("bad.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_hides_secrets() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("SWITCHYARD_JWT_SECRET", "a-very-long-jwt-secret-that-is-32+chars");
+            jail.set_env("SWITCHYARD_ADMIN_EMAIL", "root@example.com");
+            jail.set_env("SWITCHYARD_ADMIN_PASSWORD", "admin-password-1");
+            jail.set_env("DATABASE_URL", "postgres://app:db-password@localhost/sy");
+            let printed = load(jail, None).unwrap().to_redacted_toml();
+            for secret in ["a-very-long-jwt-secret", "admin-password-1", "db-password"] {
+                assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
+            }
+            assert!(printed.contains("postgres://app:[redacted]@localhost/sy"), "{printed}");
+            assert!(printed.contains("root@example.com"), "{printed}");
+            Ok(())
+        });
+    }
+}
