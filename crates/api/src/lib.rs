@@ -154,10 +154,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn serve_openapi(axum::extract::State(doc): axum::extract::State<Arc<utoipa::openapi::OpenApi>>) -> impl IntoResponse {
-    Json(doc.as_ref().clone())
-}
-
 fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
@@ -186,19 +182,14 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// The whole application: API routes, docs, fallbacks and layers.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(doc);
     let max_body = state.http.max_body_bytes;
     let cors = cors(&state.http.cors_allowed_origins);
     let x_request_id = HeaderName::from_static("x-request-id");
 
     let app = api
         .with_state(state)
-        .merge(
-            Router::new()
-                .route("/api/openapi.json", axum::routing::get(serve_openapi))
-                .with_state(doc),
-        )
-        .merge(SwaggerUi::new("/docs"))
+        // Swagger UI's assets are compiled in (`vendored`): the docs work with no internet.
+        .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -226,10 +226,15 @@ impl Config {
 
     /// The configuration as TOML with every secret redacted, for `switchyard config print`.
     pub fn to_redacted_toml(&self) -> String {
-        let mut shown = self.clone();
+        let mut shown = toml::Table::try_from(self).expect("the configuration serialises to TOML");
         // Show where the database is, but never its password.
-        shown.database.url = Some(Secret::new(redact_url(&self.database_url())));
-        toml::to_string_pretty(&shown).expect("the configuration serialises to TOML")
+        if let Some(toml::Value::Table(database)) = shown.get_mut("database") {
+            database.insert(
+                "url".into(),
+                toml::Value::String(redact_url(&self.database_url())),
+            );
+        }
+        toml::to_string_pretty(&shown).expect("a TOML table serialises")
     }
 }
 
@@ -259,7 +264,10 @@ fn describe(err: figment::Error) -> String {
         let source = err
             .metadata
             .as_ref()
-            .map(|m| format!(" (from {})", m.name))
+            .map(|m| match &m.source {
+                Some(source) => format!(" (from {} {source})", m.name),
+                None => format!(" (from {})", m.name),
+            })
             .unwrap_or_default();
         lines.push(format!("{key}{}{source}", err.kind));
     }

@@ -5,7 +5,7 @@
 //! first take a transaction-scoped advisory lock, so two demotions cannot both pass.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use domain::{
     store::{Guarded, StoreResult, UserStore},
     users::{NewUser, User, UserCredentials, UserPatch},
@@ -16,7 +16,7 @@ use crate::{Backend, Db, store_error, stored_time, with_pool};
 /// The columns of a `UserRow`, as a literal so queries stay `&'static str`.
 macro_rules! columns {
     () => {
-        "id, email, display_name, password_hash, is_admin, is_lti, tokens_valid_after, created_at, updated_at"
+        "id, email, display_name, password_hash, is_admin, is_lti, token_version, created_at, updated_at"
     };
 }
 
@@ -31,7 +31,7 @@ struct UserRow {
     password_hash: String,
     is_admin: bool,
     is_lti: bool,
-    tokens_valid_after: Option<DateTime<Utc>>,
+    token_version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -48,7 +48,7 @@ impl UserRow {
                 is_lti: self.is_lti,
                 created_at: self.created_at,
                 updated_at: self.updated_at,
-                tokens_valid_after: self.tokens_valid_after,
+                token_version: self.token_version,
             },
         }
     }
@@ -180,20 +180,16 @@ impl UserStore for Db {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let now = stored_time(now);
-        // Token `iat` claims have whole seconds: a cut-off at the whole second keeps tokens
-        // issued right after the change valid.
-        let cutoff = now.trunc_subsecs(0);
         let result = with_pool!(self, pool => {
             sqlx::query(
                 "UPDATE users SET password_hash = $2, updated_at = $3,
-                    tokens_valid_after = CASE WHEN $4 THEN $5 ELSE tokens_valid_after END
+                    token_version = CASE WHEN $4 THEN token_version + 1 ELSE token_version END
                  WHERE id = $1",
             )
             .bind(id)
             .bind(password_hash)
             .bind(now)
             .bind(revoke_tokens)
-            .bind(cutoff)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())

@@ -1,1 +1,345 @@
-//! placeholder
+//! Test fixtures: a fresh database per test on SQLite or PostgreSQL, and a `TestApp` that
+//! drives the real router without a socket.
+//!
+//! PostgreSQL runs when `TEST_DATABASE_URL` points at a server whose user may create
+//! databases; each test gets its own database, dropped afterwards. Without it the
+//! PostgreSQL variants of [`backend_tests!`] report that they were skipped.
+
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Once};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use server::{app::App, config::Config};
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone)]
+pub enum TestBackend {
+    Sqlite,
+    /// The server URL from `TEST_DATABASE_URL`.
+    Postgres(String),
+}
+
+impl TestBackend {
+    /// The PostgreSQL backend when `TEST_DATABASE_URL` is set; otherwise says it is skipped.
+    pub fn postgres() -> Option<TestBackend> {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(TestBackend::Postgres(url)),
+            _ => {
+                static NOTICE: Once = Once::new();
+                NOTICE.call_once(|| {
+                    // Written to the real stderr, past the test harness's capture.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "NOTE: PostgreSQL tests skipped: TEST_DATABASE_URL is not set"
+                    );
+                });
+                None
+            }
+        }
+    }
+}
+
+/// A database made for one test and removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    /// Set for PostgreSQL: (server URL, database name) to drop afterwards.
+    drop_pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: &TestBackend, dir: &TempDir) -> TestDb {
+        match backend {
+            TestBackend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("test.db").display()),
+                drop_pg: None,
+            },
+            TestBackend::Postgres(server_url) => {
+                let name = format!(
+                    "sy_test_{}_{}",
+                    std::process::id(),
+                    dir.path()
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("x")
+                        .chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .collect::<String>()
+                        .to_lowercase()
+                );
+                let mut conn = PgConnection::connect(server_url)
+                    .await
+                    .expect("TEST_DATABASE_URL must reach a PostgreSQL server");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("the test user must be allowed to create databases");
+                let _ = conn.close().await;
+                TestDb {
+                    url: replace_database(server_url, &name),
+                    drop_pg: Some((server_url.clone(), name)),
+                }
+            }
+        }
+    }
+}
+
+/// Swaps the database name of a PostgreSQL URL, keeping any query string.
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((server_url, name)) = self.drop_pg.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee, so use a private one on its own thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&server_url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fully wired application on a fresh database, driven through `tower::oneshot`.
+pub struct TestApp {
+    pub app: App,
+    pub router: axum::Router,
+    pub config: Config,
+    pub db: TestDb,
+    pub dir: TempDir,
+    pub backend: TestBackend,
+}
+
+/// A response with its body parsed as JSON (or `Value::Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestResponse {
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+impl TestApp {
+    /// A fresh application with the default configuration and a bootstrapped administrator.
+    pub async fn new(backend: TestBackend) -> TestApp {
+        TestApp::with_config(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::new`], after `adjust` has changed the configuration.
+    pub async fn with_config(backend: TestBackend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::Builder::new()
+            .prefix("sy")
+            .tempdir()
+            .expect("a temporary directory");
+        let db = TestDb::new(&backend, &dir).await;
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.database.url = Some(domain::secret::Secret::new(db.url.clone()));
+        config.database.max_connections = 4;
+        config.auth.admin_email = Some(ADMIN_EMAIL.into());
+        config.auth.admin_password = Some(domain::secret::Secret::new(ADMIN_PASSWORD));
+        adjust(&mut config);
+        let app = App::build(config.clone()).await.expect("the app builds");
+        app.bootstrap().await.expect("bootstrap succeeds");
+        let router = app.router();
+        TestApp {
+            app,
+            router,
+            config,
+            db,
+            dir,
+            backend,
+        }
+    }
+
+    /// Builds the application again on the same database and data directory, as a restart would.
+    pub async fn restart(&self) -> App {
+        App::build(self.config.clone()).await.expect("the app rebuilds")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// Sends a request through the router. `body` is sent as JSON when given.
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(value) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(value.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("a valid request")).await
+    }
+
+    /// Sends a prepared request, from 127.0.0.1 unless it already names a peer.
+    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
+        if request.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the body is readable")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> TestResponse {
+        self.request(Method::PATCH, path, token, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Logs in and returns the access token; panics on failure.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let response = self
+            .post("/api/auth/login", None, json!({"email": email, "password": password}))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "login failed: {}", response.text);
+        response.body["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_string()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user through the API as the administrator; returns (id, token).
+    pub async fn create_user(&self, email: &str, password: &str, is_admin: bool) -> (i64, String) {
+        let admin = self.admin_token().await;
+        let response = self
+            .post(
+                "/api/users",
+                Some(&admin),
+                json!({"email": email, "password": password, "is_admin": is_admin}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        let id = response.body["id"].as_i64().expect("an id");
+        (id, self.login(email, password).await)
+    }
+}
+
+/// Declares each listed `async fn name(backend: TestBackend)` as two tests:
+/// `sqlite::name` and `postgres::name` (skipped, with a notice, without `TEST_DATABASE_URL`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestBackend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::TestBackend::postgres() {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_swapped() {
+        assert_eq!(
+            replace_database("postgres://u@127.0.0.1:5432/postgres", "x"),
+            "postgres://u@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            replace_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://h", "x"), "postgres://h/x");
+    }
+}

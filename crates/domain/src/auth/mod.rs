@@ -226,10 +226,7 @@ pub async fn authenticate(services: &Services, token: &str) -> AuthResult<User> 
         .user_by_id(user_id)
         .await?
         .ok_or(AuthError::UnknownUser)?;
-    if user
-        .tokens_valid_after
-        .is_some_and(|after| claims.iat < after.timestamp())
-    {
+    if claims.ver != user.token_version {
         return Err(AuthError::TokenRevoked);
     }
     Ok(user)

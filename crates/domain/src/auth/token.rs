@@ -14,6 +14,9 @@ pub struct Claims {
     pub is_admin: bool,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token version when issued; a mismatch means the token was revoked.
+    #[serde(default)]
+    pub ver: i64,
     #[serde(rename = "type")]
     pub token_type: String,
 }
@@ -51,6 +54,7 @@ impl TokenKeys {
             is_admin: user.is_admin,
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            ver: user.token_version,
             token_type: "access".to_string(),
         };
         self.sign(&claims)
@@ -89,7 +93,7 @@ mod tests {
             is_lti: false,
             created_at: now,
             updated_at: now,
-            tokens_valid_after: None,
+            token_version: 0,
         }
     }
 

@@ -19,8 +19,8 @@ pub struct User {
     pub is_lti: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Tokens issued before this instant are refused (set when a password is reset).
-    pub tokens_valid_after: Option<DateTime<Utc>>,
+    /// Tokens carry this number; bumping it (on a password change) revokes them all.
+    pub token_version: i64,
 }
 
 /// A user with the stored password hash, for login only.
@@ -229,7 +229,7 @@ pub async fn update(services: &Services, id: i64, req: UpdateUser) -> UserResult
     }
 }
 
-/// Sets a new password. With `revoke_tokens`, every token issued before now stops working.
+/// Sets a new password. With `revoke_tokens`, every token issued so far stops working.
 pub async fn set_password(
     services: &Services,
     id: i64,

@@ -11,7 +11,8 @@ CREATE TABLE users (
     password_hash VARCHAR(512) NOT NULL,
     is_admin BOOLEAN NOT NULL DEFAULT FALSE,
     is_lti BOOLEAN NOT NULL DEFAULT FALSE,
-    tokens_valid_after TIMESTAMPTZ,
+    -- Bumped to revoke every token issued so far (tokens carry it as `ver`).
+    token_version BIGINT NOT NULL DEFAULT 0,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT users_email_key UNIQUE (email)

@@ -8,7 +8,8 @@ CREATE TABLE users (
     password_hash TEXT NOT NULL,
     is_admin BOOLEAN NOT NULL DEFAULT 0,
     is_lti BOOLEAN NOT NULL DEFAULT 0,
-    tokens_valid_after TEXT,
+    -- Bumped to revoke every token issued so far (tokens carry it as `ver`).
+    token_version INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );

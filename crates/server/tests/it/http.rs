@@ -1,0 +1,202 @@
+//! HTTP basics: error bodies for bad requests, headers, CORS, OpenAPI and docs, health, metrics.
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use serde_json::json;
+use test_support::{TestApp, TestBackend, backend_tests};
+
+backend_tests!(
+    malformed_requests_get_json_errors,
+    unknown_routes_and_methods,
+    request_ids_and_security_headers,
+    cors_follows_the_allow_list,
+    openapi_covers_every_route,
+    docs_are_served_offline,
+    health_and_readiness,
+    metrics_are_exported,
+);
+
+fn raw(method: Method, path: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+async fn malformed_requests_get_json_errors(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| config.http.max_body_bytes = 4096).await;
+    let cases = [
+        (raw(Method::POST, "/api/auth/login", Some("application/json"), "{\"email\": "), StatusCode::BAD_REQUEST, "malformed_json"),
+        (raw(Method::POST, "/api/auth/login", Some("text/plain"), "{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (raw(Method::POST, "/api/auth/login", None, "{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        (raw(Method::POST, "/api/auth/login", Some("application/json"), "[1, 2]"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (
+            raw(
+                Method::POST,
+                "/api/auth/login",
+                Some("application/json"),
+                json!({"email": "a@b.c", "password": "x".repeat(10_000)}).to_string(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = app.send(request).await;
+        assert_eq!((response.status, response.code()), (status, code), "{}", response.text);
+        assert_eq!(response.headers[header::CONTENT_TYPE], "application/json");
+        assert!(response.body["message"].is_string());
+    }
+}
+
+async fn unknown_routes_and_methods(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let missing = app.get("/api/no-such-thing", None).await;
+    assert_eq!((missing.status, missing.code()), (StatusCode::NOT_FOUND, "route_not_found"));
+    let wrong_method = app.request(Method::PUT, "/api/auth/login", None, Some(json!({}))).await;
+    assert_eq!((wrong_method.status, wrong_method.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    let wrong_method = app.delete("/health", None).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn request_ids_and_security_headers(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let response = app.get("/health", None).await;
+    let generated = response.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    assert_eq!(response.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(response.headers[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(response.headers[header::REFERRER_POLICY], "strict-origin-when-cross-origin");
+
+    let request = Request::builder()
+        .uri("/health")
+        .header("x-request-id", "client-chosen-id")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.send(request).await;
+    assert_eq!(response.headers["x-request-id"], "client-chosen-id");
+
+    // LTI launches are embedded in LMS frames.
+    let lti = app.get("/api/lti/launch", None).await;
+    assert!(!lti.headers.contains_key(header::X_FRAME_OPTIONS));
+    assert_eq!(lti.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+async fn cors_follows_the_allow_list(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| {
+        config.http.cors_allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/users/me")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = app.send(preflight("https://app.example.com")).await;
+    assert_eq!(allowed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+    assert_eq!(allowed.headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    let denied = app.send(preflight("https://evil.example.com")).await;
+    assert!(!denied.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+async fn openapi_covers_every_route(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let response = app.get("/api/openapi.json", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let doc = &response.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let expected: &[(&str, &[&str])] = &[
+        ("/health", &["get"]),
+        ("/health/ready", &["get"]),
+        ("/metrics", &["get"]),
+        ("/api/auth/login", &["post"]),
+        ("/api/users/me", &["get", "patch"]),
+        ("/api/users/me/password", &["post"]),
+        ("/api/users", &["get", "post"]),
+        ("/api/users/{id}", &["get", "patch", "delete"]),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| format!("{m} {path}")))
+        .collect();
+    documented.sort();
+    let mut wanted: Vec<String> = expected
+        .iter()
+        .flat_map(|(path, methods)| methods.iter().map(move |m| format!("{m} {path}")))
+        .collect();
+    wanted.sort();
+    assert_eq!(documented, wanted);
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+async fn docs_are_served_offline(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let redirect = app.get("/docs", None).await;
+    assert!(redirect.status.is_redirection(), "{}", redirect.status);
+    let page = app.get("/docs/", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("swagger-ui"), "{}", &page.text[..200.min(page.text.len())]);
+    assert!(!page.text.contains("cdn."), "no CDN references");
+    let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(bundle.text.len() > 100_000);
+    let init = app.get("/docs/swagger-initializer.js", None).await;
+    assert!(init.text.contains("/api/openapi.json"), "{}", init.text);
+}
+
+async fn health_and_readiness(backend: TestBackend) {
+    let app = TestApp::new(backend.clone()).await;
+    let live = app.get("/health", None).await;
+    assert_eq!((live.status, live.body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.body["status"], "ready");
+    let database = &ready.body["components"]["database"];
+    assert_eq!(database["status"], "up");
+    assert_eq!(database["migrations_pending"], 0);
+    let backend_name = match backend {
+        TestBackend::Sqlite => "sqlite",
+        TestBackend::Postgres(_) => "postgres",
+    };
+    assert_eq!(database["backend"], backend_name);
+
+    app.app.db.close().await;
+    let down = app.get("/health/ready", None).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.body["status"], "not_ready");
+    assert_eq!(down.body["components"]["database"]["status"], "down");
+    // Liveness does not depend on the database; a request needing it gets a clean 503.
+    assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
+    let login = app.post("/api/auth/login", None, json!({"email": "a@b.c", "password": "whatever"})).await;
+    assert_eq!((login.status, login.code()), (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"));
+}
+
+async fn metrics_are_exported(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    app.get("/health", None).await;
+    app.get("/api/users/me", None).await;
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    let text = &response.text;
+    assert!(text.contains("http_requests_total{"), "{text}");
+    assert!(text.contains("route=\"/api/users/me\""), "{text}");
+    assert!(text.contains("status=\"401\""), "{text}");
+    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("db_pool_connections{state=\"idle\"}"), "{text}");
+}

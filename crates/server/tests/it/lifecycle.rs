@@ -1,0 +1,184 @@
+//! Restarts, keys, migrations, and serving on a real socket with graceful shutdown.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use axum::http::StatusCode;
+use domain::store::Store;
+use server::app::App;
+use sqlx::Connection;
+use test_support::{TestApp, TestBackend, backend_tests};
+
+backend_tests!(
+    restart_keeps_tokens_and_data,
+    changed_encryption_key_is_refused,
+    migrations_are_idempotent_and_guarded,
+    concurrent_starts_migrate_once,
+    serve_finishes_in_flight_requests,
+    serve_bounds_stuck_requests,
+);
+
+async fn restart_keeps_tokens_and_data(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let sealed = app.app.services.secret_box.encrypt("sk-provider-key");
+    app.app.db.close().await;
+
+    let restarted = app.restart().await;
+    let router = restarted.router();
+    let again = TestApp { router, ..app };
+    let me = again.get("/api/users/me", Some(&token)).await;
+    assert_eq!(me.status, StatusCode::OK, "a token survives a restart: {}", me.text);
+    assert_eq!(restarted.services.secret_box.decrypt(&sealed).unwrap(), "sk-provider-key");
+    assert_eq!(restarted.services.store.count_users().await.unwrap(), 1);
+
+    let secrets = again.data_dir().join("secrets.json");
+    let mode = std::fs::metadata(&secrets).unwrap().permissions();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+    let _ = mode;
+}
+
+async fn changed_encryption_key_is_refused(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let mut config = app.config.clone();
+    config.secrets.encryption_key = Some(domain::secret::Secret::new("11".repeat(32)));
+    let err = App::build(config).await.err().expect("a different key must be refused");
+    let message = format!("{err:#}");
+    assert!(message.contains("encryption key does not match"), "{message}");
+    assert!(!message.contains(&"11".repeat(32)), "the key is not printed");
+}
+
+async fn raw_connection_sql(app: &TestApp, sql: &str) {
+    match &app.backend {
+        TestBackend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+        }
+        TestBackend::Postgres(_) => {
+            let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+async fn migrations_are_idempotent_and_guarded(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let db = &app.app.db;
+    assert_eq!(db.migrate().await.unwrap(), Vec::<i64>::new(), "nothing left to apply");
+    assert_eq!(db.health().await.migrations_pending, 0);
+
+    raw_connection_sql(&app, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1").await;
+    let err = db.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("was changed after it was applied"), "{err}");
+    let err = format!("{:#}", App::build(app.config.clone()).await.err().unwrap());
+    assert!(err.contains("was changed after it was applied"), "{err}");
+
+    raw_connection_sql(
+        &app,
+        "DELETE FROM schema_migrations WHERE version = 1; \
+         INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (9999, 'future', 'x', '2030-01-01T00:00:00Z')",
+    )
+    .await;
+    let err = db.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("newer Switchyard"), "{err}");
+}
+
+async fn concurrent_starts_migrate_once(backend: TestBackend) {
+    // Two replicas starting on the same fresh database must both come up.
+    let app = TestApp::new(backend.clone()).await;
+    let fresh = test_support::TestDb::new(&backend, &tempfile::tempdir().unwrap()).await;
+    let mut config = app.config.clone();
+    config.database.url = Some(domain::secret::Secret::new(fresh.url.clone()));
+    let (a, b) = tokio::join!(App::build(config.clone()), App::build(config.clone()));
+    let (a, b) = (a.expect("first replica starts"), b.expect("second replica starts"));
+    assert_eq!(a.db.health().await.migrations_pending, 0);
+    // Both share one token signing key: a token from one verifies on the other.
+    a.bootstrap().await.unwrap();
+    let user = a.services.store.list_users().await.unwrap().remove(0);
+    let token = a.services.auth.issue_token(&user);
+    assert!(b.services.auth.keys().verify(&token).is_ok());
+    a.db.close().await;
+    b.db.close().await;
+}
+
+/// Starts `app` on an ephemeral port; returns its address, the shutdown trigger and the task.
+async fn start(app: App) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    (addr, tx, task)
+}
+
+/// Sends the head of a login request whose body is `body_len` bytes, and `sent` of them.
+fn partial_login(addr: SocketAddr, body: &str, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        stream,
+        "POST /api/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..sent]
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
+async fn serve_finishes_in_flight_requests(backend: TestBackend) {
+    let test_app = TestApp::new(backend).await;
+    let app = test_app.restart().await;
+    let (addr, shutdown, task) = start(app).await;
+
+    let body = format!(
+        "{{\"email\": \"{}\", \"password\": \"{}\"}}",
+        test_support::ADMIN_EMAIL,
+        test_support::ADMIN_PASSWORD
+    );
+    let mut stream = partial_login(addr, &body, 10);
+    // Let the server read the head and start the handler, then begin shutting down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // New connections are refused once shutdown has begun.
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+
+    let response = tokio::task::spawn_blocking(move || {
+        stream.write_all(&body.as_bytes()[10..]).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "the in-flight request finished: {response}");
+    assert!(response.contains("access_token"));
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+}
+
+async fn serve_bounds_stuck_requests(backend: TestBackend) {
+    let test_app = TestApp::new(backend).await;
+    let mut config = test_app.config.clone();
+    config.http.shutdown_timeout_secs = 1;
+    let app = App::build(config).await.unwrap();
+    let db = app.db.clone();
+    let (addr, shutdown, task) = start(app).await;
+    let _stuck = partial_login(addr, "{\"email\": \"a@b.c\", \"password\": \"never-sent\"}", 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    shutdown.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "waited for the grace period: {took:?}");
+    assert!(db.health().await.error.is_some(), "the pool is closed after shutdown");
+}
