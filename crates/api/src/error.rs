@@ -8,12 +8,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use domain::{
-    ErrorKind,
-    auth::AuthError,
-    error::DomainError,
-    users::UserError,
-};
+use domain::{ErrorKind, auth::AuthError, error::DomainError, users::UserError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -38,7 +33,11 @@ pub struct ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code: code.into(),
@@ -61,11 +60,19 @@ impl ApiError {
         let status = status_of(err.kind());
         if err.kind() == ErrorKind::Internal {
             tracing::error!(code = err.code(), error = %err, "internal error");
-            return ApiError::new(status, "internal_error", "an internal error occurred; see the server log for this request id");
+            return ApiError::new(
+                status,
+                "internal_error",
+                "an internal error occurred; see the server log for this request id",
+            );
         }
         if err.kind() == ErrorKind::Unavailable {
             tracing::warn!(code = err.code(), error = %err, "dependency unavailable");
-            return ApiError::new(status, err.code(), "a dependency is unavailable; retry shortly");
+            return ApiError::new(
+                status,
+                err.code(),
+                "a dependency is unavailable; retry shortly",
+            );
         }
         ApiError::new(status, err.code(), err.to_string())
     }
@@ -115,7 +122,9 @@ impl From<JsonRejection> for ApiError {
             _ => ("unreadable_body", rejection.status()),
         };
         let message = match code {
-            "unsupported_media_type" => "expected a JSON body with `Content-Type: application/json`".to_string(),
+            "unsupported_media_type" => {
+                "expected a JSON body with `Content-Type: application/json`".to_string()
+            }
             "body_too_large" => "the request body is larger than the server accepts".to_string(),
             _ => rejection.body_text(),
         };
@@ -125,13 +134,21 @@ impl From<JsonRejection> for ApiError {
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", rejection.body_text())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            rejection.body_text(),
+        )
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", rejection.body_text())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
     }
 }
 

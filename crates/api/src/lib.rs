@@ -11,10 +11,9 @@ pub mod routes;
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
+    Router,
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, Request, StatusCode, header},
-    response::IntoResponse,
 };
 use domain::Services;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -61,7 +60,9 @@ impl Default for HttpSettings {
     }
 }
 
-fn list_or_commas<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -143,7 +144,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 async fn route_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no route matches this path")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no route matches this path",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -201,7 +206,10 @@ pub fn router(state: AppState) -> Router {
     };
     app.layer(
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(
+                x_request_id.clone(),
+                MakeRequestUuid,
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|req: &Request<_>| {

@@ -63,7 +63,10 @@ impl SecretBox {
         let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(text).map_err(|_| CryptoError::BadKey)?
         } else {
-            let cleaned: String = text.trim_end_matches('=').replace('+', "-").replace('/', "_");
+            let cleaned: String = text
+                .trim_end_matches('=')
+                .replace('+', "-")
+                .replace('/', "_");
             URL_SAFE_NO_PAD
                 .decode(cleaned)
                 .map_err(|_| CryptoError::BadKey)?
@@ -110,7 +113,8 @@ impl SecretBox {
             return Err(CryptoError::Undecryptable);
         }
         let mut sealed = bytes.split_off(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| CryptoError::Undecryptable)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(&bytes).map_err(|_| CryptoError::Undecryptable)?;
         let plain = self
             .key
             .open_in_place(nonce, Aad::empty(), &mut sealed)

@@ -21,10 +21,16 @@ impl App {
     /// Connects to the database, applies migrations, resolves keys and builds services.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let url = config.database_url();
-        let db = Db::connect(&url, &config.database)
+        let db = Db::connect(&url, &config.database).await.with_context(|| {
+            format!(
+                "could not open the database at {}",
+                crate::config::redact_url(&url)
+            )
+        })?;
+        let applied = db
+            .migrate()
             .await
-            .with_context(|| format!("could not open the database at {}", crate::config::redact_url(&url)))?;
-        let applied = db.migrate().await.context("could not migrate the database")?;
+            .context("could not migrate the database")?;
         if !applied.is_empty() {
             tracing::info!(backend = db.backend().name(), versions = ?applied, "applied database migrations");
         }
@@ -43,11 +49,19 @@ impl App {
 
     /// Creates the configured administrator, or says how to create one when there are no users.
     pub async fn bootstrap(&self) -> anyhow::Result<()> {
-        if let (Some(email), Some(password)) = (&self.config.auth.admin_email, &self.config.auth.admin_password) {
+        if let (Some(email), Some(password)) = (
+            &self.config.auth.admin_email,
+            &self.config.auth.admin_password,
+        ) {
             match domain::auth::bootstrap_admin(&self.services, email, password).await {
-                Ok(Some(user)) => tracing::info!(email = %user.email, "created the administrator from auth.admin_email"),
+                Ok(Some(user)) => {
+                    tracing::info!(email = %user.email, "created the administrator from auth.admin_email")
+                }
                 Ok(None) => tracing::debug!("the configured administrator already exists"),
-                Err(err) => return Err(anyhow::Error::new(err).context("could not create the configured administrator")),
+                Err(err) => {
+                    return Err(anyhow::Error::new(err)
+                        .context("could not create the configured administrator"));
+                }
             }
         }
         if self.services.store.count_users().await? == 0 {
@@ -61,21 +75,31 @@ impl App {
     }
 
     pub fn router(&self) -> axum::Router {
-        api::router(AppState::new(self.services.clone(), self.config.http.clone()))
+        api::router(AppState::new(
+            self.services.clone(),
+            self.config.http.clone(),
+        ))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, gives in-flight requests
     /// `http.shutdown_timeout_secs` to finish, and closes the pool.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.config.http.shutdown_timeout_secs);
         let router = self.router();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new connections; finishing in-flight requests");
-                let _ = stopping_tx.send(());
-            });
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
         // The grace timer starts only once shutdown has begun.
         let deadline = async move {
             if stopping_rx.await.is_ok() {

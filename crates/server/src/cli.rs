@@ -150,7 +150,11 @@ async fn users_command(app: &App, command: UsersCommand) -> anyhow::Result<()> {
             .await?;
             println!(
                 "created {} {} (id {})",
-                if user.is_admin { "administrator" } else { "user" },
+                if user.is_admin {
+                    "administrator"
+                } else {
+                    "user"
+                },
                 user.email,
                 user.id
             );

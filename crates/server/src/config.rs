@@ -135,7 +135,11 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let figment = figment
-            .merge(Env::raw().only(&["database_url"]).map(|_| "database.url".into()))
+            .merge(
+                Env::raw()
+                    .only(&["database_url"])
+                    .map(|_| "database.url".into()),
+            )
             .merge(
                 Env::prefixed("SWITCHYARD_")
                     .ignore(&["config"])
@@ -169,9 +173,13 @@ impl Config {
             ));
         }
         if self.auth.access_token_ttl_minutes == 0 {
-            return Err(setting("auth.access_token_ttl_minutes", "must be at least 1"));
+            return Err(setting(
+                "auth.access_token_ttl_minutes",
+                "must be at least 1",
+            ));
         }
-        if self.auth.login_max_failures_per_account == 0 || self.auth.login_max_failures_per_ip == 0 {
+        if self.auth.login_max_failures_per_account == 0 || self.auth.login_max_failures_per_ip == 0
+        {
             return Err(setting(
                 "auth.login_max_failures_per_account",
                 "login limits must be at least 1",
@@ -192,10 +200,16 @@ impl Config {
         }
         match (&self.auth.admin_email, &self.auth.admin_password) {
             (Some(_), None) => {
-                return Err(setting("auth.admin_password", "is required when auth.admin_email is set"));
+                return Err(setting(
+                    "auth.admin_password",
+                    "is required when auth.admin_email is set",
+                ));
             }
             (None, Some(_)) => {
-                return Err(setting("auth.admin_email", "is required when auth.admin_password is set"));
+                return Err(setting(
+                    "auth.admin_email",
+                    "is required when auth.admin_password is set",
+                ));
             }
             _ => {}
         }
@@ -219,7 +233,10 @@ impl Config {
             });
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(setting("log.level", "is not a valid filter (try `info` or `info,store=debug`)"));
+            return Err(setting(
+                "log.level",
+                "is not a valid filter (try `info` or `info,store=debug`)",
+            ));
         }
         Ok(())
     }
@@ -274,6 +291,8 @@ fn describe(err: figment::Error) -> String {
     lines.join("; ")
 }
 
+// `Jail::expect_with` closures must return figment's large error type.
+#[allow(clippy::result_large_err)]
 #[cfg(test)]
 mod tests {
     use figment::Jail;
@@ -317,7 +336,10 @@ mod tests {
             assert_eq!(config.auth.admin_password.unwrap().expose(), "12345678");
 
             jail.set_env("SWITCHYARD_DATABASE_URL", "sqlite://other.db");
-            jail.set_env("SWITCHYARD_CORS_ALLOWED_ORIGINS", "http://b.test, https://c.test");
+            jail.set_env(
+                "SWITCHYARD_CORS_ALLOWED_ORIGINS",
+                "http://b.test, https://c.test",
+            );
             let config = Config::load(
                 Some(Path::new("switchyard.toml")),
                 &CliOverrides {
@@ -328,7 +350,10 @@ mod tests {
             .unwrap();
             assert_eq!(config.database_url(), "sqlite://other.db");
             assert_eq!(config.bind.to_string(), "127.0.0.1:1234");
-            assert_eq!(config.http.cors_allowed_origins, ["http://b.test", "https://c.test"]);
+            assert_eq!(
+                config.http.cors_allowed_origins,
+                ["http://b.test", "https://c.test"]
+            );
             Ok(())
         });
     }
@@ -338,14 +363,34 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("SWITCHYARD_BIND", "not-an-address", "`bind`"),
             ("SWITCHYARD_DATABASE_URL", "mysql://x", "`database.url`"),
-            ("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "0", "`auth.access_token_ttl_minutes`"),
-            ("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "soon", "`auth.access_token_ttl_minutes`"),
+            (
+                "SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES",
+                "0",
+                "`auth.access_token_ttl_minutes`",
+            ),
+            (
+                "SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES",
+                "soon",
+                "`auth.access_token_ttl_minutes`",
+            ),
             ("SWITCHYARD_JWT_SECRET", "short", "`auth.jwt_secret`"),
-            ("SWITCHYARD_ENCRYPTION_KEY", "nope", "`secrets.encryption_key`"),
-            ("SWITCHYARD_ADMIN_EMAIL", "root@example.com", "`auth.admin_password`"),
+            (
+                "SWITCHYARD_ENCRYPTION_KEY",
+                "nope",
+                "`secrets.encryption_key`",
+            ),
+            (
+                "SWITCHYARD_ADMIN_EMAIL",
+                "root@example.com",
+                "`auth.admin_password`",
+            ),
             ("SWITCHYARD_LOG__FORMAT", "xml", "`log.format`"),
             ("SWITCHYARD_LOG_LEVEL", "info,[", "`log.level`"),
-            ("SWITCHYARD_CORS_ALLOWED_ORIGINS", "ftp://x", "`http.cors_allowed_origins`"),
+            (
+                "SWITCHYARD_CORS_ALLOWED_ORIGINS",
+                "ftp://x",
+                "`http.cors_allowed_origins`",
+            ),
             ("SWITCHYARD_NO_SUCH_THING", "1", "no_such_thing"),
         ];
         for (name, value, expected) in cases {
@@ -372,7 +417,10 @@ mod tests {
     fn printed_config_hides_secrets() {
         Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("SWITCHYARD_JWT_SECRET", "a-very-long-jwt-secret-that-is-32+chars");
+            jail.set_env(
+                "SWITCHYARD_JWT_SECRET",
+                "a-very-long-jwt-secret-that-is-32+chars",
+            );
             jail.set_env("SWITCHYARD_ADMIN_EMAIL", "root@example.com");
             jail.set_env("SWITCHYARD_ADMIN_PASSWORD", "admin-password-1");
             jail.set_env("DATABASE_URL", "postgres://app:db-password@localhost/sy");
@@ -380,7 +428,10 @@ mod tests {
             for secret in ["a-very-long-jwt-secret", "admin-password-1", "db-password"] {
                 assert!(!printed.contains(secret), "{secret} leaked:\n{printed}");
             }
-            assert!(printed.contains("postgres://app:[redacted]@localhost/sy"), "{printed}");
+            assert!(
+                printed.contains("postgres://app:[redacted]@localhost/sy"),
+                "{printed}"
+            );
             assert!(printed.contains("root@example.com"), "{printed}");
             Ok(())
         });

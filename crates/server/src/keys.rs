@@ -52,8 +52,12 @@ fn encryption_key(config: &Config) -> anyhow::Result<[u8; 32]> {
         return SecretBox::parse_key(&file.encryption_key)
             .with_context(|| format!("the encryption key in {} is invalid", path.display()));
     }
-    fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("could not create the data directory {}", config.data_dir.display()))?;
+    fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "could not create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let key = SecretBox::generate_key();
     let body = serde_json::to_string_pretty(&SecretsFile {
         encryption_key: key.clone(),
@@ -108,7 +112,9 @@ pub async fn resolve(config: &Config, store: &dyn Store) -> anyhow::Result<Keys>
                 .insert_setting_if_absent(JWT_SETTING, &fresh, Utc::now())
                 .await
                 .context("could not read the token signing key")?;
-            let sealed = stored.as_str().context("the stored token signing key is not a string")?;
+            let sealed = stored
+                .as_str()
+                .context("the stored token signing key is not a string")?;
             secret_box
                 .decrypt(sealed)
                 .context("the stored token signing key could not be decrypted")?

@@ -211,7 +211,8 @@ impl Store for Db {
     }
 
     async fn health(&self) -> StoreHealth {
-        let ping = with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
+        let ping =
+            with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
         match ping {
             Err(err) => StoreHealth {
                 backend: self.backend.name(),

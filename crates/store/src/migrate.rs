@@ -83,8 +83,7 @@ const CREATE_TABLE_POSTGRES: &str = "CREATE TABLE IF NOT EXISTS schema_migration
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)";
 
 fn hint_for(backend: Backend, message: &str) -> String {
-    if backend == Backend::Postgres && message.contains("vector") && message.contains("extension")
-    {
+    if backend == Backend::Postgres && message.contains("vector") && message.contains("extension") {
         format!(
             "{message} (the pgvector extension is not installed on the PostgreSQL server; \
              run scripts/install-pgvector.sh on it)"
@@ -103,9 +102,10 @@ pub async fn run(db: &Db) -> Result<Vec<i64>, MigrationError> {
     };
     with_pool!(db, pool => {
         let mut conn = pool.acquire().await.map_err(db_err)?;
-        sqlx::raw_sql(create_table).execute(&mut *conn).await.map_err(db_err)?;
-        // SQLite: take the write lock up front so a concurrent starter waits instead of
-        // failing halfway. PostgreSQL: a transaction-scoped advisory lock.
+        // Take the lock before anything else, even creating the bookkeeping table: two
+        // PostgreSQL sessions racing on `CREATE TABLE IF NOT EXISTS` can both try to create
+        // it. SQLite: the write lock up front (`BEGIN IMMEDIATE`), so a concurrent starter
+        // waits instead of failing halfway. PostgreSQL: a transaction-scoped advisory lock.
         let mut tx = match backend {
             Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?,
             Backend::Postgres => conn.begin().await.map_err(db_err)?,
@@ -117,6 +117,7 @@ pub async fn run(db: &Db) -> Result<Vec<i64>, MigrationError> {
                 .await
                 .map_err(db_err)?;
         }
+        sqlx::raw_sql(create_table).execute(&mut *tx).await.map_err(db_err)?;
         let applied: Vec<(i64, String, String)> =
             sqlx::query_as("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
                 .fetch_all(&mut *tx)
@@ -153,7 +154,10 @@ pub async fn run(db: &Db) -> Result<Vec<i64>, MigrationError> {
     })
 }
 
-fn check_applied(backend: Backend, applied: &[(i64, String, String)]) -> Result<(), MigrationError> {
+fn check_applied(
+    backend: Backend,
+    applied: &[(i64, String, String)],
+) -> Result<(), MigrationError> {
     for (version, name, checksum) in applied {
         let Some(known) = MIGRATIONS.iter().find(|m| m.version == *version) else {
             return Err(MigrationError::FromTheFuture(*version));
@@ -191,5 +195,59 @@ impl Db {
     /// Applies pending migrations. See the module documentation for the guarantees.
     pub async fn migrate(&self) -> Result<Vec<i64>, MigrationError> {
         run(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Landed migrations are frozen: their checksums are listed in `migrations.lock`.
+    #[test]
+    fn landed_migrations_are_unchanged() {
+        let lock = include_str!("../migrations/migrations.lock");
+        let locked: Vec<(&str, &str, &str)> = lock
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| {
+                let mut parts = line.split_whitespace();
+                (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            locked.len(),
+            MIGRATIONS.len() * 2,
+            "every migration has a line per backend in migrations.lock"
+        );
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                migration.version,
+                index as i64 + 1,
+                "versions are dense and ordered"
+            );
+            for (backend, name) in [(Backend::Postgres, "postgres"), (Backend::Sqlite, "sqlite")] {
+                let entry = locked
+                    .iter()
+                    .find(|(file, b, _)| {
+                        *b == name && file.starts_with(&format!("{:04}_", migration.version))
+                    })
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "migration {} ({name}) is not in migrations.lock",
+                            migration.version
+                        )
+                    });
+                assert_eq!(
+                    entry.2,
+                    migration.checksum(backend),
+                    "migration {} ({name}) was edited after landing; add a new migration instead",
+                    migration.version
+                );
+            }
+        }
     }
 }

@@ -93,7 +93,9 @@ impl TestDb {
 
 /// Swaps the database name of a PostgreSQL URL, keeping any query string.
 fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
     let host_end = base[scheme_end..]
         .find('/')
@@ -198,7 +200,9 @@ impl TestApp {
 
     /// Builds the application again on the same database and data directory, as a restart would.
     pub async fn restart(&self) -> App {
-        App::build(self.config.clone()).await.expect("the app rebuilds")
+        App::build(self.config.clone())
+            .await
+            .expect("the app rebuilds")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -206,7 +210,13 @@ impl TestApp {
     }
 
     /// Sends a request through the router. `body` is sent as JSON when given.
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
         let mut builder = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -218,12 +228,17 @@ impl TestApp {
             }
             None => Body::empty(),
         };
-        self.send(builder.body(body).expect("a valid request")).await
+        self.send(builder.body(body).expect("a valid request"))
+            .await
     }
 
     /// Sends a prepared request, from 127.0.0.1 unless it already names a peer.
     pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
-        if request.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+        if request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_none()
+        {
             request
                 .extensions_mut()
                 .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
@@ -271,9 +286,18 @@ impl TestApp {
     /// Logs in and returns the access token; panics on failure.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let response = self
-            .post("/api/auth/login", None, json!({"email": email, "password": password}))
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
             .await;
-        assert_eq!(response.status, StatusCode::OK, "login failed: {}", response.text);
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "login failed: {}",
+            response.text
+        );
         response.body["access_token"]
             .as_str()
             .expect("an access token")
@@ -341,5 +365,42 @@ mod tests {
             "postgres://u@h/x?sslmode=disable"
         );
         assert_eq!(replace_database("postgres://h", "x"), "postgres://h/x");
+    }
+}
+
+#[cfg(test)]
+mod tidy {
+    use std::path::Path;
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == "target") {
+                    continue;
+                }
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Every Rust file opens with a `//!` line saying what it is for.
+    #[test]
+    fn every_rust_file_starts_with_a_module_doc() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut files = Vec::new();
+        rust_files(crates, &mut files);
+        assert!(files.len() > 10, "found the sources");
+        let missing: Vec<String> = files
+            .iter()
+            .filter(|path| !std::fs::read_to_string(path).unwrap().starts_with("//!"))
+            .map(|path| path.display().to_string())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "files without a leading `//!` line: {missing:?}"
+        );
     }
 }

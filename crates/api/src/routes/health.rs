@@ -80,7 +80,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         // Details stay in the log: the endpoint is public.
         error: error.map(|_| "database unreachable or not migrated; see the server log".into()),
     };
-    let status = if database_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = ReadyResponse {
         status: if database_up { "ready" } else { "not_ready" }.into(),
         components: BTreeMap::from([("database".to_string(), database)]),
@@ -97,7 +101,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
     metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

@@ -148,7 +148,13 @@ async fn change_my_password(
     AuthUser(user): AuthUser,
     AppJson(req): AppJson<ChangePasswordRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let user = users::change_own_password(&state.services, &user, req.current_password, req.new_password).await?;
+    let user = users::change_own_password(
+        &state.services,
+        &user,
+        req.current_password,
+        req.new_password,
+    )
+    .await?;
     Ok(Json(TokenResponse::new(&state, user)))
 }
 
@@ -159,7 +165,10 @@ async fn change_my_password(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
     ))]
-async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<UserResponse>>> {
+async fn list(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<Vec<UserResponse>>> {
     let users = users::list(&state.services).await?;
     Ok(Json(users.into_iter().map(UserResponse::from).collect()))
 }
@@ -234,7 +243,9 @@ async fn update(
         is_admin: req.is_admin,
         password: req.password,
     };
-    Ok(Json(users::update(&state.services, id, update).await?.into()))
+    Ok(Json(
+        users::update(&state.services, id, update).await?.into(),
+    ))
 }
 
 /// Deletes a user (administrators only). The last administrator cannot be deleted.

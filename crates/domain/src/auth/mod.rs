@@ -202,9 +202,14 @@ pub async fn login(
             .set_password_hash(user.id, &new_hash, false, Utc::now())
             .await
         {
-            Ok(_) => tracing::info!(user_id = user.id, "rehashed a legacy password with argon2id"),
+            Ok(_) => tracing::info!(
+                user_id = user.id,
+                "rehashed a legacy password with argon2id"
+            ),
             // The login itself succeeded; the upgrade is retried at the next login.
-            Err(err) => tracing::warn!(user_id = user.id, error = %err, "could not rehash a legacy password"),
+            Err(err) => {
+                tracing::warn!(user_id = user.id, error = %err, "could not rehash a legacy password")
+            }
         }
     }
     Ok(LoginOutcome {
@@ -216,10 +221,14 @@ pub async fn login(
 
 /// Resolves a bearer token to its user, loaded fresh from the store.
 pub async fn authenticate(services: &Services, token: &str) -> AuthResult<User> {
-    let claims = services.auth.keys.verify(token).map_err(|problem| match problem {
-        TokenProblem::Expired => AuthError::TokenExpired,
-        TokenProblem::Invalid => AuthError::InvalidToken,
-    })?;
+    let claims = services
+        .auth
+        .keys
+        .verify(token)
+        .map_err(|problem| match problem {
+            TokenProblem::Expired => AuthError::TokenExpired,
+            TokenProblem::Invalid => AuthError::InvalidToken,
+        })?;
     let user_id: i64 = claims.sub.parse().map_err(|_| AuthError::InvalidToken)?;
     let user = services
         .store

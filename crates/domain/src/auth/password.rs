@@ -8,9 +8,7 @@
 
 use std::num::NonZeroU32;
 
-use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString,
-};
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use aws_lc_rs::{pbkdf2, rand};
 
 /// Rounds the seed system used for its PBKDF2 hashes.
@@ -20,7 +18,9 @@ const SEED_PBKDF2_ROUNDS: u32 = 390_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verified {
     /// The password matches. `needs_rehash` is set when the hash uses an old scheme.
-    Valid { needs_rehash: bool },
+    Valid {
+        needs_rehash: bool,
+    },
     Invalid,
 }
 
@@ -94,9 +94,8 @@ fn verify_argon2(password: &str, stored: &str) -> Verified {
 
 fn seed_pbkdf2_parts(stored: &str) -> Option<(&str, &str)> {
     let (salt, digest) = stored.split_once('$')?;
-    let well_formed = !salt.is_empty()
-        && digest.len() == 64
-        && digest.bytes().all(|b| b.is_ascii_hexdigit());
+    let well_formed =
+        !salt.is_empty() && digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
     well_formed.then_some((salt, digest))
 }
 

@@ -86,7 +86,9 @@ mod tests {
         limiter.record("k", t0);
         assert!(limiter.check("k", t0).is_ok());
         limiter.record("k", t0 + Duration::from_secs(10));
-        let retry = limiter.check("k", t0 + Duration::from_secs(20)).unwrap_err();
+        let retry = limiter
+            .check("k", t0 + Duration::from_secs(20))
+            .unwrap_err();
         assert_eq!(retry, Duration::from_secs(40));
         assert!(limiter.check("other", t0).is_ok());
         assert!(limiter.check("k", t0 + Duration::from_secs(61)).is_ok());

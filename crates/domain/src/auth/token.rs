@@ -120,7 +120,9 @@ mod tests {
         assert_eq!(keys.verify(&forged), Err(TokenProblem::Invalid));
         assert_eq!(keys.verify("not.a.jwt"), Err(TokenProblem::Invalid));
 
-        let mut claims = keys.verify(&keys.issue(&user(), Utc::now(), chrono::Duration::minutes(5))).unwrap();
+        let mut claims = keys
+            .verify(&keys.issue(&user(), Utc::now(), chrono::Duration::minutes(5)))
+            .unwrap();
         claims.token_type = "refresh".into();
         assert_eq!(keys.verify(&keys.sign(&claims)), Err(TokenProblem::Invalid));
     }

@@ -262,7 +262,9 @@ pub async fn change_own_password(
         .await?
         .ok_or(UserError::NotFound(user.id))?;
     match password::verify_blocking(current_password, credentials.password_hash).await {
-        password::Verified::Valid { .. } => set_password(services, user.id, new_password, true).await,
+        password::Verified::Valid { .. } => {
+            set_password(services, user.id, new_password, true).await
+        }
         password::Verified::Invalid => Err(UserError::WrongPassword),
     }
 }

@@ -19,7 +19,11 @@ backend_tests!(
 async fn login_returns_token_and_user(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let response = app
-        .post("/api/auth/login", None, json!({"email": "  ADMIN@example.com ", "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "  ADMIN@example.com ", "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
     assert_eq!(response.body["token_type"], "bearer");
@@ -41,10 +45,18 @@ async fn login_returns_token_and_user(backend: TestBackend) {
 async fn login_failures_look_the_same(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let wrong_password = app
-        .post("/api/auth/login", None, json!({"email": ADMIN_EMAIL, "password": "nope-nope"}))
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": ADMIN_EMAIL, "password": "nope-nope"}),
+        )
         .await;
     let unknown_email = app
-        .post("/api/auth/login", None, json!({"email": "ghost@example.com", "password": "nope-nope"}))
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "ghost@example.com", "password": "nope-nope"}),
+        )
         .await;
     for response in [&wrong_password, &unknown_email] {
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
@@ -52,7 +64,9 @@ async fn login_failures_look_the_same(backend: TestBackend) {
     }
     assert_eq!(wrong_password.body, unknown_email.body);
 
-    let missing_field = app.post("/api/auth/login", None, json!({"email": ADMIN_EMAIL})).await;
+    let missing_field = app
+        .post("/api/auth/login", None, json!({"email": ADMIN_EMAIL}))
+        .await;
     assert_eq!(missing_field.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(missing_field.code(), "invalid_body");
 }
@@ -60,10 +74,16 @@ async fn login_failures_look_the_same(backend: TestBackend) {
 async fn bad_tokens_are_refused(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let me = app.get("/api/users/me", None).await;
-    assert_eq!((me.status, me.code()), (StatusCode::UNAUTHORIZED, "missing_token"));
+    assert_eq!(
+        (me.status, me.code()),
+        (StatusCode::UNAUTHORIZED, "missing_token")
+    );
 
     let garbage = app.get("/api/users/me", Some("garbage")).await;
-    assert_eq!((garbage.status, garbage.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (garbage.status, garbage.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 
     let request = Request::builder()
         .uri("/api/users/me")
@@ -71,9 +91,20 @@ async fn bad_tokens_are_refused(backend: TestBackend) {
         .body(axum::body::Body::empty())
         .unwrap();
     let basic = app.send(request).await;
-    assert_eq!((basic.status, basic.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (basic.status, basic.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 
-    let user = app.app.services.store.credentials_by_email(ADMIN_EMAIL).await.unwrap().unwrap().user;
+    let user = app
+        .app
+        .services
+        .store
+        .credentials_by_email(ADMIN_EMAIL)
+        .await
+        .unwrap()
+        .unwrap()
+        .user;
     let keys = app.app.services.auth.keys();
     let now = Utc::now().timestamp();
     let claims = |iat: i64, exp: i64| Claims {
@@ -87,21 +118,34 @@ async fn bad_tokens_are_refused(backend: TestBackend) {
     };
     let expired = keys.sign(&claims(now - 7200, now - 3600));
     let response = app.get("/api/users/me", Some(&expired)).await;
-    assert_eq!((response.status, response.code()), (StatusCode::UNAUTHORIZED, "token_expired"));
+    assert_eq!(
+        (response.status, response.code()),
+        (StatusCode::UNAUTHORIZED, "token_expired")
+    );
 
     let foreign = domain::auth::token::TokenKeys::new(b"some-other-key-some-other-key-123");
     let forged = foreign.sign(&claims(now, now + 3600));
     let response = app.get("/api/users/me", Some(&forged)).await;
-    assert_eq!((response.status, response.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (response.status, response.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 
     let mut for_nobody = claims(now, now + 3600);
     for_nobody.sub = "999999".into();
-    let response = app.get("/api/users/me", Some(&keys.sign(&for_nobody))).await;
-    assert_eq!((response.status, response.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    let response = app
+        .get("/api/users/me", Some(&keys.sign(&for_nobody)))
+        .await;
+    assert_eq!(
+        (response.status, response.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 
     let mut not_a_number = claims(now, now + 3600);
     not_a_number.sub = "admin".into();
-    let response = app.get("/api/users/me", Some(&keys.sign(&not_a_number))).await;
+    let response = app
+        .get("/api/users/me", Some(&keys.sign(&not_a_number)))
+        .await;
     assert_eq!(response.status, StatusCode::UNAUTHORIZED);
 }
 
@@ -112,7 +156,10 @@ async fn legacy_hashes_log_in_and_are_rehashed(backend: TestBackend) {
         ("bcrypt@example.com", bcrypt_hash("bcrypt-pass")),
         (
             "seed@example.com",
-            domain::auth::password::seed_pbkdf2_hash("seed-pass-1", "9f86d081884c7d659a2feaa0c55ad015"),
+            domain::auth::password::seed_pbkdf2_hash(
+                "seed-pass-1",
+                "9f86d081884c7d659a2feaa0c55ad015",
+            ),
         ),
     ];
     for (email, hash) in &legacy {
@@ -131,14 +178,26 @@ async fn legacy_hashes_log_in_and_are_rehashed(backend: TestBackend) {
             .unwrap();
     }
     for ((email, old_hash), password) in legacy.iter().zip(["bcrypt-pass", "seed-pass-1"]) {
-        let wrong = app.post("/api/auth/login", None, json!({"email": email, "password": "wrong-one"})).await;
+        let wrong = app
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": email, "password": "wrong-one"}),
+            )
+            .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
         let stored = store.credentials_by_email(email).await.unwrap().unwrap();
-        assert_eq!(&stored.password_hash, old_hash, "a failed login changes nothing");
+        assert_eq!(
+            &stored.password_hash, old_hash,
+            "a failed login changes nothing"
+        );
 
         app.login(email, password).await;
         let stored = store.credentials_by_email(email).await.unwrap().unwrap();
-        assert!(stored.password_hash.starts_with("$argon2id$"), "{email} was rehashed");
+        assert!(
+            stored.password_hash.starts_with("$argon2id$"),
+            "{email} was rehashed"
+        );
         // The new hash still accepts the same password.
         app.login(email, password).await;
     }
@@ -156,20 +215,34 @@ async fn login_is_rate_limited_per_account(backend: TestBackend) {
         config.auth.login_max_failures_per_account = 3;
     })
     .await;
-    let (_, _) = app.create_user("other@example.com", "other-password", false).await;
+    let (_, _) = app
+        .create_user("other@example.com", "other-password", false)
+        .await;
     for _ in 0..3 {
         let response = app
-            .post("/api/auth/login", None, json!({"email": ADMIN_EMAIL, "password": "wrong-pass"}))
+            .post(
+                "/api/auth/login",
+                None,
+                json!({"email": ADMIN_EMAIL, "password": "wrong-pass"}),
+            )
             .await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     }
     // Even the right password is refused while the account is locked.
     let response = app
-        .post("/api/auth/login", None, json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+        )
         .await;
     assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.code(), "too_many_login_attempts");
-    let retry_after: u64 = response.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
 
     // Another account from the same address is not affected.
@@ -188,26 +261,55 @@ async fn login_is_rate_limited_per_address(backend: TestBackend) {
             .uri("/api/auth/login")
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-forwarded-for", format!("{ip}, 10.0.0.1"))
-            .body(axum::body::Body::from(json!({"email": email, "password": password}).to_string()))
+            .body(axum::body::Body::from(
+                json!({"email": email, "password": password}).to_string(),
+            ))
             .unwrap()
     };
     for i in 0..4 {
-        let response = app.send(attempt("203.0.113.9", format!("user{i}@example.com"), "guess-guess")).await;
+        let response = app
+            .send(attempt(
+                "203.0.113.9",
+                format!("user{i}@example.com"),
+                "guess-guess",
+            ))
+            .await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     }
-    let response = app.send(attempt("203.0.113.9", ADMIN_EMAIL.into(), ADMIN_PASSWORD)).await;
+    let response = app
+        .send(attempt("203.0.113.9", ADMIN_EMAIL.into(), ADMIN_PASSWORD))
+        .await;
     assert_eq!(response.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(response.headers.contains_key(header::RETRY_AFTER));
-    let response = app.send(attempt("198.51.100.7", ADMIN_EMAIL.into(), ADMIN_PASSWORD)).await;
-    assert_eq!(response.status, StatusCode::OK, "another address may still log in");
+    let response = app
+        .send(attempt("198.51.100.7", ADMIN_EMAIL.into(), ADMIN_PASSWORD))
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::OK,
+        "another address may still log in"
+    );
 }
 
 async fn deleted_user_loses_access(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let (id, token) = app.create_user("temp@example.com", "temp-password", false).await;
-    assert_eq!(app.get("/api/users/me", Some(&token)).await.status, StatusCode::OK);
+    let (id, token) = app
+        .create_user("temp@example.com", "temp-password", false)
+        .await;
+    assert_eq!(
+        app.get("/api/users/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
     let admin = app.admin_token().await;
-    assert_eq!(app.delete(&format!("/api/users/{id}"), Some(&admin)).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/api/users/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let response = app.get("/api/users/me", Some(&token)).await;
-    assert_eq!((response.status, response.code()), (StatusCode::UNAUTHORIZED, "invalid_token"));
+    assert_eq!(
+        (response.status, response.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 }

@@ -14,7 +14,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// A command with a clean environment: no `SWITCHYARD_*` or `DATABASE_URL` from outside.
 fn switchyard(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
-    command.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     command
 }
 
@@ -43,7 +46,11 @@ fn invalid_settings_stop_with_one_clear_line() {
     let cases = [
         ("SWITCHYARD_BIND", "nowhere", "`bind`"),
         ("SWITCHYARD_DATABASE_URL", "mysql://db", "`database.url`"),
-        ("SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES", "-5", "auth.access_token_ttl_minutes"),
+        (
+            "SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES",
+            "-5",
+            "auth.access_token_ttl_minutes",
+        ),
     ];
     for (name, value, expected) in cases {
         let output = run(switchyard(dir.path()).env(name, value), None);
@@ -54,10 +61,16 @@ fn invalid_settings_stop_with_one_clear_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
-    let output = run(switchyard(dir.path()).args(["--config", "absent.toml", "config", "print"]), None);
+    let output = run(
+        switchyard(dir.path()).args(["--config", "absent.toml", "config", "print"]),
+        None,
+    );
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("absent.toml"));
-    assert!(!dir.path().join("data").exists(), "a failed start creates nothing");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a failed start creates nothing"
+    );
 }
 
 #[test]
@@ -65,7 +78,10 @@ fn config_print_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(
         switchyard(dir.path())
-            .env("SWITCHYARD_JWT_SECRET", "jwt-secret-jwt-secret-jwt-secret-jwt")
+            .env(
+                "SWITCHYARD_JWT_SECRET",
+                "jwt-secret-jwt-secret-jwt-secret-jwt",
+            )
             .env("SWITCHYARD_ADMIN_EMAIL", "root@example.com")
             .env("SWITCHYARD_ADMIN_PASSWORD", "root-password-x")
             .env("SWITCHYARD_ENCRYPTION_KEY", "ab".repeat(32))
@@ -85,34 +101,77 @@ fn config_print_redacts_secrets() {
 fn users_commands_create_and_reset() {
     let dir = tempfile::tempdir().unwrap();
     let output = run(
-        switchyard(dir.path()).args(["users", "create", "--email", "Ops@Example.com", "--admin", "--password-stdin"]),
+        switchyard(dir.path()).args([
+            "users",
+            "create",
+            "--email",
+            "Ops@Example.com",
+            "--admin",
+            "--password-stdin",
+        ]),
         Some("ops-password-1\n"),
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert!(text(&output.stdout).contains("created administrator ops@example.com"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("created administrator ops@example.com"),
+        "{}",
+        text(&output.stdout)
+    );
 
     let again = run(
-        switchyard(dir.path()).args(["users", "create", "--email", "ops@example.com", "--password-stdin"]),
+        switchyard(dir.path()).args([
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+        ]),
         Some("ops-password-1\n"),
     );
     assert_eq!(again.status.code(), Some(1));
-    assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
 
     let weak = run(
-        switchyard(dir.path()).args(["users", "set-password", "--email", "ops@example.com", "--password-stdin"]),
+        switchyard(dir.path()).args([
+            "users",
+            "set-password",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+        ]),
         Some("short\n"),
     );
     assert_eq!(weak.status.code(), Some(1));
-    assert!(text(&weak.stderr).contains("at least 8"), "{}", text(&weak.stderr));
+    assert!(
+        text(&weak.stderr).contains("at least 8"),
+        "{}",
+        text(&weak.stderr)
+    );
 
     let reset = run(
-        switchyard(dir.path()).args(["users", "set-password", "--email", "ops@example.com", "--password-stdin"]),
+        switchyard(dir.path()).args([
+            "users",
+            "set-password",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+        ]),
         Some("ops-password-2\n"),
     );
     assert!(reset.status.success(), "{}", text(&reset.stderr));
 
     let missing = run(
-        switchyard(dir.path()).args(["users", "set-password", "--email", "ghost@example.com", "--password-stdin"]),
+        switchyard(dir.path()).args([
+            "users",
+            "set-password",
+            "--email",
+            "ghost@example.com",
+            "--password-stdin",
+        ]),
         Some("whatever-pass\n"),
     );
     assert_eq!(missing.status.code(), Some(1));
@@ -120,15 +179,28 @@ fn users_commands_create_and_reset() {
 
     let migrate = run(switchyard(dir.path()).arg("migrate"), None);
     assert!(migrate.status.success());
-    assert!(text(&migrate.stdout).contains("applied 0 migration(s)"), "{}", text(&migrate.stdout));
+    assert!(
+        text(&migrate.stdout).contains("applied 0 migration(s)"),
+        "{}",
+        text(&migrate.stdout)
+    );
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A minimal HTTP/1.1 exchange; returns (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.unwrap_or("");
@@ -139,8 +211,14 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> std::
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -152,7 +230,13 @@ fn serve_starts_on_an_empty_data_dir_and_stops_on_sigterm() {
         .env("SWITCHYARD_ADMIN_EMAIL", "boot@example.com")
         .env("SWITCHYARD_ADMIN_PASSWORD", "boot-password")
         .env("SWITCHYARD_LOG_FORMAT", "json")
-        .args(["serve", "--bind", &addr.to_string(), "--data-dir", "fresh/data"])
+        .args([
+            "serve",
+            "--bind",
+            &addr.to_string(),
+            "--data-dir",
+            "fresh/data",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -162,7 +246,9 @@ fn serve_starts_on_an_empty_data_dir_and_stops_on_sigterm() {
     let health = loop {
         match http(addr, "GET", "/health", None) {
             Ok(response) => break response,
-            Err(_) if started.elapsed() < Duration::from_secs(30) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(err) => {
                 let _ = child.kill();
                 panic!("the server did not come up: {err}");
@@ -185,15 +271,28 @@ fn serve_starts_on_an_empty_data_dir_and_stops_on_sigterm() {
     assert!(data.join("switchyard.db").is_file());
     assert!(data.join("secrets.json").is_file());
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "clean exit on SIGTERM: {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "clean exit on SIGTERM: {:?}",
+        output.status
+    );
     let logs = text(&output.stdout) + &text(&output.stderr);
     assert!(logs.contains("\"stopped\""), "{logs}");
-    assert!(!logs.contains("boot-password"), "the password is never logged");
+    assert!(
+        !logs.contains("boot-password"),
+        "the password is never logged"
+    );
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "JSON log line: {line}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "JSON log line: {line}"
+        );
     }
 }
 
@@ -209,10 +308,16 @@ fn serve_without_users_says_how_to_create_one() {
         .unwrap();
     let started = Instant::now();
     while http(addr, "GET", "/health", None).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not come up");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not come up"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let logs = text(&output.stdout) + &text(&output.stderr);
     assert!(logs.contains("switchyard users create --email"), "{logs}");

@@ -18,7 +18,12 @@ backend_tests!(
     metrics_are_exported,
 );
 
-fn raw(method: Method, path: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+fn raw(
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(path);
     if let Some(content_type) = content_type {
         builder = builder.header(header::CONTENT_TYPE, content_type);
@@ -29,10 +34,36 @@ fn raw(method: Method, path: &str, content_type: Option<&str>, body: impl Into<B
 async fn malformed_requests_get_json_errors(backend: TestBackend) {
     let app = TestApp::with_config(backend, |config| config.http.max_body_bytes = 4096).await;
     let cases = [
-        (raw(Method::POST, "/api/auth/login", Some("application/json"), "{\"email\": "), StatusCode::BAD_REQUEST, "malformed_json"),
-        (raw(Method::POST, "/api/auth/login", Some("text/plain"), "{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (raw(Method::POST, "/api/auth/login", None, "{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        (raw(Method::POST, "/api/auth/login", Some("application/json"), "[1, 2]"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        (
+            raw(
+                Method::POST,
+                "/api/auth/login",
+                Some("application/json"),
+                "{\"email\": ",
+            ),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            raw(Method::POST, "/api/auth/login", Some("text/plain"), "{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            raw(Method::POST, "/api/auth/login", None, "{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            raw(
+                Method::POST,
+                "/api/auth/login",
+                Some("application/json"),
+                "[1, 2]",
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
         (
             raw(
                 Method::POST,
@@ -46,7 +77,12 @@ async fn malformed_requests_get_json_errors(backend: TestBackend) {
     ];
     for (request, status, code) in cases {
         let response = app.send(request).await;
-        assert_eq!((response.status, response.code()), (status, code), "{}", response.text);
+        assert_eq!(
+            (response.status, response.code()),
+            (status, code),
+            "{}",
+            response.text
+        );
         assert_eq!(response.headers[header::CONTENT_TYPE], "application/json");
         assert!(response.body["message"].is_string());
     }
@@ -55,9 +91,17 @@ async fn malformed_requests_get_json_errors(backend: TestBackend) {
 async fn unknown_routes_and_methods(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let missing = app.get("/api/no-such-thing", None).await;
-    assert_eq!((missing.status, missing.code()), (StatusCode::NOT_FOUND, "route_not_found"));
-    let wrong_method = app.request(Method::PUT, "/api/auth/login", None, Some(json!({}))).await;
-    assert_eq!((wrong_method.status, wrong_method.code()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "route_not_found")
+    );
+    let wrong_method = app
+        .request(Method::PUT, "/api/auth/login", None, Some(json!({})))
+        .await;
+    assert_eq!(
+        (wrong_method.status, wrong_method.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
     let wrong_method = app.delete("/health", None).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
 }
@@ -69,7 +113,10 @@ async fn request_ids_and_security_headers(backend: TestBackend) {
     assert_eq!(generated.len(), 36, "a UUID: {generated}");
     assert_eq!(response.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(response.headers[header::X_FRAME_OPTIONS], "DENY");
-    assert_eq!(response.headers[header::REFERRER_POLICY], "strict-origin-when-cross-origin");
+    assert_eq!(
+        response.headers[header::REFERRER_POLICY],
+        "strict-origin-when-cross-origin"
+    );
 
     let request = Request::builder()
         .uri("/health")
@@ -101,10 +148,20 @@ async fn cors_follows_the_allow_list(backend: TestBackend) {
             .unwrap()
     };
     let allowed = app.send(preflight("https://app.example.com")).await;
-    assert_eq!(allowed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
-    assert_eq!(allowed.headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+    assert_eq!(
+        allowed.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example.com"
+    );
+    assert_eq!(
+        allowed.headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+        "true"
+    );
     let denied = app.send(preflight("https://evil.example.com")).await;
-    assert!(!denied.headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    assert!(
+        !denied
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
 }
 
 async fn openapi_covers_every_route(backend: TestBackend) {
@@ -112,7 +169,11 @@ async fn openapi_covers_every_route(backend: TestBackend) {
     let response = app.get("/api/openapi.json", None).await;
     assert_eq!(response.status, StatusCode::OK);
     let doc = &response.body;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
     let expected: &[(&str, &[&str])] = &[
         ("/health", &["get"]),
         ("/health/ready", &["get"]),
@@ -126,7 +187,12 @@ async fn openapi_covers_every_route(backend: TestBackend) {
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths
         .iter()
-        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| format!("{m} {path}")))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{m} {path}"))
+        })
         .collect();
     documented.sort();
     let mut wanted: Vec<String> = expected
@@ -137,7 +203,12 @@ async fn openapi_covers_every_route(backend: TestBackend) {
     assert_eq!(documented, wanted);
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
-            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -150,7 +221,11 @@ async fn docs_are_served_offline(backend: TestBackend) {
     assert!(redirect.status.is_redirection(), "{}", redirect.status);
     let page = app.get("/docs/", None).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.text.contains("swagger-ui"), "{}", &page.text[..200.min(page.text.len())]);
+    assert!(
+        page.text.contains("swagger-ui"),
+        "{}",
+        &page.text[..200.min(page.text.len())]
+    );
     assert!(!page.text.contains("cdn."), "no CDN references");
     let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
     assert_eq!(bundle.status, StatusCode::OK);
@@ -162,7 +237,10 @@ async fn docs_are_served_offline(backend: TestBackend) {
 async fn health_and_readiness(backend: TestBackend) {
     let app = TestApp::new(backend.clone()).await;
     let live = app.get("/health", None).await;
-    assert_eq!((live.status, live.body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (live.status, live.body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
     let ready = app.get("/health/ready", None).await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     assert_eq!(ready.body["status"], "ready");
@@ -182,8 +260,17 @@ async fn health_and_readiness(backend: TestBackend) {
     assert_eq!(down.body["components"]["database"]["status"], "down");
     // Liveness does not depend on the database; a request needing it gets a clean 503.
     assert_eq!(app.get("/health", None).await.status, StatusCode::OK);
-    let login = app.post("/api/auth/login", None, json!({"email": "a@b.c", "password": "whatever"})).await;
-    assert_eq!((login.status, login.code()), (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"));
+    let login = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({"email": "a@b.c", "password": "whatever"}),
+        )
+        .await;
+    assert_eq!(
+        (login.status, login.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+    );
 }
 
 async fn metrics_are_exported(backend: TestBackend) {
@@ -192,11 +279,22 @@ async fn metrics_are_exported(backend: TestBackend) {
     app.get("/api/users/me", None).await;
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status, StatusCode::OK);
-    assert!(response.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        response.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = &response.text;
     assert!(text.contains("http_requests_total{"), "{text}");
     assert!(text.contains("route=\"/api/users/me\""), "{text}");
     assert!(text.contains("status=\"401\""), "{text}");
-    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains("db_pool_connections{state=\"idle\"}"), "{text}");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("db_pool_connections{state=\"idle\"}"),
+        "{text}"
+    );
 }

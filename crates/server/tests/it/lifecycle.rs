@@ -31,8 +31,16 @@ async fn restart_keeps_tokens_and_data(backend: TestBackend) {
     let router = restarted.router();
     let again = TestApp { router, ..app };
     let me = again.get("/api/users/me", Some(&token)).await;
-    assert_eq!(me.status, StatusCode::OK, "a token survives a restart: {}", me.text);
-    assert_eq!(restarted.services.secret_box.decrypt(&sealed).unwrap(), "sk-provider-key");
+    assert_eq!(
+        me.status,
+        StatusCode::OK,
+        "a token survives a restart: {}",
+        me.text
+    );
+    assert_eq!(
+        restarted.services.secret_box.decrypt(&sealed).unwrap(),
+        "sk-provider-key"
+    );
     assert_eq!(restarted.services.store.count_users().await.unwrap(), 1);
 
     let secrets = again.data_dir().join("secrets.json");
@@ -49,21 +57,36 @@ async fn changed_encryption_key_is_refused(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let mut config = app.config.clone();
     config.secrets.encryption_key = Some(domain::secret::Secret::new("11".repeat(32)));
-    let err = App::build(config).await.err().expect("a different key must be refused");
+    let err = App::build(config)
+        .await
+        .err()
+        .expect("a different key must be refused");
     let message = format!("{err:#}");
-    assert!(message.contains("encryption key does not match"), "{message}");
-    assert!(!message.contains(&"11".repeat(32)), "the key is not printed");
+    assert!(
+        message.contains("encryption key does not match"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&"11".repeat(32)),
+        "the key is not printed"
+    );
 }
 
 async fn raw_connection_sql(app: &TestApp, sql: &str) {
     match &app.backend {
         TestBackend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
         TestBackend::Postgres(_) => {
             let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
     }
 }
@@ -71,10 +94,18 @@ async fn raw_connection_sql(app: &TestApp, sql: &str) {
 async fn migrations_are_idempotent_and_guarded(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let db = &app.app.db;
-    assert_eq!(db.migrate().await.unwrap(), Vec::<i64>::new(), "nothing left to apply");
+    assert_eq!(
+        db.migrate().await.unwrap(),
+        Vec::<i64>::new(),
+        "nothing left to apply"
+    );
     assert_eq!(db.health().await.migrations_pending, 0);
 
-    raw_connection_sql(&app, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1").await;
+    raw_connection_sql(
+        &app,
+        "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1",
+    )
+    .await;
     let err = db.migrate().await.unwrap_err().to_string();
     assert!(err.contains("was changed after it was applied"), "{err}");
     let err = format!("{:#}", App::build(app.config.clone()).await.err().unwrap());
@@ -97,7 +128,10 @@ async fn concurrent_starts_migrate_once(backend: TestBackend) {
     let mut config = app.config.clone();
     config.database.url = Some(domain::secret::Secret::new(fresh.url.clone()));
     let (a, b) = tokio::join!(App::build(config.clone()), App::build(config.clone()));
-    let (a, b) = (a.expect("first replica starts"), b.expect("second replica starts"));
+    let (a, b) = (
+        a.expect("first replica starts"),
+        b.expect("second replica starts"),
+    );
     assert_eq!(a.db.health().await.migrations_pending, 0);
     // Both share one token signing key: a token from one verifies on the other.
     a.bootstrap().await.unwrap();
@@ -109,7 +143,13 @@ async fn concurrent_starts_migrate_once(backend: TestBackend) {
 }
 
 /// Starts `app` on an ephemeral port; returns its address, the shutdown trigger and the task.
-async fn start(app: App) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+async fn start(
+    app: App,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +162,9 @@ async fn start(app: App) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio
 /// Sends the head of a login request whose body is `body_len` bytes, and `sent` of them.
 fn partial_login(addr: SocketAddr, body: &str, sent: usize) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     write!(
         stream,
         "POST /api/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
@@ -161,9 +203,16 @@ async fn serve_finishes_in_flight_requests(backend: TestBackend) {
     })
     .await
     .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "the in-flight request finished: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the in-flight request finished: {response}"
+    );
     assert!(response.contains("access_token"));
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 async fn serve_bounds_stuck_requests(backend: TestBackend) {
@@ -173,12 +222,26 @@ async fn serve_bounds_stuck_requests(backend: TestBackend) {
     let app = App::build(config).await.unwrap();
     let db = app.db.clone();
     let (addr, shutdown, task) = start(app).await;
-    let _stuck = partial_login(addr, "{\"email\": \"a@b.c\", \"password\": \"never-sent\"}", 5);
+    let _stuck = partial_login(
+        addr,
+        "{\"email\": \"a@b.c\", \"password\": \"never-sent\"}",
+        5,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     shutdown.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900), "waited for the grace period: {took:?}");
-    assert!(db.health().await.error.is_some(), "the pool is closed after shutdown");
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited for the grace period: {took:?}"
+    );
+    assert!(
+        db.health().await.error.is_some(),
+        "the pool is closed after shutdown"
+    );
 }
