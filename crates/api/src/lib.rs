@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use tower_http::{
+    catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::{DefaultOnResponse, TraceLayer},
@@ -196,6 +197,18 @@ pub fn router(state: AppState) -> Router {
         // Swagger UI's assets are compiled in (`vendored`): the docs work with no internet.
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(route_not_found)
+        // A bug that panics in a handler answers like any internal error instead of
+        // dropping the connection.
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "an internal error occurred; see the server log for this request id",
+                ))
+            },
+        ))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(middleware::record_metrics))

@@ -173,6 +173,10 @@ pub async fn login(
     client: &str,
 ) -> AuthResult<LoginOutcome> {
     let auth = &services.auth;
+    if password.len() > users::MAX_PASSWORD_BYTES {
+        // No stored password is this long; refuse before spending a hash on it.
+        return Err(AuthError::InvalidCredentials);
+    }
     let email = email.trim().to_lowercase();
     let account_key = format!("account:{email}");
     let ip_key = format!("ip:{client}");

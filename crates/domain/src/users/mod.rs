@@ -142,6 +142,9 @@ pub fn normalize_email(raw: &str) -> UserResult<String> {
     }
 }
 
+/// Longer passwords are refused outright (hashing cost grows with length).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// The minimum a new password must meet.
 pub fn check_password_strength(password: &str) -> UserResult<()> {
     let n_chars = password.chars().count();
@@ -150,7 +153,7 @@ pub fn check_password_strength(password: &str) -> UserResult<()> {
             "password must be at least 8 characters".into(),
         ));
     }
-    if password.len() > 1024 {
+    if password.len() > MAX_PASSWORD_BYTES {
         return Err(UserError::WeakPassword(
             "password must be at most 1024 bytes".into(),
         ));
