@@ -8,7 +8,9 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use domain::{ErrorKind, auth::AuthError, error::DomainError, users::UserError};
+use domain::{
+    ErrorKind, auth::AuthError, error::DomainError, users::UserError, workflows::WorkflowError,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -19,6 +21,12 @@ pub struct ErrorBody {
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// For `invalid_workflow`: every problem found in the graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<crate::routes::workflows::ProblemResponse>>,
+    /// For `stale_version`: the version's current revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<i64>,
 }
 
 /// An error on its way to becoming an HTTP response.
@@ -28,6 +36,8 @@ pub struct ApiError {
     code: Cow<'static, str>,
     message: String,
     retry_after_secs: Option<u64>,
+    problems: Option<Vec<crate::routes::workflows::ProblemResponse>>,
+    current_revision: Option<i64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -43,6 +53,8 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             retry_after_secs: None,
+            problems: None,
+            current_revision: None,
         }
     }
 
@@ -97,6 +109,20 @@ impl From<AuthError> for ApiError {
         let mut api = ApiError::from_domain(&err);
         if let AuthError::RateLimited { retry_after_secs } = err {
             api.retry_after_secs = Some(retry_after_secs);
+        }
+        api
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(err: WorkflowError) -> ApiError {
+        let mut api = ApiError::from_domain(&err);
+        match err {
+            WorkflowError::Invalid(problems) => {
+                api.problems = Some(problems.into_iter().map(Into::into).collect());
+            }
+            WorkflowError::Stale { current } => api.current_revision = Some(current),
+            _ => {}
         }
         api
     }
@@ -157,6 +183,8 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code.into_owned(),
             message: self.message,
+            problems: self.problems,
+            current_revision: self.current_revision,
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod secret;
 pub mod store;
 pub mod users;
+pub mod workflows;
 
 use std::sync::Arc;
 

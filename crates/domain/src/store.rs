@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::users::{NewUser, User, UserCredentials, UserPatch};
+use crate::{
+    users::{NewUser, User, UserCredentials, UserPatch},
+    workflows::{Graph, Permission, Share, Version, Workflow},
+};
 
 /// A storage failure, already classified so services can react to it.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,123 @@ pub trait SettingsStore: Send + Sync {
     ) -> StoreResult<serde_json::Value>;
 }
 
+/// A workflow about to be inserted with its first version.
+#[derive(Debug, Clone)]
+pub struct NewWorkflow {
+    pub slug: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub owner_id: Option<i64>,
+}
+
+/// Workflow fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowPatch {
+    pub slug: Option<String>,
+    pub display_name: Option<String>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<String>>,
+    pub follow_production: Option<bool>,
+}
+
+/// A version about to be inserted; it gets the next number of its workflow.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub name: Option<String>,
+    pub graph: Graph,
+    pub created_by: Option<i64>,
+}
+
+/// An edit of a draft: its new graph (and name), checked against `expected_revision`.
+#[derive(Debug, Clone)]
+pub struct DraftEdit<'a> {
+    pub graph: &'a Graph,
+    pub name: Option<&'a str>,
+    pub expected_revision: Option<i64>,
+    pub updated_by: Option<i64>,
+}
+
+/// The outcome of editing a draft in place.
+#[derive(Debug)]
+pub enum DraftUpdate {
+    Updated(Box<Version>),
+    NotFound,
+    /// The version is published, so it cannot change.
+    Published,
+    /// `expected_revision` no longer matches.
+    Stale {
+        current: i64,
+    },
+}
+
+/// A workflow and, for a listing user, what a share grants them.
+pub type ListedWorkflow = (Workflow, Option<Permission>);
+
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Inserts a workflow and its version 1 in one transaction; `publish` puts it in production.
+    async fn insert_workflow(
+        &self,
+        workflow: &NewWorkflow,
+        version: &NewVersion,
+        publish: bool,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Workflow, Version)>;
+    async fn workflow_by_id(&self, id: i64) -> StoreResult<Option<Workflow>>;
+    async fn workflow_by_slug(&self, slug: &str) -> StoreResult<Option<Workflow>>;
+    /// All workflows (`visible_to: None`), or those a user owns or has a share on.
+    async fn list_workflows(&self, visible_to: Option<i64>) -> StoreResult<Vec<ListedWorkflow>>;
+    async fn count_workflows(&self) -> StoreResult<i64>;
+    async fn update_workflow(
+        &self,
+        id: i64,
+        patch: &WorkflowPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Workflow>>;
+    async fn delete_workflow(&self, id: i64) -> StoreResult<bool>;
+
+    async fn share_of(&self, workflow_id: i64, user_id: i64) -> StoreResult<Option<Permission>>;
+    async fn list_shares(&self, workflow_id: i64) -> StoreResult<Vec<Share>>;
+    async fn put_share(
+        &self,
+        workflow_id: i64,
+        user_id: i64,
+        permission: Permission,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn delete_share(&self, workflow_id: i64, user_id: i64) -> StoreResult<bool>;
+
+    /// Versions newest first, with their graphs.
+    async fn list_versions(&self, workflow_id: i64) -> StoreResult<Vec<Version>>;
+    async fn version(&self, workflow_id: i64, version_id: i64) -> StoreResult<Option<Version>>;
+    async fn production_version(&self, workflow_id: i64) -> StoreResult<Option<Version>>;
+    async fn insert_version(
+        &self,
+        workflow_id: i64,
+        version: &NewVersion,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Version>;
+    /// Replaces a draft's graph (and name), when `expected_revision` (if given) still matches.
+    async fn update_draft(
+        &self,
+        workflow_id: i64,
+        version_id: i64,
+        edit: &DraftEdit<'_>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<DraftUpdate>;
+    /// Puts a version in production (freezing it); `None` when it does not exist.
+    async fn publish_version(
+        &self,
+        workflow_id: i64,
+        version_id: i64,
+        published_by: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Version>>;
+    /// Makes one workflow the ChatKit default and clears the flag on every other.
+    async fn set_chatkit_default(&self, workflow_id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn chatkit_default(&self) -> StoreResult<Option<Workflow>>;
+}
+
 /// What the readiness probe checks.
 #[derive(Debug, Clone)]
 pub struct StoreHealth {
@@ -95,7 +215,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: UserStore + SettingsStore + Send + Sync {
+pub trait Store: UserStore + SettingsStore + WorkflowStore + Send + Sync {
     fn backend_name(&self) -> &'static str;
     async fn health(&self) -> StoreHealth;
     fn pool_stats(&self) -> PoolStats;

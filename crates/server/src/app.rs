@@ -64,6 +64,12 @@ impl App {
                 }
             }
         }
+        if let Some(workflow) = domain::workflows::ensure_default_workflow(&self.services)
+            .await
+            .context("could not create the default workflow")?
+        {
+            tracing::info!(slug = %workflow.slug, "created the default workflow and made it the ChatKit default");
+        }
         if self.services.store.count_users().await? == 0 {
             tracing::warn!(
                 "no users exist yet. Create an administrator with \

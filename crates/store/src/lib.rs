@@ -8,6 +8,7 @@
 mod migrate;
 mod settings;
 mod users;
+mod workflows;
 
 use std::{str::FromStr, time::Duration};
 

@@ -45,7 +45,10 @@ macro_rules! migration {
 }
 
 /// Every migration, in order. Append only.
-pub static MIGRATIONS: &[Migration] = &[migration!(1, "foundation", "0001_foundation.sql")];
+pub static MIGRATIONS: &[Migration] = &[
+    migration!(1, "foundation", "0001_foundation.sql"),
+    migration!(2, "workflows", "0002_workflows.sql"),
+];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.
 const PG_MIGRATION_LOCK: i64 = 0x5357_5944_4d49_4752;

@@ -49,7 +49,7 @@ impl From<User> for UserResponse {
 }
 
 /// Tells "absent" (leave as is) from `null` (clear) for optional fields of a PATCH.
-fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

@@ -183,6 +183,19 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/users/me/password", &["post"]),
         ("/api/users", &["get", "post"]),
         ("/api/users/{id}", &["get", "patch", "delete"]),
+        ("/api/workflows", &["get", "post"]),
+        ("/api/workflows/validate", &["post"]),
+        ("/api/workflows/import", &["post"]),
+        ("/api/workflows/chatkit", &["get", "post"]),
+        ("/api/workflows/{id}", &["get", "patch", "delete"]),
+        ("/api/workflows/{id}/duplicate", &["post"]),
+        ("/api/workflows/{id}/versions", &["get", "post"]),
+        ("/api/workflows/{id}/versions/{version_id}", &["get", "put"]),
+        ("/api/workflows/{id}/versions/{version_id}/export", &["get"]),
+        ("/api/workflows/{id}/versions/{a}/diff/{b}", &["get"]),
+        ("/api/workflows/{id}/production", &["post"]),
+        ("/api/workflows/{id}/shares", &["get", "post"]),
+        ("/api/workflows/{id}/shares/{user_id}", &["delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

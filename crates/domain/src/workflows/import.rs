@@ -1,0 +1,683 @@
+//! Reading workflows made elsewhere: our own exports, the seed system's graphs and exports,
+//! and OpenAI Agent Builder workflows.
+//!
+//! Nothing is dropped silently. Nodes of kinds this version cannot run arrive disabled
+//! (a disabled node is bypassed at run time), each with a warning; expressions that do not
+//! compile are reported by validation like any other.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    graph::{Edge, Graph, Node},
+    nodes::Kind,
+    problems::{Problem, Problems},
+    service::slugify,
+};
+
+/// The `format` field of our exports.
+pub const NATIVE_FORMAT: &str = "switchyard.workflow";
+
+/// What an import yields before it is saved.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub graph: Graph,
+    pub warnings: Vec<Problem>,
+    pub slug: Option<String>,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Recognises the document's format and converts it.
+pub fn read(document: &Value) -> Result<Imported, String> {
+    let Some(object) = document.as_object() else {
+        return Err("the document must be a JSON object".into());
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    if object.get("format").and_then(Value::as_str) == Some(NATIVE_FORMAT) {
+        let workflow = object.get("workflow").cloned().unwrap_or(Value::Null);
+        let graph = object
+            .get("graph")
+            .cloned()
+            .ok_or("the export has no `graph`")?;
+        return finish(
+            Graph::from_json(graph)?,
+            text(workflow.get("slug")),
+            text(workflow.get("display_name")),
+            text(workflow.get("description")),
+        );
+    }
+    let is_agent_builder = object.contains_key("start_node_id")
+        || object
+            .get("nodes")
+            .and_then(Value::as_array)
+            .is_some_and(|nodes| nodes.iter().any(|n| n.get("node_type").is_some()));
+    if is_agent_builder {
+        return agent_builder(object);
+    }
+    // The seed system: an import payload `{graph, slug, display_name, …}`, a version
+    // (`{workflow_slug, workflow_display_name, graph}`), or a bare `{nodes, edges}`.
+    if let Some(graph) = object.get("graph") {
+        return finish(
+            Graph::from_json(graph.clone())?,
+            text(object.get("slug")).or_else(|| text(object.get("workflow_slug"))),
+            text(object.get("display_name")).or_else(|| text(object.get("workflow_display_name"))),
+            text(object.get("description")),
+        );
+    }
+    if object.contains_key("nodes") {
+        return finish(Graph::from_json(document.clone())?, None, None, None);
+    }
+    Err("unrecognised document: expected a Switchyard export, a seed-system graph (`nodes`, `edges`) or an Agent Builder workflow".into())
+}
+
+/// Disables nodes whose kind cannot run here, with a warning for each.
+fn finish(
+    mut graph: Graph,
+    slug: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+) -> Result<Imported, String> {
+    let mut problems = Problems::new();
+    disable_unrunnable(&mut graph, &mut problems);
+    Ok(Imported {
+        graph,
+        warnings: problems.into_vec(),
+        slug,
+        display_name,
+        description,
+    })
+}
+
+fn disable_unrunnable(graph: &mut Graph, problems: &mut Problems) {
+    for node in &mut graph.nodes {
+        if Kind::parse(&node.kind).is_none() && node.is_enabled {
+            node.is_enabled = false;
+            problems.at_node(Some(&node.slug));
+            problems.warning(
+                "node_disabled",
+                Some("kind"),
+                format!(
+                    "`{}` nodes cannot run in this version yet; the node was imported disabled",
+                    node.kind
+                ),
+            );
+        }
+    }
+    problems.at_node(None);
+}
+
+/// Unquotes a CEL string literal (`"text"` or `'text'`), if the whole expression is one.
+fn cel_string_literal(source: &str) -> Option<String> {
+    let source = source.trim();
+    let quote = source.chars().next()?;
+    if !(quote == '"' || quote == '\'') || source.len() < 2 || !source.ends_with(quote) {
+        return None;
+    }
+    let inner = &source[1..source.len() - 1];
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == quote {
+            return None; // an unescaped quote: several literals, e.g. concatenation
+        }
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            '\'' => out.push('\''),
+            'u' => {
+                let code: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&code, 16).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// An Agent Builder expression object `{"expression": "...", "format": "cel"}` → its source.
+fn expression(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Object(o) => o
+            .get("expression")
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_string()),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
+}
+
+/// A text field: a plain string when the expression is one literal, else a `{{ }}` template.
+fn text_from_expression(value: Option<&Value>) -> Option<String> {
+    let source = expression(value)?;
+    Some(cel_string_literal(&source).unwrap_or_else(|| format!("{{{{ {source} }}}}")))
+}
+
+fn position(ui: &Value, id: &str) -> Option<Value> {
+    let p = ui.get("positionsByNodeId")?.get(id)?;
+    let number = |v: &Value| {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    };
+    Some(json!({"x": number(p.get("x")?)?, "y": number(p.get("y")?)?}))
+}
+
+struct AbImport<'a> {
+    ui: &'a Value,
+    slugs: HashMap<String, String>,
+    used: HashSet<String>,
+    graph: Graph,
+    problems: Problems,
+}
+
+impl AbImport<'_> {
+    fn slug_for(&mut self, id: &str, label: Option<&str>) -> String {
+        if let Some(slug) = self.slugs.get(id) {
+            return slug.clone();
+        }
+        let base = label
+            .map(slugify)
+            .filter(|s| s != "workflow")
+            .unwrap_or_else(|| slugify(id));
+        let mut slug = base.clone();
+        let mut n = 2;
+        while !self.used.insert(slug.clone()) {
+            slug = format!("{base}-{n}");
+            n += 1;
+        }
+        self.slugs.insert(id.to_string(), slug.clone());
+        slug
+    }
+
+    fn warn(&mut self, slug: &str, code: &'static str, message: String) {
+        self.problems.at_node(Some(slug));
+        self.problems.warning(code, None, message);
+        self.problems.at_node(None);
+    }
+
+    /// Converts a scope's nodes and edges (the top level, or a While body).
+    fn scope(
+        &mut self,
+        nodes: &[Value],
+        edges: &[Value],
+        parent: Option<&str>,
+    ) -> Result<(), String> {
+        // Slugs first, so edges and loop bodies can refer to any node of the scope.
+        for node in nodes {
+            let id = node
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or("an Agent Builder node has no `id`")?;
+            if self.slugs.contains_key(id) {
+                return Err(format!("two nodes have the id `{id}`"));
+            }
+            let label = node.get("label").and_then(Value::as_str);
+            self.slug_for(id, label);
+        }
+        let mut ports: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for node in nodes {
+            let (converted, node_ports) = self.node(node)?;
+            if let Some(parent) = parent {
+                let mut converted = converted;
+                converted.parent_slug = Some(parent.to_string());
+                self.graph.nodes.push(converted);
+            } else {
+                self.graph.nodes.push(converted);
+            }
+            let id = node["id"].as_str().unwrap_or_default().to_string();
+            ports.insert(id, node_ports);
+        }
+        for edge in edges {
+            let source = edge
+                .get("source_node_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let target = edge
+                .get("target_node_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let port = edge
+                .get("source_port_id")
+                .and_then(Value::as_str)
+                .unwrap_or("out");
+            let (Some(source_slug), Some(target_slug)) = (
+                self.slugs.get(source).cloned(),
+                self.slugs.get(target).cloned(),
+            ) else {
+                self.problems.warning("edge_dropped", None, format!("an edge from `{source}` to `{target}` names a node that does not exist in its scope; it was left out"));
+                continue;
+            };
+            let condition = match ports.get(source).and_then(|p| p.get(port)) {
+                Some(label) => Some(label.clone()).filter(|l| !l.is_empty()),
+                None => {
+                    self.warn(&source_slug, "unknown_port", format!("output port `{port}` is not known for this node; the edge was kept unlabelled"));
+                    None
+                }
+            };
+            self.graph.edges.push(Edge {
+                source: source_slug,
+                target: target_slug,
+                condition,
+                metadata: Map::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One node; returns it with its output ports mapped to our edge labels.
+    fn node(&mut self, node: &Value) -> Result<(Node, HashMap<String, String>), String> {
+        let id = node["id"].as_str().unwrap_or_default().to_string();
+        let slug = self.slugs[&id].clone();
+        let node_type = node
+            .get("node_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let label = node
+            .get("label")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let config = node.get("config").cloned().unwrap_or(json!({}));
+        let data = self
+            .ui
+            .get("dataByNodeId")
+            .and_then(|d| d.get(&id))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut metadata = Map::new();
+        metadata.insert("agent_builder_id".into(), json!(id));
+        if let Some(position) = position(self.ui, &id) {
+            metadata.insert("position".into(), position);
+        }
+        let mut ports: HashMap<String, String> = HashMap::new();
+        let mut params = Map::new();
+        let kind = match node_type
+            .trim_start_matches("builtins.")
+            .trim_start_matches("tool.")
+        {
+            "Start" => {
+                ports.insert("out".into(), String::new());
+                "start"
+            }
+            "End" => {
+                if let Some(output) = expression(config.get("expr")).filter(|e| e != "input") {
+                    params.insert("output".into(), json!(output));
+                }
+                if let Some(schema) = data.get("workflowOutput").filter(|v| !v.is_null()) {
+                    params.insert("output_schema".into(), schema.clone());
+                    self.warn(&slug, "ignored_parameter", "the End node's declared output schema is kept in `output_schema` but not enforced".into());
+                }
+                "end"
+            }
+            "Agent" => {
+                ports.insert("on_result".into(), String::new());
+                self.agent(&slug, &config, &mut params);
+                "agent"
+            }
+            "SetState" => {
+                ports.insert("out".into(), String::new());
+                let assignments: Vec<Value> = config
+                    .get("assignments")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        let name = a.get("name").and_then(Value::as_str).unwrap_or_default().trim();
+                        json!({"target": format!("state.{name}"), "expression": expression(a.get("expression")).unwrap_or_default()})
+                    })
+                    .collect();
+                params.insert("state".into(), json!(assignments));
+                "state"
+            }
+            "Transform" => {
+                ports.insert("out".into(), String::new());
+                let source = expression(config.get("expr")).unwrap_or_default();
+                params.insert("expressions".into(), json!(format!("{{{{ {source} }}}}")));
+                "transform"
+            }
+            "IfElse" => {
+                let names: Vec<String> = data
+                    .get("caseNames")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|v| v.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut cases = Vec::new();
+                let mut labels = HashSet::new();
+                for (index, case) in config
+                    .get("cases")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let port = case
+                        .get("output_port_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let named = names
+                        .get(index)
+                        .map(|n| slugify(n))
+                        .filter(|n| !n.is_empty() && n != "workflow");
+                    let mut case_label = named.unwrap_or_else(|| port.clone());
+                    if case_label == "else" || !labels.insert(case_label.clone()) {
+                        case_label = port.clone();
+                        labels.insert(case_label.clone());
+                    }
+                    ports.insert(port, case_label.clone());
+                    cases.push(json!({"label": case_label, "predicate": expression(case.get("predicate")).unwrap_or_default()}));
+                }
+                let fallback = config
+                    .get("fallback")
+                    .and_then(|f| f.get("output_port_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("fallback");
+                ports.insert(fallback.to_string(), "else".into());
+                params.insert("cases".into(), json!(cases));
+                "condition"
+            }
+            "While" => {
+                ports.insert("out".into(), "exit".into());
+                let condition = expression(config.get("condition")).unwrap_or_default();
+                params.insert("condition".into(), json!(condition));
+                params.insert("max_iterations".into(), json!(100));
+                self.warn(&slug, "loop_limit_added", "Agent Builder loops have no iteration limit; this one stops after 100 iterations".into());
+                let body = config.get("body").cloned().unwrap_or(json!({}));
+                let body_nodes = body
+                    .get("nodes")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let body_edges = body
+                    .get("edges")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                self.scope(&body_nodes, &body_edges, Some(&slug))?;
+                if let Some(entry) = body
+                    .get("start_node_id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    match self.slugs.get(entry).cloned() {
+                        Some(entry_slug) => self.graph.edges.push(Edge {
+                            source: slug.clone(),
+                            target: entry_slug,
+                            condition: Some("loop".into()),
+                            metadata: Map::new(),
+                        }),
+                        None => {
+                            return Err(format!(
+                                "the loop `{id}` starts at `{entry}`, which is not in its body"
+                            ));
+                        }
+                    }
+                }
+                "while"
+            }
+            "BinaryApproval" => {
+                ports.insert("on_approve".into(), "approve".into());
+                ports.insert("on_reject".into(), "reject".into());
+                if let Some(message) = config.get("message").and_then(Value::as_str) {
+                    params.insert("message".into(), json!(message));
+                }
+                "user_approval"
+            }
+            "FileSearch" => {
+                ports.insert("on_result".into(), String::new());
+                params = config.as_object().cloned().unwrap_or_default();
+                "vector_store_search"
+            }
+            "MCP" => {
+                ports.insert("out".into(), String::new());
+                ports.insert("on_result".into(), String::new());
+                params = config.as_object().cloned().unwrap_or_default();
+                "mcp"
+            }
+            "Guardrails" => {
+                ports.insert("on_pass".into(), "pass".into());
+                ports.insert("on_fail".into(), "fail".into());
+                ports.insert("on_error".into(), "error".into());
+                params = config.as_object().cloned().unwrap_or_default();
+                "guardrails"
+            }
+            "note" | "Note" => "note",
+            other => {
+                params = config.as_object().cloned().unwrap_or_default();
+                self.warn(&slug, "unknown_kind", format!("Agent Builder node type `{node_type}` is not known; imported disabled as `{}`", other.to_lowercase()));
+                ""
+            }
+        };
+        let kind = if kind.is_empty() {
+            node_type
+                .trim_start_matches("builtins.")
+                .trim_start_matches("tool.")
+                .to_lowercase()
+        } else {
+            kind.to_string()
+        };
+        let converted = Node {
+            slug,
+            kind,
+            display_name: label,
+            parent_slug: None,
+            is_enabled: true,
+            parameters: params,
+            metadata,
+            agent_key: None,
+        };
+        Ok((converted, ports))
+    }
+
+    fn agent(&mut self, slug: &str, config: &Value, params: &mut Map<String, Value>) {
+        if let Some(instructions) = text_from_expression(config.get("instructions")) {
+            params.insert("instructions".into(), json!(instructions));
+        }
+        if let Some(model) = text_from_expression(config.get("model")) {
+            params.insert("model".into(), json!(model));
+        }
+        let mut settings = Map::new();
+        for (from, to) in [
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("max_output_tokens", "max_output_tokens"),
+            ("parallel_tool_calls", "parallel_tool_calls"),
+            ("reasoning", "reasoning"),
+            ("reads_from_history", "include_chat_history"),
+            ("writes_to_history", "writes_to_history"),
+            ("user_visible", "response_in_chat"),
+            ("show_progress_to_user", "show_progress_to_user"),
+        ] {
+            if let Some(value) = config.get(from).filter(|v| !v.is_null()) {
+                settings.insert(to.into(), value.clone());
+            }
+        }
+        if let Some(verbosity) = config
+            .get("text")
+            .and_then(|t| t.get("verbosity"))
+            .filter(|v| !v.is_null())
+        {
+            settings.insert("text".into(), json!({"verbosity": verbosity}));
+        }
+        if !settings.is_empty() {
+            params.insert("model_settings".into(), Value::Object(settings));
+        }
+        if let Some(format) = config
+            .get("text")
+            .and_then(|t| t.get("format"))
+            .filter(|f| f.get("type").is_some())
+        {
+            params.insert("response_format".into(), format.clone());
+        }
+        if let Some(messages) = config
+            .get("messages")
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+        {
+            params.insert("messages".into(), json!(messages));
+        }
+        if let Some(tools) = config
+            .get("tools")
+            .and_then(Value::as_array)
+            .filter(|t| !t.is_empty())
+        {
+            params.insert("tools".into(), json!(tools));
+            if tools
+                .iter()
+                .any(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+            {
+                self.warn(slug, "tool_needs_binding", "function tools came without an implementation; define them in the tool library".into());
+            }
+        }
+        if let Some(widget) = config.get("widget_config").filter(|w| !w.is_null()) {
+            params.insert("widget".into(), json!({"source": "variable", "definition_expression": "input.output_parsed", "agent_builder": widget}));
+            self.warn(slug, "widget_template", "the Agent Builder widget template was kept for reference; check the widget settings".into());
+        }
+        for mapping in config
+            .get("variable_mapping")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = mapping
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .trim();
+            if expression(mapping.get("expression")).as_deref() != Some(name) {
+                self.warn(slug, "variable_mapping", format!("the placeholder `{{{{{name}}}}}` was mapped to another expression in Agent Builder; here it is evaluated as written"));
+            }
+        }
+    }
+}
+
+/// Converts an Agent Builder workflow.
+fn agent_builder(object: &Map<String, Value>) -> Result<Imported, String> {
+    let nodes = object
+        .get("nodes")
+        .and_then(Value::as_array)
+        .ok_or("an Agent Builder workflow needs `nodes`")?;
+    let edges = object
+        .get("edges")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let null = Value::Null;
+    let ui = object.get("ui_metadata").unwrap_or(&null);
+    let mut import = AbImport {
+        ui,
+        slugs: HashMap::new(),
+        used: HashSet::new(),
+        graph: Graph::default(),
+        problems: Problems::new(),
+    };
+    import.scope(nodes, &edges, None)?;
+    if let Some(start) = object.get("start_node_id").and_then(Value::as_str) {
+        let is_start = import
+            .slugs
+            .get(start)
+            .and_then(|slug| import.graph.node(slug))
+            .is_some_and(|n| n.kind == "start");
+        if !is_start {
+            return Err(format!(
+                "`start_node_id` names `{start}`, which is not a Start node"
+            ));
+        }
+    }
+    for ui_node in ui
+        .get("uiNodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if ui_node.get("type").and_then(Value::as_str) != Some("note") {
+            continue;
+        }
+        let id = ui_node.get("id").and_then(Value::as_str).unwrap_or("note");
+        let slug = import.slug_for(id, Some("note"));
+        let mut metadata = Map::new();
+        metadata.insert("agent_builder_id".into(), json!(id));
+        if let Some(position) = position(ui, id) {
+            metadata.insert("position".into(), position);
+        }
+        let text = ui_node
+            .get("data")
+            .and_then(|d| d.get("text"))
+            .cloned()
+            .unwrap_or(json!(""));
+        import.graph.nodes.push(Node {
+            slug,
+            kind: "note".into(),
+            display_name: None,
+            parent_slug: None,
+            is_enabled: true,
+            parameters: Map::from_iter([("text".to_string(), text)]),
+            metadata,
+            agent_key: None,
+        });
+    }
+    import.graph.state_schema = object
+        .get("state_variable_json_schema")
+        .filter(|v| !v.is_null())
+        .cloned();
+    import.graph.input_schema = object
+        .get("input_variable_json_schema")
+        .filter(|v| !v.is_null())
+        .cloned();
+    let AbImport {
+        mut graph,
+        mut problems,
+        ..
+    } = import;
+    disable_unrunnable(&mut graph, &mut problems);
+    let name = object
+        .get("name")
+        .or_else(|| object.get("label"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Imported {
+        slug: name.as_deref().map(slugify),
+        display_name: name,
+        description: None,
+        graph,
+        warnings: problems.into_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cel_literals_unquote() {
+        assert_eq!(
+            cel_string_literal(r#""line 1\n\nline \"2\"""#).as_deref(),
+            Some("line 1\n\nline \"2\"")
+        );
+        assert_eq!(cel_string_literal("'gpt-5'").as_deref(), Some("gpt-5"));
+        assert_eq!(
+            cel_string_literal(r#""\u00e9t\u00e9""#).as_deref(),
+            Some("été")
+        );
+        assert_eq!(cel_string_literal(r#""a" + state.x + "b""#), None);
+        assert_eq!(cel_string_literal("state.x"), None);
+    }
+
+    #[test]
+    fn unknown_documents_are_refused() {
+        assert!(read(&json!([1, 2])).is_err());
+        assert!(read(&json!({"hello": "world"})).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! `end`: finishes the run, optionally with a message, a thread status and an LTI grade.
+//!
+//! ```json
+//! {"message": "Thanks, {{ user.email }}!", "status": {"type": "closed", "reason": "Done"},
+//!  "ags": {"score_variable_id": "quiz", "value": "state.score", "maximum": "10"}}
+//! ```
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Problems, has_extra};
+use crate::workflows::expr;
+
+pub(crate) const EXAMPLE: &str = r#"{"message": "Thanks, {{ user.email }}!", "status": {"type": "closed", "reason": "Done"}, "ags": {"score_variable_id": "quiz", "value": "state.score", "maximum": 10}}"#;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct End {
+    /// Final message (a template).
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub status: Option<EndStatus>,
+    /// Seed fallbacks for `status.reason`.
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The run's output for headless callers (an expression; Agent Builder's End `expr`).
+    #[serde(default)]
+    pub output: Option<Value>,
+    /// An LTI Assignment and Grade Services score.
+    #[serde(default)]
+    pub ags: Option<Ags>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+has_extra!(End);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusType {
+    #[default]
+    Closed,
+    Locked,
+    Waiting,
+    Active,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndStatus {
+    #[serde(default, rename = "type")]
+    pub status_type: StatusType,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ags {
+    #[serde(default, alias = "variable_id")]
+    pub score_variable_id: Option<String>,
+    /// Expression giving the score.
+    #[serde(default, alias = "score", alias = "score_value")]
+    pub value: Option<Value>,
+    /// Expression giving the maximum score.
+    #[serde(default, alias = "max_score")]
+    pub maximum: Option<Value>,
+}
+
+impl End {
+    pub(crate) fn check(&self, problems: &mut Problems) {
+        if let Some(message) = &self.message {
+            expr::check_template(message, "parameters.message", problems);
+        }
+        if let Some(output) = &self.output {
+            expr::check_value_expression(output, "parameters.output", problems);
+        }
+        if let Some(ags) = &self.ags {
+            if ags
+                .score_variable_id
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+            {
+                problems.error(
+                    "invalid_parameter",
+                    Some("parameters.ags.score_variable_id"),
+                    "an LTI grade needs the score variable (line item) id",
+                );
+            }
+            match &ags.value {
+                Some(value) => {
+                    expr::check_value_expression(value, "parameters.ags.value", problems)
+                }
+                None => problems.error(
+                    "invalid_parameter",
+                    Some("parameters.ags.value"),
+                    "an LTI grade needs a score expression",
+                ),
+            }
+            if let Some(maximum) = &ags.maximum {
+                expr::check_value_expression(maximum, "parameters.ags.maximum", problems);
+            }
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Graph validation: every problem at once, each with its node, field and a stable code.
+//!
+//! Only enabled nodes take part in the structural checks; edges touching disabled nodes
+//! are ignored, as in the seed system. Cycles are allowed (loops through `while` or back
+//! edges); what must hold is that every `end` is reachable from the `start`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::{
+    graph::Graph,
+    nodes::{self, Config, Kind, PLANNED_KINDS},
+    problems::{Problem, Problems},
+    schema,
+};
+
+/// Validates a graph; returns every problem found, errors and warnings.
+pub fn validate(graph: &Graph) -> Vec<Problem> {
+    let mut problems = Problems::new();
+    if let Some(configs) = check_nodes(graph, &mut problems) {
+        check_structure(graph, &configs, &mut problems);
+    }
+    problems.at_node(None);
+    if let Some(state_schema) = &graph.state_schema {
+        schema::check_state_schema(state_schema, &mut problems);
+    }
+    if let Some(input_schema) = &graph.input_schema {
+        schema::check_schema(input_schema, "input_schema", &mut problems);
+    }
+    problems.into_vec()
+}
+
+/// Per-node checks; returns the typed configs of enabled nodes by slug.
+fn check_nodes(
+    graph: &Graph,
+    problems: &mut Problems,
+) -> Option<HashMap<String, (Kind, Option<Config>)>> {
+    let mut configs = HashMap::new();
+    let mut seen = HashSet::new();
+    if graph.nodes.is_empty() {
+        problems.error("empty_graph", None, "the graph has no nodes");
+        return None;
+    }
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let slug = node.slug.trim();
+        if slug.is_empty() {
+            problems.at_node(None);
+            problems.error(
+                "empty_slug",
+                Some(&format!("nodes[{index}].slug")),
+                "every node needs a slug",
+            );
+            continue;
+        }
+        problems.at_node(Some(slug));
+        if slug != node.slug {
+            problems.error(
+                "invalid_slug",
+                Some("slug"),
+                "a slug cannot start or end with spaces",
+            );
+        }
+        if !seen.insert(slug.to_string()) {
+            problems.error(
+                "duplicate_slug",
+                Some("slug"),
+                format!("two nodes have the slug `{slug}`"),
+            );
+            continue;
+        }
+        let Some(kind) = Kind::parse(&node.kind) else {
+            let planned = PLANNED_KINDS.contains(&node.kind.trim().to_ascii_lowercase().as_str());
+            match (planned, node.is_enabled) {
+                (true, true) => problems.error(
+                    "unsupported_kind",
+                    Some("kind"),
+                    format!(
+                        "`{}` nodes cannot run in this version yet; disable the node to keep it",
+                        node.kind
+                    ),
+                ),
+                (true, false) => problems.warning(
+                    "unsupported_kind",
+                    Some("kind"),
+                    format!(
+                        "`{}` nodes cannot run in this version yet; the node stays disabled",
+                        node.kind
+                    ),
+                ),
+                (false, true) => problems.error(
+                    "unknown_kind",
+                    Some("kind"),
+                    format!("`{}` is not a kind of node", node.kind),
+                ),
+                (false, false) => problems.warning(
+                    "unknown_kind",
+                    Some("kind"),
+                    format!("`{}` is not a kind of node; it stays disabled", node.kind),
+                ),
+            }
+            continue;
+        };
+        let config = nodes::check(kind, &node.parameters, problems);
+        if node.is_enabled {
+            configs.insert(slug.to_string(), (kind, config));
+        }
+    }
+    Some(configs)
+}
+
+fn check_structure(
+    graph: &Graph,
+    configs: &HashMap<String, (Kind, Option<Config>)>,
+    problems: &mut Problems,
+) {
+    problems.at_node(None);
+    let all_slugs: HashSet<&str> = graph.nodes.iter().map(|n| n.slug.as_str()).collect();
+    let kind_of = |slug: &str| configs.get(slug).map(|(kind, _)| *kind);
+
+    // Edges between enabled nodes, after checking that both ends exist.
+    let mut outgoing: HashMap<&str, Vec<&super::graph::Edge>> = HashMap::new();
+    // Disabled nodes are bypassed at run time, so paths run through them.
+    let mut passable: HashMap<&str, Vec<&super::graph::Edge>> = HashMap::new();
+    let mut incoming: HashMap<&str, usize> = HashMap::new();
+    for (index, edge) in graph.edges.iter().enumerate() {
+        let field = format!("edges[{index}]");
+        let mut ok = true;
+        for (end, slug) in [("source", &edge.source), ("target", &edge.target)] {
+            if !all_slugs.contains(slug.as_str()) {
+                problems.error(
+                    "unknown_edge_node",
+                    Some(&format!("{field}.{end}")),
+                    format!("the edge's {end} `{slug}` is not a node"),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        passable.entry(edge.source.as_str()).or_default().push(edge);
+        if kind_of(&edge.source).is_none() || kind_of(&edge.target).is_none() {
+            continue;
+        }
+        outgoing.entry(edge.source.as_str()).or_default().push(edge);
+        *incoming.entry(edge.target.as_str()).or_default() += 1;
+    }
+
+    // Exactly one enabled start, with no incoming edge.
+    let starts: Vec<&str> = configs
+        .iter()
+        .filter(|(_, (k, _))| *k == Kind::Start)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    match starts.as_slice() {
+        [] => problems.error(
+            "missing_start",
+            None,
+            "the graph needs one enabled `start` node",
+        ),
+        [start] => {
+            if incoming.get(start).copied().unwrap_or(0) > 0 {
+                problems.error_on(
+                    start,
+                    "start_has_incoming",
+                    None,
+                    "no edge may lead into the start node",
+                );
+            }
+        }
+        many => {
+            let mut many = many.to_vec();
+            many.sort_unstable();
+            problems.error(
+                "multiple_starts",
+                None,
+                format!(
+                    "only one enabled start is allowed, found {}",
+                    many.join(", ")
+                ),
+            );
+        }
+    }
+
+    let mut slugs: Vec<&String> = configs.keys().collect();
+    slugs.sort();
+    let mut claimed_joins: HashMap<String, String> = HashMap::new();
+    for slug in slugs {
+        let (kind, config) = &configs[slug];
+        let out = outgoing
+            .get(slug.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let node_incoming = incoming.get(slug.as_str()).copied().unwrap_or(0);
+        match kind {
+            Kind::End if !out.is_empty() => problems.error_on(
+                slug,
+                "end_has_outgoing",
+                None,
+                "an end node cannot have outgoing edges",
+            ),
+            Kind::Watch if node_incoming != 1 => problems.error_on(
+                slug,
+                "watch_incoming",
+                None,
+                "a watch node needs exactly one incoming edge",
+            ),
+            Kind::Note if !out.is_empty() || node_incoming > 0 => problems.warning_on(
+                slug,
+                "note_connected",
+                "notes are never executed; their edges are ignored",
+            ),
+            Kind::ParallelJoin if node_incoming < 2 => problems.error_on(
+                slug,
+                "join_incoming",
+                None,
+                "a parallel join needs at least two incoming edges",
+            ),
+            Kind::Condition => check_condition_edges(slug, config.as_ref(), out, problems),
+            Kind::UserApproval => check_labels(
+                slug,
+                out,
+                &[nodes::user_approval::APPROVE, nodes::user_approval::REJECT],
+                problems,
+            ),
+            Kind::ParallelSplit => {
+                if let Some(Config::ParallelSplit(split)) = config {
+                    if out.len() != split.branches.len() {
+                        problems.error_on(
+                            slug,
+                            "split_branch_mismatch",
+                            Some("parameters.branches"),
+                            format!(
+                                "the split declares {} branches but has {} outgoing edges",
+                                split.branches.len(),
+                                out.len()
+                            ),
+                        );
+                    }
+                    for branch in &split.branches {
+                        if all_slugs.contains(branch.slug()) {
+                            problems.error_on(
+                                slug,
+                                "branch_slug_collision",
+                                Some("parameters.branches"),
+                                format!("branch slug `{}` is also a node slug", branch.slug()),
+                            );
+                        }
+                    }
+                    let join = split.join_slug.trim();
+                    if kind_of(join) != Some(Kind::ParallelJoin) || join == slug {
+                        problems.error_on(
+                            slug,
+                            "invalid_join",
+                            Some("parameters.join_slug"),
+                            format!("`{join}` is not an enabled parallel_join node"),
+                        );
+                    } else if let Some(other) = claimed_joins.insert(join.to_string(), slug.clone())
+                    {
+                        problems.error_on(
+                            slug,
+                            "join_claimed_twice",
+                            Some("parameters.join_slug"),
+                            format!("the join `{join}` already belongs to the split `{other}`"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (slug, (kind, _)) in configs {
+        if *kind == Kind::ParallelJoin && !claimed_joins.contains_key(slug) {
+            problems.error_on(
+                slug,
+                "orphan_join",
+                None,
+                "no parallel_split names this join",
+            );
+        }
+    }
+
+    check_loops(graph, configs, problems);
+    check_reachability(configs, &outgoing, &passable, &starts, problems);
+}
+
+impl Problems {
+    fn warning_on(&mut self, node: &str, code: &'static str, message: &str) {
+        self.at_node(Some(node));
+        self.warning(code, None, message);
+        self.at_node(None);
+    }
+}
+
+/// Branch labels of one node: unique, from the allowed set, at most one default.
+fn check_labels(
+    slug: &str,
+    out: &[&super::graph::Edge],
+    allowed: &[&str],
+    problems: &mut Problems,
+) {
+    let mut seen = HashSet::new();
+    for edge in out {
+        let label = edge.condition.as_deref().map(str::to_lowercase);
+        let key = label.clone().unwrap_or_else(|| "default".to_string());
+        if !seen.insert(key.clone()) {
+            let message = match &label {
+                Some(label) => format!("two edges have the label `{label}`"),
+                None => "two edges have no label (at most one default edge)".to_string(),
+            };
+            problems.error_on(slug, "duplicate_branch_label", None, message);
+        }
+        if let Some(label) = &label
+            && !allowed.is_empty()
+            && !allowed.contains(&label.as_str())
+            && label != "default"
+        {
+            problems.error_on(
+                slug,
+                "unknown_branch_label",
+                None,
+                format!(
+                    "the edge to `{}` has the label `{label}`, expected one of: {}",
+                    edge.target,
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    if out.is_empty() {
+        problems.error_on(
+            slug,
+            "missing_branch",
+            None,
+            "this node needs outgoing edges",
+        );
+    }
+}
+
+fn check_condition_edges(
+    slug: &str,
+    config: Option<&Config>,
+    out: &[&super::graph::Edge],
+    problems: &mut Problems,
+) {
+    let allowed = match config {
+        Some(Config::Condition(condition)) => condition.known_labels(),
+        _ => None,
+    };
+    let allowed_refs: Vec<&str> = allowed.iter().flatten().map(String::as_str).collect();
+    check_labels(slug, out, &allowed_refs, problems);
+}
+
+/// `parent_slug` names an enabled `while`; edges into a loop body come from the loop.
+fn check_loops(
+    graph: &Graph,
+    configs: &HashMap<String, (Kind, Option<Config>)>,
+    problems: &mut Problems,
+) {
+    let parent: HashMap<&str, &str> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| n.parent_slug.as_deref().map(|p| (n.slug.as_str(), p)))
+        .collect();
+    for node in graph.nodes.iter().filter(|n| n.is_enabled) {
+        let Some(parent_slug) = node.parent_slug.as_deref() else {
+            continue;
+        };
+        if configs.get(parent_slug).map(|(k, _)| *k) != Some(Kind::While) {
+            problems.error_on(
+                &node.slug,
+                "invalid_parent",
+                Some("parent_slug"),
+                format!("`{parent_slug}` is not an enabled while loop"),
+            );
+        }
+        // A loop inside its own body would never end.
+        let mut cursor = Some(parent_slug);
+        let mut depth = 0;
+        while let Some(current) = cursor {
+            if current == node.slug || depth > graph.nodes.len() {
+                problems.error_on(
+                    &node.slug,
+                    "invalid_parent",
+                    Some("parent_slug"),
+                    "loops cannot contain themselves",
+                );
+                break;
+            }
+            cursor = parent.get(current).copied();
+            depth += 1;
+        }
+    }
+    // Whether `slug` is inside loop `while_slug`, at any depth.
+    let inside = |slug: &str, while_slug: &str| {
+        let mut cursor = parent.get(slug).copied();
+        let mut depth = 0;
+        while let Some(current) = cursor {
+            if current == while_slug {
+                return true;
+            }
+            if depth > graph.nodes.len() {
+                return false;
+            }
+            cursor = parent.get(current).copied();
+            depth += 1;
+        }
+        false
+    };
+    for (slug, (kind, _)) in configs {
+        if *kind != Kind::While {
+            continue;
+        }
+        if !graph
+            .nodes
+            .iter()
+            .any(|n| n.is_enabled && n.parent_slug.as_deref() == Some(slug))
+        {
+            problems.warning_on(slug, "empty_loop", "this loop has no body nodes");
+        }
+        for edge in &graph.edges {
+            let enters =
+                inside(&edge.target, slug) && !inside(&edge.source, slug) && edge.source != *slug;
+            if enters && configs.contains_key(&edge.source) && configs.contains_key(&edge.target) {
+                problems.error_on(
+                    &edge.target,
+                    "edge_into_loop_body",
+                    None,
+                    format!("`{}` enters the body of loop `{slug}` from outside; only the loop may lead into its body", edge.source),
+                );
+            }
+        }
+    }
+}
+
+/// Every `end` reachable from the start; unreachable nodes are warned about.
+fn check_reachability(
+    configs: &HashMap<String, (Kind, Option<Config>)>,
+    outgoing: &HashMap<&str, Vec<&super::graph::Edge>>,
+    passable: &HashMap<&str, Vec<&super::graph::Edge>>,
+    starts: &[&str],
+    problems: &mut Problems,
+) {
+    let [start] = starts else { return };
+    let mut reached: HashSet<&str> = HashSet::from([*start]);
+    let mut queue = VecDeque::from([*start]);
+    while let Some(slug) = queue.pop_front() {
+        for edge in passable.get(slug).map(Vec::as_slice).unwrap_or_default() {
+            if reached.insert(edge.target.as_str()) {
+                queue.push_back(edge.target.as_str());
+            }
+        }
+    }
+    let mut slugs: Vec<&String> = configs.keys().collect();
+    slugs.sort();
+    let mut has_terminal = false;
+    for slug in slugs {
+        let (kind, _) = &configs[slug];
+        let is_reached = reached.contains(slug.as_str());
+        let is_terminal = outgoing.get(slug.as_str()).is_none_or(Vec::is_empty);
+        if is_reached && is_terminal {
+            has_terminal = true;
+        }
+        match (kind, is_reached) {
+            (Kind::End, false) => problems.error_on(
+                slug,
+                "end_unreachable",
+                None,
+                "this end cannot be reached from the start",
+            ),
+            (Kind::Note | Kind::Start, _) | (_, true) => {}
+            (_, false) => problems.warning_on(
+                slug,
+                "unreachable_node",
+                "this node cannot be reached from the start",
+            ),
+        }
+    }
+    if !has_terminal {
+        problems.error(
+            "no_terminal",
+            None,
+            "no reachable node ends the run: every path loops forever",
+        );
+    }
+}
