@@ -42,7 +42,11 @@ pub struct Node {
     #[serde(default = "enabled_by_default", skip_serializing_if = "is_true")]
     pub is_enabled: bool,
     /// Kind-specific configuration; see `nodes`.
-    #[serde(default, deserialize_with = "object_or_null")]
+    #[serde(
+        default,
+        deserialize_with = "object_or_null",
+        skip_serializing_if = "Map::is_empty"
+    )]
     pub parameters: Map<String, Value>,
     /// Editor data (position, colours); stored, never interpreted.
     #[serde(

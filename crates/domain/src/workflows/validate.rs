@@ -483,3 +483,294 @@ fn check_reachability(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::workflows::problems::Severity;
+
+    /// start → (middle…) → end, with extra nodes and edges.
+    fn graph(nodes: Value, edges: Value) -> Graph {
+        Graph::from_json(json!({"nodes": nodes, "edges": edges})).unwrap()
+    }
+
+    fn codes(g: &Graph) -> Vec<(&'static str, Option<String>)> {
+        validate(g).into_iter().map(|p| (p.code, p.node)).collect()
+    }
+
+    fn errors(g: &Graph) -> Vec<&'static str> {
+        validate(g)
+            .into_iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.code)
+            .collect()
+    }
+
+    fn warnings(g: &Graph) -> Vec<&'static str> {
+        validate(g)
+            .into_iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .map(|p| p.code)
+            .collect()
+    }
+
+    fn start() -> Value {
+        json!({"slug": "start", "kind": "start"})
+    }
+
+    fn end() -> Value {
+        json!({"slug": "end", "kind": "end"})
+    }
+
+    #[test]
+    fn a_simple_graph_is_valid() {
+        let g = graph(
+            json!([start(), {"slug": "hi", "kind": "assistant_message", "parameters": {"message": "Hi {{ user.email }}"}}, end()]),
+            json!([{"source": "start", "target": "hi"}, {"source": "hi", "target": "end"}]),
+        );
+        assert_eq!(codes(&g), []);
+        assert_eq!(codes(&Graph::minimal()), []);
+    }
+
+    /// Each rule, with a graph that breaks it and the code it must report.
+    #[test]
+    fn every_rule_has_a_failing_example() {
+        let cases: Vec<(&str, Graph)> = vec![
+            ("empty_graph", graph(json!([]), json!([]))),
+            (
+                "empty_slug",
+                graph(
+                    json!([start(), end(), {"slug": "", "kind": "watch"}]),
+                    json!([{"source": "start", "target": "end"}]),
+                ),
+            ),
+            (
+                "duplicate_slug",
+                graph(
+                    json!([start(), end(), {"slug": "end", "kind": "end"}]),
+                    json!([{"source": "start", "target": "end"}]),
+                ),
+            ),
+            (
+                "unknown_kind",
+                graph(
+                    json!([start(), end(), {"slug": "x", "kind": "teleport"}]),
+                    json!([{"source": "start", "target": "end"}]),
+                ),
+            ),
+            (
+                "unsupported_kind",
+                graph(
+                    json!([start(), end(), {"slug": "x", "kind": "mcp"}]),
+                    json!([{"source": "start", "target": "end"}]),
+                ),
+            ),
+            ("missing_start", graph(json!([end()]), json!([]))),
+            (
+                "multiple_starts",
+                graph(
+                    json!([start(), {"slug": "s2", "kind": "start"}, end()]),
+                    json!([{"source": "start", "target": "end"}, {"source": "s2", "target": "end"}]),
+                ),
+            ),
+            (
+                "start_has_incoming",
+                graph(
+                    json!([start(), {"slug": "w", "kind": "assistant_message", "parameters": {"message": "x"}}, end()]),
+                    json!([{"source": "start", "target": "w"}, {"source": "w", "target": "start"}, {"source": "w", "target": "end"}]),
+                ),
+            ),
+            (
+                "end_has_outgoing",
+                graph(
+                    json!([start(), end(), {"slug": "end2", "kind": "end"}]),
+                    json!([{"source": "start", "target": "end"}, {"source": "end", "target": "end2"}]),
+                ),
+            ),
+            (
+                "unknown_edge_node",
+                graph(
+                    json!([start(), end()]),
+                    json!([{"source": "start", "target": "end"}, {"source": "start", "target": "nowhere"}]),
+                ),
+            ),
+            (
+                "duplicate_branch_label",
+                graph(
+                    json!([start(), {"slug": "c", "kind": "condition", "parameters": {"path": "state.x"}}, end(), {"slug": "end2", "kind": "end"}]),
+                    json!([{"source": "start", "target": "c"}, {"source": "c", "target": "end", "condition": "true"}, {"source": "c", "target": "end2", "condition": "true"}]),
+                ),
+            ),
+            (
+                "unknown_branch_label",
+                graph(
+                    json!([start(), {"slug": "c", "kind": "condition", "parameters": {"cases": [{"label": "yes", "predicate": "state.x"}]}}, end()]),
+                    json!([{"source": "start", "target": "c"}, {"source": "c", "target": "end", "condition": "maybe"}]),
+                ),
+            ),
+            (
+                "missing_branch",
+                graph(
+                    json!([start(), {"slug": "c", "kind": "condition", "parameters": {"path": "state.x"}}, end()]),
+                    json!([{"source": "start", "target": "c"}, {"source": "start", "target": "end"}]),
+                ),
+            ),
+            (
+                "split_branch_mismatch",
+                graph(
+                    json!([start(), {"slug": "split", "kind": "parallel_split", "parameters": {"join_slug": "join", "branches": ["a", "b"]}},
+                       {"slug": "join", "kind": "parallel_join"}, end()]),
+                    json!([{"source": "start", "target": "split"}, {"source": "split", "target": "join"}, {"source": "join", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_join",
+                graph(
+                    json!([start(), {"slug": "split", "kind": "parallel_split", "parameters": {"join_slug": "end", "branches": ["a", "b"]}},
+                       {"slug": "m1", "kind": "watch"}, {"slug": "m2", "kind": "watch"}, end()]),
+                    json!([{"source": "start", "target": "split"}, {"source": "split", "target": "m1"}, {"source": "split", "target": "m2"},
+                       {"source": "m1", "target": "end"}, {"source": "m2", "target": "end"}]),
+                ),
+            ),
+            (
+                "orphan_join",
+                graph(
+                    json!([start(), {"slug": "join", "kind": "parallel_join"}, end()]),
+                    json!([{"source": "start", "target": "join"}, {"source": "start", "target": "end"}, {"source": "join", "target": "end"}]),
+                ),
+            ),
+            (
+                "join_incoming",
+                graph(
+                    json!([start(), {"slug": "join", "kind": "parallel_join"}, end()]),
+                    json!([{"source": "start", "target": "join"}, {"source": "join", "target": "end"}]),
+                ),
+            ),
+            (
+                "watch_incoming",
+                graph(
+                    json!([start(), {"slug": "w", "kind": "watch"}, end()]),
+                    json!([{"source": "start", "target": "end"}, {"source": "w", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_parent",
+                graph(
+                    json!([start(), {"slug": "w", "kind": "watch", "parent_slug": "start"}, end()]),
+                    json!([{"source": "start", "target": "w"}, {"source": "w", "target": "end"}]),
+                ),
+            ),
+            (
+                "edge_into_loop_body",
+                graph(
+                    json!([start(), {"slug": "loop", "kind": "while", "parameters": {"condition": "state.n < 3"}},
+                       {"slug": "body", "kind": "assistant_message", "parent_slug": "loop", "parameters": {"message": "again"}}, end()]),
+                    json!([{"source": "start", "target": "body"}, {"source": "start", "target": "loop"}, {"source": "loop", "target": "body", "condition": "loop"},
+                       {"source": "loop", "target": "end", "condition": "exit"}]),
+                ),
+            ),
+            (
+                "end_unreachable",
+                graph(
+                    json!([start(), end(), {"slug": "end2", "kind": "end"}]),
+                    json!([{"source": "start", "target": "end"}]),
+                ),
+            ),
+            (
+                "no_terminal",
+                graph(
+                    json!([start(), {"slug": "a", "kind": "assistant_message", "parameters": {"message": "x"}},
+                                         {"slug": "b", "kind": "assistant_message", "parameters": {"message": "y"}}]),
+                    json!([{"source": "start", "target": "a"}, {"source": "a", "target": "b"}, {"source": "b", "target": "a"}]),
+                ),
+            ),
+            (
+                "invalid_expression",
+                graph(
+                    json!([start(), {"slug": "c", "kind": "condition", "parameters": {"path": "state.x >"}}, end()]),
+                    json!([{"source": "start", "target": "c"}, {"source": "c", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_template",
+                graph(
+                    json!([start(), {"slug": "m", "kind": "assistant_message", "parameters": {"message": "Hi {{ user.email"}}, end()]),
+                    json!([{"source": "start", "target": "m"}, {"source": "m", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_parameter",
+                graph(
+                    json!([start(), {"slug": "l", "kind": "while", "parameters": {"max_iterations": -1}}, end()]),
+                    json!([{"source": "start", "target": "l"}, {"source": "l", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_state_target",
+                graph(
+                    json!([start(), {"slug": "s", "kind": "state", "parameters": {"state": [{"target": "x", "expression": "1"}]}}, end()]),
+                    json!([{"source": "start", "target": "s"}, {"source": "s", "target": "end"}]),
+                ),
+            ),
+            (
+                "invalid_json_schema",
+                Graph {
+                    state_schema: Some(
+                        json!({"type": "object", "properties": {"n": {"type": "integr"}}}),
+                    ),
+                    ..Graph::minimal()
+                },
+            ),
+        ];
+        for (code, g) in cases {
+            let found = errors(&g);
+            assert!(found.contains(&code), "expected `{code}`, found {found:?}");
+        }
+    }
+
+    #[test]
+    fn warnings_do_not_block() {
+        let g = graph(
+            json!([start(), end(), {"slug": "lonely", "kind": "assistant_message", "parameters": {"message": "never shown"}},
+                   {"slug": "loop", "kind": "while", "parameters": {"condition": "true"}},
+                   {"slug": "odd", "kind": "assistant_message", "parameters": {"message": "x", "colour": "red"}}]),
+            json!([{"source": "start", "target": "odd"}, {"source": "odd", "target": "loop"}, {"source": "loop", "target": "end"}, {"source": "lonely", "target": "end"}]),
+        );
+        assert_eq!(errors(&g), Vec::<&str>::new());
+        let found = warnings(&g);
+        for code in ["unreachable_node", "empty_loop", "unknown_parameter"] {
+            assert!(found.contains(&code), "{code} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn disabled_nodes_are_bypassed() {
+        // An end behind a disabled node is still reachable: disabled nodes pass through.
+        let g = graph(
+            json!([start(), {"slug": "guard", "kind": "guardrails", "is_enabled": false}, end()]),
+            json!([{"source": "start", "target": "guard"}, {"source": "guard", "target": "end"}]),
+        );
+        assert_eq!(errors(&g), Vec::<&str>::new());
+        assert_eq!(warnings(&g), ["unsupported_kind"]);
+    }
+
+    #[test]
+    fn loops_and_branches_validate() {
+        let g = graph(
+            json!([start(),
+                   {"slug": "ask", "kind": "user_approval", "parameters": {"message": "OK?"}},
+                   {"slug": "loop", "kind": "while", "parameters": {"condition": "state.n < 3", "max_iterations": 5}},
+                   {"slug": "inc", "kind": "state", "parent_slug": "loop", "parameters": {"state": [{"target": "state.n", "expression": "state.n + 1"}]}},
+                   {"slug": "route", "kind": "condition", "parameters": {"path": "state.n", "mode": "equals", "value": 3}},
+                   end(), {"slug": "no", "kind": "end"}]),
+            json!([{"source": "start", "target": "ask"},
+                   {"source": "ask", "target": "loop", "condition": "approve"}, {"source": "ask", "target": "no", "condition": "reject"},
+                   {"source": "loop", "target": "inc", "condition": "loop"}, {"source": "inc", "target": "loop"},
+                   {"source": "loop", "target": "route", "condition": "exit"},
+                   {"source": "route", "target": "end", "condition": "true"}, {"source": "route", "target": "no"}]),
+        );
+        assert_eq!(codes(&g), []);
+    }
+}

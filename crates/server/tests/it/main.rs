@@ -5,3 +5,4 @@ mod cli;
 mod http;
 mod lifecycle;
 mod users;
+mod workflows;
