@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(validate))
+        .routes(routes!(node_kinds))
         .routes(routes!(import))
         .routes(routes!(get_chatkit_default, set_chatkit_default))
         .routes(routes!(get, update, delete))
@@ -441,16 +442,49 @@ async fn create(
     ))
 }
 
+/// A kind of node an author can use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeKindResponse {
+    pub kind: String,
+    /// `false` for kinds a later version adds: they may sit in a graph, disabled.
+    pub runnable: bool,
+    /// A valid `parameters` object for this kind.
+    #[schema(value_type = Object)]
+    pub example: Value,
+}
+
+/// The node kinds and an example configuration of each.
+#[utoipa::path(get, path = "/api/workflows/node-kinds", tag = "workflows", security(("bearer" = [])),
+    responses((status = 200, body = Vec<NodeKindResponse>), (status = 401, body = ErrorBody)))]
+async fn node_kinds(_user: AuthUser) -> Json<Vec<NodeKindResponse>> {
+    let runnable = workflows::nodes::Kind::ALL
+        .iter()
+        .map(|kind| NodeKindResponse {
+            kind: kind.as_str().into(),
+            runnable: true,
+            example: serde_json::from_str(kind.example()).expect("examples are JSON"),
+        });
+    let planned = workflows::nodes::PLANNED_KINDS
+        .iter()
+        .map(|kind| NodeKindResponse {
+            kind: (*kind).into(),
+            runnable: false,
+            example: Value::Object(Default::default()),
+        });
+    Json(runnable.chain(planned).collect())
+}
+
 /// Validates a graph without saving it.
 #[utoipa::path(post, path = "/api/workflows/validate", tag = "workflows", security(("bearer" = [])),
     request_body = ValidateRequest,
     responses((status = 200, body = ValidateResponse), (status = 401, body = ErrorBody)))]
 async fn validate(
+    State(state): State<AppState>,
     _user: AuthUser,
     AppJson(req): AppJson<ValidateRequest>,
-) -> Json<ValidateResponse> {
+) -> ApiResult<Json<ValidateResponse>> {
     let found = match Graph::from_json(req.graph) {
-        Ok(graph) => workflows::validate_only(&graph),
+        Ok(graph) => workflows::validate_only(&state.services, &graph, None).await?,
         Err(message) => vec![Problem {
             severity: Severity::Error,
             code: "malformed_graph",
@@ -459,10 +493,10 @@ async fn validate(
             message,
         }],
     };
-    Json(ValidateResponse {
+    Ok(Json(ValidateResponse {
         valid: !found.iter().any(|p| p.severity == Severity::Error),
         problems: problems(found),
-    })
+    }))
 }
 
 /// Imports a workflow: a Switchyard export, a seed-system graph or export, or an OpenAI

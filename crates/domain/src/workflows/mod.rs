@@ -12,6 +12,7 @@ pub mod graph;
 pub mod import;
 pub mod nodes;
 pub mod problems;
+pub mod references;
 pub mod schema;
 mod service;
 pub mod validate;

@@ -11,7 +11,9 @@ use super::{
     Access, Graph, Permission, Problem, Severity, Share, Version, Workflow, WorkflowError,
     WorkflowResult,
     diff::{self, GraphDiff},
-    import as formats, validate,
+    import as formats,
+    references::{self, Reference},
+    validate,
 };
 use crate::{
     Services,
@@ -102,18 +104,69 @@ fn check_description(description: Option<String>) -> WorkflowResult<Option<Strin
     Ok(description)
 }
 
-/// Validates a graph; errors refuse the write, warnings are returned for display.
-pub fn check_graph(graph: &Graph) -> WorkflowResult<Vec<Problem>> {
-    let problems = validate::validate(graph);
+/// Validates a graph, with its references resolved against the store; errors refuse the
+/// write, warnings are returned for display. `own` is the workflow being saved, if any.
+pub async fn check_graph(
+    services: &Services,
+    graph: &Graph,
+    own: Option<&Workflow>,
+) -> WorkflowResult<Vec<Problem>> {
+    let problems = validate_only(services, graph, own).await?;
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(WorkflowError::Invalid(problems));
     }
     Ok(problems)
 }
 
-/// Validates without saving (`POST /api/workflows/validate`).
-pub fn validate_only(graph: &Graph) -> Vec<Problem> {
-    validate::validate(graph)
+/// Every problem of a graph, without saving (`POST /api/workflows/validate`).
+pub async fn validate_only(
+    services: &Services,
+    graph: &Graph,
+    own: Option<&Workflow>,
+) -> WorkflowResult<Vec<Problem>> {
+    let mut problems = validate::validate(graph);
+    problems.extend(references::unverifiable(graph));
+    for (node, field, reference) in references::collect(graph) {
+        let Reference::Workflow { id, slug } = reference else {
+            continue;
+        };
+        let target = match (id, &slug) {
+            (Some(id), _) => services.store.workflow_by_id(id).await?,
+            (None, Some(slug)) => services.store.workflow_by_slug(slug).await?,
+            (None, None) => continue,
+        };
+        let named = id.map(|i| i.to_string()).or(slug).unwrap_or_default();
+        let problem = match target {
+            None => Some((
+                "unknown_reference",
+                format!("workflow `{named}` does not exist"),
+            )),
+            Some(target) if own.is_some_and(|w| w.id == target.id) => Some((
+                "self_reference",
+                "a workflow cannot run itself as a nested workflow".to_string(),
+            )),
+            Some(target) if target.production_version_id.is_none() => Some((
+                "unpublished_reference",
+                format!("workflow `{named}` has no published version to run"),
+            )),
+            Some(_) => None,
+        };
+        if let Some((code, message)) = problem {
+            let severity = if code == "unpublished_reference" {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            problems.push(Problem {
+                severity,
+                code,
+                node: Some(node),
+                field: Some(field),
+                message,
+            });
+        }
+    }
+    Ok(problems)
 }
 
 /// The caller's access to a workflow; `NotFound` when they have none.
@@ -229,7 +282,7 @@ pub async fn create(
         None => free_slug(services, &slugify(&display_name)).await?,
     };
     let graph = req.graph.unwrap_or_else(Graph::minimal);
-    let warnings = check_graph(&graph)?;
+    let warnings = check_graph(services, &graph, None).await?;
     let new = NewWorkflow {
         slug: slug.clone(),
         display_name,
@@ -365,7 +418,7 @@ pub async fn create_version(
     name: Option<String>,
     base_version_id: Option<i64>,
 ) -> WorkflowResult<Saved<Version>> {
-    writable(services, actor, workflow_id).await?;
+    let (workflow, _) = writable(services, actor, workflow_id).await?;
     let graph = match (graph, base_version_id) {
         (Some(graph), _) => graph,
         (None, Some(base)) => {
@@ -383,7 +436,7 @@ pub async fn create_version(
             .map(|v| v.graph)
             .unwrap_or_else(Graph::minimal),
     };
-    let warnings = check_graph(&graph)?;
+    let warnings = check_graph(services, &graph, Some(&workflow)).await?;
     let version = services
         .store
         .insert_version(
@@ -422,8 +475,8 @@ pub async fn update_version(
     name: Option<String>,
     expected_revision: Option<i64>,
 ) -> WorkflowResult<Edited> {
-    writable(services, actor, workflow_id).await?;
-    let warnings = check_graph(&graph)?;
+    let (workflow, _) = writable(services, actor, workflow_id).await?;
+    let warnings = check_graph(services, &graph, Some(&workflow)).await?;
     let outcome = services
         .store
         .update_draft(
@@ -488,13 +541,13 @@ pub async fn publish(
     workflow_id: i64,
     version_id: i64,
 ) -> WorkflowResult<Version> {
-    writable(services, actor, workflow_id).await?;
+    let (workflow, _) = writable(services, actor, workflow_id).await?;
     let version = services
         .store
         .version(workflow_id, version_id)
         .await?
         .ok_or(WorkflowError::VersionNotFound(version_id))?;
-    check_graph(&version.graph)?;
+    check_graph(services, &version.graph, Some(&workflow)).await?;
     services
         .store
         .publish_version(workflow_id, version_id, Some(actor.id), Utc::now())

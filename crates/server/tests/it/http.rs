@@ -185,6 +185,7 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/users/{id}", &["get", "patch", "delete"]),
         ("/api/workflows", &["get", "post"]),
         ("/api/workflows/validate", &["post"]),
+        ("/api/workflows/node-kinds", &["get"]),
         ("/api/workflows/import", &["post"]),
         ("/api/workflows/chatkit", &["get", "post"]),
         ("/api/workflows/{id}", &["get", "patch", "delete"]),

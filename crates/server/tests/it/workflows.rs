@@ -22,7 +22,103 @@ backend_tests!(
     graphs_validate_without_saving,
     chatkit_default_is_admin_only_and_published,
     workflows_duplicate,
+    references_are_checked,
+    node_kinds_are_listed,
 );
+
+async fn references_are_checked(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let nested = |workflow: Value| {
+        json!({
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "sub", "kind": "agent", "parameters": {"workflow": workflow}},
+                {"slug": "ask", "kind": "agent", "parameters": {"model": "gpt-5-mini", "instructions": "Hi"}},
+                {"slug": "end", "kind": "end"}
+            ],
+            "edges": [{"source": "start", "target": "sub"}, {"source": "sub", "target": "ask"}, {"source": "ask", "target": "end"}]
+        })
+    };
+    let unknown = app
+        .post(
+            "/api/workflows",
+            Some(&token),
+            json!({"display_name": "Outer", "graph": nested(json!({"slug": "ghost"}))}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let problem = unknown.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["code"] == "unknown_reference")
+        .unwrap();
+    assert_eq!(
+        (problem["node"].as_str(), problem["field"].as_str()),
+        (Some("sub"), Some("parameters.workflow"))
+    );
+
+    // The default workflow is published: referring to it is fine, with a model warning.
+    let ok = app
+        .post(
+            "/api/workflows",
+            Some(&token),
+            json!({"display_name": "Outer", "graph": nested(json!({"slug": "default"}))}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    let warnings: Vec<&str> = ok.body["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(warnings, ["unverified_reference"]);
+
+    // A workflow cannot nest itself.
+    let id = ok.body["workflow"]["id"].as_i64().unwrap();
+    let version = ok.body["version"]["id"].as_i64().unwrap();
+    let own = put(
+        &app,
+        &token,
+        &format!("/api/workflows/{id}/versions/{version}"),
+        json!({"graph": nested(json!({"id": id}))}),
+        None,
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        own.body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "self_reference"),
+        "{}",
+        own.text
+    );
+}
+
+async fn node_kinds_are_listed(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let kinds = app.get("/api/workflows/node-kinds", Some(&token)).await;
+    assert_eq!(kinds.status, StatusCode::OK);
+    let list = kinds.body.as_array().unwrap();
+    let runnable: Vec<&str> = list
+        .iter()
+        .filter(|k| k["runnable"] == true)
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(runnable.len(), 16);
+    for kind in ["start", "end", "agent", "while", "user_approval", "note"] {
+        assert!(runnable.contains(&kind), "{kind}");
+    }
+    assert!(
+        list.iter()
+            .any(|k| k["kind"] == "mcp" && k["runnable"] == false)
+    );
+}
 
 fn greeting_graph(text: &str) -> Value {
     json!({
