@@ -184,11 +184,13 @@ pub trait WorkflowStore: Send + Sync {
         edit: &DraftEdit<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<DraftUpdate>;
-    /// Puts a version in production (freezing it); `None` when it does not exist.
+    /// Puts a version in production (freezing it), if it is still at `revision`; `None`
+    /// when it does not exist or changed meanwhile.
     async fn publish_version(
         &self,
         workflow_id: i64,
         version_id: i64,
+        revision: i64,
         published_by: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Version>>;

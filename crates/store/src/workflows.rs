@@ -477,6 +477,7 @@ impl WorkflowStore for Db {
         &self,
         workflow_id: i64,
         version_id: i64,
+        revision: i64,
         published_by: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Version>> {
@@ -484,7 +485,7 @@ impl WorkflowStore for Db {
         let sql = concat!(
             "UPDATE workflow_versions SET is_production = TRUE,
                 published_at = COALESCE(published_at, $3), published_by = COALESCE(published_by, $4)
-             WHERE workflow_id = $1 AND id = $2
+             WHERE workflow_id = $1 AND id = $2 AND revision = $5
              RETURNING ",
             version_columns!()
         );
@@ -507,6 +508,7 @@ impl WorkflowStore for Db {
                     .bind(version_id)
                     .bind(now)
                     .bind(published_by)
+                    .bind(revision)
                     .fetch_optional(&mut *tx)
                     .await?;
                 if row.is_some() {
@@ -541,7 +543,10 @@ impl WorkflowStore for Db {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                tx.commit().await?;
+                // Dropping the transaction rolls it back: never leave no default at all.
+                if n_set == 1 {
+                    tx.commit().await?;
+                }
                 Ok::<_, sqlx::Error>(n_set)
             }
             .await

@@ -11,7 +11,7 @@ use domain::{
     store::WorkflowPatch,
     workflows::{
         self, Access, CreateWorkflow, Graph, ImportRequest, Permission, Problem, Severity, Share,
-        Version, Workflow, WorkflowError,
+        ShareWith, Version, Workflow, WorkflowError,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -357,6 +357,9 @@ pub struct UpdateVersionRequest {
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     pub version_id: i64,
+    /// Publish only if the version is still at this revision.
+    #[serde(default)]
+    pub revision: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -382,7 +385,12 @@ pub struct ValidateResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
-    pub user_id: i64,
+    /// The colleague's email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Administrators may give a user id instead.
+    #[serde(default)]
+    pub user_id: Option<i64>,
     /// `read` or `write`.
     pub permission: String,
 }
@@ -480,11 +488,11 @@ async fn node_kinds(_user: AuthUser) -> Json<Vec<NodeKindResponse>> {
     responses((status = 200, body = ValidateResponse), (status = 401, body = ErrorBody)))]
 async fn validate(
     State(state): State<AppState>,
-    _user: AuthUser,
+    AuthUser(user): AuthUser,
     AppJson(req): AppJson<ValidateRequest>,
 ) -> ApiResult<Json<ValidateResponse>> {
     let found = match Graph::from_json(req.graph) {
-        Ok(graph) => workflows::validate_only(&state.services, &graph, None).await?,
+        Ok(graph) => workflows::validate_only(&state.services, &user, &graph, None).await?,
         Err(message) => vec![Problem {
             severity: Severity::Error,
             code: "malformed_graph",
@@ -520,7 +528,17 @@ async fn import(
             let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
             ImportRequest {
                 document: wrapper.remove("document").unwrap_or(Value::Null),
-                workflow_id: wrapper.remove("workflow_id").and_then(|v| v.as_i64()),
+                workflow_id: match wrapper.remove("workflow_id") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+                    Some(_) => {
+                        return Err(ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "invalid_body",
+                            "`workflow_id` must be an integer",
+                        ));
+                    }
+                },
                 slug: text(wrapper.remove("slug")),
                 display_name: text(wrapper.remove("display_name")),
                 description: text(wrapper.remove("description")),
@@ -666,13 +684,10 @@ async fn duplicate(
             display_name: None,
         }
     } else {
-        serde_json::from_slice(&body).map_err(|err| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                err.to_string(),
-            )
-        })?
+        let value = serde_json::from_slice(&body).map_err(|err| {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", err.to_string())
+        })?;
+        crate::extract::from_json_value(value)?
     };
     let saved =
         workflows::duplicate(&state.services, &user, id, req.slug, req.display_name).await?;
@@ -846,7 +861,8 @@ async fn publish(
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<PublishRequest>,
 ) -> ApiResult<Json<VersionResponse>> {
-    let version = workflows::publish(&state.services, &user, id, req.version_id).await?;
+    let version =
+        workflows::publish(&state.services, &user, id, req.version_id, req.revision).await?;
     Ok(Json(version.into()))
 }
 
@@ -885,7 +901,18 @@ async fn share(
             "permission must be `read` or `write`",
         )
     })?;
-    let shares = workflows::share(&state.services, &user, id, req.user_id, permission).await?;
+    let with = match (req.email, req.user_id) {
+        (Some(email), None) => ShareWith::Email(email),
+        (None, Some(user_id)) => ShareWith::Id(user_id),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "give exactly one of `email` and `user_id`",
+            ));
+        }
+    };
+    let shares = workflows::share(&state.services, &user, id, with, permission).await?;
     Ok(Json(shares.into_iter().map(Into::into).collect()))
 }
 

@@ -31,7 +31,7 @@ pub fn template_parts(text: &str) -> Result<Vec<Part<'_>>, String> {
             parts.push(Part::Text(&rest[..open]));
         }
         let after = &rest[open + 2..];
-        let Some(close) = after.find("}}") else {
+        let Some(close) = placeholder_end(after) else {
             return Err(format!(
                 "`{{{{` at byte {} is never closed with `}}}}`",
                 text.len() - rest.len() + open
@@ -48,6 +48,34 @@ pub fn template_parts(text: &str) -> Result<Vec<Part<'_>>, String> {
         parts.push(Part::Text(rest));
     }
     Ok(parts)
+}
+
+/// Where the `}}` closing a placeholder starts. Braces of map literals and braces inside
+/// string literals do not close it: `{{ {"a": {"b": 1}} }}` is one placeholder.
+fn placeholder_end(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let (mut depth, mut quote, mut index) = (0usize, None::<u8>, 0);
+    while index < bytes.len() {
+        let byte = bytes[index];
+        match quote {
+            Some(q) => {
+                if byte == b'\\' {
+                    index += 1;
+                } else if byte == q {
+                    quote = None;
+                }
+            }
+            None => match byte {
+                b'"' | b'\'' => quote = Some(byte),
+                b'{' => depth += 1,
+                b'}' if depth > 0 => depth -= 1,
+                b'}' if bytes.get(index + 1) == Some(&b'}') => return Some(index),
+                _ => {}
+            },
+        }
+        index += 1;
+    }
+    None
 }
 
 /// Compiles one CEL expression, reporting a syntax error (error) or a variable outside
@@ -190,6 +218,14 @@ mod tests {
             [Part::Expr("input")]
         );
         assert!(template_parts("oops {{ state.x").is_err());
+        assert_eq!(
+            template_parts(r#"{{ {"a": {"b": state.x}} }}"#).unwrap(),
+            [Part::Expr(r#"{"a": {"b": state.x}}"#)]
+        );
+        assert_eq!(
+            template_parts("{{ '}}' + state.x }}!").unwrap(),
+            [Part::Expr("'}}' + state.x"), Part::Text("!")]
+        );
         assert!(template_parts("{{ }}").is_err());
     }
 

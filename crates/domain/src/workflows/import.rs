@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     graph::{Edge, Graph, Node},
-    nodes::Kind,
+    nodes::{self, Kind},
     problems::{Problem, Problems},
     service::slugify,
 };
@@ -92,6 +92,32 @@ fn finish(
 
 fn disable_unrunnable(graph: &mut Graph, problems: &mut Problems) {
     for node in &mut graph.nodes {
+        // A node whose own configuration is broken (an editor placeholder, an empty
+        // predicate) is kept disabled, so the rest of the workflow still imports.
+        if let Some(kind) = Kind::parse(&node.kind)
+            && node.is_enabled
+        {
+            let mut own = Problems::new();
+            nodes::check(kind, &node.parameters, &mut own);
+            if let Some(first) = own
+                .as_slice()
+                .iter()
+                .find(|p| p.severity == super::problems::Severity::Error)
+            {
+                let detail = match &first.field {
+                    Some(field) => format!("{field}: {}", first.message),
+                    None => first.message.clone(),
+                };
+                node.is_enabled = false;
+                problems.at_node(Some(&node.slug));
+                problems.warning(
+                    "node_disabled",
+                    first.field.as_deref(),
+                    format!("the node was imported disabled because its configuration has errors ({detail}); fix it, then enable it"),
+                );
+            }
+            continue;
+        }
         if Kind::parse(&node.kind).is_none() && node.is_enabled {
             node.is_enabled = false;
             problems.at_node(Some(&node.slug));
@@ -135,7 +161,8 @@ fn cel_string_literal(source: &str) -> Option<String> {
             '\'' => out.push('\''),
             'u' => {
                 let code: String = chars.by_ref().take(4).collect();
-                out.push(char::from_u32(u32::from_str_radix(&code, 16).ok()?)?);
+                let code = u32::from_str_radix(&code, 16).ok().filter(|c| *c != 0)?;
+                out.push(char::from_u32(code)?);
             }
             _ => return None,
         }
@@ -371,10 +398,14 @@ impl AbImport<'_> {
                         .get(index)
                         .map(|n| slugify(n))
                         .filter(|n| !n.is_empty() && n != "workflow");
-                    let mut case_label = named.unwrap_or_else(|| port.clone());
-                    if case_label == "else" || !labels.insert(case_label.clone()) {
-                        case_label = port.clone();
-                        labels.insert(case_label.clone());
+                    let base = named
+                        .filter(|n| n != "else")
+                        .unwrap_or_else(|| port.clone());
+                    let mut case_label = base.clone();
+                    let mut n = 2;
+                    while !labels.insert(case_label.clone()) {
+                        case_label = format!("{base}-{n}");
+                        n += 1;
                     }
                     ports.insert(port, case_label.clone());
                     cases.push(json!({"label": case_label, "predicate": expression(case.get("predicate")).unwrap_or_default()}));

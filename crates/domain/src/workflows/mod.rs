@@ -160,6 +160,8 @@ pub enum WorkflowError {
     NotPublished(i64),
     #[error("user {0} not found")]
     UserNotFound(i64),
+    #[error("no user has that email")]
+    ShareTargetNotFound,
     #[error("cannot import: {0}")]
     InvalidImport(String),
     #[error(transparent)]
@@ -171,7 +173,8 @@ impl DomainError for WorkflowError {
         match self {
             WorkflowError::NotFound(_)
             | WorkflowError::VersionNotFound(_)
-            | WorkflowError::UserNotFound(_) => ErrorKind::NotFound,
+            | WorkflowError::UserNotFound(_)
+            | WorkflowError::ShareTargetNotFound => ErrorKind::NotFound,
             WorkflowError::Forbidden(_) => ErrorKind::Forbidden,
             WorkflowError::Invalid(_)
             | WorkflowError::InvalidSlug(_)
@@ -196,7 +199,7 @@ impl DomainError for WorkflowError {
             WorkflowError::InvalidField(_) => "invalid_field",
             WorkflowError::Stale { .. } => "stale_version",
             WorkflowError::NotPublished(_) => "workflow_not_published",
-            WorkflowError::UserNotFound(_) => "user_not_found",
+            WorkflowError::UserNotFound(_) | WorkflowError::ShareTargetNotFound => "user_not_found",
             WorkflowError::InvalidImport(_) => "invalid_import",
             WorkflowError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             WorkflowError::Store(_) => "internal_error",

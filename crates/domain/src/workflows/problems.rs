@@ -26,6 +26,16 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// The same finding as a warning.
+    pub fn downgraded(self) -> Problem {
+        Problem {
+            severity: Severity::Warning,
+            ..self
+        }
+    }
+}
+
 /// Collects problems, remembering which node is being looked at.
 #[derive(Debug, Default)]
 pub struct Problems {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{
     Graph,
+    nodes::Kind,
     problems::{Problem, Problems},
 };
 
@@ -81,7 +82,7 @@ pub fn collect(graph: &Graph) -> Vec<(String, String, Reference)> {
                 Reference::VectorStore(store),
             );
         }
-        if node.kind == "agent"
+        if Kind::parse(&node.kind) == Some(Kind::Agent)
             && let Some(workflow) = p.get("workflow")
         {
             let id = workflow.get("id").and_then(Value::as_i64);

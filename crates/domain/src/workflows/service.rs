@@ -60,6 +60,9 @@ pub fn slugify(name: &str) -> String {
 
 /// `base`, or `base-2`, `base-3`… whichever is free.
 async fn free_slug(services: &Services, base: &str) -> WorkflowResult<String> {
+    // Room for a `-NNN` suffix within the 128-character limit.
+    let base: String = base.chars().take(120).collect();
+    let base = base.trim_end_matches('-');
     if services.store.workflow_by_slug(base).await?.is_none() {
         return Ok(base.to_string());
     }
@@ -70,6 +73,14 @@ async fn free_slug(services: &Services, base: &str) -> WorkflowResult<String> {
         }
     }
     Err(WorkflowError::SlugTaken(base.to_string()))
+}
+
+/// A write that found its workflow deleted meanwhile reports the workflow as not found.
+fn gone(err: StoreError, workflow_id: i64) -> WorkflowError {
+    match err {
+        StoreError::NotFound => WorkflowError::NotFound(workflow_id),
+        other => WorkflowError::Store(other),
+    }
 }
 
 fn slug_conflict(err: StoreError, slug: &str) -> WorkflowError {
@@ -87,6 +98,16 @@ fn check_display_name(name: &str) -> WorkflowResult<String> {
         ));
     }
     Ok(name.to_string())
+}
+
+fn check_version_name(name: Option<String>) -> WorkflowResult<Option<String>> {
+    let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 128) {
+        return Err(WorkflowError::InvalidField(
+            "a version name must be at most 128 characters".into(),
+        ));
+    }
+    Ok(name)
 }
 
 fn check_description(description: Option<String>) -> WorkflowResult<Option<String>> {
@@ -108,10 +129,11 @@ fn check_description(description: Option<String>) -> WorkflowResult<Option<Strin
 /// write, warnings are returned for display. `own` is the workflow being saved, if any.
 pub async fn check_graph(
     services: &Services,
+    actor: &User,
     graph: &Graph,
     own: Option<&Workflow>,
 ) -> WorkflowResult<Vec<Problem>> {
-    let problems = validate_only(services, graph, own).await?;
+    let problems = validate_only(services, actor, graph, own).await?;
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(WorkflowError::Invalid(problems));
     }
@@ -121,6 +143,7 @@ pub async fn check_graph(
 /// Every problem of a graph, without saving (`POST /api/workflows/validate`).
 pub async fn validate_only(
     services: &Services,
+    actor: &User,
     graph: &Graph,
     own: Option<&Workflow>,
 ) -> WorkflowResult<Vec<Problem>> {
@@ -130,10 +153,19 @@ pub async fn validate_only(
         let Reference::Workflow { id, slug } = reference else {
             continue;
         };
-        let target = match (id, &slug) {
+        let found = match (id, &slug) {
             (Some(id), _) => services.store.workflow_by_id(id).await?,
             (None, Some(slug)) => services.store.workflow_by_slug(slug).await?,
             (None, None) => continue,
+        };
+        // A workflow the author cannot see is reported exactly like a missing one.
+        let target = match found {
+            Some(found) => match access(services, actor, found.id).await {
+                Ok((visible, _)) => Some(visible),
+                Err(WorkflowError::NotFound(_)) => None,
+                Err(err) => return Err(err),
+            },
+            None => None,
         };
         let named = id.map(|i| i.to_string()).or(slug).unwrap_or_default();
         let problem = match target {
@@ -199,6 +231,11 @@ async fn writable(
     workflow_id: i64,
 ) -> WorkflowResult<(Workflow, Access)> {
     let (workflow, access) = access(services, actor, workflow_id).await?;
+    if actor.is_lti {
+        return Err(WorkflowError::Forbidden(
+            "learning-platform accounts cannot change workflows",
+        ));
+    }
     if !access.can_write() {
         return Err(WorkflowError::Forbidden(
             "this workflow is shared with you read-only",
@@ -282,7 +319,7 @@ pub async fn create(
         None => free_slug(services, &slugify(&display_name)).await?,
     };
     let graph = req.graph.unwrap_or_else(Graph::minimal);
-    let warnings = check_graph(services, &graph, None).await?;
+    let warnings = check_graph(services, actor, &graph, None).await?;
     let new = NewWorkflow {
         slug: slug.clone(),
         display_name,
@@ -290,7 +327,7 @@ pub async fn create(
         owner_id: Some(actor.id),
     };
     let version = NewVersion {
-        name: req.version_name,
+        name: check_version_name(req.version_name)?,
         graph,
         created_by: Some(actor.id),
     };
@@ -338,7 +375,12 @@ pub async fn update(
 }
 
 pub async fn delete(services: &Services, actor: &User, workflow_id: i64) -> WorkflowResult<()> {
-    manageable(services, actor, workflow_id).await?;
+    let (workflow, _) = manageable(services, actor, workflow_id).await?;
+    if workflow.is_chatkit_default && !actor.is_admin {
+        return Err(WorkflowError::Forbidden(
+            "the ChatKit default workflow can only be deleted by an administrator",
+        ));
+    }
     if !services.store.delete_workflow(workflow_id).await? {
         return Err(WorkflowError::NotFound(workflow_id));
     }
@@ -379,7 +421,12 @@ pub async fn duplicate(
             display_name,
             description: source.description,
             graph: Some(graph),
-            version_name: Some(format!("Copy of {}", source.slug)),
+            version_name: Some(
+                format!("Copy of {}", source.slug)
+                    .chars()
+                    .take(128)
+                    .collect(),
+            ),
             publish: false,
         },
     )
@@ -419,6 +466,7 @@ pub async fn create_version(
     base_version_id: Option<i64>,
 ) -> WorkflowResult<Saved<Version>> {
     let (workflow, _) = writable(services, actor, workflow_id).await?;
+    let name = check_version_name(name)?;
     let graph = match (graph, base_version_id) {
         (Some(graph), _) => graph,
         (None, Some(base)) => {
@@ -436,7 +484,7 @@ pub async fn create_version(
             .map(|v| v.graph)
             .unwrap_or_else(Graph::minimal),
     };
-    let warnings = check_graph(services, &graph, Some(&workflow)).await?;
+    let warnings = check_graph(services, actor, &graph, Some(&workflow)).await?;
     let version = services
         .store
         .insert_version(
@@ -448,7 +496,8 @@ pub async fn create_version(
             },
             Utc::now(),
         )
-        .await?;
+        .await
+        .map_err(|err| gone(err, workflow_id))?;
     Ok(Saved {
         value: version,
         warnings,
@@ -476,7 +525,8 @@ pub async fn update_version(
     expected_revision: Option<i64>,
 ) -> WorkflowResult<Edited> {
     let (workflow, _) = writable(services, actor, workflow_id).await?;
-    let warnings = check_graph(services, &graph, Some(&workflow)).await?;
+    let name = check_version_name(name)?;
+    let warnings = check_graph(services, actor, &graph, Some(&workflow)).await?;
     let outcome = services
         .store
         .update_draft(
@@ -524,7 +574,8 @@ pub async fn update_version(
                     },
                     Utc::now(),
                 )
-                .await?;
+                .await
+                .map_err(|err| gone(err, workflow_id))?;
             Ok(Edited {
                 version,
                 created_draft: true,
@@ -540,6 +591,7 @@ pub async fn publish(
     actor: &User,
     workflow_id: i64,
     version_id: i64,
+    expected_revision: Option<i64>,
 ) -> WorkflowResult<Version> {
     let (workflow, _) = writable(services, actor, workflow_id).await?;
     let version = services
@@ -547,12 +599,34 @@ pub async fn publish(
         .version(workflow_id, version_id)
         .await?
         .ok_or(WorkflowError::VersionNotFound(version_id))?;
-    check_graph(services, &version.graph, Some(&workflow)).await?;
-    services
+    if let Some(expected) = expected_revision
+        && expected != version.revision
+    {
+        return Err(WorkflowError::Stale {
+            current: version.revision,
+        });
+    }
+    check_graph(services, actor, &version.graph, Some(&workflow)).await?;
+    // Publish exactly the revision that was just validated.
+    match services
         .store
-        .publish_version(workflow_id, version_id, Some(actor.id), Utc::now())
+        .publish_version(
+            workflow_id,
+            version_id,
+            version.revision,
+            Some(actor.id),
+            Utc::now(),
+        )
         .await?
-        .ok_or(WorkflowError::VersionNotFound(version_id))
+    {
+        Some(published) => Ok(published),
+        None => match services.store.version(workflow_id, version_id).await? {
+            Some(now) => Err(WorkflowError::Stale {
+                current: now.revision,
+            }),
+            None => Err(WorkflowError::VersionNotFound(version_id)),
+        },
+    }
 }
 
 /// A workflow version as a self-contained document that `import` takes back unchanged.
@@ -598,26 +672,56 @@ pub async fn list_shares(
     Ok(services.store.list_shares(workflow_id).await?)
 }
 
+/// Whom to share with.
+#[derive(Debug, Clone)]
+pub enum ShareWith {
+    Email(String),
+    Id(i64),
+}
+
 pub async fn share(
     services: &Services,
     actor: &User,
     workflow_id: i64,
-    user_id: i64,
+    with: ShareWith,
     permission: Permission,
 ) -> WorkflowResult<Vec<Share>> {
     let (workflow, _) = manageable(services, actor, workflow_id).await?;
-    if services.store.user_by_id(user_id).await?.is_none() {
-        return Err(WorkflowError::UserNotFound(user_id));
-    }
+    // Only administrators (who may list users anyway) address users by id; others give
+    // the email of the colleague, so ids cannot be walked to harvest addresses.
+    let user = match with {
+        ShareWith::Email(email) => {
+            let email = crate::users::normalize_email(&email)
+                .map_err(|_| WorkflowError::ShareTargetNotFound)?;
+            services
+                .store
+                .credentials_by_email(&email)
+                .await?
+                .map(|c| c.user)
+        }
+        ShareWith::Id(id) if actor.is_admin => services.store.user_by_id(id).await?,
+        ShareWith::Id(_) => {
+            return Err(WorkflowError::InvalidField(
+                "share by `email`; only administrators may give a `user_id`".into(),
+            ));
+        }
+    };
+    let user_id = user.ok_or(WorkflowError::ShareTargetNotFound)?.id;
     if workflow.owner_id == Some(user_id) {
         return Err(WorkflowError::InvalidField(
             "the owner already has every right".into(),
         ));
     }
-    services
+    match services
         .store
         .put_share(workflow_id, user_id, permission, Utc::now())
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // The user or the workflow was deleted meanwhile.
+        Err(StoreError::Conflict { .. }) => return Err(WorkflowError::ShareTargetNotFound),
+        Err(err) => return Err(err.into()),
+    }
     Ok(services.store.list_shares(workflow_id).await?)
 }
 
@@ -722,6 +826,18 @@ pub async fn ensure_default_workflow(services: &Services) -> WorkflowResult<Opti
             Err(StoreError::Conflict { .. }) => {}
             Err(err) => return Err(err.into()),
         }
+    } else if services.store.chatkit_default().await?.is_none() {
+        // A start that stopped between creating the default workflow and choosing it.
+        if let Some(seeded) = services.store.workflow_by_slug(DEFAULT_SLUG).await?
+            && seeded.owner_id.is_none()
+            && seeded.production_version_id.is_some()
+        {
+            services
+                .store
+                .set_chatkit_default(seeded.id, Utc::now())
+                .await?;
+            created = services.store.workflow_by_id(seeded.id).await?;
+        }
     }
     services
         .store
@@ -766,7 +882,7 @@ pub async fn import_workflow(
             )
             .await?;
             let version = if req.publish {
-                publish(services, actor, workflow_id, saved.value.id).await?
+                publish(services, actor, workflow_id, saved.value.id, None).await?
             } else {
                 saved.value
             };

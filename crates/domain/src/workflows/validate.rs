@@ -13,6 +13,10 @@ use super::{
     schema,
 };
 
+/// The largest graph accepted; keeps validation and runs bounded.
+pub const MAX_NODES: usize = 1_000;
+pub const MAX_EDGES: usize = 5_000;
+
 /// Validates a graph; returns every problem found, errors and warnings.
 pub fn validate(graph: &Graph) -> Vec<Problem> {
     let mut problems = Problems::new();
@@ -38,6 +42,14 @@ fn check_nodes(
     let mut seen = HashSet::new();
     if graph.nodes.is_empty() {
         problems.error("empty_graph", None, "the graph has no nodes");
+        return None;
+    }
+    if graph.nodes.len() > MAX_NODES || graph.edges.len() > MAX_EDGES {
+        problems.error(
+            "graph_too_large",
+            None,
+            format!("a graph may have at most {MAX_NODES} nodes and {MAX_EDGES} edges"),
+        );
         return None;
     }
     for (index, node) in graph.nodes.iter().enumerate() {
@@ -99,9 +111,20 @@ fn check_nodes(
             }
             continue;
         };
-        let config = nodes::check(kind, &node.parameters, problems);
         if node.is_enabled {
+            let config = nodes::check(kind, &node.parameters, problems);
             configs.insert(slug.to_string(), (kind, config));
+        } else {
+            // A disabled node never runs: its configuration problems do not block a save.
+            let mut own = Problems::new();
+            own.at_node(Some(slug));
+            nodes::check(kind, &node.parameters, &mut own);
+            problems.extend(
+                own.into_vec()
+                    .into_iter()
+                    .map(Problem::downgraded)
+                    .collect(),
+            );
         }
     }
     Some(configs)
@@ -138,11 +161,14 @@ fn check_structure(
             continue;
         }
         passable.entry(edge.source.as_str()).or_default().push(edge);
-        if kind_of(&edge.source).is_none() || kind_of(&edge.target).is_none() {
-            continue;
+        // Counted per enabled end: an edge to or from a disabled node still carries the
+        // path, since disabled nodes are bypassed.
+        if kind_of(&edge.source).is_some() {
+            outgoing.entry(edge.source.as_str()).or_default().push(edge);
         }
-        outgoing.entry(edge.source.as_str()).or_default().push(edge);
-        *incoming.entry(edge.target.as_str()).or_default() += 1;
+        if kind_of(&edge.target).is_some() {
+            *incoming.entry(edge.target.as_str()).or_default() += 1;
+        }
     }
 
     // Exactly one enabled start, with no incoming edge.
@@ -361,6 +387,29 @@ fn check_loops(
         .iter()
         .filter_map(|n| n.parent_slug.as_deref().map(|p| (n.slug.as_str(), p)))
         .collect();
+    // Each node's enclosing loops, innermost first, computed once. A chain that comes back
+    // to the node itself (a loop inside its own body) is cut and reported.
+    let mut ancestors: HashMap<&str, Vec<&str>> = HashMap::new();
+    for node in &graph.nodes {
+        let mut chain = Vec::new();
+        let mut cursor = parent.get(node.slug.as_str()).copied();
+        while let Some(current) = cursor {
+            if current == node.slug || chain.contains(&current) {
+                if node.is_enabled {
+                    problems.error_on(
+                        &node.slug,
+                        "invalid_parent",
+                        Some("parent_slug"),
+                        "loops cannot contain themselves",
+                    );
+                }
+                break;
+            }
+            chain.push(current);
+            cursor = parent.get(current).copied();
+        }
+        ancestors.insert(node.slug.as_str(), chain);
+    }
     for node in graph.nodes.iter().filter(|n| n.is_enabled) {
         let Some(parent_slug) = node.parent_slug.as_deref() else {
             continue;
@@ -373,59 +422,39 @@ fn check_loops(
                 format!("`{parent_slug}` is not an enabled while loop"),
             );
         }
-        // A loop inside its own body would never end.
-        let mut cursor = Some(parent_slug);
-        let mut depth = 0;
-        while let Some(current) = cursor {
-            if current == node.slug || depth > graph.nodes.len() {
-                problems.error_on(
-                    &node.slug,
-                    "invalid_parent",
-                    Some("parent_slug"),
-                    "loops cannot contain themselves",
-                );
-                break;
-            }
-            cursor = parent.get(current).copied();
-            depth += 1;
+    }
+    let mut has_body: HashSet<&str> = HashSet::new();
+    for node in graph.nodes.iter().filter(|n| n.is_enabled) {
+        if let Some(parent_slug) = node.parent_slug.as_deref() {
+            has_body.insert(parent_slug);
         }
     }
-    // Whether `slug` is inside loop `while_slug`, at any depth.
-    let inside = |slug: &str, while_slug: &str| {
-        let mut cursor = parent.get(slug).copied();
-        let mut depth = 0;
-        while let Some(current) = cursor {
-            if current == while_slug {
-                return true;
-            }
-            if depth > graph.nodes.len() {
-                return false;
-            }
-            cursor = parent.get(current).copied();
-            depth += 1;
-        }
-        false
-    };
-    for (slug, (kind, _)) in configs {
-        if *kind != Kind::While {
-            continue;
-        }
-        if !graph
-            .nodes
-            .iter()
-            .any(|n| n.is_enabled && n.parent_slug.as_deref() == Some(slug))
-        {
+    let mut loops: Vec<&String> = configs
+        .iter()
+        .filter(|(_, (k, _))| *k == Kind::While)
+        .map(|(s, _)| s)
+        .collect();
+    loops.sort();
+    for slug in loops {
+        if !has_body.contains(slug.as_str()) {
             problems.warning_on(slug, "empty_loop", "this loop has no body nodes");
         }
-        for edge in &graph.edges {
-            let enters =
-                inside(&edge.target, slug) && !inside(&edge.source, slug) && edge.source != *slug;
-            if enters && configs.contains_key(&edge.source) && configs.contains_key(&edge.target) {
+    }
+    // An edge enters a loop's body from outside when the loop encloses its target but
+    // neither its source nor is its source.
+    let empty = Vec::new();
+    for edge in &graph.edges {
+        if !configs.contains_key(&edge.source) || !configs.contains_key(&edge.target) {
+            continue;
+        }
+        let source_loops = ancestors.get(edge.source.as_str()).unwrap_or(&empty);
+        for loop_slug in ancestors.get(edge.target.as_str()).unwrap_or(&empty) {
+            if *loop_slug != edge.source && !source_loops.contains(loop_slug) {
                 problems.error_on(
                     &edge.target,
                     "edge_into_loop_body",
                     None,
-                    format!("`{}` enters the body of loop `{slug}` from outside; only the loop may lead into its body", edge.source),
+                    format!("`{}` enters the body of loop `{loop_slug}` from outside; only the loop may lead into its body", edge.source),
                 );
             }
         }
@@ -754,6 +783,56 @@ mod tests {
         );
         assert_eq!(errors(&g), Vec::<&str>::new());
         assert_eq!(warnings(&g), ["unsupported_kind"]);
+    }
+
+    #[test]
+    fn disabled_nodes_carry_branches_and_joins() {
+        let g = graph(
+            json!([start(), {"slug": "split", "kind": "parallel_split", "parameters": {"join_slug": "join", "branches": ["left", "right"]}},
+                   {"slug": "a", "kind": "watch", "is_enabled": false}, {"slug": "b", "kind": "assistant_message", "parameters": {"message": "b"}},
+                   {"slug": "join", "kind": "parallel_join"}, end()]),
+            json!([{"source": "start", "target": "split"}, {"source": "split", "target": "a"}, {"source": "split", "target": "b"},
+                   {"source": "a", "target": "join"}, {"source": "b", "target": "join"}, {"source": "join", "target": "end"}]),
+        );
+        assert_eq!(errors(&g), Vec::<&str>::new());
+        // A disabled node's own configuration problems are only warnings.
+        let g = graph(
+            json!([start(), {"slug": "c", "kind": "condition", "is_enabled": false, "parameters": {"path": "state.x >"}}, end()]),
+            json!([{"source": "start", "target": "c"}, {"source": "c", "target": "end"}]),
+        );
+        assert_eq!(errors(&g), Vec::<&str>::new());
+        assert_eq!(warnings(&g), ["invalid_expression"]);
+    }
+
+    #[test]
+    fn case_labels_match_without_case() {
+        let g = graph(
+            json!([start(), {"slug": "c", "kind": "condition", "parameters": {"cases": [{"label": "Refund", "predicate": "true"}]}}, end(), {"slug": "e2", "kind": "end"}]),
+            json!([{"source": "start", "target": "c"}, {"source": "c", "target": "end", "condition": "refund"}, {"source": "c", "target": "e2", "condition": "Else"}]),
+        );
+        assert_eq!(codes(&g), []);
+    }
+
+    #[test]
+    fn huge_graphs_are_refused_quickly() {
+        let nodes: Vec<Value> = (0..=MAX_NODES).map(|i| json!({"slug": format!("n{i}"), "kind": "watch", "parent_slug": format!("n{}", i + 1)})).collect();
+        let g = graph(json!(nodes), json!([]));
+        assert_eq!(errors(&g), ["graph_too_large"]);
+        // Deeply nested loops at the limit still validate in reasonable time.
+        let mut nodes = vec![start(), end()];
+        for i in 0..400 {
+            let parent = if i == 0 {
+                Value::Null
+            } else {
+                json!(format!("l{}", i - 1))
+            };
+            nodes.push(json!({"slug": format!("l{i}"), "kind": "while", "parent_slug": parent, "parameters": {"condition": "true"}}));
+        }
+        let edges: Vec<Value> = (0..2000).map(|i| json!({"source": format!("l{}", i % 400), "target": format!("l{}", (i * 7) % 400)})).collect();
+        let g = graph(json!(nodes), json!(edges));
+        let started = std::time::Instant::now();
+        let _ = validate(&g);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -97,6 +97,46 @@ async fn references_are_checked(backend: TestBackend) {
         "{}",
         own.text
     );
+    // Another user's private workflow is reported exactly like a missing one.
+    let (_, alice) = app
+        .create_user("alice@example.com", "alice-password", false)
+        .await;
+    let (_, bob) = app
+        .create_user("bob@example.com", "bob-password", false)
+        .await;
+    let (private, private_version) =
+        create(&app, &alice, "Private", greeting_graph("secret")).await;
+    app.post(
+        &format!("/api/workflows/{private}/production"),
+        Some(&alice),
+        json!({"version_id": private_version}),
+    )
+    .await;
+    let probe = app
+        .post(
+            "/api/workflows/validate",
+            Some(&bob),
+            json!({"graph": nested(json!({"id": private}))}),
+        )
+        .await;
+    let codes: Vec<&str> = probe.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"unknown_reference"), "{codes:?}");
+    // Kinds are matched without regard to case, so `Agent` is checked too.
+    let mut shouty = nested(json!({"slug": "ghost"}));
+    shouty["nodes"][1]["kind"] = json!("Agent");
+    let probe = app
+        .post(
+            "/api/workflows/validate",
+            Some(&bob),
+            json!({"graph": shouty}),
+        )
+        .await;
+    assert_eq!(probe.body["valid"], false, "{}", probe.text);
 }
 
 async fn node_kinds_are_listed(backend: TestBackend) {
@@ -412,7 +452,7 @@ async fn access_follows_ownership_and_shares(backend: TestBackend) {
         .post(
             &format!("{base}/shares"),
             Some(&owner),
-            json!({"user_id": other_id, "permission": "read"}),
+            json!({"email": "Other@Example.com", "permission": "read"}),
         )
         .await;
     assert_eq!(shared.status, StatusCode::OK, "{}", shared.text);
@@ -462,7 +502,7 @@ async fn access_follows_ownership_and_shares(backend: TestBackend) {
     app.post(
         &format!("{base}/shares"),
         Some(&owner),
-        json!({"user_id": other_id, "permission": "write"}),
+        json!({"email": "other@example.com", "permission": "write"}),
     )
     .await;
     assert_eq!(app.get(&base, Some(&other)).await.body["access"], "write");
@@ -491,7 +531,7 @@ async fn access_follows_ownership_and_shares(backend: TestBackend) {
         .post(
             &format!("{base}/shares"),
             Some(&other),
-            json!({"user_id": other_id, "permission": "write"}),
+            json!({"email": "other@example.com", "permission": "write"}),
         )
         .await;
     assert_eq!(reshare.status, StatusCode::FORBIDDEN);
@@ -501,7 +541,7 @@ async fn access_follows_ownership_and_shares(backend: TestBackend) {
         .post(
             &format!("{base}/shares"),
             Some(&owner),
-            json!({"user_id": other_id, "permission": "admin"}),
+            json!({"email": "other@example.com", "permission": "admin"}),
         )
         .await;
     assert_eq!(
@@ -512,12 +552,43 @@ async fn access_follows_ownership_and_shares(backend: TestBackend) {
         .post(
             &format!("{base}/shares"),
             Some(&owner),
-            json!({"user_id": 999_999, "permission": "read"}),
+            json!({"email": "ghost@example.com", "permission": "read"}),
         )
         .await;
     assert_eq!(
         (ghost.status, ghost.code()),
         (StatusCode::NOT_FOUND, "user_not_found")
+    );
+    // Only administrators address users by id: ids cannot be walked to harvest emails.
+    let by_id = app
+        .post(
+            &format!("{base}/shares"),
+            Some(&owner),
+            json!({"user_id": other_id, "permission": "read"}),
+        )
+        .await;
+    assert_eq!(
+        (by_id.status, by_id.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+    let by_admin = app
+        .post(
+            &format!("{base}/shares"),
+            Some(&admin),
+            json!({"user_id": other_id, "permission": "write"}),
+        )
+        .await;
+    assert_eq!(by_admin.status, StatusCode::OK, "{}", by_admin.text);
+    let nul = app
+        .post(
+            "/api/workflows",
+            Some(&owner),
+            json!({"display_name": "bad\u{0}name"}),
+        )
+        .await;
+    assert_eq!(
+        (nul.status, nul.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
     );
 
     // Administrators see and manage everything.
@@ -624,6 +695,18 @@ async fn versions_publish_and_roll_back(backend: TestBackend) {
     assert_eq!(numbers, [2, 1]);
     assert_eq!(listed.body[1]["is_production"], true);
 
+    let stale = app
+        .post(
+            &format!("{base}/production"),
+            Some(&token),
+            json!({"version_id": v2, "revision": 1}),
+        )
+        .await;
+    assert_eq!(
+        (stale.status, stale.code()),
+        (StatusCode::CONFLICT, "stale_version"),
+        "v2 is at revision 2"
+    );
     // Publish v2, then roll back to v1.
     app.post(
         &format!("{base}/production"),
@@ -1169,6 +1252,13 @@ async fn chatkit_default_is_admin_only_and_published(backend: TestBackend) {
         .filter(|w| w["is_chatkit_default"] == true)
         .count();
     assert_eq!(defaults, 1, "exactly one default");
+    let owner_delete = app
+        .delete(&format!("/api/workflows/{id}"), Some(&user))
+        .await;
+    assert_eq!(
+        (owner_delete.status, owner_delete.code()),
+        (StatusCode::FORBIDDEN, "workflow_forbidden")
+    );
     let missing = app
         .post(
             "/api/workflows/chatkit",

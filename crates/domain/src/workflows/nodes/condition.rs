@@ -70,7 +70,7 @@ impl Condition {
             let mut labels: Vec<String> = self
                 .cases
                 .iter()
-                .map(|c| c.label.trim().to_string())
+                .map(|c| c.label.trim().to_lowercase())
                 .collect();
             labels.push(ELSE.to_string());
             return Some(labels);
@@ -93,13 +93,13 @@ impl Condition {
                         Some(&format!("{field}.label")),
                         "a case needs a label",
                     );
-                } else if label == ELSE {
+                } else if label.eq_ignore_ascii_case(ELSE) {
                     problems.error(
                         "invalid_parameter",
                         Some(&format!("{field}.label")),
                         "`else` is reserved for the fallback edge",
                     );
-                } else if !seen.insert(label.to_string()) {
+                } else if !seen.insert(label.to_lowercase()) {
                     problems.error(
                         "duplicate_branch_label",
                         Some(&format!("{field}.label")),
