@@ -9,7 +9,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::{
-    ErrorKind, auth::AuthError, error::DomainError, users::UserError, workflows::WorkflowError,
+    ErrorKind, auth::AuthError, error::DomainError, models::ModelError, users::UserError,
+    workflows::WorkflowError,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -125,6 +126,12 @@ impl From<WorkflowError> for ApiError {
             _ => {}
         }
         api
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(err: ModelError) -> ApiError {
+        ApiError::from_domain(&err)
     }
 }
 

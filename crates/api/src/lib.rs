@@ -109,6 +109,7 @@ impl AppState {
     tags(
         (name = "auth", description = "Login and access tokens"),
         (name = "users", description = "The current user and user management"),
+        (name = "models", description = "Model providers and the model registry"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -139,6 +140,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::auth::router())
         .merge(routes::users::router())
         .merge(routes::workflows::router())
+        .merge(routes::models::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod crypto;
 pub mod error;
+pub mod models;
 pub mod secret;
 pub mod store;
 pub mod users;

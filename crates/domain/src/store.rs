@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    models::{ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts},
     users::{NewUser, User, UserCredentials, UserPatch},
     workflows::{Graph, Permission, Share, Version, Workflow},
 };
@@ -199,6 +200,84 @@ pub trait WorkflowStore: Send + Sync {
     async fn chatkit_default(&self) -> StoreResult<Option<Workflow>>;
 }
 
+/// Every stored field of a provider but its id, timestamps and default flag.
+#[derive(Debug, Clone)]
+pub struct ProviderRecord {
+    pub kind: ProviderKind,
+    pub label: String,
+    pub api_base: String,
+    pub api_style: ApiStyle,
+    pub api_key_encrypted: Option<String>,
+    pub api_key_hint: Option<String>,
+    pub extra_headers_encrypted: Option<String>,
+    pub extra_header_names: Vec<String>,
+    pub timeouts: Timeouts,
+    pub max_retries: u32,
+}
+
+/// Every stored field of a model but its id, timestamps and default flags.
+#[derive(Debug, Clone)]
+pub struct ModelRecord {
+    pub provider_id: i64,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub capabilities: Capabilities,
+    pub context_window: Option<i64>,
+    pub max_output_tokens: Option<i64>,
+    pub pricing: Pricing,
+    pub enabled: bool,
+}
+
+/// Which default a model holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultModel {
+    /// The model agents use when none is set.
+    Chat,
+    /// The model that writes thread titles.
+    Title,
+}
+
+#[async_trait]
+pub trait ModelStore: Send + Sync {
+    async fn insert_provider(
+        &self,
+        record: &ProviderRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Provider>;
+    async fn providers(&self) -> StoreResult<Vec<Provider>>;
+    async fn provider(&self, id: i64) -> StoreResult<Option<Provider>>;
+    async fn update_provider(
+        &self,
+        id: i64,
+        record: &ProviderRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Provider>>;
+    async fn delete_provider(&self, id: i64) -> StoreResult<bool>;
+    /// Makes one provider the default (or none, with `None`).
+    async fn set_default_provider(&self, id: Option<i64>, now: DateTime<Utc>) -> StoreResult<()>;
+
+    async fn insert_model(&self, record: &ModelRecord, now: DateTime<Utc>) -> StoreResult<Model>;
+    /// Models, optionally of one provider and optionally only enabled ones, by provider then name.
+    async fn models(&self, provider_id: Option<i64>, enabled_only: bool)
+    -> StoreResult<Vec<Model>>;
+    async fn model(&self, id: i64) -> StoreResult<Option<Model>>;
+    async fn update_model(
+        &self,
+        id: i64,
+        record: &ModelRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Model>>;
+    async fn delete_model(&self, id: i64) -> StoreResult<bool>;
+    /// Makes one model the default of its role (or none, with `None`).
+    async fn set_default_model(
+        &self,
+        id: Option<i64>,
+        role: DefaultModel,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+}
+
 /// What the readiness probe checks.
 #[derive(Debug, Clone)]
 pub struct StoreHealth {
@@ -217,7 +296,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: UserStore + SettingsStore + WorkflowStore + Send + Sync {
+pub trait Store: UserStore + SettingsStore + WorkflowStore + ModelStore + Send + Sync {
     fn backend_name(&self) -> &'static str;
     async fn health(&self) -> StoreHealth;
     fn pool_stats(&self) -> PoolStats;

@@ -70,6 +70,17 @@ impl App {
         {
             tracing::info!(slug = %workflow.slug, "created the default workflow and made it the ChatKit default");
         }
+        let models = &self.config.models;
+        if let Some(provider) = domain::models::bootstrap_from_env(
+            &self.services,
+            models.openai_api_key.as_ref().map(|k| k.expose()),
+            models.openai_base_url.as_deref(),
+        )
+        .await
+        .context("could not create the provider from OPENAI_API_KEY")?
+        {
+            tracing::info!(label = %provider.label, api_base = %provider.api_base, "created the default model provider from the environment");
+        }
         if self.services.store.count_users().await? == 0 {
             tracing::warn!(
                 "no users exist yet. Create an administrator with \

@@ -32,6 +32,7 @@ pub struct Config {
     pub auth: AuthSettings,
     pub secrets: SecretsSettings,
     pub http: HttpSettings,
+    pub models: ModelSettings,
 }
 
 impl Default for Config {
@@ -44,6 +45,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             secrets: SecretsSettings::default(),
             http: HttpSettings::default(),
+            models: ModelSettings::default(),
         }
     }
 }
@@ -79,6 +81,17 @@ pub struct SecretsSettings {
     /// 32-byte key (64 hex digits or base64) encrypting secrets at rest. Generated and kept
     /// in `<data_dir>/secrets.json` when unset. Every replica must use the same key.
     pub encryption_key: Option<Secret>,
+}
+
+/// Shortcuts for the common case; `OPENAI_API_KEY` and `OPENAI_BASE_URL` (the OpenAI SDKs'
+/// own variables) land here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Creates a default OpenAI provider at start when no provider is configured.
+    pub openai_api_key: Option<Secret>,
+    /// With `openai_api_key`: another OpenAI-compatible endpoint.
+    pub openai_base_url: Option<String>,
 }
 
 /// Short environment names for common settings, after the `SWITCHYARD_` prefix.
@@ -139,6 +152,11 @@ impl Config {
                 Env::raw()
                     .only(&["database_url"])
                     .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["openai_api_key", "openai_base_url"])
+                    .map(|key| format!("models.{}", key.as_str().to_ascii_lowercase()).into()),
             )
             .merge(
                 Env::prefixed("SWITCHYARD_")

@@ -6,6 +6,7 @@
 //! Where the dialects differ, the code branches on [`Backend`] in the open.
 
 mod migrate;
+mod models;
 mod settings;
 mod users;
 mod workflows;

@@ -3,5 +3,6 @@
 
 pub mod auth;
 pub mod health;
+pub mod models;
 pub mod users;
 pub mod workflows;

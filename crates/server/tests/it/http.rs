@@ -197,6 +197,14 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/workflows/{id}/production", &["post"]),
         ("/api/workflows/{id}/shares", &["get", "post"]),
         ("/api/workflows/{id}/shares/{user_id}", &["delete"]),
+        ("/api/models", &["get"]),
+        ("/api/admin/model-providers", &["get", "post"]),
+        (
+            "/api/admin/model-providers/{id}",
+            &["get", "patch", "delete"],
+        ),
+        ("/api/admin/models", &["get", "post"]),
+        ("/api/admin/models/{id}", &["get", "patch", "delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

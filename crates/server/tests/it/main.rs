@@ -4,5 +4,6 @@ mod auth;
 mod cli;
 mod http;
 mod lifecycle;
+mod models;
 mod users;
 mod workflows;

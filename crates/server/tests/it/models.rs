@@ -1,0 +1,358 @@
+//! The model registry over HTTP: providers with encrypted keys, models, defaults, and the
+//! environment shortcut.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use test_support::{TestApp, TestBackend, backend_tests};
+
+backend_tests!(
+    providers_keep_keys_secret,
+    provider_input_is_checked,
+    models_are_registered_priced_and_listed,
+    environment_creates_a_default_provider,
+);
+
+/// The provider's stored columns, read straight from the database.
+async fn stored_secret_columns(app: &TestApp, id: i64) -> (Option<String>, Option<String>) {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT api_key_encrypted, extra_headers_encrypted FROM model_providers WHERE id = {id}"
+    ));
+    match &app.backend {
+        TestBackend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        }
+        TestBackend::Postgres(_) => {
+            let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            sqlx::query_as(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+}
+
+async fn providers_keep_keys_secret(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let created = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai", "label": "OpenAI", "api_key": "sk-test-0123456789abcdef", "extra_headers": {"OpenAI-Organization": "org-secret-42"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let p = &created.body;
+    assert_eq!(p["api_base"], "https://api.openai.com/v1");
+    assert_eq!(p["api_style"], "responses");
+    assert_eq!(p["has_api_key"], true);
+    assert_eq!(p["api_key_hint"], "••••cdef");
+    assert_eq!(p["extra_header_names"], json!(["OpenAI-Organization"]));
+    assert_eq!(p["is_default"], true, "the first provider is the default");
+    assert!(!created.text.contains("0123456789") && !created.text.contains("org-secret-42"));
+    let id = p["id"].as_i64().unwrap();
+
+    let (key, headers) = stored_secret_columns(&app, id).await;
+    let (key, headers) = (key.unwrap(), headers.unwrap());
+    assert!(
+        key.starts_with("v1:") && !key.contains("sk-test"),
+        "encrypted at rest"
+    );
+    assert!(!headers.contains("org-secret-42"));
+    let credentials = domain::models::credentials(&app.app.services, id)
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials.api_key.as_deref(),
+        Some("sk-test-0123456789abcdef")
+    );
+    assert_eq!(
+        credentials.extra_headers["OpenAI-Organization"],
+        "org-secret-42"
+    );
+    assert!(
+        !format!("{credentials:?}").contains("sk-test"),
+        "Debug redacts"
+    );
+
+    let listed = app.get("/api/admin/model-providers", Some(&admin)).await;
+    assert!(!listed.text.contains("sk-test"));
+    // Changing the label keeps the key; `null` removes it.
+    let renamed = app
+        .patch(
+            &format!("/api/admin/model-providers/{id}"),
+            Some(&admin),
+            json!({"label": "OpenAI (prod)"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            renamed.body["label"].as_str(),
+            renamed.body["has_api_key"].as_bool()
+        ),
+        (Some("OpenAI (prod)"), Some(true))
+    );
+    let cleared = app
+        .patch(
+            &format!("/api/admin/model-providers/{id}"),
+            Some(&admin),
+            json!({"api_key": null}),
+        )
+        .await;
+    assert_eq!(
+        (
+            cleared.body["has_api_key"].as_bool(),
+            cleared.body["api_key_hint"].clone()
+        ),
+        (Some(false), Value::Null)
+    );
+
+    let second = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai_compatible", "label": "Ollama", "api_base": "http://127.0.0.1:11434/v1/", "is_default": true}),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.text);
+    assert_eq!(second.body["api_base"], "http://127.0.0.1:11434/v1");
+    assert_eq!(second.body["api_style"], "chat_completions");
+    let providers = app.get("/api/admin/model-providers", Some(&admin)).await;
+    let defaults: Vec<&str> = providers
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["is_default"] == true)
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(defaults, ["Ollama"]);
+
+    assert_eq!(
+        app.delete(&format!("/api/admin/model-providers/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&format!("/api/admin/model-providers/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn provider_input_is_checked(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (_, user) = app
+        .create_user("u@example.com", "user-password", false)
+        .await;
+    let forbidden = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&user),
+            json!({"kind": "openai", "label": "x"}),
+        )
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/admin/model-providers", Some(&user))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let cases = [
+        json!({"kind": "anthropics", "label": "x"}),
+        json!({"label": "no kind"}),
+        json!({"kind": "openai_compatible", "label": "no base"}),
+        json!({"kind": "litellm", "label": "bad base", "api_base": "ftp://proxy"}),
+        json!({"kind": "openai_compatible", "label": "wrong style", "api_base": "http://h/v1", "api_style": "responses"}),
+        json!({"kind": "openai", "label": "slow", "idle_timeout_secs": 0}),
+        json!({"kind": "openai", "label": "auth header", "extra_headers": {"Authorization": "Bearer x"}}),
+        json!({"kind": "openai", "label": "   "}),
+    ];
+    for body in cases {
+        let response = app
+            .post("/api/admin/model-providers", Some(&admin), body.clone())
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            response.text
+        );
+    }
+    app.post(
+        "/api/admin/model-providers",
+        Some(&admin),
+        json!({"kind": "openai", "label": "One"}),
+    )
+    .await;
+    let taken = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai", "label": "One"}),
+        )
+        .await;
+    assert_eq!(
+        (taken.status, taken.code()),
+        (StatusCode::CONFLICT, "conflict")
+    );
+}
+
+async fn models_are_registered_priced_and_listed(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (_, user) = app
+        .create_user("u@example.com", "user-password", false)
+        .await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "litellm", "label": "Proxy", "api_base": "http://127.0.0.1:4000"}),
+        )
+        .await;
+    let provider_id = provider.body["id"].as_i64().unwrap();
+    let created = app
+        .post(
+            "/api/admin/models",
+            Some(&admin),
+            json!({"provider_id": provider_id, "name": "gpt-5-mini", "display_name": "GPT-5 mini", "supports_reasoning": true,
+                   "context_window": 400000, "price_input_per_mtok": 0.25, "price_output_per_mtok": 2.0,
+                   "price_cached_input_per_mtok": 0.025, "is_default": true}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["is_default"], true);
+    assert_eq!(created.body["supports_tools"], true, "tools default on");
+    assert_eq!(created.body["price_output_per_mtok"], 2.0);
+    let first = created.body["id"].as_i64().unwrap();
+
+    let second = app
+        .post("/api/admin/models", Some(&admin), json!({"provider_id": provider_id, "name": "llama3.1", "enabled": false, "is_default": true, "is_default_title": true}))
+        .await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    let all = app.get("/api/admin/models", Some(&admin)).await;
+    let defaults: Vec<&str> = all
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["is_default"] == true)
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(defaults, ["llama3.1"], "one default model");
+
+    // Users see enabled models only.
+    let visible = app.get("/api/models", Some(&user)).await;
+    let names: Vec<&str> = visible
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gpt-5-mini"]);
+    assert_eq!(
+        app.get("/api/admin/models", Some(&user)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let updated = app
+        .patch(
+            &format!("/api/admin/models/{first}"),
+            Some(&admin),
+            json!({"enabled": false, "price_input_per_mtok": null}),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.text);
+    assert_eq!(
+        (
+            updated.body["enabled"].as_bool(),
+            updated.body["price_input_per_mtok"].clone()
+        ),
+        (Some(false), Value::Null)
+    );
+    assert_eq!(
+        updated.body["context_window"], 400000,
+        "absent fields are kept"
+    );
+    assert_eq!(app.get("/api/models", Some(&user)).await.body, json!([]));
+
+    let duplicate = app
+        .post(
+            "/api/admin/models",
+            Some(&admin),
+            json!({"provider_id": provider_id, "name": "gpt-5-mini"}),
+        )
+        .await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    let orphan = app
+        .post(
+            "/api/admin/models",
+            Some(&admin),
+            json!({"provider_id": 999999, "name": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (orphan.status, orphan.code()),
+        (StatusCode::NOT_FOUND, "provider_not_found")
+    );
+    for body in [
+        json!({"provider_id": provider_id, "name": "x", "price_input_per_mtok": -1}),
+        json!({"provider_id": provider_id, "name": "x", "context_window": 0}),
+        json!({"provider_id": provider_id, "name": ""}),
+        json!({"name": "x"}),
+    ] {
+        let response = app
+            .post("/api/admin/models", Some(&admin), body.clone())
+            .await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+
+    // Deleting the provider deletes its models.
+    app.delete(
+        &format!("/api/admin/model-providers/{provider_id}"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        app.get("/api/admin/models", Some(&admin)).await.body,
+        json!([])
+    );
+    assert_eq!(
+        app.get(&format!("/api/admin/models/{first}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn environment_creates_a_default_provider(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| {
+        config.models.openai_api_key = Some(domain::secret::Secret::new("sk-from-env-abcd1234"));
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let providers = app.get("/api/admin/model-providers", Some(&admin)).await;
+    let list = providers.body.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0]["kind"].as_str(), list[0]["is_default"].as_bool()),
+        (Some("openai"), Some(true))
+    );
+    assert_eq!(list[0]["api_key_hint"], "••••1234");
+    // A restart does not add a second one.
+    app.restart().await.bootstrap().await.unwrap();
+    assert_eq!(
+        app.get("/api/admin/model-providers", Some(&admin))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
