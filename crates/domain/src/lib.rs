@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod crypto;
 pub mod error;
+pub mod llm;
 pub mod models;
 pub mod secret;
 pub mod store;
@@ -22,4 +23,5 @@ pub struct Services {
     pub store: Arc<dyn store::Store>,
     pub auth: Arc<auth::Auth>,
     pub secret_box: Arc<crypto::SecretBox>,
+    pub llm: Arc<dyn llm::LlmClient>,
 }

@@ -39,6 +39,7 @@ impl App {
             store: Arc::new(db.clone()),
             auth: Arc::new(Auth::new(&config.auth, &keys.jwt_secret)),
             secret_box: Arc::new(keys.secret_box),
+            llm: Arc::new(providers::HttpLlm::new()),
         };
         Ok(App {
             config,

@@ -5,6 +5,8 @@
 //! databases; each test gets its own database, dropped afterwards. Without it the
 //! PostgreSQL variants of [`backend_tests!`] report that they were skipped.
 
+pub mod fake_llm;
+
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Once};
 
 use axum::{

@@ -22,6 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_available))
         .routes(routes!(list_providers, create_provider))
         .routes(routes!(get_provider, update_provider, delete_provider))
+        .routes(routes!(test_provider))
+        .routes(routes!(import_models))
         .routes(routes!(list_models, create_model))
         .routes(routes!(get_model, update_model, delete_model))
 }
@@ -432,4 +434,74 @@ async fn delete_model(
 ) -> ApiResult<StatusCode> {
     models::delete_model(&state.services, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The result of a provider test.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProbeResponse {
+    /// `ok`, `unauthorized`, `not_found`, `timeout`, `unreachable` or `error`.
+    pub status: String,
+    /// What happened, with the provider's own error text.
+    pub message: String,
+    pub model_count: Option<usize>,
+    pub latency_ms: u64,
+}
+
+/// A cheap live call (the provider's model list): does it answer, and accept the key?
+#[utoipa::path(post, path = "/api/admin/model-providers/{id}/test", tag = "models", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, body = ProbeResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn test_provider(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<Json<ProbeResponse>> {
+    let report = models::test_provider(&state.services, id).await?;
+    Ok(Json(ProbeResponse {
+        status: report.status.into(),
+        message: report.message,
+        model_count: report.model_count,
+        latency_ms: report.latency_ms,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportModelsRequest {
+    pub provider_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportModelsResponse {
+    pub imported: usize,
+    /// Already in the registry (by name).
+    pub skipped: usize,
+}
+
+/// Adds the provider's models (from `/models`, or LiteLLM's `/model/info` with prices) that
+/// the registry does not have yet.
+#[utoipa::path(post, path = "/api/admin/models/import", tag = "models", security(("bearer" = [])),
+    request_body = ImportModelsRequest,
+    responses(
+        (status = 200, body = ImportModelsResponse),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 502, description = "The provider failed; its error is in `message`", body = ErrorBody),
+    ))]
+async fn import_models(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppJson(req): AppJson<ImportModelsRequest>,
+) -> ApiResult<Json<ImportModelsResponse>> {
+    match models::import_from_provider(&state.services, req.provider_id).await? {
+        Ok(counts) => Ok(Json(ImportModelsResponse {
+            imported: counts.imported,
+            skipped: counts.skipped,
+        })),
+        Err(err) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            domain::error::DomainError::code(&err),
+            err.to_string(),
+        )),
+    }
 }

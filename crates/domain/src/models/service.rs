@@ -601,3 +601,55 @@ pub async fn import_models(
     }
     Ok(counts)
 }
+
+/// The outcome of a provider test.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// `ok`, `unauthorized`, `not_found`, `timeout`, `unreachable` or `error`.
+    pub status: &'static str,
+    pub message: String,
+    pub model_count: Option<usize>,
+    pub latency_ms: u64,
+}
+
+/// A cheap live call (the model list) that says whether the provider answers and accepts
+/// the key.
+pub async fn test_provider(services: &Services, id: i64) -> ModelResult<ProbeReport> {
+    use crate::llm::LlmError;
+    let credentials = credentials(services, id).await?;
+    let started = std::time::Instant::now();
+    let result = services.llm.list_models(&credentials).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(match result {
+        Ok(models) => ProbeReport {
+            status: "ok",
+            message: format!("the provider answered with {} models", models.len()),
+            model_count: Some(models.len()),
+            latency_ms,
+        },
+        Err(err) => ProbeReport {
+            status: match err {
+                LlmError::Unauthorized(_) => "unauthorized",
+                LlmError::NotFound(_) => "not_found",
+                LlmError::Timeout(_) => "timeout",
+                LlmError::Connection(_) => "unreachable",
+                _ => "error",
+            },
+            message: err.to_string(),
+            model_count: None,
+            latency_ms,
+        },
+    })
+}
+
+/// Imports the provider's own model list into the registry.
+pub async fn import_from_provider(
+    services: &Services,
+    id: i64,
+) -> ModelResult<Result<ImportCounts, crate::llm::LlmError>> {
+    let credentials = credentials(services, id).await?;
+    match services.llm.list_models(&credentials).await {
+        Ok(remote) => Ok(Ok(import_models(services, id, remote).await?)),
+        Err(err) => Ok(Err(err)),
+    }
+}

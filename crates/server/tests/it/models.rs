@@ -4,14 +4,144 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use test_support::{TestApp, TestBackend, backend_tests};
+use test_support::{TestApp, TestBackend, backend_tests, fake_llm::FakeLlm};
 
 backend_tests!(
     providers_keep_keys_secret,
     provider_input_is_checked,
     models_are_registered_priced_and_listed,
     environment_creates_a_default_provider,
+    providers_are_tested_and_their_models_imported,
 );
+
+async fn providers_are_tested_and_their_models_imported(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = FakeLlm::with_key("sk-proxy-key-5678").await;
+    let proxy = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "litellm", "label": "Proxy", "api_base": fake.base_url, "api_key": "sk-proxy-key-5678"}),
+        )
+        .await;
+    let id = proxy.body["id"].as_i64().unwrap();
+    let ok = app
+        .post(
+            &format!("/api/admin/model-providers/{id}/test"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(
+        (ok.body["status"].as_str(), ok.body["model_count"].as_i64()),
+        (Some("ok"), Some(2))
+    );
+
+    let imported = app
+        .post(
+            "/api/admin/models/import",
+            Some(&admin),
+            json!({"provider_id": id}),
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.text);
+    assert_eq!(
+        (
+            imported.body["imported"].as_i64(),
+            imported.body["skipped"].as_i64()
+        ),
+        (Some(2), Some(0))
+    );
+    let again = app
+        .post(
+            "/api/admin/models/import",
+            Some(&admin),
+            json!({"provider_id": id}),
+        )
+        .await;
+    assert_eq!(
+        (
+            again.body["imported"].as_i64(),
+            again.body["skipped"].as_i64()
+        ),
+        (Some(0), Some(2))
+    );
+    let models = app.get("/api/admin/models", Some(&admin)).await;
+    let gpt = models
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "fake-gpt")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            gpt["price_input_per_mtok"].as_f64(),
+            gpt["context_window"].as_i64()
+        ),
+        (Some(2.5), Some(128000))
+    );
+
+    // A wrong key, and an address nothing answers on.
+    app.patch(
+        &format!("/api/admin/model-providers/{id}"),
+        Some(&admin),
+        json!({"api_key": "sk-wrong-key-0000"}),
+    )
+    .await;
+    let refused = app
+        .post(
+            &format!("/api/admin/model-providers/{id}/test"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.body["status"], "unauthorized");
+    assert!(!refused.text.contains("sk-wrong-key"), "{}", refused.text);
+    let failed = app
+        .post(
+            "/api/admin/models/import",
+            Some(&admin),
+            json!({"provider_id": id}),
+        )
+        .await;
+    assert_eq!(
+        (failed.status, failed.code()),
+        (StatusCode::BAD_GATEWAY, "provider_unauthorized")
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    app.patch(
+        &format!("/api/admin/model-providers/{id}"),
+        Some(&admin),
+        json!({"api_base": format!("http://127.0.0.1:{port}/v1"), "max_retries": 0}),
+    )
+    .await;
+    let down = app
+        .post(
+            &format!("/api/admin/model-providers/{id}/test"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(down.body["status"], "unreachable", "{}", down.text);
+    assert_eq!(
+        app.post(
+            "/api/admin/model-providers/999999/test",
+            Some(&admin),
+            json!({})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+}
 
 /// The provider's stored columns, read straight from the database.
 async fn stored_secret_columns(app: &TestApp, id: i64) -> (Option<String>, Option<String>) {
