@@ -124,7 +124,8 @@ async fn migrations_are_idempotent_and_guarded(backend: TestBackend) {
 async fn concurrent_starts_migrate_once(backend: TestBackend) {
     // Two replicas starting on the same fresh database must both come up.
     let app = TestApp::new(backend.clone()).await;
-    let fresh = test_support::TestDb::new(&backend, &tempfile::tempdir().unwrap()).await;
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = test_support::TestDb::new(&backend, &fresh_dir).await;
     let mut config = app.config.clone();
     config.database.url = Some(domain::secret::Secret::new(fresh.url.clone()));
     let (a, b) = tokio::join!(App::build(config.clone()), App::build(config.clone()));
