@@ -61,6 +61,24 @@ fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// `axum::extract::Query`, but rejections answer with our error body.
+#[derive(Debug)]
+pub struct AppQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(AppQuery(value))
+    }
+}
+
 /// `axum::extract::Path`, but rejections answer with our error body.
 #[derive(Debug)]
 pub struct AppPath<T>(pub T);

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    models::{ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts},
+    models::{
+        ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
+        usage::{GroupBy, UsageLine, UsageRecord},
+    },
     users::{NewUser, User, UserCredentials, UserPatch},
     workflows::{Graph, Permission, Share, Version, Workflow},
 };
@@ -278,6 +281,17 @@ pub trait ModelStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    async fn insert_usage(&self, record: &UsageRecord) -> StoreResult<()>;
+    async fn usage_summary(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        group_by: GroupBy,
+    ) -> StoreResult<Vec<UsageLine>>;
+}
+
 /// What the readiness probe checks.
 #[derive(Debug, Clone)]
 pub struct StoreHealth {
@@ -296,7 +310,9 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: UserStore + SettingsStore + WorkflowStore + ModelStore + Send + Sync {
+pub trait Store:
+    UserStore + SettingsStore + WorkflowStore + ModelStore + UsageStore + Send + Sync
+{
     fn backend_name(&self) -> &'static str;
     async fn health(&self) -> StoreHealth;
     fn pool_stats(&self) -> PoolStats;

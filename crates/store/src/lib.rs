@@ -8,6 +8,7 @@
 mod migrate;
 mod models;
 mod settings;
+mod usage;
 mod users;
 mod workflows;
 

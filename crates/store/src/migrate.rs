@@ -49,6 +49,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(1, "foundation", "0001_foundation.sql"),
     migration!(2, "workflows", "0002_workflows.sql"),
     migration!(3, "models", "0003_models.sql"),
+    migration!(4, "usage", "0004_usage.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod health;
 pub mod models;
+pub mod settings;
 pub mod users;
 pub mod workflows;

@@ -8,6 +8,8 @@
 //!   unique indexes).
 
 mod service;
+pub mod titles;
+pub mod usage;
 
 use std::collections::BTreeMap;
 

@@ -207,6 +207,8 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/models/{id}", &["get", "patch", "delete"]),
         ("/api/admin/model-providers/{id}/test", &["post"]),
         ("/api/admin/models/import", &["post"]),
+        ("/api/admin/settings", &["get", "patch"]),
+        ("/api/admin/usage", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

@@ -12,7 +12,157 @@ backend_tests!(
     models_are_registered_priced_and_listed,
     environment_creates_a_default_provider,
     providers_are_tested_and_their_models_imported,
+    titles_are_generated_and_usage_priced,
 );
+
+async fn titles_are_generated_and_usage_priced(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let services = &app.app.services;
+    let (user_id, user) = app
+        .create_user("u@example.com", "user-password", false)
+        .await;
+
+    // No model configured: no title, and no error.
+    let none = domain::models::titles::generate(services, Some(user_id), "hello")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(none, None);
+
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    let provider_id = provider.body["id"].as_i64().unwrap();
+    app.post(
+        "/api/admin/models",
+        Some(&admin),
+        json!({"provider_id": provider_id, "name": "fake-gpt", "is_default_title": true,
+               "price_input_per_mtok": 2.0, "price_output_per_mtok": 8.0, "price_cached_input_per_mtok": 0.5}),
+    )
+    .await;
+
+    let settings = app.get("/api/admin/settings", Some(&admin)).await;
+    assert_eq!(
+        settings.body["thread_title_prompt"],
+        domain::models::titles::DEFAULT_PROMPT
+    );
+    let custom = app
+        .patch(
+            "/api/admin/settings",
+            Some(&admin),
+            json!({"thread_title_prompt": "Titre court, en français."}),
+        )
+        .await;
+    assert_eq!(
+        custom.body["thread_title_prompt"],
+        "Titre court, en français."
+    );
+    assert_eq!(
+        app.get("/api/admin/settings", Some(&user)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    fake.push(test_support::fake_llm::Reply::Text(
+        "\"Remboursement de la commande 42.\"".into(),
+    ));
+    let title = domain::models::titles::generate(
+        services,
+        Some(user_id),
+        "Je veux un remboursement pour la commande 42",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(title.as_deref(), Some("Remboursement de la commande 42"));
+    let sent = &fake.requests()[0].body;
+    assert_eq!(sent["messages"][0]["content"], "Titre court, en français.");
+
+    // The call was recorded and priced from the registry.
+    let report = app
+        .get("/api/admin/usage?group_by=model", Some(&admin))
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text);
+    let line = &report.body["lines"][0];
+    assert_eq!(
+        (line["key"].as_str(), line["calls"].as_i64()),
+        (Some("fake-gpt"), Some(1))
+    );
+    let usage = domain::models::Usage {
+        input_tokens: line["input_tokens"].as_u64().unwrap(),
+        output_tokens: line["output_tokens"].as_u64().unwrap(),
+        cached_input_tokens: line["cached_input_tokens"].as_u64().unwrap(),
+        reasoning_tokens: 0,
+    };
+    assert!(usage.input_tokens > 0 && usage.output_tokens > 0 && usage.cached_input_tokens > 0);
+    let pricing = domain::models::Pricing {
+        input_per_mtok: Some(2.0),
+        output_per_mtok: Some(8.0),
+        cached_input_per_mtok: Some(0.5),
+    };
+    let expected = pricing.cost(usage).unwrap();
+    assert!(
+        (line["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{line} vs {expected}"
+    );
+
+    let by_user = app
+        .get("/api/admin/usage?group_by=user", Some(&admin))
+        .await;
+    assert_eq!(by_user.body["lines"][0]["label"], "u@example.com");
+    let by_day = app.get("/api/admin/usage?group_by=day", Some(&admin)).await;
+    assert_eq!(
+        by_day.body["lines"][0]["key"].as_str(),
+        Some(chrono::Utc::now().format("%Y-%m-%d").to_string().as_str())
+    );
+    let by_purpose = app
+        .get(
+            "/api/admin/usage?group_by=purpose&from=2000-01-01",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(by_purpose.body["lines"][0]["key"], "title");
+    let empty = app
+        .get(
+            "/api/admin/usage?from=2000-01-01&to=2000-02-01",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(empty.body["lines"], json!([]));
+    for bad in [
+        "/api/admin/usage?group_by=colour",
+        "/api/admin/usage?from=yesterday",
+        "/api/admin/usage?from=2030-01-01&to=2020-01-01",
+    ] {
+        let response = app.get(bad, Some(&admin)).await;
+        assert_eq!(
+            (response.status, response.code()),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        app.get("/api/admin/usage", Some(&user)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let reset = app
+        .patch(
+            "/api/admin/settings",
+            Some(&admin),
+            json!({"thread_title_prompt": ""}),
+        )
+        .await;
+    assert_eq!(
+        reset.body["thread_title_prompt"],
+        domain::models::titles::DEFAULT_PROMPT
+    );
+}
 
 async fn providers_are_tested_and_their_models_imported(backend: TestBackend) {
     let app = TestApp::new(backend).await;

@@ -1,0 +1,172 @@
+//! `/api/admin/settings` and `/api/admin/usage`: instance settings and usage reports.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::models::{
+    titles,
+    usage::{self, GroupBy},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::{AdminUser, AppJson, AppQuery},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_settings, update_settings))
+        .routes(routes!(usage_report))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingsResponse {
+    /// The instructions that turn a first message into a thread title.
+    pub thread_title_prompt: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRequest {
+    /// An empty string restores the default prompt.
+    #[serde(default)]
+    pub thread_title_prompt: Option<String>,
+}
+
+/// Instance settings.
+#[utoipa::path(get, path = "/api/admin/settings", tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = SettingsResponse), (status = 403, body = ErrorBody)))]
+async fn get_settings(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<SettingsResponse>> {
+    Ok(Json(SettingsResponse {
+        thread_title_prompt: titles::prompt(&state.services).await?,
+    }))
+}
+
+#[utoipa::path(patch, path = "/api/admin/settings", tag = "settings", security(("bearer" = [])),
+    request_body = SettingsRequest,
+    responses((status = 200, body = SettingsResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_settings(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppJson(req): AppJson<SettingsRequest>,
+) -> ApiResult<Json<SettingsResponse>> {
+    let thread_title_prompt = match req.thread_title_prompt {
+        Some(prompt) => titles::set_prompt(&state.services, &prompt).await?,
+        None => titles::prompt(&state.services).await?,
+    };
+    Ok(Json(SettingsResponse {
+        thread_title_prompt,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, inclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: 30 days before `to`.
+    pub from: Option<String>,
+    /// End, exclusive: RFC 3339 or `YYYY-MM-DD`. Default: now.
+    pub to: Option<String>,
+    /// `user`, `workflow`, `run`, `model` (default), `provider`, `purpose` or `day`.
+    pub group_by: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageLineResponse {
+    pub key: Option<String>,
+    pub label: Option<String>,
+    pub calls: i64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub reasoning_tokens: u64,
+    /// US dollars; `null` when no call of the group had a price.
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageResponse {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub group_by: String,
+    pub lines: Vec<UsageLineResponse>,
+}
+
+fn instant(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("`{field}` must be RFC 3339 or YYYY-MM-DD"),
+            )
+        })
+}
+
+/// Tokens and cost of model calls in a period, grouped.
+#[utoipa::path(get, path = "/api/admin/usage", tag = "settings", security(("bearer" = [])),
+    params(UsageQuery),
+    responses((status = 200, body = UsageResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn usage_report(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppQuery(query): AppQuery<UsageQuery>,
+) -> ApiResult<Json<UsageResponse>> {
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| instant(t, "to"))
+        .transpose()?
+        .unwrap_or_else(Utc::now);
+    let from = query
+        .from
+        .as_deref()
+        .map(|t| instant(t, "from"))
+        .transpose()?
+        .unwrap_or(to - chrono::Duration::days(30));
+    let group_name = query.group_by.unwrap_or_else(|| "model".into());
+    let group_by = GroupBy::parse(&group_name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "group_by must be user, workflow, run, model, provider, purpose or day",
+        )
+    })?;
+    if from >= to {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "`from` must be before `to`",
+        ));
+    }
+    let lines = usage::summary(&state.services, from, to, group_by).await?;
+    Ok(Json(UsageResponse {
+        from,
+        to,
+        group_by: group_name,
+        lines: lines
+            .into_iter()
+            .map(|l| UsageLineResponse {
+                key: l.key,
+                label: l.label,
+                calls: l.calls,
+                input_tokens: l.usage.input_tokens,
+                output_tokens: l.usage.output_tokens,
+                cached_input_tokens: l.usage.cached_input_tokens,
+                reasoning_tokens: l.usage.reasoning_tokens,
+                cost_usd: l.cost_usd,
+            })
+            .collect(),
+    }))
+}
