@@ -635,3 +635,105 @@ async fn unreachable_providers_are_reported() {
         .unwrap_err();
     assert!(matches!(err, LlmError::Connection(_)), "{err}");
 }
+
+/// Collects everything logged, for the secrets check.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fake = FakeLlm::with_key("sk-live-secret-7777").await;
+    let p = provider(
+        &fake,
+        ProviderKind::OpenAiCompatible,
+        ApiStyle::ChatCompletions,
+        Some("sk-live-secret-7777"),
+    );
+    fake.push(Reply::Status {
+        status: 502,
+        message: "upstream failed for sk-live-secret-7777".into(),
+        retry_after: None,
+    });
+    fake.push(Reply::Text("fine".into()));
+    llm::complete(&HttpLlm::new(), &p, &ask("hi"))
+        .await
+        .unwrap();
+    let wrong = provider(
+        &fake,
+        ProviderKind::OpenAiCompatible,
+        ApiStyle::ChatCompletions,
+        Some("sk-wrong-secret-8888"),
+    );
+    let err = llm::complete(&HttpLlm::new(), &wrong, &ask("hi"))
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("sk-wrong-secret"));
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("retrying a model call"),
+        "the retry was logged: {logs}"
+    );
+    for secret in [
+        "sk-live-secret-7777",
+        "sk-wrong-secret-8888",
+        "tenant-secret-9",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+    }
+}
+
+/// A real call to OpenAI, only when `SWITCHYARD_LIVE_OPENAI_KEY` is set (never in CI).
+#[tokio::test]
+async fn live_openai_when_a_key_is_given() {
+    let Ok(key) = std::env::var("SWITCHYARD_LIVE_OPENAI_KEY") else {
+        eprintln!("skipped: SWITCHYARD_LIVE_OPENAI_KEY is not set");
+        return;
+    };
+    let fake = FakeLlm::start().await;
+    for (kind, style) in STYLES {
+        let mut p = provider(&fake, kind, style, Some(&key));
+        p.provider.api_base = "https://api.openai.com/v1".into();
+        p.provider.kind = ProviderKind::OpenAi;
+        p.extra_headers.clear();
+        let mut request = ask("Say the single word: pong");
+        request.model = "gpt-4o-mini".into();
+        let done = llm::complete(&HttpLlm::new(), &p, &request).await.unwrap();
+        assert!(
+            done.text.to_lowercase().contains("pong"),
+            "{style:?}: {}",
+            done.text
+        );
+        assert!(done.usage.input_tokens > 0);
+    }
+}
