@@ -7,6 +7,7 @@
 //! - Every save, import and publish validates the graph; errors refuse the write.
 
 pub mod diff;
+pub mod eval;
 pub mod expr;
 pub mod graph;
 pub mod import;
