@@ -129,6 +129,15 @@ impl From<WorkflowError> for ApiError {
     }
 }
 
+impl From<domain::runs::RunError> for ApiError {
+    fn from(err: domain::runs::RunError) -> ApiError {
+        match err {
+            domain::runs::RunError::Workflow(inner) => inner.into(),
+            other => ApiError::from_domain(&other),
+        }
+    }
+}
+
 impl From<ModelError> for ApiError {
     fn from(err: ModelError) -> ApiError {
         ApiError::from_domain(&err)

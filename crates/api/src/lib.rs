@@ -110,6 +110,7 @@ impl AppState {
         (name = "auth", description = "Login and access tokens"),
         (name = "users", description = "The current user and user management"),
         (name = "models", description = "Model providers and the model registry"),
+        (name = "runs", description = "Workflow runs: start, inspect, resume, cancel"),
         (name = "settings", description = "Instance settings and usage reports"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -143,6 +144,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::workflows::router())
         .merge(routes::models::router())
         .merge(routes::settings::router())
+        .merge(routes::runs::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

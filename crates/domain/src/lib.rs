@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod error;
 pub mod llm;
 pub mod models;
+pub mod runs;
 pub mod secret;
 pub mod store;
 pub mod users;

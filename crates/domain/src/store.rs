@@ -8,6 +8,7 @@ use crate::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
     },
+    runs::{Event, Run, RunFilter, Step},
     users::{NewUser, User, UserCredentials, UserPatch},
     workflows::{Graph, Permission, Share, Version, Workflow},
 };
@@ -292,6 +293,24 @@ pub trait UsageStore: Send + Sync {
     ) -> StoreResult<Vec<UsageLine>>;
 }
 
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    async fn insert_run(&self, run: &Run) -> StoreResult<()>;
+    async fn run(&self, id: &str) -> StoreResult<Option<Run>>;
+    /// Saves a run's progress with its new steps and events, if no one else advanced it
+    /// since `expected_event_seq`; `false` when someone did (nothing is written then).
+    async fn save_run(
+        &self,
+        run: &Run,
+        steps: &[Step],
+        events: &[Event],
+        expected_event_seq: i64,
+    ) -> StoreResult<bool>;
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
+    async fn run_steps(&self, run_id: &str) -> StoreResult<Vec<Step>>;
+    async fn run_events(&self, run_id: &str, after_seq: i64) -> StoreResult<Vec<Event>>;
+}
+
 /// What the readiness probe checks.
 #[derive(Debug, Clone)]
 pub struct StoreHealth {
@@ -311,7 +330,7 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Store:
-    UserStore + SettingsStore + WorkflowStore + ModelStore + UsageStore + Send + Sync
+    UserStore + SettingsStore + WorkflowStore + ModelStore + UsageStore + RunStore + Send + Sync
 {
     fn backend_name(&self) -> &'static str;
     async fn health(&self) -> StoreHealth;

@@ -7,6 +7,7 @@
 
 mod migrate;
 mod models;
+mod runs;
 mod settings;
 mod usage;
 mod users;

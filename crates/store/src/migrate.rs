@@ -50,6 +50,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(2, "workflows", "0002_workflows.sql"),
     migration!(3, "models", "0003_models.sql"),
     migration!(4, "usage", "0004_usage.sql"),
+    migration!(5, "runs", "0005_runs.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod health;
 pub mod models;
+pub mod runs;
 pub mod settings;
 pub mod users;
 pub mod workflows;

@@ -209,6 +209,13 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/models/import", &["post"]),
         ("/api/admin/settings", &["get", "patch"]),
         ("/api/admin/usage", &["get"]),
+        ("/api/workflows/{id}/runs", &["post"]),
+        ("/api/runs", &["get"]),
+        ("/api/runs/{id}", &["get"]),
+        ("/api/runs/{id}/steps", &["get"]),
+        ("/api/runs/{id}/events", &["get"]),
+        ("/api/runs/{id}/resume", &["post"]),
+        ("/api/runs/{id}/cancel", &["post"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

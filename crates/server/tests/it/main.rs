@@ -5,5 +5,6 @@ mod cli;
 mod http;
 mod lifecycle;
 mod models;
+mod runs;
 mod users;
 mod workflows;

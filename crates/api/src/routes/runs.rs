@@ -1,0 +1,331 @@
+//! `/api/workflows/{id}/runs` and `/api/runs`: start, inspect, resume and cancel runs.
+
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use domain::runs::{self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Step};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::{AppJson, AppPath, AppQuery, AuthUser},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(list))
+        .routes(routes!(get))
+        .routes(routes!(steps))
+        .routes(routes!(events))
+        .routes(routes!(resume))
+        .routes(routes!(cancel))
+}
+
+/// A run: where it is, its state, and what it produced.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunResponse {
+    pub id: String,
+    pub workflow_id: i64,
+    pub version_id: i64,
+    pub user_id: Option<i64>,
+    /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub current_node: Option<String>,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Object)]
+    pub state: Value,
+    /// The final output, once completed.
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// What a waiting run waits for: `{kind: user_message|approval, node, prompt}`.
+    #[schema(value_type = Option<Object>)]
+    pub wait: Option<Value>,
+    /// Why a failed run failed: `{node, code, message}`.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    /// The conversation so far: `[{role, text}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+    pub step_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Run> for RunResponse {
+    fn from(run: Run) -> Self {
+        RunResponse {
+            id: run.id,
+            workflow_id: run.workflow_id,
+            version_id: run.version_id,
+            user_id: run.user_id,
+            status: run.status.as_str().into(),
+            current_node: run.current_node,
+            input: run.input,
+            state: run.state,
+            output: run.output,
+            wait: run
+                .wait
+                .map(|w| serde_json::to_value(w).expect("waits serialise")),
+            error: run
+                .error
+                .map(|e| serde_json::to_value(e).expect("failures serialise")),
+            messages: run
+                .history
+                .into_iter()
+                .map(|h| serde_json::json!({"role": h.role, "text": h.text}))
+                .collect(),
+            step_count: run.step_count,
+            created_at: run.created_at,
+            updated_at: run.updated_at,
+            finished_at: run.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepResponse {
+    pub seq: i64,
+    pub node: String,
+    pub kind: String,
+    /// `ok`, `waiting` or `failed`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[schema(value_type = Object)]
+    pub output: Value,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+}
+
+impl From<Step> for StepResponse {
+    fn from(s: Step) -> Self {
+        StepResponse {
+            seq: s.seq,
+            node: s.node,
+            kind: s.kind,
+            status: s.status,
+            input: s.input,
+            output: s.output,
+            error: s.error,
+            started_at: s.started_at,
+            duration_ms: s.duration_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResponse {
+    pub seq: i64,
+    /// `run.started`, `node.finished`, `assistant_message`, `run.waiting`, `usage`, `run.completed`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub node: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub at: DateTime<Utc>,
+}
+
+impl From<Event> for EventResponse {
+    fn from(e: Event) -> Self {
+        EventResponse {
+            seq: e.seq,
+            kind: e.kind,
+            node: e.node,
+            data: e.data,
+            at: e.at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRunRequest {
+    /// The run's input; a string becomes `{"input_as_text": ...}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub input: Value,
+    /// Values over the state schema's defaults.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub state: Option<Value>,
+    /// Run a draft or an older version (write access); production by default.
+    #[serde(default)]
+    pub version_id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    /// For a run waiting for the user's message.
+    #[serde(default)]
+    pub user_message: Option<String>,
+    /// For a run waiting for approval: `approve` or `reject`.
+    #[serde(default)]
+    pub approval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub workflow_id: Option<i64>,
+    /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// At most this many, newest first (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events after this sequence number.
+    pub after: Option<i64>,
+}
+
+/// Runs a workflow (its production version unless `version_id` is given) until it ends
+/// or waits for the user, and returns the run.
+#[utoipa::path(post, path = "/api/workflows/{id}/runs", tag = "runs", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body = StartRunRequest,
+    responses(
+        (status = 201, body = RunResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The workflow has no published version", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn start(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<i64>,
+    AppJson(req): AppJson<StartRunRequest>,
+) -> ApiResult<(StatusCode, Json<RunResponse>)> {
+    let run = runs::start(
+        &state.services,
+        &user,
+        StartRun {
+            workflow_id: id,
+            version_id: req.version_id,
+            input: req.input,
+            state: req.state,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(run.into())))
+}
+
+/// The caller's runs (administrators: all runs), newest first.
+#[utoipa::path(get, path = "/api/runs", tag = "runs", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<RunResponse>), (status = 400, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> ApiResult<Json<Vec<RunResponse>>> {
+    let status = query
+        .status
+        .map(|s| {
+            RunStatus::parse(&s).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "unknown run status",
+                )
+            })
+        })
+        .transpose()?;
+    let filter = RunFilter {
+        workflow_id: query.workflow_id,
+        status,
+        user_id: None,
+        limit: query.limit.unwrap_or(50),
+    };
+    let list = runs::list(&state.services, &user, filter).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/runs/{id}", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = RunResponse), (status = 404, body = ErrorBody)))]
+async fn get(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<RunResponse>> {
+    Ok(Json(runs::get(&state.services, &user, &id).await?.into()))
+}
+
+/// Every executed node, with its input, output, timing and error.
+#[utoipa::path(get, path = "/api/runs/{id}/steps", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Vec<StepResponse>), (status = 404, body = ErrorBody)))]
+async fn steps(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<Vec<StepResponse>>> {
+    let list = runs::steps(&state.services, &user, &id).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// The run's event log, from a sequence number on.
+#[utoipa::path(get, path = "/api/runs/{id}/events", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path), EventsQuery), responses((status = 200, body = Vec<EventResponse>), (status = 404, body = ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<String>,
+    AppQuery(query): AppQuery<EventsQuery>,
+) -> ApiResult<Json<Vec<EventResponse>>> {
+    let list = runs::events(&state.services, &user, &id, query.after.unwrap_or(0)).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// Resumes a waiting run with the user's message or approval.
+#[utoipa::path(post, path = "/api/runs/{id}/resume", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = ResumeRequest,
+    responses(
+        (status = 200, body = RunResponse),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The run is not waiting", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn resume(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<String>,
+    AppJson(req): AppJson<ResumeRequest>,
+) -> ApiResult<Json<RunResponse>> {
+    let answer = match (req.user_message, req.approval.as_deref()) {
+        (Some(text), None) => Resume::UserMessage(text),
+        (None, Some("approve")) => Resume::Approval(true),
+        (None, Some("reject")) => Resume::Approval(false),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "give `user_message`, or `approval` as `approve` or `reject`",
+            ));
+        }
+    };
+    Ok(Json(
+        runs::resume(&state.services, &user, &id, answer)
+            .await?
+            .into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = RunResponse), (status = 404, body = ErrorBody), (status = 409, description = "Already finished", body = ErrorBody)))]
+async fn cancel(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<RunResponse>> {
+    Ok(Json(
+        runs::cancel(&state.services, &user, &id).await?.into(),
+    ))
+}

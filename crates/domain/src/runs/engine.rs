@@ -1,0 +1,1130 @@
+//! The run loop: executes nodes one at a time, saving after each, until the run waits,
+//! ends or fails.
+//!
+//! Concurrency: a run is advanced by whichever request starts or resumes it. Each save is
+//! conditional on the event sequence the advancing process last saw (`RunStore::save_run`),
+//! so if two processes ever race on one run, the second save is refused and its caller
+//! gets a conflict instead of a forked run.
+
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Event, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus, Step, Wait,
+};
+use crate::{
+    Services,
+    llm::{self, ChatRequest, JsonSchemaFormat, LlmError, Message, Role},
+    models::{
+        self,
+        usage::{self, Purpose},
+    },
+    users::User,
+    workflows::{
+        self, Graph, Node, Version, Workflow, WorkflowError,
+        eval::{EvalError, Scope, as_text, truthy},
+        nodes::{self, Kind},
+    },
+};
+
+/// The most nodes one run may execute; past it the run fails instead of looping forever.
+pub const MAX_STEPS: i64 = 1_000;
+
+/// What a caller gives to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct StartRun {
+    pub workflow_id: i64,
+    /// A draft or older version (write access needed); production by default.
+    pub version_id: Option<i64>,
+    /// The run's input; a string becomes `{"input_as_text": …}`.
+    pub input: Value,
+    /// Values over the state schema's defaults.
+    pub state: Option<Value>,
+}
+
+/// What resumes a waiting run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    UserMessage(String),
+    Approval(bool),
+}
+
+/// How a node hands over.
+enum Next {
+    /// Follow the edge with this label (or the default edge).
+    Follow(Option<String>),
+    /// Go to this node.
+    Goto(String),
+    Wait(Wait),
+    End {
+        output: Value,
+        status: Value,
+    },
+}
+
+struct Outcome {
+    output: Value,
+    next: Next,
+}
+
+/// A failure of one node.
+struct NodeError {
+    code: &'static str,
+    message: String,
+}
+
+impl From<EvalError> for NodeError {
+    fn from(err: EvalError) -> Self {
+        NodeError {
+            code: "expression_failed",
+            message: err.to_string(),
+        }
+    }
+}
+
+fn node_error(code: &'static str, message: impl Into<String>) -> NodeError {
+    NodeError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn new_run_id() -> String {
+    let mut bytes = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
+    format!("run_{}", hex::encode(bytes))
+}
+
+/// The state a run starts with: the schema's defaults, then the caller's values.
+fn initial_state(graph: &Graph, given: Option<&Value>) -> RunResult<Value> {
+    let mut state = Map::new();
+    if let Some(properties) = graph
+        .state_schema
+        .as_ref()
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+    {
+        for (name, property) in properties {
+            state.insert(
+                name.clone(),
+                property.get("default").cloned().unwrap_or(Value::Null),
+            );
+        }
+    }
+    match given {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(values)) => state.extend(values.clone()),
+        Some(_) => return Err(RunError::Invalid("`state` must be an object".into())),
+    }
+    Ok(Value::Object(state))
+}
+
+/// Everything a running step can see.
+struct RunCtx<'a> {
+    services: &'a Services,
+    workflow: &'a Workflow,
+    version: &'a Version,
+    user: &'a User,
+}
+
+impl RunCtx<'_> {
+    fn scope(&self, run: &Run) -> Scope {
+        Scope {
+            input: run.last_output.clone(),
+            state: run.state.clone(),
+            workflow: json!({
+                "id": self.workflow.id,
+                "slug": self.workflow.slug,
+                "version": self.version.number,
+                "input_as_text": run.input.get("input_as_text").cloned().unwrap_or(Value::Null),
+            }),
+            user: json!({"id": self.user.id, "email": self.user.email, "is_admin": self.user.is_admin}),
+            thread: json!({"id": run.thread_id, "title": Value::Null}),
+        }
+    }
+}
+
+/// Buffers what a step produced until it is saved.
+struct Log<'a> {
+    run: &'a mut Run,
+    steps: Vec<Step>,
+    events: Vec<Event>,
+}
+
+impl Log<'_> {
+    fn event(&mut self, kind: &str, node: Option<&str>, data: Value) {
+        self.run.event_seq += 1;
+        self.events.push(Event {
+            seq: self.run.event_seq,
+            kind: kind.into(),
+            node: node.map(str::to_string),
+            data,
+            at: Utc::now(),
+        });
+    }
+
+    fn say(&mut self, role: &str, node: &str, text: String) {
+        self.event(
+            if role == "user" {
+                "user_message"
+            } else {
+                "assistant_message"
+            },
+            Some(node),
+            json!({"text": text}),
+        );
+        self.run.history.push(HistoryEntry {
+            role: role.into(),
+            text,
+        });
+    }
+}
+
+/// Starts a run of a workflow and advances it until it waits or ends.
+pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
+    let (workflow, access) = workflows::access(services, actor, req.workflow_id).await?;
+    let version = match req.version_id {
+        Some(version_id) => {
+            let version = workflows::get_version(services, actor, workflow.id, version_id).await?;
+            if !version.is_production && !access.can_write() {
+                return Err(WorkflowError::Forbidden(
+                    "running a version other than production needs write access",
+                )
+                .into());
+            }
+            version
+        }
+        None => services
+            .store
+            .production_version(workflow.id)
+            .await?
+            .ok_or(WorkflowError::NotPublished(workflow.id))?,
+    };
+    let graph = &version.graph;
+    let start_node = graph
+        .nodes
+        .iter()
+        .find(|n| n.is_enabled && Kind::parse(&n.kind) == Some(Kind::Start))
+        .ok_or_else(|| RunError::Invalid("the version has no enabled start node".into()))?;
+    let input = match req.input {
+        Value::String(text) => json!({"input_as_text": text}),
+        Value::Null => json!({}),
+        other => other,
+    };
+    let mut history = Vec::new();
+    if let Some(text) = input
+        .get("input_as_text")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        history.push(HistoryEntry {
+            role: "user".into(),
+            text: text.to_string(),
+        });
+    }
+    let now = Utc::now();
+    let mut run = Run {
+        id: new_run_id(),
+        workflow_id: workflow.id,
+        version_id: version.id,
+        user_id: Some(actor.id),
+        thread_id: None,
+        status: RunStatus::Running,
+        current_node: Some(start_node.slug.clone()),
+        state: initial_state(graph, req.state.as_ref())?,
+        last_output: input.clone(),
+        input,
+        history,
+        scratch: json!({}),
+        wait: None,
+        output: None,
+        error: None,
+        step_count: 0,
+        event_seq: 0,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    };
+    services.store.insert_run(&run).await?;
+    let ctx = RunCtx {
+        services,
+        workflow: &workflow,
+        version: &version,
+        user: actor,
+    };
+    let saved = run.event_seq;
+    let mut log = Log {
+        run: &mut run,
+        steps: Vec::new(),
+        events: Vec::new(),
+    };
+    log.event(
+        "run.started",
+        None,
+        json!({"workflow_id": workflow.id, "version": version.number}),
+    );
+    save(&ctx, &mut log, saved).await?;
+    advance(&ctx, &mut run).await?;
+    Ok(run)
+}
+
+/// Resumes a waiting run with the user's answer.
+pub async fn resume(
+    services: &Services,
+    actor: &User,
+    run_id: &str,
+    answer: Resume,
+) -> RunResult<Run> {
+    let mut run = get(services, actor, run_id).await?;
+    let Some(wait) = run
+        .wait
+        .clone()
+        .filter(|_| run.status == RunStatus::Waiting)
+    else {
+        return Err(RunError::Conflict(format!(
+            "the run is {}, not waiting",
+            run.status.as_str()
+        )));
+    };
+    let (workflow, version, user) = context_of(services, &run).await?;
+    let ctx = RunCtx {
+        services,
+        workflow: &workflow,
+        version: &version,
+        user: &user,
+    };
+    let graph = &version.graph;
+    let node = graph
+        .node(&wait.node)
+        .ok_or_else(|| RunError::Invalid(format!("node `{}` is gone", wait.node)))?;
+    let saved = run.event_seq;
+    let mut log = Log {
+        run: &mut run,
+        steps: Vec::new(),
+        events: Vec::new(),
+    };
+    let label = match (wait.kind.as_str(), answer) {
+        ("user_message", Resume::UserMessage(text)) => {
+            log.say("user", &node.slug, text.clone());
+            log.run.last_output = json!({"user_message": text});
+            None
+        }
+        ("approval", Resume::Approval(approved)) => {
+            log.event("approval", Some(&node.slug), json!({"approved": approved}));
+            log.run.last_output = json!({"approved": approved});
+            Some(if approved { "approve" } else { "reject" }.to_string())
+        }
+        (kind, _) => {
+            return Err(RunError::Invalid(format!(
+                "the run waits for {}",
+                kind.replace('_', " ")
+            )));
+        }
+    };
+    log.run.wait = None;
+    log.run.status = RunStatus::Running;
+    log.event("run.resumed", Some(&node.slug), json!({}));
+    match next_node(graph, node, label.as_deref()) {
+        Ok(next) => log.run.current_node = next,
+        Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
+    }
+    save(&ctx, &mut log, saved).await?;
+    advance(&ctx, &mut run).await?;
+    Ok(run)
+}
+
+/// Cancels a run that has not finished.
+pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
+    let mut run = get(services, actor, run_id).await?;
+    if run.status.is_finished() {
+        return Err(RunError::Conflict(format!(
+            "the run is already {}",
+            run.status.as_str()
+        )));
+    }
+    let (workflow, version, user) = context_of(services, &run).await?;
+    let ctx = RunCtx {
+        services,
+        workflow: &workflow,
+        version: &version,
+        user: &user,
+    };
+    let saved = run.event_seq;
+    let mut log = Log {
+        run: &mut run,
+        steps: Vec::new(),
+        events: Vec::new(),
+    };
+    log.run.status = RunStatus::Cancelled;
+    log.run.wait = None;
+    log.run.finished_at = Some(Utc::now());
+    log.event("run.cancelled", None, json!({"by": actor.id}));
+    save(&ctx, &mut log, saved).await?;
+    Ok(run)
+}
+
+/// A run the caller may see: their own, or any run of a workflow they can write to.
+pub async fn get(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
+    let run = services
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
+    if run.user_id == Some(actor.id) || actor.is_admin {
+        return Ok(run);
+    }
+    match workflows::access(services, actor, run.workflow_id).await {
+        Ok((_, access)) if access.can_write() => Ok(run),
+        _ => Err(RunError::NotFound(run_id.to_string())),
+    }
+}
+
+pub async fn list(services: &Services, actor: &User, mut filter: RunFilter) -> RunResult<Vec<Run>> {
+    if !actor.is_admin {
+        filter.user_id = Some(actor.id);
+    }
+    filter.limit = filter.limit.clamp(1, 500);
+    Ok(services.store.list_runs(&filter).await?)
+}
+
+pub async fn steps(services: &Services, actor: &User, run_id: &str) -> RunResult<Vec<Step>> {
+    get(services, actor, run_id).await?;
+    Ok(services.store.run_steps(run_id).await?)
+}
+
+pub async fn events(
+    services: &Services,
+    actor: &User,
+    run_id: &str,
+    after_seq: i64,
+) -> RunResult<Vec<Event>> {
+    get(services, actor, run_id).await?;
+    Ok(services.store.run_events(run_id, after_seq).await?)
+}
+
+async fn context_of(services: &Services, run: &Run) -> RunResult<(Workflow, Version, User)> {
+    let workflow = services
+        .store
+        .workflow_by_id(run.workflow_id)
+        .await?
+        .ok_or(WorkflowError::NotFound(run.workflow_id))?;
+    let version = services
+        .store
+        .version(run.workflow_id, run.version_id)
+        .await?
+        .ok_or(WorkflowError::VersionNotFound(run.version_id))?;
+    let user = match run.user_id {
+        Some(id) => services.store.user_by_id(id).await?,
+        None => None,
+    }
+    .ok_or_else(|| RunError::Invalid("the user who started this run no longer exists".into()))?;
+    Ok((workflow, version, user))
+}
+
+async fn save(ctx: &RunCtx<'_>, log: &mut Log<'_>, expected_seq: i64) -> RunResult<()> {
+    log.run.updated_at = Utc::now();
+    let saved = ctx
+        .services
+        .store
+        .save_run(log.run, &log.steps, &log.events, expected_seq)
+        .await?;
+    if !saved {
+        return Err(RunError::Conflict(
+            "the run was advanced by another request; reload it".into(),
+        ));
+    }
+    log.steps.clear();
+    log.events.clear();
+    Ok(())
+}
+
+fn fail(log: &mut Log<'_>, node: Option<&str>, code: &str, message: String) {
+    log.event(
+        "run.failed",
+        node,
+        json!({"code": code, "message": message}),
+    );
+    log.run.status = RunStatus::Failed;
+    log.run.error = Some(RunFailure {
+        node: node.map(str::to_string),
+        code: code.into(),
+        message,
+    });
+    log.run.finished_at = Some(Utc::now());
+    log.run.current_node = None;
+}
+
+fn complete(log: &mut Log<'_>, output: Value, thread_status: Value) {
+    log.event(
+        "run.completed",
+        None,
+        json!({"output": output, "thread_status": thread_status}),
+    );
+    log.run.status = RunStatus::Completed;
+    log.run.output = Some(output);
+    log.run.finished_at = Some(Utc::now());
+    log.run.current_node = None;
+}
+
+/// The node after `node`: the edge with `label` (or the fallback edge), else the default
+/// edge; a body node with nowhere to go returns to its loop; `None` ends the run.
+fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<String>, String> {
+    let out: Vec<_> = graph
+        .edges
+        .iter()
+        .filter(|e| e.source == node.slug)
+        .collect();
+    let unlabelled = || out.iter().find(|e| e.condition.is_none());
+    let chosen = match label {
+        Some(label) => out
+            .iter()
+            .find(|e| {
+                e.condition
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(label))
+            })
+            .or_else(|| {
+                out.iter().find(|e| {
+                    e.condition.as_deref().is_some_and(|c| {
+                        c.eq_ignore_ascii_case("else") || c.eq_ignore_ascii_case("default")
+                    })
+                })
+            })
+            .or_else(unlabelled)
+            .copied(),
+        None => unlabelled().or(out.first()).copied(),
+    };
+    match (chosen, label) {
+        (Some(edge), _) => Ok(Some(edge.target.clone())),
+        (None, Some(label)) if !out.is_empty() => Err(format!(
+            "no edge leaves `{}` for the branch `{label}`",
+            node.slug
+        )),
+        (None, _) => Ok(node.parent_slug.clone()),
+    }
+}
+
+/// Executes nodes until the run waits, ends or fails, saving after each.
+async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
+    let graph = &ctx.version.graph;
+    while run.status == RunStatus::Running {
+        let saved = run.event_seq;
+        let mut log = Log {
+            run: &mut *run,
+            steps: Vec::new(),
+            events: Vec::new(),
+        };
+        let Some(slug) = log.run.current_node.clone() else {
+            let output = log.run.last_output.clone();
+            complete(&mut log, output, json!({"type": "active"}));
+            save(ctx, &mut log, saved).await?;
+            break;
+        };
+        if log.run.step_count >= MAX_STEPS {
+            fail(
+                &mut log,
+                Some(&slug),
+                "step_limit",
+                format!(
+                    "the run executed {MAX_STEPS} steps without finishing; is a loop missing its exit?"
+                ),
+            );
+            save(ctx, &mut log, saved).await?;
+            break;
+        }
+        let Some(node) = graph.node(&slug) else {
+            fail(
+                &mut log,
+                Some(&slug),
+                "unknown_node",
+                format!("the graph has no node `{slug}`"),
+            );
+            save(ctx, &mut log, saved).await?;
+            break;
+        };
+        let started_at = Utc::now();
+        let timer = Instant::now();
+        let input = log.run.last_output.clone();
+        let outcome = if node.is_enabled {
+            execute(ctx, &mut log, node).await
+        } else {
+            // A disabled node is bypassed: its input goes on along its default edge.
+            Ok(Outcome {
+                output: input.clone(),
+                next: Next::Follow(None),
+            })
+        };
+        log.run.step_count += 1;
+        let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut step = Step {
+            seq: log.run.step_count,
+            node: slug.clone(),
+            kind: node.kind.clone(),
+            status: "ok".into(),
+            input,
+            output: Value::Null,
+            error: None,
+            started_at,
+            duration_ms,
+        };
+        match outcome {
+            Err(err) => {
+                step.status = "failed".into();
+                step.error = Some(err.message.clone());
+                log.steps.push(step);
+                fail(&mut log, Some(&slug), err.code, err.message);
+            }
+            Ok(Outcome { output, next }) => {
+                step.output = output.clone();
+                log.run.last_output = output;
+                let status = if matches!(next, Next::Wait(_)) {
+                    "waiting"
+                } else {
+                    "ok"
+                };
+                log.event(
+                    "node.finished",
+                    Some(&slug),
+                    json!({"kind": node.kind, "status": status, "duration_ms": duration_ms}),
+                );
+                match next {
+                    Next::Follow(label) => match next_node(graph, node, label.as_deref()) {
+                        Ok(next) => log.run.current_node = next,
+                        Err(message) => {
+                            step.status = "failed".into();
+                            step.error = Some(message.clone());
+                            fail(&mut log, Some(&slug), "missing_edge", message);
+                        }
+                    },
+                    Next::Goto(target) => log.run.current_node = Some(target),
+                    Next::Wait(wait) => {
+                        step.status = "waiting".into();
+                        log.event(
+                            "run.waiting",
+                            Some(&slug),
+                            json!({"kind": wait.kind, "prompt": wait.prompt}),
+                        );
+                        log.run.status = RunStatus::Waiting;
+                        log.run.wait = Some(wait);
+                    }
+                    Next::End { output, status } => {
+                        log.run.last_output = output.clone();
+                        complete(&mut log, output, status);
+                    }
+                }
+                log.steps.push(step);
+            }
+        }
+        save(ctx, &mut log, saved).await?;
+    }
+    Ok(())
+}
+
+/// Sets `value` at a dotted path inside `state`, creating objects on the way.
+fn set_path(state: &mut Value, path: &str, value: Value) {
+    let mut cursor = state;
+    let segments: Vec<&str> = path.split('.').collect();
+    for (index, segment) in segments.iter().enumerate() {
+        if !cursor.is_object() {
+            *cursor = json!({});
+        }
+        let map = cursor.as_object_mut().expect("made an object above");
+        if index == segments.len() - 1 {
+            map.insert((*segment).to_string(), value);
+            return;
+        }
+        cursor = map
+            .entry((*segment).to_string())
+            .or_insert_with(|| json!({}));
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
+    serde_json::from_value(Value::Object(node.parameters.clone())).map_err(|err| {
+        node_error(
+            "invalid_parameters",
+            format!("the node's parameters are invalid: {err}"),
+        )
+    })
+}
+
+fn text_param(node: &Node) -> Option<String> {
+    ["message", "text"].iter().find_map(|k| {
+        node.parameters
+            .get(*k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    })
+}
+
+async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let kind = Kind::parse(&node.kind).ok_or_else(|| {
+        node_error(
+            "unsupported_node",
+            format!("`{}` nodes cannot run in this version", node.kind),
+        )
+    })?;
+    let scope = ctx.scope(log.run);
+    let input = log.run.last_output.clone();
+    let pass = |next| {
+        Ok(Outcome {
+            output: input.clone(),
+            next,
+        })
+    };
+    match kind {
+        Kind::Start | Kind::Note => pass(Next::Follow(None)),
+        Kind::Watch => {
+            let text = format!(
+                "```json\n{}\n```",
+                serde_json::to_string_pretty(&input).unwrap_or_default()
+            );
+            log.say("assistant", &node.slug, text);
+            pass(Next::Follow(None))
+        }
+        Kind::AssistantMessage | Kind::UserMessage => {
+            let text = scope.render_text(&text_param(node).unwrap_or_default())?;
+            let role = if kind == Kind::UserMessage {
+                "user"
+            } else {
+                "assistant"
+            };
+            log.say(role, &node.slug, text);
+            pass(Next::Follow(None))
+        }
+        Kind::State => {
+            let config: nodes::SetState = parse(node)?;
+            for assignment in &config.state {
+                let scope = ctx.scope(log.run);
+                let value = scope.eval_value(&assignment.expression)?;
+                let path = assignment
+                    .target
+                    .trim()
+                    .strip_prefix("state.")
+                    .unwrap_or(assignment.target.trim());
+                set_path(&mut log.run.state, path, value);
+            }
+            log.event("state.updated", Some(&node.slug), log.run.state.clone());
+            pass(Next::Follow(None))
+        }
+        Kind::Transform => {
+            let expressions = node
+                .parameters
+                .get("expressions")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let output = scope.render_tree(&expressions)?;
+            Ok(Outcome {
+                output,
+                next: Next::Follow(None),
+            })
+        }
+        Kind::Condition => {
+            let config: nodes::Condition = parse(node)?;
+            let label = condition_label(&scope, &config)?;
+            log.event("branch", Some(&node.slug), json!({"label": label}));
+            pass(Next::Follow(label))
+        }
+        Kind::While => run_loop(ctx, log, node, &scope, input),
+        Kind::WaitForUserInput => {
+            let prompt = text_param(node)
+                .map(|t| scope.render_text(&t))
+                .transpose()?;
+            if let Some(prompt) = prompt.clone().filter(|p| !p.is_empty()) {
+                log.say("assistant", &node.slug, prompt);
+            }
+            pass(Next::Wait(Wait {
+                kind: "user_message".into(),
+                node: node.slug.clone(),
+                prompt,
+            }))
+        }
+        Kind::UserApproval => {
+            let prompt = text_param(node)
+                .map(|t| scope.render_text(&t))
+                .transpose()?;
+            pass(Next::Wait(Wait {
+                kind: "approval".into(),
+                node: node.slug.clone(),
+                prompt,
+            }))
+        }
+        Kind::End => {
+            let config: nodes::End = parse(node)?;
+            let message = config
+                .message
+                .as_deref()
+                .map(|m| scope.render_text(m))
+                .transpose()?;
+            if let Some(message) = message.clone().filter(|m| !m.is_empty()) {
+                log.say("assistant", &node.slug, message);
+            }
+            let output = match &config.output {
+                Some(expression) => scope.eval_value(expression)?,
+                None => message.map(Value::String).unwrap_or(input),
+            };
+            let status = config
+                .status
+                .as_ref()
+                .map(|s| format!("{:?}", s.status_type).to_lowercase())
+                .unwrap_or_else(|| "closed".into());
+            let reason = config
+                .status
+                .as_ref()
+                .and_then(|s| s.reason.clone())
+                .or(config.status_reason)
+                .or(config.reason);
+            Ok(Outcome {
+                output: output.clone(),
+                next: Next::End {
+                    output,
+                    status: json!({"type": status, "reason": reason}),
+                },
+            })
+        }
+        Kind::Agent => run_agent(ctx, log, node, &scope).await,
+        Kind::Widget | Kind::ParallelSplit | Kind::ParallelJoin => Err(node_error(
+            "unsupported_node",
+            format!("`{}` nodes cannot run in this version yet", node.kind),
+        )),
+    }
+}
+
+fn condition_label(scope: &Scope, config: &nodes::Condition) -> Result<Option<String>, NodeError> {
+    if config.uses_cases() {
+        for case in &config.cases {
+            let holds = match &case.predicate {
+                Value::Bool(b) => *b,
+                other => truthy(&scope.eval_value(other)?),
+            };
+            if holds {
+                return Ok(Some(case.label.trim().to_lowercase()));
+            }
+        }
+        return Ok(Some(nodes::condition::ELSE.into()));
+    }
+    let value = match &config.path {
+        Some(path) => scope.eval_value(path)?,
+        None => Value::Null,
+    };
+    let flag = |b: bool| Some(if b { "true" } else { "false" }.to_string());
+    let compare = || {
+        let expected = config.value.as_ref().map(as_text).unwrap_or_default();
+        config.value.is_some() && as_text(&value).trim().eq_ignore_ascii_case(expected.trim())
+    };
+    Ok(match config.mode {
+        nodes::ConditionMode::Truthy => flag(truthy(&value)),
+        nodes::ConditionMode::Falsy => flag(!truthy(&value)),
+        nodes::ConditionMode::Equals => flag(compare()),
+        nodes::ConditionMode::NotEquals => flag(!compare()),
+        nodes::ConditionMode::Value => match &value {
+            Value::Bool(b) => flag(*b),
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.trim().to_string()),
+            _ => None,
+        },
+    })
+}
+
+/// One pass of a `while`: enter the body while the condition holds (up to the limit),
+/// otherwise leave by the exit edge.
+fn run_loop(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    scope: &Scope,
+    input: Value,
+) -> Result<Outcome, NodeError> {
+    let graph = &ctx.version.graph;
+    let config: nodes::While = parse(node)?;
+    let holds = match &config.condition {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) if s.trim().is_empty() => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => truthy(&scope.eval_value(other)?),
+    };
+    let counters = log
+        .run
+        .scratch
+        .as_object_mut()
+        .expect("scratch is an object");
+    let loops = counters.entry("loops").or_insert_with(|| json!({}));
+    let count = loops.get(&node.slug).and_then(Value::as_u64).unwrap_or(0);
+    let in_body = |slug: &str| {
+        graph
+            .node(slug)
+            .is_some_and(|n| n.parent_slug.as_deref() == Some(node.slug.as_str()))
+    };
+    let out: Vec<_> = graph
+        .edges
+        .iter()
+        .filter(|e| e.source == node.slug)
+        .collect();
+    if holds && count < u64::from(config.max_iterations) {
+        loops[&node.slug] = json!(count + 1);
+        if let Some(var) = &config.iteration_var {
+            set_path(&mut log.run.state, var, json!(count + 1));
+        }
+        let entry = out
+            .iter()
+            .find(|e| e.condition.as_deref() == Some("loop"))
+            .or_else(|| out.iter().find(|e| in_body(&e.target)))
+            .ok_or_else(|| {
+                node_error(
+                    "missing_edge",
+                    format!("the loop `{}` has no edge into its body", node.slug),
+                )
+            })?;
+        log.event(
+            "loop.iteration",
+            Some(&node.slug),
+            json!({"iteration": count + 1}),
+        );
+        return Ok(Outcome {
+            output: input,
+            next: Next::Goto(entry.target.clone()),
+        });
+    }
+    if let Some(map) = loops.as_object_mut() {
+        map.remove(&node.slug);
+    }
+    if holds {
+        log.event(
+            "loop.limit_reached",
+            Some(&node.slug),
+            json!({"max_iterations": config.max_iterations}),
+        );
+    }
+    let exit = out
+        .iter()
+        .find(|e| e.condition.as_deref() == Some("exit"))
+        .or_else(|| {
+            out.iter()
+                .find(|e| !in_body(&e.target) && e.condition.is_none())
+        });
+    Ok(Outcome {
+        output: input,
+        next: match exit {
+            Some(edge) => Next::Goto(edge.target.clone()),
+            None => match &node.parent_slug {
+                Some(parent) => Next::Goto(parent.clone()),
+                None => Next::End {
+                    output: log.run.last_output.clone(),
+                    status: json!({"type": "active"}),
+                },
+            },
+        },
+    })
+}
+
+/// An agent step: render the instructions, call the model, validate structured output
+/// (with one repair attempt), record usage, and hand `{output_text, output_parsed}` on.
+async fn run_agent(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    scope: &Scope,
+) -> Result<Outcome, NodeError> {
+    let services = ctx.services;
+    let config: nodes::Agent = parse(node)?;
+    if config.workflow.is_some() {
+        return Err(node_error(
+            "unsupported_node",
+            "nested workflows cannot run in this version yet",
+        ));
+    }
+    let registry = services
+        .store
+        .models(None, true)
+        .await
+        .map_err(|err| node_error("internal_error", err.to_string()))?;
+    let wanted = config
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let provider_id = config
+        .model_provider_id
+        .as_deref()
+        .and_then(|p| p.parse::<i64>().ok());
+    let model = match wanted {
+        Some(name) => registry
+            .iter()
+            .find(|m| m.name == name && provider_id.is_none_or(|p| p == m.provider_id)),
+        None => registry.iter().find(|m| m.is_default),
+    }
+    .cloned()
+    .ok_or_else(|| match wanted {
+        Some(name) => node_error(
+            "model_not_found",
+            format!("the model `{name}` is not in the registry (or is disabled)"),
+        ),
+        None => node_error(
+            "model_not_found",
+            "the agent has no model and no default model is set",
+        ),
+    })?;
+    let provider = models::credentials(services, model.provider_id)
+        .await
+        .map_err(|err| node_error("provider_unavailable", err.to_string()))?;
+    let settings = config.model_settings.clone().unwrap_or_default();
+    let include_history = settings
+        .get("include_chat_history")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut messages: Vec<Message> = if include_history {
+        log.run
+            .history
+            .iter()
+            .map(|h| {
+                Message::text(
+                    if h.role == "user" {
+                        Role::User
+                    } else {
+                        Role::Assistant
+                    },
+                    h.text.clone(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if messages.is_empty() {
+        let text = match &scope.input {
+            Value::String(s) => s.clone(),
+            other => other
+                .get("user_message")
+                .or_else(|| other.get("input_as_text"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| other.to_string()),
+        };
+        messages.push(Message::text(Role::User, text));
+    }
+    for extra in config.messages.iter().flatten() {
+        let role = if extra.get("role").and_then(Value::as_str) == Some("assistant") {
+            Role::Assistant
+        } else {
+            Role::User
+        };
+        for part in extra
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                messages.push(Message::text(role, scope.render_text(text)?));
+            }
+        }
+    }
+    if config.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        log.event("warning", Some(&node.slug), json!({"message": "tools are not available to agents in this version yet; the agent runs without them"}));
+    }
+    let response_format = config.response_format.as_ref().and_then(|format| {
+        let inner = format
+            .get("json_schema")
+            .and_then(Value::as_object)
+            .unwrap_or(format);
+        (format.get("type").and_then(Value::as_str) == Some("json_schema")).then(|| {
+            JsonSchemaFormat {
+                name: inner
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("output")
+                    .to_string(),
+                schema: inner.get("schema").cloned().unwrap_or(json!({})),
+                strict: inner.get("strict").and_then(Value::as_bool).unwrap_or(true),
+            }
+        })
+    });
+    let mut request = ChatRequest {
+        model: model.name.clone(),
+        instructions: config
+            .instructions
+            .as_deref()
+            .map(|i| scope.render_text(i))
+            .transpose()?,
+        messages,
+        response_format,
+        native_structured_output: model.capabilities.structured_output,
+        temperature: settings.get("temperature").and_then(Value::as_f64),
+        top_p: settings.get("top_p").and_then(Value::as_f64),
+        max_output_tokens: settings.get("max_output_tokens").and_then(Value::as_u64),
+        reasoning_effort: settings
+            .get("reasoning")
+            .and_then(|r| r.get("effort"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        verbosity: settings
+            .get("text")
+            .and_then(|t| t.get("verbosity"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..ChatRequest::default()
+    };
+    let mut attempt = llm::complete(services.llm.as_ref(), &provider, &request).await;
+    if let Err(LlmError::InvalidOutput(problem)) = &attempt {
+        // One repair attempt, telling the model what was wrong.
+        log.event(
+            "agent.repair",
+            Some(&node.slug),
+            json!({"problem": problem}),
+        );
+        request.messages.push(Message::text(Role::User, format!("Your answer did not match the required JSON Schema ({problem}). Answer again with the JSON object only.")));
+        attempt = llm::complete(services.llm.as_ref(), &provider, &request).await;
+    }
+    let completion = attempt
+        .map_err(|err| node_error(crate::error::DomainError::code(&err), err.to_string()))?;
+    let mut record = usage::priced(
+        &completion,
+        &model.name,
+        Some(model.provider_id),
+        Some(model.pricing),
+        Purpose::Agent,
+    );
+    record.user_id = Some(ctx.user.id);
+    record.workflow_id = Some(ctx.workflow.id);
+    record.run_id = Some(log.run.id.clone());
+    let cost = record.cost_usd;
+    usage::record(services, record)
+        .await
+        .map_err(|err| node_error("internal_error", err.to_string()))?;
+    log.event("usage", Some(&node.slug), json!({
+        "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
+        "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,
+    }));
+    let show = settings
+        .get("response_in_chat")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if show && completion.parsed.is_none() && !completion.text.is_empty() {
+        log.say("assistant", &node.slug, completion.text.clone());
+    } else {
+        log.run.history.push(HistoryEntry {
+            role: "assistant".into(),
+            text: completion.text.clone(),
+        });
+    }
+    let parsed = completion.parsed.clone().unwrap_or(Value::Null);
+    let state = &mut log.run.state;
+    set_path(state, "last_agent_key", json!(node.slug));
+    set_path(state, "last_agent_output_text", json!(completion.text));
+    set_path(state, "last_agent_output_structured", parsed.clone());
+    set_path(
+        state,
+        "last_agent_output",
+        if parsed.is_null() {
+            json!(completion.text)
+        } else {
+            parsed.clone()
+        },
+    );
+    Ok(Outcome {
+        output: json!({"output_text": completion.text, "output_parsed": parsed}),
+        next: Next::Follow(None),
+    })
+}

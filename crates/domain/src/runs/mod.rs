@@ -1,0 +1,193 @@
+//! Workflow runs: a published (or chosen) version executed for a caller, durably.
+//!
+//! Invariants:
+//! - Run state lives in the database, never only in memory: the current node, `state`,
+//!   the conversation history, loop counters, the wait of a paused run, and an append-only
+//!   event log with a per-run sequence. A paused run resumes in any process.
+//! - Every step is saved with its step record and events in one transaction, guarded by
+//!   the run's event sequence, so two processes can never advance one run twice.
+//! - A run ends `completed`, `failed` (with the node and the reason) or `cancelled`; the
+//!   step limit turns endless loops into a clear failure.
+
+mod engine;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use engine::*;
+
+use crate::{
+    error::{DomainError, ErrorKind},
+    store::StoreError,
+    workflows::WorkflowError,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Waiting,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Waiting,
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+/// What a paused run waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Wait {
+    /// `user_message` or `approval`.
+    pub kind: String,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFailure {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub code: String,
+    pub message: String,
+}
+
+/// A message of the conversation the run's agents see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// `user` or `assistant`.
+    pub role: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub workflow_id: i64,
+    pub version_id: i64,
+    pub user_id: Option<i64>,
+    pub thread_id: Option<String>,
+    pub status: RunStatus,
+    pub current_node: Option<String>,
+    pub input: Value,
+    pub state: Value,
+    /// The previous step's output: the next step's `input`.
+    pub last_output: Value,
+    pub history: Vec<HistoryEntry>,
+    /// Engine bookkeeping: loop counters.
+    pub scratch: Value,
+    pub wait: Option<Wait>,
+    pub output: Option<Value>,
+    pub error: Option<RunFailure>,
+    pub step_count: i64,
+    /// The sequence number of the last event.
+    pub event_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The record of one executed node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub seq: i64,
+    pub node: String,
+    pub kind: String,
+    /// `ok`, `waiting` or `failed`.
+    pub status: String,
+    pub input: Value,
+    pub output: Value,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i64,
+}
+
+/// One entry of a run's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub seq: i64,
+    pub kind: String,
+    pub node: Option<String>,
+    pub data: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow_id: Option<i64>,
+    pub status: Option<RunStatus>,
+    /// Only this user's runs.
+    pub user_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("run {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DomainError for RunError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::NotFound(_) => ErrorKind::NotFound,
+            RunError::Invalid(_) => ErrorKind::Invalid,
+            RunError::Conflict(_) => ErrorKind::Conflict,
+            RunError::Workflow(err) => err.kind(),
+            RunError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
+            RunError::Store(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            RunError::NotFound(_) => "run_not_found",
+            RunError::Invalid(_) => "invalid_run_request",
+            RunError::Conflict(_) => "run_conflict",
+            RunError::Workflow(err) => err.code(),
+            RunError::Store(StoreError::Unavailable(_)) => "database_unavailable",
+            RunError::Store(_) => "internal_error",
+        }
+    }
+}
+
+pub type RunResult<T> = Result<T, RunError>;

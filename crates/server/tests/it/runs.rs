@@ -1,0 +1,522 @@
+//! Running workflows: every deterministic node kind, pauses that survive a restart,
+//! failures that name their node, agents through the fake model server, and access.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use test_support::{
+    TestApp, TestBackend, TestResponse, backend_tests,
+    fake_llm::{FakeLlm, Reply},
+};
+
+backend_tests!(
+    deterministic_nodes_run_to_completion,
+    waits_survive_a_restart,
+    failures_name_their_node,
+    endless_loops_hit_the_step_limit,
+    agents_call_the_model_and_repair_structured_output,
+    runs_are_private_and_cancellable,
+);
+
+/// Creates and publishes a workflow; returns its id.
+async fn publish(app: &TestApp, token: &str, graph: Value) -> i64 {
+    let created = app
+        .post(
+            "/api/workflows",
+            Some(token),
+            json!({"display_name": "Run me", "graph": graph, "publish": true}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    created.body["workflow"]["id"].as_i64().unwrap()
+}
+
+async fn start(app: &TestApp, token: &str, id: i64, input: Value) -> TestResponse {
+    let response = app
+        .post(
+            &format!("/api/workflows/{id}/runs"),
+            Some(token),
+            json!({"input": input}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    response
+}
+
+fn texts(run: &Value) -> Vec<String> {
+    run["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m["role"].as_str().unwrap(),
+                m["text"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn deterministic_nodes_run_to_completion(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "greet", "kind": "state", "parameters": {"state": [{"target": "state.greeting", "expression": "Hi {{ input.input_as_text }}"}]}},
+            {"slug": "loop", "kind": "while", "parameters": {"condition": "state.count < 3", "max_iterations": 10, "iteration_var": "round"}},
+            {"slug": "inc", "kind": "state", "parent_slug": "loop", "parameters": {"state": [{"target": "state.count", "expression": "state.count + 1"}]}},
+            {"slug": "sum", "kind": "transform", "parameters": {"expressions": {"total": "{{ state.count * 10 }}", "who": "state.greeting"}}},
+            {"slug": "size", "kind": "condition", "parameters": {"cases": [{"label": "big", "predicate": "input.total >= 30"}]}},
+            {"slug": "peek", "kind": "watch"},
+            {"slug": "big", "kind": "end", "parameters": {"message": "Done with {{ state.count }} rounds", "output": "input.total", "status": {"type": "closed", "reason": "finished"}}},
+            {"slug": "small", "kind": "end"},
+            {"slug": "parked", "kind": "mcp", "is_enabled": false}
+        ],
+        "edges": [
+            {"source": "start", "target": "greet"}, {"source": "greet", "target": "loop"},
+            {"source": "loop", "target": "inc", "condition": "loop"}, {"source": "loop", "target": "sum", "condition": "exit"},
+            {"source": "sum", "target": "size"},
+            {"source": "size", "target": "peek", "condition": "big"}, {"source": "size", "target": "small", "condition": "else"},
+            {"source": "peek", "target": "parked"}, {"source": "parked", "target": "big"}
+        ],
+        "state_schema": {"type": "object", "properties": {"count": {"type": "integer", "default": 0}, "greeting": {"type": "string"}}}
+    });
+    let id = publish(&app, &token, graph).await;
+    let run = start(&app, &token, id, json!("Ada")).await;
+    let body = &run.body;
+    assert_eq!(body["status"], "completed", "{}", run.text);
+    assert_eq!(body["output"], 30);
+    assert_eq!(body["state"]["count"], 3);
+    assert_eq!(body["state"]["round"], 3);
+    assert_eq!(body["state"]["greeting"], "Hi Ada");
+    let messages = texts(body);
+    assert_eq!(messages.first().map(String::as_str), Some("user: Ada"));
+    assert!(
+        messages.iter().any(|m| m.contains("\"total\": 30")),
+        "watch posted its input: {messages:?}"
+    );
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("assistant: Done with 3 rounds")
+    );
+
+    let run_id = body["id"].as_str().unwrap();
+    let steps = app
+        .get(&format!("/api/runs/{run_id}/steps"), Some(&token))
+        .await;
+    let nodes: Vec<&str> = steps
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "start", "greet", "loop", "inc", "loop", "inc", "loop", "inc", "loop", "sum", "size",
+            "peek", "parked", "big"
+        ]
+    );
+    assert_eq!(
+        steps.body[9]["output"],
+        json!({"total": 30, "who": "Hi Ada"})
+    );
+    assert_eq!(body["step_count"], 14);
+
+    let events = app
+        .get(&format!("/api/runs/{run_id}/events"), Some(&token))
+        .await;
+    let list = events.body.as_array().unwrap();
+    let seqs: Vec<i64> = list.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "one gapless sequence"
+    );
+    assert_eq!(list.first().unwrap()["type"], "run.started");
+    assert_eq!(list.last().unwrap()["type"], "run.completed");
+    assert_eq!(
+        list.last().unwrap()["data"]["thread_status"],
+        json!({"type": "closed", "reason": "finished"})
+    );
+    let tail = app
+        .get(
+            &format!("/api/runs/{run_id}/events?after={}", seqs.len() - 2),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(tail.body.as_array().unwrap().len(), 2);
+}
+
+fn conversation_graph() -> Value {
+    json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "ask", "kind": "wait_for_user_input", "parameters": {"message": "What is your name?"}},
+            {"slug": "remember", "kind": "state", "parameters": {"state": [{"target": "state.name", "expression": "input.user_message"}]}},
+            {"slug": "check", "kind": "user_approval", "parameters": {"message": "Greet {{ state.name }}?"}},
+            {"slug": "hello", "kind": "assistant_message", "parameters": {"message": "Hello {{ state.name }}!"}},
+            {"slug": "done", "kind": "end"},
+            {"slug": "bye", "kind": "end", "parameters": {"message": "Bye then."}}
+        ],
+        "edges": [
+            {"source": "start", "target": "ask"}, {"source": "ask", "target": "remember"}, {"source": "remember", "target": "check"},
+            {"source": "check", "target": "hello", "condition": "approve"}, {"source": "check", "target": "bye", "condition": "reject"},
+            {"source": "hello", "target": "done"}
+        ]
+    })
+}
+
+async fn waits_survive_a_restart(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let run = start(&app, &token, id, json!({})).await;
+    assert_eq!(run.body["status"], "waiting");
+    assert_eq!(
+        run.body["wait"],
+        json!({"kind": "user_message", "node": "ask", "prompt": "What is your name?"})
+    );
+    let run_id = run.body["id"].as_str().unwrap().to_string();
+    let resume_path = format!("/api/runs/{run_id}/resume");
+
+    let wrong = app
+        .post(&resume_path, Some(&token), json!({"approval": "approve"}))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let nothing = app.post(&resume_path, Some(&token), json!({})).await;
+    assert_eq!(nothing.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A new server process on the same database picks the run up.
+    app.app.db.close().await;
+    let restarted = app.restart().await;
+    let app = TestApp {
+        router: restarted.router(),
+        ..app
+    };
+    let named = app
+        .post(&resume_path, Some(&token), json!({"user_message": "Ada"}))
+        .await;
+    assert_eq!(named.status, StatusCode::OK, "{}", named.text);
+    assert_eq!(named.body["status"], "waiting");
+    assert_eq!(named.body["wait"]["prompt"], "Greet Ada?");
+    assert_eq!(named.body["state"]["name"], "Ada");
+
+    let approved = app
+        .post(&resume_path, Some(&token), json!({"approval": "approve"}))
+        .await;
+    assert_eq!(approved.body["status"], "completed", "{}", approved.text);
+    assert_eq!(
+        texts(&approved.body),
+        [
+            "assistant: What is your name?",
+            "user: Ada",
+            "assistant: Hello Ada!"
+        ]
+    );
+    let again = app
+        .post(&resume_path, Some(&token), json!({"user_message": "more"}))
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "run_conflict")
+    );
+
+    // The other branch.
+    let second = start(&app, &token, id, json!({})).await;
+    let second_path = format!("/api/runs/{}/resume", second.body["id"].as_str().unwrap());
+    app.post(&second_path, Some(&token), json!({"user_message": "Bob"}))
+        .await;
+    let rejected = app
+        .post(&second_path, Some(&token), json!({"approval": "reject"}))
+        .await;
+    assert_eq!(rejected.body["status"], "completed");
+    assert_eq!(rejected.body["output"], "Bye then.");
+}
+
+async fn failures_name_their_node(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "broken", "kind": "transform", "parameters": {"expressions": {"x": "{{ state.missing.deeper }}"}}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [{"source": "start", "target": "broken"}, {"source": "broken", "target": "end"}]
+    });
+    let id = publish(&app, &token, graph).await;
+    let run = start(&app, &token, id, json!({})).await;
+    assert_eq!(run.body["status"], "failed");
+    assert_eq!(run.body["error"]["node"], "broken");
+    assert_eq!(run.body["error"]["code"], "expression_failed");
+    assert!(
+        run.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("state.missing.deeper"),
+        "{}",
+        run.text
+    );
+    let steps = app
+        .get(
+            &format!("/api/runs/{}/steps", run.body["id"].as_str().unwrap()),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(steps.body[1]["status"], "failed");
+
+    // Running needs a published version.
+    let draft = app
+        .post(
+            "/api/workflows",
+            Some(&token),
+            json!({"display_name": "Draft only"}),
+        )
+        .await;
+    let draft_id = draft.body["workflow"]["id"].as_i64().unwrap();
+    let refused = app
+        .post(
+            &format!("/api/workflows/{draft_id}/runs"),
+            Some(&token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "workflow_not_published")
+    );
+    let version = draft.body["version"]["id"].as_i64().unwrap();
+    let draft_run = app
+        .post(
+            &format!("/api/workflows/{draft_id}/runs"),
+            Some(&token),
+            json!({"version_id": version}),
+        )
+        .await;
+    assert_eq!(
+        draft_run.body["status"], "completed",
+        "owners may run a draft explicitly"
+    );
+    let bad_state = app
+        .post(
+            &format!("/api/workflows/{id}/runs"),
+            Some(&token),
+            json!({"state": [1]}),
+        )
+        .await;
+    assert_eq!(bad_state.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn endless_loops_hit_the_step_limit(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "spin", "kind": "condition", "parameters": {"path": "true"}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [
+            {"source": "start", "target": "spin"},
+            {"source": "spin", "target": "spin", "condition": "true"},
+            {"source": "spin", "target": "end", "condition": "false"}
+        ]
+    });
+    let id = publish(&app, &token, graph).await;
+    let run = start(&app, &token, id, json!({})).await;
+    assert_eq!(run.body["status"], "failed");
+    assert_eq!(run.body["error"]["code"], "step_limit");
+    assert_eq!(run.body["step_count"], domain::runs::MAX_STEPS);
+}
+
+async fn agents_call_the_model_and_repair_structured_output(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&token),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    let provider_id = provider.body["id"].as_i64().unwrap();
+    app.post(
+        "/api/admin/models",
+        Some(&token),
+        json!({"provider_id": provider_id, "name": "fake-gpt", "is_default": true, "price_input_per_mtok": 1.0, "price_output_per_mtok": 4.0}),
+    )
+    .await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "extract", "kind": "agent", "parameters": {
+                "instructions": "Extract the city for {{ user.email }}.",
+                "model": "fake-gpt",
+                "response_format": {"type": "json_schema", "name": "place",
+                    "schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}}},
+            {"slug": "reply", "kind": "agent", "parameters": {"instructions": "Answer briefly."}},
+            {"slug": "end", "kind": "end", "parameters": {"output": "state.last_agent_output_text"}}
+        ],
+        "edges": [{"source": "start", "target": "extract"}, {"source": "extract", "target": "reply"}, {"source": "reply", "target": "end"}]
+    });
+    let id = publish(&app, &token, graph).await;
+    fake.push(Reply::Text(r#"{"town": "Laval"}"#.into()));
+    fake.push(Reply::Text(r#"{"city": "Laval"}"#.into()));
+    fake.push(Reply::Text("Laval is lovely.".into()));
+    let run = start(&app, &token, id, json!("I live in Laval")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(run.body["output"], "Laval is lovely.");
+    assert_eq!(run.body["state"]["last_agent_key"], "reply");
+
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3, "one repair, then the second agent");
+    assert_eq!(
+        requests[0].body["messages"][0]["content"],
+        "Extract the city for admin@example.com."
+    );
+    assert_eq!(
+        requests[0].body["messages"][1]["content"],
+        "I live in Laval"
+    );
+    assert!(
+        requests[1]
+            .body
+            .to_string()
+            .contains("did not match the required JSON Schema")
+    );
+    let run_id = run.body["id"].as_str().unwrap();
+    let steps = app
+        .get(&format!("/api/runs/{run_id}/steps"), Some(&token))
+        .await;
+    assert_eq!(
+        steps.body[1]["output"],
+        json!({"output_text": "{\"city\": \"Laval\"}", "output_parsed": {"city": "Laval"}})
+    );
+    let events = app
+        .get(&format!("/api/runs/{run_id}/events"), Some(&token))
+        .await;
+    let kinds: Vec<&str> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"agent.repair") && kinds.contains(&"usage"),
+        "{kinds:?}"
+    );
+
+    let by_run = app.get("/api/admin/usage?group_by=run", Some(&token)).await;
+    let line = by_run.body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["key"] == run_id)
+        .unwrap()
+        .clone();
+    assert_eq!(line["calls"], 2);
+    assert!(line["cost_usd"].as_f64().unwrap() > 0.0);
+
+    // A model that is not in the registry fails the step, naming it.
+    fake.push(Reply::Status {
+        status: 401,
+        message: "nope".into(),
+        retry_after: None,
+    });
+    let failed = start(&app, &token, id, json!("again")).await;
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(failed.body["error"]["node"], "extract");
+    assert_eq!(failed.body["error"]["code"], "provider_unauthorized");
+}
+
+async fn runs_are_private_and_cancellable(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (_, user) = app
+        .create_user("u@example.com", "user-password", false)
+        .await;
+    let (_, other) = app
+        .create_user("o@example.com", "other-password", false)
+        .await;
+    let created = app
+        .post(
+            "/api/workflows",
+            Some(&user),
+            json!({"display_name": "Mine", "graph": conversation_graph(), "publish": true}),
+        )
+        .await;
+    let id = created.body["workflow"]["id"].as_i64().unwrap();
+    let run = start(&app, &user, id, json!({})).await;
+    let run_id = run.body["id"].as_str().unwrap().to_string();
+
+    assert_eq!(
+        app.get(&format!("/api/runs/{run_id}"), Some(&other))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post(
+            &format!("/api/workflows/{id}/runs"),
+            Some(&other),
+            json!({})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&format!("/api/runs/{run_id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(app.get("/api/runs", Some(&other)).await.body, json!([]));
+    let mine = app
+        .get(
+            &format!("/api/runs?workflow_id={id}&status=waiting"),
+            Some(&user),
+        )
+        .await;
+    assert_eq!(mine.body.as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.get("/api/runs?status=sleeping", Some(&user))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let cancelled = app
+        .post(
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&user),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let late = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&user),
+            json!({"user_message": "hi"}),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
+    let twice = app
+        .post(
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&user),
+            json!({}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.get("/api/runs/run_nope", Some(&user)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
