@@ -309,6 +309,14 @@ pub trait RunStore: Send + Sync {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
     async fn run_steps(&self, run_id: &str) -> StoreResult<Vec<Step>>;
     async fn run_events(&self, run_id: &str, after_seq: i64) -> StoreResult<Vec<Event>>;
+    /// Fails every run still `running` that was last saved before `before`, with `failure`;
+    /// returns how many.
+    async fn fail_abandoned_runs(
+        &self,
+        before: DateTime<Utc>,
+        failure: &crate::runs::RunFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 }
 
 /// What the readiness probe checks.

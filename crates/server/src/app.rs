@@ -71,6 +71,15 @@ impl App {
         {
             tracing::info!(slug = %workflow.slug, "created the default workflow and made it the ChatKit default");
         }
+        let abandoned = domain::runs::fail_abandoned(&self.services)
+            .await
+            .context("could not check for interrupted runs")?;
+        if abandoned > 0 {
+            tracing::warn!(
+                runs = abandoned,
+                "marked runs left running by a stopped server as failed (interrupted)"
+            );
+        }
         let models = &self.config.models;
         if let Some(provider) = domain::models::bootstrap_from_env(
             &self.services,

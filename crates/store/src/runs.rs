@@ -279,4 +279,25 @@ impl RunStore for Db {
             })
             .collect())
     }
+
+    async fn fail_abandoned_runs(
+        &self,
+        before: DateTime<Utc>,
+        failure: &RunFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE runs SET status = 'failed', error = $2, current_node = NULL, updated_at = $3, finished_at = $3
+                 WHERE status = 'running' AND updated_at < $1",
+            )
+            .bind(stored_time(before))
+            .bind(Json(failure))
+            .bind(stored_time(now))
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(store_error)
+    }
 }

@@ -365,6 +365,28 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
     Ok(run)
 }
 
+/// How long a running run may go without saving before it counts as abandoned. A step
+/// saves when it finishes, so this bounds the longest single step (a slow model call).
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+
+/// Fails the runs that a dead process left `running` (last saved longer ago than
+/// [`ABANDONED_AFTER`]). The rule: a run is never silently resumed mid-step, because the
+/// step may have had effects (a message sent, a model billed); it fails with
+/// `interrupted`, and its caller starts again. Paused (`waiting`) runs are not affected.
+pub async fn fail_abandoned(services: &Services) -> RunResult<u64> {
+    let now = Utc::now();
+    let failure = RunFailure {
+        node: None,
+        code: "interrupted".into(),
+        message: "the server running this step stopped before it finished; start the run again"
+            .into(),
+    };
+    Ok(services
+        .store
+        .fail_abandoned_runs(now - ABANDONED_AFTER, &failure, now)
+        .await?)
+}
+
 /// A run the caller may see: their own, or any run of a workflow they can write to.
 pub async fn get(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
     let run = services

@@ -15,7 +15,33 @@ backend_tests!(
     endless_loops_hit_the_step_limit,
     agents_call_the_model_and_repair_structured_output,
     runs_are_private_and_cancellable,
+    abandoned_runs_fail_at_startup,
 );
+
+async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let waiting = start(&app, &token, id, json!({})).await;
+    let waiting_id = waiting.body["id"].as_str().unwrap().to_string();
+    // A run that a crashed process left mid-step an hour ago.
+    let store = &app.app.services.store;
+    let mut stuck = store.run(&waiting_id).await.unwrap().unwrap();
+    stuck.id = "run_stuck".into();
+    stuck.status = domain::runs::RunStatus::Running;
+    stuck.wait = None;
+    stuck.created_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    store.insert_run(&stuck).await.unwrap();
+
+    app.restart().await.bootstrap().await.unwrap();
+    let failed = app.get("/api/runs/run_stuck", Some(&token)).await;
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(failed.body["error"]["code"], "interrupted");
+    let still = app
+        .get(&format!("/api/runs/{waiting_id}"), Some(&token))
+        .await;
+    assert_eq!(still.body["status"], "waiting", "paused runs are kept");
+}
 
 /// Creates and publishes a workflow; returns its id.
 async fn publish(app: &TestApp, token: &str, graph: Value) -> i64 {
