@@ -25,4 +25,5 @@ pub struct Services {
     pub auth: Arc<auth::Auth>,
     pub secret_box: Arc<crypto::SecretBox>,
     pub llm: Arc<dyn llm::LlmClient>,
+    pub engine: runs::EngineSettings,
 }

@@ -40,6 +40,7 @@ impl App {
             auth: Arc::new(Auth::new(&config.auth, &keys.jwt_secret)),
             secret_box: Arc::new(keys.secret_box),
             llm: Arc::new(providers::HttpLlm::new()),
+            engine: config.engine,
         };
         Ok(App {
             config,

@@ -33,6 +33,7 @@ pub struct Config {
     pub secrets: SecretsSettings,
     pub http: HttpSettings,
     pub models: ModelSettings,
+    pub engine: domain::runs::EngineSettings,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             secrets: SecretsSettings::default(),
             http: HttpSettings::default(),
             models: ModelSettings::default(),
+            engine: domain::runs::EngineSettings::default(),
         }
     }
 }
@@ -235,6 +237,9 @@ impl Config {
             && domain::users::normalize_email(email).is_err()
         {
             return Err(setting("auth.admin_email", "is not a valid email address"));
+        }
+        if self.engine.max_steps < 1 {
+            return Err(setting("engine.max_steps", "must be at least 1"));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(setting("http.max_body_bytes", "must be at least 1024"));

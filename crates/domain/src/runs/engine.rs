@@ -29,8 +29,24 @@ use crate::{
     },
 };
 
-/// The most nodes one run may execute; past it the run fails instead of looping forever.
+/// The default of `engine.max_steps`.
 pub const MAX_STEPS: i64 = 1_000;
+
+/// Engine limits (the `[engine]` table of the configuration).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// The most nodes one run may execute; past it the run fails instead of looping forever.
+    pub max_steps: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            max_steps: MAX_STEPS,
+        }
+    }
+}
 
 /// What a caller gives to start a run.
 #[derive(Debug, Clone, Default)]
@@ -544,13 +560,14 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
             save(ctx, &mut log, saved).await?;
             break;
         };
-        if log.run.step_count >= MAX_STEPS {
+        let max_steps = ctx.services.engine.max_steps;
+        if log.run.step_count >= max_steps {
             fail(
                 &mut log,
                 Some(&slug),
                 "step_limit",
                 format!(
-                    "the run executed {MAX_STEPS} steps without finishing; is a loop missing its exit?"
+                    "the run executed {max_steps} steps without finishing; is a loop missing its exit?"
                 ),
             );
             save(ctx, &mut log, saved).await?;
