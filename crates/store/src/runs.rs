@@ -175,34 +175,36 @@ impl RunStore for Db {
                 if n_updated != 1 {
                     return Ok::<_, sqlx::Error>(false);
                 }
-                for step in steps {
-                    sqlx::query(
-                        "INSERT INTO run_steps (run_id, seq, node, kind, status, input, output, error, started_at, duration_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
-                    .bind(&run.id)
-                    .bind(step.seq)
-                    .bind(&step.node)
-                    .bind(&step.kind)
-                    .bind(&step.status)
-                    .bind(Json(&step.input))
-                    .bind(Json(&step.output))
-                    .bind(&step.error)
-                    .bind(stored_time(step.started_at))
-                    .bind(step.duration_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                // One statement per kind of row, in chunks well under SQLite's bound-value limit.
+                for chunk in steps.chunks(500) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO run_steps (run_id, seq, node, kind, status, input, output, error, started_at, duration_ms) ",
+                    );
+                    insert.push_values(chunk, |mut row, step| {
+                        row.push_bind(&run.id)
+                            .push_bind(step.seq)
+                            .push_bind(&step.node)
+                            .push_bind(&step.kind)
+                            .push_bind(&step.status)
+                            .push_bind(Json(&step.input))
+                            .push_bind(Json(&step.output))
+                            .push_bind(&step.error)
+                            .push_bind(stored_time(step.started_at))
+                            .push_bind(step.duration_ms);
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
-                for event in events {
-                    sqlx::query("INSERT INTO run_events (run_id, seq, kind, node, data, at) VALUES ($1, $2, $3, $4, $5, $6)")
-                        .bind(&run.id)
-                        .bind(event.seq)
-                        .bind(&event.kind)
-                        .bind(&event.node)
-                        .bind(Json(&event.data))
-                        .bind(stored_time(event.at))
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in events.chunks(1000) {
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO run_events (run_id, seq, kind, node, data, at) ");
+                    insert.push_values(chunk, |mut row, event| {
+                        row.push_bind(&run.id)
+                            .push_bind(event.seq)
+                            .push_bind(&event.kind)
+                            .push_bind(&event.node)
+                            .push_bind(Json(&event.data))
+                            .push_bind(stored_time(event.at));
+                    });
+                    insert.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(true)

@@ -29,6 +29,9 @@ use crate::{
     },
 };
 
+/// The most steps saved in one batch.
+const SAVE_EVERY: usize = 256;
+
 /// The default of `engine.max_steps`.
 pub const MAX_STEPS: i64 = 1_000;
 
@@ -547,17 +550,20 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
 /// Executes nodes until the run waits, ends or fails, saving after each.
 async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     let graph = &ctx.version.graph;
-    while run.status == RunStatus::Running {
-        let saved = run.event_seq;
-        let mut log = Log {
-            run: &mut *run,
-            steps: Vec::new(),
-            events: Vec::new(),
-        };
+    // Steps of nodes without outside effects are saved in batches: at most `SAVE_EVERY`
+    // steps, and always before and after a node that has effects (a model call), and when
+    // the run stops running. A crash inside a batch loses only deterministic work; the run
+    // is then failed as interrupted at the next start, never resumed from a half-saved state.
+    let mut saved = run.event_seq;
+    let mut log = Log {
+        run,
+        steps: Vec::new(),
+        events: Vec::new(),
+    };
+    while log.run.status == RunStatus::Running {
         let Some(slug) = log.run.current_node.clone() else {
             let output = log.run.last_output.clone();
             complete(&mut log, output, json!({"type": "active"}));
-            save(ctx, &mut log, saved).await?;
             break;
         };
         let max_steps = ctx.services.engine.max_steps;
@@ -570,7 +576,6 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
                     "the run executed {max_steps} steps without finishing; is a loop missing its exit?"
                 ),
             );
-            save(ctx, &mut log, saved).await?;
             break;
         }
         let Some(node) = graph.node(&slug) else {
@@ -580,9 +585,13 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
                 "unknown_node",
                 format!("the graph has no node `{slug}`"),
             );
-            save(ctx, &mut log, saved).await?;
             break;
         };
+        let effectful = node.is_enabled && Kind::parse(&node.kind) == Some(Kind::Agent);
+        if effectful && !log.events.is_empty() {
+            save(ctx, &mut log, saved).await?;
+            saved = log.run.event_seq;
+        }
         let started_at = Utc::now();
         let timer = Instant::now();
         let input = log.run.last_output.clone();
@@ -656,6 +665,12 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
                 log.steps.push(step);
             }
         }
+        if effectful || log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
+            save(ctx, &mut log, saved).await?;
+            saved = log.run.event_seq;
+        }
+    }
+    if !log.events.is_empty() {
         save(ctx, &mut log, saved).await?;
     }
     Ok(())

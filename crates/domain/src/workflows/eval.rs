@@ -5,7 +5,10 @@
 //! value; otherwise each placeholder is replaced by its text (strings as they are, other
 //! values as JSON, null as nothing).
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use cel::{Context, Program, Value as CelValue};
 use serde_json::{Map, Number, Value};
@@ -28,6 +31,29 @@ pub struct Scope {
 pub struct EvalError {
     pub source_text: String,
     pub message: String,
+}
+
+/// Compiled programs by source text. Graphs evaluate the same few expressions over and
+/// over; parsing dominates evaluation, so each source is compiled once per process. The
+/// cache is cleared when it grows past `MAX_CACHED`, which bounds its memory.
+fn compiled(source: &str) -> Result<Arc<Program>, String> {
+    const MAX_CACHED: usize = 4096;
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Program>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(program) = cache
+        .lock()
+        .expect("program cache lock poisoned")
+        .get(source)
+    {
+        return Ok(program.clone());
+    }
+    let program = Arc::new(Program::compile(source).map_err(|err| err.to_string())?);
+    let mut programs = cache.lock().expect("program cache lock poisoned");
+    if programs.len() >= MAX_CACHED {
+        programs.clear();
+    }
+    programs.insert(source.to_string(), program.clone());
+    Ok(program)
 }
 
 fn to_cel(value: &Value) -> CelValue {
@@ -86,7 +112,7 @@ impl Scope {
             source_text: source.trim().to_string(),
             message,
         };
-        let program = Program::compile(source.trim()).map_err(|err| fail(err.to_string()))?;
+        let program = compiled(source.trim()).map_err(fail)?;
         let value = program
             .execute(&self.context())
             .map_err(|err| fail(err.to_string()))?;

@@ -456,6 +456,26 @@ pub async fn get_version(
         .ok_or(WorkflowError::VersionNotFound(version_id))
 }
 
+/// Inserts a draft with the next version number.
+async fn insert_draft(
+    services: &Services,
+    actor: &User,
+    workflow_id: i64,
+    name: Option<String>,
+    graph: Graph,
+) -> WorkflowResult<Version> {
+    let draft = NewVersion {
+        name,
+        graph,
+        created_by: Some(actor.id),
+    };
+    services
+        .store
+        .insert_version(workflow_id, &draft, Utc::now())
+        .await
+        .map_err(|err| gone(err, workflow_id))
+}
+
 /// A new draft: the given graph, or a copy of `base_version_id`, or of production.
 pub async fn create_version(
     services: &Services,
@@ -485,19 +505,7 @@ pub async fn create_version(
             .unwrap_or_else(Graph::minimal),
     };
     let warnings = check_graph(services, actor, &graph, Some(&workflow)).await?;
-    let version = services
-        .store
-        .insert_version(
-            workflow_id,
-            &NewVersion {
-                name,
-                graph,
-                created_by: Some(actor.id),
-            },
-            Utc::now(),
-        )
-        .await
-        .map_err(|err| gone(err, workflow_id))?;
+    let version = insert_draft(services, actor, workflow_id, name, graph).await?;
     Ok(Saved {
         value: version,
         warnings,
@@ -563,19 +571,7 @@ pub async fn update_version(
                 });
             }
             let name = name.or_else(|| Some(format!("Draft from version {}", published.number)));
-            let version = services
-                .store
-                .insert_version(
-                    workflow_id,
-                    &NewVersion {
-                        name,
-                        graph,
-                        created_by: Some(actor.id),
-                    },
-                    Utc::now(),
-                )
-                .await
-                .map_err(|err| gone(err, workflow_id))?;
+            let version = insert_draft(services, actor, workflow_id, name, graph).await?;
             Ok(Edited {
                 version,
                 created_draft: true,
