@@ -1,8 +1,20 @@
 //! `/api/workflows/{id}/runs` and `/api/runs`: start, inspect, resume and cancel runs.
 
-use axum::{Json, extract::State, http::StatusCode};
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+};
 use chrono::{DateTime, Utc};
 use domain::runs::{self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Step};
+use domain::users::User;
+use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -158,6 +170,9 @@ pub struct StartRunRequest {
     /// Run a draft or an older version (write access); production by default.
     #[serde(default)]
     pub version_id: Option<i64>,
+    /// Answer with a stream of the run's events (server-sent events) instead of waiting for it.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -203,19 +218,78 @@ async fn start(
     AuthUser(user): AuthUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<StartRunRequest>,
-) -> ApiResult<(StatusCode, Json<RunResponse>)> {
-    let run = runs::start(
-        &state.services,
-        &user,
-        StartRun {
-            workflow_id: id,
-            version_id: req.version_id,
-            input: req.input,
-            state: req.state,
-        },
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(run.into())))
+) -> ApiResult<Response> {
+    let start = StartRun {
+        workflow_id: id,
+        version_id: req.version_id,
+        input: req.input,
+        state: req.state,
+    };
+    if req.stream {
+        let run = runs::start_detached(&state.services, &user, start).await?;
+        return Ok(event_stream(state, user, run.id, 0).into_response());
+    }
+    let run = runs::start(&state.services, &user, start).await?;
+    Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
+}
+
+/// How often a live stream looks for new events. Polling the event log (rather than an
+/// in-process channel) lets any replica serve any run's stream.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// The run's events after `after` as server-sent events (`id:` is the sequence number),
+/// then live ones until the run stops running.
+fn event_stream(
+    state: AppState,
+    user: User,
+    run_id: String,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    struct Cursor {
+        state: AppState,
+        user: User,
+        run_id: String,
+        after: i64,
+        pending: VecDeque<Event>,
+        done: bool,
+    }
+    let cursor = Cursor {
+        state,
+        user,
+        run_id,
+        after,
+        pending: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(event) = c.pending.pop_front() {
+                c.after = event.seq;
+                let payload = serde_json::json!({"type": event.kind, "node": event.node, "data": event.data, "at": event.at});
+                let sse = SseEvent::default()
+                    .id(event.seq.to_string())
+                    .data(payload.to_string());
+                return Some((Ok(sse), c));
+            }
+            if c.done {
+                return None;
+            }
+            // Read the status first: events saved before it are then all visible below.
+            let running = match runs::get(&c.state.services, &c.user, &c.run_id).await {
+                Ok(run) => run.status == RunStatus::Running,
+                Err(_) => false,
+            };
+            match runs::events(&c.state.services, &c.user, &c.run_id, c.after).await {
+                Ok(events) if !events.is_empty() => c.pending.extend(events),
+                Ok(_) if running => tokio::time::sleep(POLL_EVERY).await,
+                _ => c.done = true,
+            }
+            if !running {
+                c.done = true;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// The caller's runs (administrators: all runs), newest first.
@@ -270,7 +344,9 @@ async fn steps(
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
-/// The run's event log, from a sequence number on.
+/// The run's event log, from a sequence number on. With `Accept: text/event-stream`, a
+/// stream of server-sent events that follows the run live until it stops running; a
+/// client that reconnects with `Last-Event-ID` continues where it left off.
 #[utoipa::path(get, path = "/api/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path), EventsQuery), responses((status = 200, body = Vec<EventResponse>), (status = 404, body = ErrorBody)))]
 async fn events(
@@ -278,9 +354,28 @@ async fn events(
     AuthUser(user): AuthUser,
     AppPath(id): AppPath<String>,
     AppQuery(query): AppQuery<EventsQuery>,
-) -> ApiResult<Json<Vec<EventResponse>>> {
-    let list = runs::events(&state.services, &user, &id, query.after.unwrap_or(0)).await?;
-    Ok(Json(list.into_iter().map(Into::into).collect()))
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = last_event_id.or(query.after).unwrap_or(0);
+    if streaming {
+        runs::get(&state.services, &user, &id).await?;
+        return Ok(event_stream(state, user, id, after).into_response());
+    }
+    let list = runs::events(&state.services, &user, &id, after).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(EventResponse::from)
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 /// Resumes a waiting run with the user's message or approval.

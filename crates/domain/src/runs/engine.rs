@@ -203,6 +203,43 @@ impl Log<'_> {
 
 /// Starts a run of a workflow and advances it until it waits or ends.
 pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
+    let (mut run, workflow, version) = begin(services, actor, req).await?;
+    let ctx = RunCtx {
+        services,
+        workflow: &workflow,
+        version: &version,
+        user: actor,
+    };
+    advance(&ctx, &mut run).await?;
+    Ok(run)
+}
+
+/// Starts a run and advances it in the background; returns it as it starts. Its progress
+/// is read from its event log, from this process or any other.
+pub async fn start_detached(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
+    let (mut run, workflow, version) = begin(services, actor, req).await?;
+    let started = run.clone();
+    let (services, user) = (services.clone(), actor.clone());
+    tokio::spawn(async move {
+        let ctx = RunCtx {
+            services: &services,
+            workflow: &workflow,
+            version: &version,
+            user: &user,
+        };
+        if let Err(err) = advance(&ctx, &mut run).await {
+            tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
+        }
+    });
+    Ok(started)
+}
+
+/// Creates a run and saves its `run.started` event.
+async fn begin(
+    services: &Services,
+    actor: &User,
+    req: StartRun,
+) -> RunResult<(Run, Workflow, Version)> {
     let (workflow, access) = workflows::access(services, actor, req.workflow_id).await?;
     let version = match req.version_id {
         Some(version_id) => {
@@ -285,8 +322,7 @@ pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResul
         json!({"workflow_id": workflow.id, "version": version.number}),
     );
     save(&ctx, &mut log, saved).await?;
-    advance(&ctx, &mut run).await?;
-    Ok(run)
+    Ok((run, workflow, version))
 }
 
 /// Resumes a waiting run with the user's answer.

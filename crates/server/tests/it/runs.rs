@@ -16,7 +16,106 @@ backend_tests!(
     agents_call_the_model_and_repair_structured_output,
     runs_are_private_and_cancellable,
     abandoned_runs_fail_at_startup,
+    runs_stream_their_events,
 );
+
+/// (id, event type) of each server-sent event in a body.
+fn sse_events(text: &str) -> Vec<(i64, Value)> {
+    text.split("\n\n")
+        .filter(|frame| frame.contains("data:"))
+        .map(|frame| {
+            let field = |name: &str| {
+                frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            (
+                field("id:").parse().unwrap(),
+                serde_json::from_str(&field("data:")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn runs_stream_their_events(backend: TestBackend) {
+    use axum::{
+        body::Body,
+        http::{Request, header},
+    };
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let request = Request::post(format!("/api/workflows/{id}/runs"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"input": "hi", "stream": true}).to_string(),
+        ))
+        .unwrap();
+    let streamed = app.send(request).await;
+    assert_eq!(streamed.status, StatusCode::OK);
+    assert!(
+        streamed.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse_events(&streamed.text);
+    let ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "{}",
+        streamed.text
+    );
+    let types: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"run.started"));
+    assert_eq!(
+        types.last(),
+        Some(&"run.waiting"),
+        "the stream ends when the run waits: {types:?}"
+    );
+    assert!(events.iter().any(
+        |(_, e)| e["type"] == "assistant_message" && e["data"]["text"] == "What is your name?"
+    ));
+
+    // Reconnecting with Last-Event-ID continues after it; the stream follows the resumed run.
+    let run_id = app.get("/api/runs", Some(&token)).await.body[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.post(
+        &format!("/api/runs/{run_id}/resume"),
+        Some(&token),
+        json!({"user_message": "Ada"}),
+    )
+    .await;
+    let request = Request::get(format!("/api/runs/{run_id}/events"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::ACCEPT, "text/event-stream")
+        .header("last-event-id", "2")
+        .body(Body::empty())
+        .unwrap();
+    let resumed = app.send(request).await;
+    let events = sse_events(&resumed.text);
+    assert_eq!(events.first().map(|(id, _)| *id), Some(3));
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["type"] == "user_message" && e["data"]["text"] == "Ada")
+    );
+    assert_eq!(events.last().unwrap().1["type"], "run.waiting");
+    // Without the header, the JSON log.
+    let json_log = app
+        .get(&format!("/api/runs/{run_id}/events?after=2"), Some(&token))
+        .await;
+    assert_eq!(json_log.body[0]["seq"], 3);
+}
 
 async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
     let app = TestApp::new(backend).await;
