@@ -170,6 +170,8 @@ struct Log<'a> {
     run: &'a mut Run,
     steps: Vec<Step>,
     events: Vec<Event>,
+    /// A failure of the current node that its `on_error` handled.
+    handled: Option<String>,
 }
 
 impl Log<'_> {
@@ -315,6 +317,7 @@ async fn begin(
         run: &mut run,
         steps: Vec::new(),
         events: Vec::new(),
+        handled: None,
     };
     log.event(
         "run.started",
@@ -359,6 +362,7 @@ pub async fn resume(
         run: &mut run,
         steps: Vec::new(),
         events: Vec::new(),
+        handled: None,
     };
     let label = match (wait.kind.as_str(), answer) {
         ("user_message", Resume::UserMessage(text)) => {
@@ -411,6 +415,7 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
         run: &mut run,
         steps: Vec::new(),
         events: Vec::new(),
+        handled: None,
     };
     log.run.status = RunStatus::Cancelled;
     log.run.wait = None;
@@ -571,7 +576,16 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
             })
             .or_else(unlabelled)
             .copied(),
-        None => unlabelled().or(out.first()).copied(),
+        // An `error` edge is taken only for a failure.
+        None => unlabelled()
+            .or_else(|| {
+                out.iter().find(|e| {
+                    !e.condition
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+                })
+            })
+            .copied(),
     };
     match (chosen, label) {
         (Some(edge), _) => Ok(Some(edge.target.clone())),
@@ -595,6 +609,7 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
         run,
         steps: Vec::new(),
         events: Vec::new(),
+        handled: None,
     };
     while log.run.status == RunStatus::Running {
         let Some(slug) = log.run.current_node.clone() else {
@@ -632,7 +647,7 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
         let timer = Instant::now();
         let input = log.run.last_output.clone();
         let outcome = if node.is_enabled {
-            execute(ctx, &mut log, node).await
+            execute_handled(ctx, &mut log, node).await
         } else {
             // A disabled node is bypassed: its input goes on along its default edge.
             Ok(Outcome {
@@ -661,6 +676,10 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
                 fail(&mut log, Some(&slug), err.code, err.message);
             }
             Ok(Outcome { output, next }) => {
+                if let Some(message) = log.handled.take() {
+                    step.status = "failed".into();
+                    step.error = Some(message);
+                }
                 step.output = output.clone();
                 log.run.last_output = output;
                 let status = if matches!(next, Next::Wait(_)) {
@@ -747,6 +766,61 @@ fn text_param(node: &Node) -> Option<String> {
             .and_then(Value::as_str)
             .map(str::to_string)
     })
+}
+
+/// Executes a node under its error handling: retries with backoff, then fail, continue
+/// with a default output, or route to the `error` edge.
+async fn execute_handled(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+) -> Result<Outcome, NodeError> {
+    use nodes::common::{ERROR_LABEL, ErrorHandling, OnError};
+    let handling = ErrorHandling::of(&node.parameters).unwrap_or_default();
+    let attempts = handling.retry.map_or(1, |r| r.max_attempts.max(1));
+    let mut attempt = 1;
+    loop {
+        let err = match execute(ctx, log, node).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(err) => err,
+        };
+        if attempt < attempts {
+            let base = handling.retry.map_or(0, |r| r.backoff_ms);
+            let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
+            log.event("node.retry", Some(&node.slug), json!({"attempt": attempt, "code": err.code, "message": err.message, "backoff_ms": backoff}));
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+            attempt += 1;
+            continue;
+        }
+        let error = json!({"code": err.code, "message": err.message});
+        return match handling.on_error {
+            OnError::Fail => Err(err),
+            OnError::Continue => {
+                log.event(
+                    "node.error_handled",
+                    Some(&node.slug),
+                    json!({"action": "continue", "error": error}),
+                );
+                log.handled = Some(err.message);
+                Ok(Outcome {
+                    output: handling.default_output.clone().unwrap_or(Value::Null),
+                    next: Next::Follow(None),
+                })
+            }
+            OnError::Route => {
+                log.event(
+                    "node.error_handled",
+                    Some(&node.slug),
+                    json!({"action": "route", "error": error}),
+                );
+                log.handled = Some(err.message);
+                Ok(Outcome {
+                    output: json!({"error": error}),
+                    next: Next::Follow(Some(ERROR_LABEL.into())),
+                })
+            }
+        };
+    }
 }
 
 async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {

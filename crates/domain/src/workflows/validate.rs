@@ -305,6 +305,30 @@ fn check_structure(
         }
     }
 
+    // A node that routes its failures needs somewhere to route them.
+    for node in graph
+        .nodes
+        .iter()
+        .filter(|n| n.is_enabled && configs.contains_key(&n.slug))
+    {
+        let routes = nodes::common::ErrorHandling::of(&node.parameters)
+            .is_ok_and(|h| h.on_error == nodes::common::OnError::Route);
+        let has_error_edge = graph.edges.iter().any(|e| {
+            e.source == node.slug
+                && e.condition
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+        });
+        if routes && !has_error_edge {
+            problems.error_on(
+                &node.slug,
+                "missing_error_edge",
+                Some("parameters.on_error"),
+                "`on_error: route` needs an edge labelled `error`",
+            );
+        }
+    }
+
     check_loops(graph, configs, problems);
     check_reachability(configs, &outgoing, &passable, &starts, problems);
 }
@@ -339,6 +363,7 @@ fn check_labels(
             && !allowed.is_empty()
             && !allowed.contains(&label.as_str())
             && label != "default"
+            && label != nodes::common::ERROR_LABEL
         {
             problems.error_on(
                 slug,

@@ -17,7 +17,116 @@ backend_tests!(
     runs_are_private_and_cancellable,
     abandoned_runs_fail_at_startup,
     runs_stream_their_events,
+    node_errors_retry_continue_or_route,
 );
+
+async fn node_errors_retry_continue_or_route(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&token),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    let provider_id = provider.body["id"].as_i64().unwrap();
+    app.post(
+        "/api/admin/models",
+        Some(&token),
+        json!({"provider_id": provider_id, "name": "fake-gpt", "is_default": true}),
+    )
+    .await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "shaky", "kind": "transform", "parameters": {"expressions": {"x": "{{ state.nope.deeper }}"},
+                "on_error": "continue", "default_output": {"fallback": true}}},
+            {"slug": "ask", "kind": "agent", "parameters": {"instructions": "Hi", "on_error": "route",
+                "retry": {"max_attempts": 2, "backoff_ms": 10}}},
+            {"slug": "done", "kind": "end", "parameters": {"output": "input.output_text"}},
+            {"slug": "sorry", "kind": "end", "parameters": {"message": "Sorry ({{ input.error.code }})"}}
+        ],
+        "edges": [
+            {"source": "start", "target": "shaky"}, {"source": "shaky", "target": "ask"},
+            {"source": "ask", "target": "done"}, {"source": "ask", "target": "sorry", "condition": "error"}
+        ]
+    });
+    let id = publish(&app, &token, graph.clone()).await;
+
+    // The first attempt fails, the retry succeeds.
+    fake.push(Reply::Status {
+        status: 400,
+        message: "try again".into(),
+        retry_after: None,
+    });
+    fake.push(Reply::Text("recovered".into()));
+    let run = start(&app, &token, id, json!("go")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(run.body["output"], "recovered");
+    let run_id = run.body["id"].as_str().unwrap();
+    let steps = app
+        .get(&format!("/api/runs/{run_id}/steps"), Some(&token))
+        .await;
+    assert_eq!(
+        steps.body[1]["status"], "failed",
+        "the handled failure is on the step"
+    );
+    assert_eq!(
+        steps.body[1]["output"],
+        json!({"fallback": true}),
+        "continue hands the default output on"
+    );
+    let events = app
+        .get(&format!("/api/runs/{run_id}/events"), Some(&token))
+        .await;
+    let kinds: Vec<&str> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"node.retry") && kinds.contains(&"node.error_handled"),
+        "{kinds:?}"
+    );
+
+    // Every attempt fails: the failure is routed to the `error` edge.
+    fake.push(Reply::Status {
+        status: 400,
+        message: "no".into(),
+        retry_after: None,
+    });
+    fake.push(Reply::Status {
+        status: 400,
+        message: "still no".into(),
+        retry_after: None,
+    });
+    let routed = start(&app, &token, id, json!("go")).await;
+    assert_eq!(routed.body["status"], "completed", "{}", routed.text);
+    assert_eq!(routed.body["output"], "Sorry (provider_error)");
+
+    // Routing needs an error edge.
+    let mut broken = graph;
+    broken["edges"].as_array_mut().unwrap().pop();
+    let refused = app
+        .post(
+            "/api/workflows",
+            Some(&token),
+            json!({"display_name": "No route", "graph": broken}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "missing_error_edge")
+    );
+}
 
 /// (id, event type) of each server-sent event in a body.
 fn sse_events(text: &str) -> Vec<(i64, Value)> {

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod assistant_message;
+pub mod common;
 pub mod condition;
 pub mod end;
 pub mod note;
@@ -156,7 +157,11 @@ pub(crate) fn parse<T: DeserializeOwned + HasExtra>(
 ) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(Value::Object(params.clone())) {
         Ok(config) => {
-            for key in config.extra().keys() {
+            for key in config
+                .extra()
+                .keys()
+                .filter(|k| !common::KEYS.contains(&k.as_str()))
+            {
                 problems.warning(
                     "unknown_parameter",
                     Some(&format!("parameters.{key}")),
@@ -198,6 +203,7 @@ pub(crate) use has_extra;
 
 /// Checks a node's parameters against its kind; returns the typed config when it parses.
 pub fn check(kind: Kind, params: &Map<String, Value>, problems: &mut Problems) -> Option<Config> {
+    common::ErrorHandling::check(params, problems)?;
     match kind {
         Kind::Start => parse::<start::Start>(params, problems)
             .map(|c| c.check(problems))
