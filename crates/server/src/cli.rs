@@ -9,7 +9,7 @@ use store::Db;
 
 use crate::{
     app::{self, App},
-    config::{CliOverrides, Config, redact_url},
+    config::{CliOverrides, Config, LogSettings, redact_url},
     logging,
 };
 
@@ -42,6 +42,21 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a workflow graph file (ours, the seed system's or Agent Builder's) with the
+    /// configured providers, printing what happens; asks on the terminal when it waits.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The graph or export file (JSON).
+    pub file: PathBuf,
+    /// The run's input text.
+    #[arg(long, default_value = "")]
+    pub input: String,
+    /// Print each event as one JSON line instead of a transcript.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +122,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             println!("applied {} migration(s): {applied:?}", applied.len());
             Ok(())
+        }
+        Command::Run(args) => {
+            logging::init(&LogSettings {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let app = App::build(config).await?;
+            app.bootstrap().await?;
+            let result = crate::run_cmd::run(&app, args).await;
+            app.db.close().await;
+            result
         }
         Command::Users(command) => {
             logging::init(&config.log);

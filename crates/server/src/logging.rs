@@ -4,7 +4,8 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
+/// Installs the global subscriber, writing to standard error. `RUST_LOG`, when set,
+/// overrides `log.level`.
 pub fn init(settings: &LogSettings) {
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -15,12 +16,15 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(std::io::stderr)
                     .json()
                     .with_current_span(true)
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init(),
     };
     // A subscriber installed earlier (tests) stays in place.
     let _ = result;

@@ -323,3 +323,89 @@ fn serve_without_users_says_how_to_create_one() {
     assert!(logs.contains("switchyard users create --email"), "{logs}");
     assert!(logs.contains("SWITCHYARD_ADMIN_EMAIL"), "{logs}");
 }
+
+#[test]
+fn run_command_prints_a_transcript_and_asks_when_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = run(
+        switchyard(dir.path()).args([
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--admin",
+            "--password-stdin",
+        ]),
+        Some("ops-password-1\n"),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let graph = serde_json::json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "ask", "kind": "wait_for_user_input", "parameters": {"message": "What is your name?"}},
+            {"slug": "remember", "kind": "state", "parameters": {"state": [{"target": "state.name", "expression": "input.user_message"}]}},
+            {"slug": "check", "kind": "user_approval", "parameters": {"message": "Greet {{ state.name }}?"}},
+            {"slug": "hello", "kind": "end", "parameters": {"message": "Hello {{ state.name }}!"}},
+            {"slug": "bye", "kind": "end", "parameters": {"message": "Bye."}}
+        ],
+        "edges": [
+            {"source": "start", "target": "ask"}, {"source": "ask", "target": "remember"}, {"source": "remember", "target": "check"},
+            {"source": "check", "target": "hello", "condition": "approve"}, {"source": "check", "target": "bye", "condition": "reject"}
+        ]
+    });
+    std::fs::write(dir.path().join("graph.json"), graph.to_string()).unwrap();
+
+    let transcript = run(
+        switchyard(dir.path()).args(["run", "graph.json", "--input", "hi"]),
+        Some("Ada\ny\n"),
+    );
+    let stdout = text(&transcript.stdout);
+    assert!(
+        transcript.status.success(),
+        "{stdout}\n{}",
+        text(&transcript.stderr)
+    );
+    for line in [
+        "assistant> What is your name?",
+        "you> Ada",
+        "Greet Ada? [y/n]",
+        "assistant> Hello Ada!",
+        "completed: \"Hello Ada!\"",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
+
+    let json_lines = run(
+        switchyard(dir.path()).args(["run", "graph.json", "--json"]),
+        Some("Bob\nn\n"),
+    );
+    assert!(json_lines.status.success(), "{}", text(&json_lines.stderr));
+    let events: Vec<serde_json::Value> = text(&json_lines.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["type"], "run.completed");
+    assert_eq!(events.last().unwrap()["data"]["output"], "Bye.");
+
+    let unanswered = run(switchyard(dir.path()).args(["run", "graph.json"]), Some(""));
+    assert_eq!(unanswered.status.code(), Some(1));
+    assert!(
+        text(&unanswered.stderr).contains("waiting"),
+        "{}",
+        text(&unanswered.stderr)
+    );
+
+    std::fs::write(
+        dir.path().join("broken.json"),
+        r#"{"nodes": [{"slug": "end", "kind": "end"}], "edges": []}"#,
+    )
+    .unwrap();
+    let broken = run(switchyard(dir.path()).args(["run", "broken.json"]), None);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        text(&broken.stderr).contains("missing_start"),
+        "{}",
+        text(&broken.stderr)
+    );
+}
