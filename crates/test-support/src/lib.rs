@@ -235,38 +235,8 @@ impl TestApp {
     }
 
     /// Sends a prepared request, from 127.0.0.1 unless it already names a peer.
-    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
-        if request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_none()
-        {
-            request
-                .extensions_mut()
-                .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("the body is readable")
-            .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        send_to(&self.router, request).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
@@ -323,6 +293,41 @@ impl TestApp {
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
         let id = response.body["id"].as_i64().expect("an id");
         (id, self.login(email, password).await)
+    }
+}
+
+/// Sends a request through any router (another instance of the app, say), from 127.0.0.1
+/// unless it already names a peer.
+pub async fn send_to(router: &axum::Router, mut request: Request<Body>) -> TestResponse {
+    if request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_none()
+    {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    }
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the body is readable")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    TestResponse {
+        status,
+        headers,
+        body,
+        text,
     }
 }
 

@@ -18,7 +18,66 @@ backend_tests!(
     abandoned_runs_fail_at_startup,
     runs_stream_their_events,
     node_errors_retry_continue_or_route,
+    two_instances_share_runs,
 );
+
+async fn two_instances_share_runs(backend: TestBackend) {
+    use axum::{
+        body::Body,
+        http::{Request, header},
+    };
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    // A second server on the same database, both alive (two replicas).
+    let replica = app.restart().await.router();
+    let id = publish(&app, &token, conversation_graph()).await;
+    let run = start(&app, &token, id, json!({})).await;
+    let run_id = run.body["id"].as_str().unwrap().to_string();
+    let resume = |body: Value| {
+        Request::post(format!("/api/runs/{run_id}/resume"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let on_replica = test_support::send_to(&replica, resume(json!({"user_message": "Ada"}))).await;
+    assert_eq!(on_replica.status, StatusCode::OK, "{}", on_replica.text);
+    assert_eq!(on_replica.body["wait"]["kind"], "approval");
+    let back_home = app.send(resume(json!({"approval": "approve"}))).await;
+    assert_eq!(back_home.body["status"], "completed", "{}", back_home.text);
+
+    // Two resumes of one waiting run at once: exactly one wins.
+    let second = start(&app, &token, id, json!({})).await;
+    let second_id = second.body["id"].as_str().unwrap().to_string();
+    let resume_second = |text: &str| {
+        Request::post(format!("/api/runs/{second_id}/resume"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"user_message": text}).to_string()))
+            .unwrap()
+    };
+    let (a, b) = tokio::join!(
+        app.send(resume_second("one")),
+        test_support::send_to(&replica, resume_second("two"))
+    );
+    let statuses = [a.status, b.status];
+    assert!(
+        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::CONFLICT),
+        "{statuses:?}: {} / {}",
+        a.text,
+        b.text
+    );
+    let state = app
+        .get(&format!("/api/runs/{second_id}"), Some(&token))
+        .await;
+    let name = state.body["state"]["name"].as_str().unwrap().to_string();
+    assert!(name == "one" || name == "two");
+    let users: Vec<String> = texts(&state.body)
+        .into_iter()
+        .filter(|t| t.starts_with("user:"))
+        .collect();
+    assert_eq!(users.len(), 1, "only one answer was taken: {users:?}");
+}
 
 async fn node_errors_retry_continue_or_route(backend: TestBackend) {
     let app = TestApp::new(backend).await;
