@@ -161,11 +161,17 @@ impl Decoder {
     /// One `data:` payload; returns its events, and whether the stream is complete.
     pub fn event(&mut self, data: &str) -> Result<(Vec<StreamEvent>, bool), LlmError> {
         if data.trim() == "[DONE]" {
+            // `[DONE]` without a finish reason means the answer was cut short.
+            if !self.finished {
+                return Err(LlmError::MalformedStream(
+                    "the stream ended without a finish reason".into(),
+                ));
+            }
             return Ok((Vec::new(), true));
         }
         let chunk: Value = serde_json::from_str(data)
             .map_err(|err| LlmError::MalformedStream(format!("a chunk is not JSON ({err})")))?;
-        if let Some(error) = chunk.get("error") {
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             let message = error["message"]
                 .as_str()
                 .unwrap_or("the provider reported an error mid-stream");

@@ -202,9 +202,20 @@ impl HttpLlm {
                 Ok(Err(err)) if err.is_timeout() => {
                     return Err(LlmError::Timeout(TimeoutStage::Connect));
                 }
-                Ok(Err(err)) => LlmError::Connection(scrub(&error_chain(&err), provider)),
+                Ok(Err(err)) if err.is_builder() => {
+                    return Err(LlmError::Misconfigured(scrub(
+                        &error_chain(&err.without_url()),
+                        provider,
+                    )));
+                }
+                Ok(Err(err)) => {
+                    LlmError::Connection(scrub(&error_chain(&err.without_url()), provider))
+                }
                 Ok(Ok(response)) if response.status().is_success() => return Ok(response),
-                Ok(Ok(response)) => error_from(response, provider).await,
+                // Reading the error body is bounded too: a provider may stall after the head.
+                Ok(Ok(response)) => tokio::time::timeout(wait, error_from(response, provider))
+                    .await
+                    .unwrap_or(LlmError::Timeout(stage)),
             };
             if !error.is_retryable() || attempt >= max_retries {
                 return Err(error);
@@ -246,7 +257,9 @@ impl HttpLlm {
         let bytes = tokio::time::timeout(wait, response.bytes())
             .await
             .map_err(|_| LlmError::Timeout(TimeoutStage::Request))?
-            .map_err(|err| LlmError::Connection(scrub(&error_chain(&err), provider)))?;
+            .map_err(|err| {
+                LlmError::Connection(scrub(&error_chain(&err.without_url()), provider))
+            })?;
         serde_json::from_slice(&bytes)
             .map_err(|err| LlmError::MalformedStream(format!("the response is not JSON ({err})")))
     }
@@ -361,7 +374,10 @@ async fn pump(
             }
             Ok(Some(Err(err))) => {
                 break Err(LlmError::MalformedStream(scrub(
-                    &format!("the connection broke mid-stream: {}", error_chain(&err)),
+                    &format!(
+                        "the connection broke mid-stream: {}",
+                        error_chain(&err.without_url())
+                    ),
                     &provider,
                 )));
             }
@@ -385,10 +401,9 @@ async fn pump(
                     }
                 }
                 Err(err) => {
-                    break 'read Err(
-                        LlmError::MalformedStream(scrub(&err.to_string(), &provider))
-                            .or_provider(err),
-                    );
+                    let wrapped = LlmError::MalformedStream(scrub(&err.to_string(), &provider))
+                        .or_provider(err);
+                    break 'read Err(scrubbed(wrapped, &provider));
                 }
             }
         }
@@ -413,6 +428,17 @@ impl OrProvider for LlmError {
             LlmError::Provider { .. } => original,
             _ => self,
         }
+    }
+}
+
+/// Scrubs the secrets from a provider's own mid-stream error message.
+fn scrubbed(err: LlmError, provider: &ProviderCredentials) -> LlmError {
+    match err {
+        LlmError::Provider { status, message } => LlmError::Provider {
+            status,
+            message: scrub(&message, provider),
+        },
+        other => other,
     }
 }
 

@@ -288,17 +288,36 @@ impl RunStore for Db {
         failure: &RunFailure,
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
+        // Bumping the event sequence makes a process still advancing such a run fail its
+        // next save instead of bringing the run back to life.
+        let data = serde_json::json!({"code": failure.code, "message": failure.message});
         with_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE runs SET status = 'failed', error = $2, current_node = NULL, updated_at = $3, finished_at = $3
-                 WHERE status = 'running' AND updated_at < $1",
-            )
-            .bind(stored_time(before))
-            .bind(Json(failure))
-            .bind(stored_time(now))
-            .execute(pool)
+            async {
+                let mut tx = pool.begin().await?;
+                let failed: Vec<(String, i64)> = sqlx::query_as(
+                    "UPDATE runs SET status = 'failed', error = $2, current_node = NULL, updated_at = $3, finished_at = $3,
+                        event_seq = event_seq + 1
+                     WHERE status = 'running' AND updated_at < $1
+                     RETURNING id, event_seq",
+                )
+                .bind(stored_time(before))
+                .bind(Json(failure))
+                .bind(stored_time(now))
+                .fetch_all(&mut *tx)
+                .await?;
+                for (run_id, seq) in &failed {
+                    sqlx::query("INSERT INTO run_events (run_id, seq, kind, node, data, at) VALUES ($1, $2, 'run.failed', NULL, $3, $4)")
+                        .bind(run_id)
+                        .bind(seq)
+                        .bind(Json(&data))
+                        .bind(stored_time(now))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(failed.len() as u64)
+            }
             .await
-            .map(|done| done.rows_affected())
         })
         .map_err(store_error)
     }

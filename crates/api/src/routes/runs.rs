@@ -1,6 +1,10 @@
 //! `/api/workflows/{id}/runs` and `/api/runs`: start, inspect, resume and cancel runs.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
@@ -13,7 +17,6 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use domain::runs::{self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Step};
-use domain::users::User;
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -227,7 +230,7 @@ async fn start(
     };
     if req.stream {
         let run = runs::start_detached(&state.services, &user, start).await?;
-        return Ok(event_stream(state, user, run.id, 0).into_response());
+        return Ok(event_stream(state, run.id, 0).into_response());
     }
     let run = runs::start(&state.services, &user, start).await?;
     Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
@@ -241,25 +244,26 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 /// then live ones until the run stops running.
 fn event_stream(
     state: AppState,
-    user: User,
     run_id: String,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     struct Cursor {
         state: AppState,
-        user: User,
         run_id: String,
         after: i64,
         pending: VecDeque<Event>,
         done: bool,
+        wait: Duration,
+        idle_since: Instant,
     }
     let cursor = Cursor {
         state,
-        user,
         run_id,
         after,
         pending: VecDeque::new(),
         done: false,
+        wait: POLL_EVERY,
+        idle_since: Instant::now(),
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -274,23 +278,31 @@ fn event_stream(
             if c.done {
                 return None;
             }
-            // Read the status first: events saved before it are then all visible below.
-            let running = match runs::get(&c.state.services, &c.user, &c.run_id).await {
-                Ok(run) => run.status == RunStatus::Running,
-                Err(_) => false,
-            };
-            match runs::events(&c.state.services, &c.user, &c.run_id, c.after).await {
-                Ok(events) if !events.is_empty() => c.pending.extend(events),
-                Ok(_) if running => tokio::time::sleep(POLL_EVERY).await,
-                _ => c.done = true,
-            }
-            if !running {
-                c.done = true;
+            // The status is read before the events: once it is no longer `running`, every
+            // event of the run is already visible in the same read.
+            match runs::poll(&c.state.services, &c.run_id, c.after).await {
+                Ok((status, events)) => {
+                    let running = status == RunStatus::Running;
+                    if !events.is_empty() {
+                        c.pending.extend(events);
+                        c.wait = POLL_EVERY;
+                        c.idle_since = Instant::now();
+                    } else if running && c.idle_since.elapsed() < MAX_IDLE {
+                        tokio::time::sleep(c.wait).await;
+                        // Quiet runs are polled less and less often.
+                        c.wait = (c.wait * 2).min(Duration::from_secs(1));
+                    }
+                    c.done = !running || c.idle_since.elapsed() >= MAX_IDLE;
+                }
+                Err(_) => c.done = true,
             }
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+/// A stream with no new event for this long ends; the client reconnects with `Last-Event-ID`.
+const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// The caller's runs (administrators: all runs), newest first.
 #[utoipa::path(get, path = "/api/runs", tag = "runs", security(("bearer" = [])), params(ListQuery),
@@ -367,7 +379,7 @@ async fn events(
     let after = last_event_id.or(query.after).unwrap_or(0);
     if streaming {
         runs::get(&state.services, &user, &id).await?;
-        return Ok(event_stream(state, user, id, after).into_response());
+        return Ok(event_stream(state, id, after).into_response());
     }
     let list = runs::events(&state.services, &user, &id, after).await?;
     Ok(Json(

@@ -44,9 +44,14 @@ fn invalid(message: impl Into<String>) -> ModelError {
 
 fn check_api_base(api_base: &str) -> ModelResult<String> {
     let api_base = api_base.trim().trim_end_matches('/').to_string();
+    let authority = api_base
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
     let valid = (api_base.starts_with("http://") || api_base.starts_with("https://"))
         && api_base.len() > "https://".len()
-        && !api_base.contains(char::is_whitespace);
+        && !api_base.contains(char::is_whitespace)
+        // Credentials go in `api_key` or headers, where they are encrypted, never in the URL.
+        && !authority.contains('@');
     if !valid {
         return Err(invalid(
             "api_base must be an http(s) URL such as https://api.openai.com/v1",
@@ -130,6 +135,11 @@ fn provider_record(
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !valid {
                     return Err(invalid(format!("`{name}` is not a valid header name")));
+                }
+                if headers[name].contains(['\r', '\n']) {
+                    return Err(invalid(format!(
+                        "the value of `{name}` cannot contain line breaks"
+                    )));
                 }
                 if name.eq_ignore_ascii_case("authorization") {
                     return Err(invalid(

@@ -187,6 +187,12 @@ impl Log<'_> {
     }
 
     fn say(&mut self, role: &str, node: &str, text: String) {
+        // PostgreSQL cannot store NUL characters; a model may produce them.
+        let text = if text.contains('\0') {
+            text.replace('\0', "")
+        } else {
+            text
+        };
         self.event(
             if role == "user" {
                 "user_message"
@@ -204,7 +210,17 @@ impl Log<'_> {
 }
 
 /// Starts a run of a workflow and advances it until it waits or ends.
+///
+/// The work runs in its own task: a caller that goes away (a closed connection) does not
+/// stop a run halfway.
 pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
+    let (services, actor) = (services.clone(), actor.clone());
+    tokio::spawn(async move { start_here(&services, &actor, req).await })
+        .await
+        .map_err(|err| RunError::Invalid(format!("the run's task failed: {err}")))?
+}
+
+async fn start_here(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
     let (mut run, workflow, version) = begin(services, actor, req).await?;
     let ctx = RunCtx {
         services,
@@ -212,7 +228,7 @@ pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResul
         version: &version,
         user: actor,
     };
-    advance(&ctx, &mut run).await?;
+    advance_or_fail(&ctx, &mut run).await?;
     Ok(run)
 }
 
@@ -229,7 +245,7 @@ pub async fn start_detached(services: &Services, actor: &User, req: StartRun) ->
             version: &version,
             user: &user,
         };
-        if let Err(err) = advance(&ctx, &mut run).await {
+        if let Err(err) = advance_or_fail(&ctx, &mut run).await {
             tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
         }
     });
@@ -324,7 +340,7 @@ async fn begin(
         None,
         json!({"workflow_id": workflow.id, "version": version.number}),
     );
-    save(&ctx, &mut log, saved).await?;
+    save(ctx.services, &mut log, saved).await?;
     Ok((run, workflow, version))
 }
 
@@ -335,7 +351,19 @@ pub async fn resume(
     run_id: &str,
     answer: Resume,
 ) -> RunResult<Run> {
-    let mut run = get(services, actor, run_id).await?;
+    let (services, actor, run_id) = (services.clone(), actor.clone(), run_id.to_string());
+    tokio::spawn(async move { resume_here(&services, &actor, &run_id, answer).await })
+        .await
+        .map_err(|err| RunError::Invalid(format!("the run's task failed: {err}")))?
+}
+
+async fn resume_here(
+    services: &Services,
+    actor: &User,
+    run_id: &str,
+    answer: Resume,
+) -> RunResult<Run> {
+    let mut run = owned(services, actor, run_id).await?;
     let Some(wait) = run
         .wait
         .clone()
@@ -389,27 +417,20 @@ pub async fn resume(
         Ok(next) => log.run.current_node = next,
         Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
     }
-    save(&ctx, &mut log, saved).await?;
-    advance(&ctx, &mut run).await?;
+    save(ctx.services, &mut log, saved).await?;
+    advance_or_fail(&ctx, &mut run).await?;
     Ok(run)
 }
 
 /// Cancels a run that has not finished.
 pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
-    let mut run = get(services, actor, run_id).await?;
+    let mut run = owned(services, actor, run_id).await?;
     if run.status.is_finished() {
         return Err(RunError::Conflict(format!(
             "the run is already {}",
             run.status.as_str()
         )));
     }
-    let (workflow, version, user) = context_of(services, &run).await?;
-    let ctx = RunCtx {
-        services,
-        workflow: &workflow,
-        version: &version,
-        user: &user,
-    };
     let saved = run.event_seq;
     let mut log = Log {
         run: &mut run,
@@ -421,13 +442,13 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
     log.run.wait = None;
     log.run.finished_at = Some(Utc::now());
     log.event("run.cancelled", None, json!({"by": actor.id}));
-    save(&ctx, &mut log, saved).await?;
+    save(services, &mut log, saved).await?;
     Ok(run)
 }
 
 /// How long a running run may go without saving before it counts as abandoned. A step
 /// saves when it finishes, so this bounds the longest single step (a slow model call).
-pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::minutes(15);
+pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(3);
 
 /// Fails the runs that a dead process left `running` (last saved longer ago than
 /// [`ABANDONED_AFTER`]). The rule: a run is never silently resumed mid-step, because the
@@ -445,6 +466,19 @@ pub async fn fail_abandoned(services: &Services) -> RunResult<u64> {
         .store
         .fail_abandoned_runs(now - ABANDONED_AFTER, &failure, now)
         .await?)
+}
+
+/// A run the caller may change (resume, cancel): their own; administrators may change any.
+/// Seeing a run (write access to its workflow) is not enough to answer in someone else's
+/// conversation.
+async fn owned(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
+    let run = get(services, actor, run_id).await?;
+    if run.user_id != Some(actor.id) && !actor.is_admin {
+        return Err(RunError::Forbidden(
+            "only the user who started this run may resume or cancel it".into(),
+        ));
+    }
+    Ok(run)
 }
 
 /// A run the caller may see: their own, or any run of a workflow they can write to.
@@ -469,6 +503,21 @@ pub async fn list(services: &Services, actor: &User, mut filter: RunFilter) -> R
     }
     filter.limit = filter.limit.clamp(1, 500);
     Ok(services.store.list_runs(&filter).await?)
+}
+
+/// A run's status and its events after `after`, for a stream whose reader was already
+/// checked with [`get`].
+pub async fn poll(
+    services: &Services,
+    run_id: &str,
+    after: i64,
+) -> RunResult<(RunStatus, Vec<Event>)> {
+    let run = services
+        .store
+        .run(run_id)
+        .await?
+        .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
+    Ok((run.status, services.store.run_events(run_id, after).await?))
 }
 
 pub async fn steps(services: &Services, actor: &User, run_id: &str) -> RunResult<Vec<Step>> {
@@ -505,10 +554,9 @@ async fn context_of(services: &Services, run: &Run) -> RunResult<(Workflow, Vers
     Ok((workflow, version, user))
 }
 
-async fn save(ctx: &RunCtx<'_>, log: &mut Log<'_>, expected_seq: i64) -> RunResult<()> {
+async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunResult<()> {
     log.run.updated_at = Utc::now();
-    let saved = ctx
-        .services
+    let saved = services
         .store
         .save_run(log.run, &log.steps, &log.events, expected_seq)
         .await?;
@@ -576,17 +624,29 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
             })
             .or_else(unlabelled)
             .copied(),
-        // An `error` edge is taken only for a failure.
+        // The default edge: unlabelled, else one labelled `else`/`default`. An `error`
+        // edge is taken only for a failure, and other labels only when chosen.
         None => unlabelled()
             .or_else(|| {
                 out.iter().find(|e| {
-                    !e.condition
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+                    e.condition.as_deref().is_some_and(|c| {
+                        c.eq_ignore_ascii_case("else") || c.eq_ignore_ascii_case("default")
+                    })
                 })
             })
             .copied(),
     };
+    let branches_only = out.iter().any(|e| {
+        !e.condition
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+    });
+    if chosen.is_none() && label.is_none() && branches_only {
+        return Err(format!(
+            "no default edge leaves `{}`; its edges are all branch labels",
+            node.slug
+        ));
+    }
     match (chosen, label) {
         (Some(edge), _) => Ok(Some(edge.target.clone())),
         (None, Some(label)) if !out.is_empty() => Err(format!(
@@ -594,6 +654,57 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
             node.slug
         )),
         (None, _) => Ok(node.parent_slug.clone()),
+    }
+}
+
+/// [`advance`], and if it stops on an error (the database went away, say), a best-effort
+/// attempt to record the run as failed, so it does not stay `running`.
+async fn advance_or_fail(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
+    let Err(err) = advance(ctx, run).await else {
+        return Ok(());
+    };
+    if !matches!(err, RunError::Conflict(_))
+        && let Ok(Some(mut stored)) = ctx.services.store.run(&run.id).await
+        && stored.status == RunStatus::Running
+    {
+        let saved = stored.event_seq;
+        let mut log = Log {
+            run: &mut stored,
+            steps: Vec::new(),
+            events: Vec::new(),
+            handled: None,
+        };
+        let node = log.run.current_node.clone();
+        fail(
+            &mut log,
+            node.as_deref(),
+            "engine_error",
+            format!("the run stopped on an internal error: {err}"),
+        );
+        if save(ctx.services, &mut log, saved).await.is_ok() {
+            *run = stored;
+        }
+    }
+    Err(err)
+}
+
+/// Where a disabled node hands its input on: its default edge, else any edge but an
+/// `error` one (a bypassed node must lead somewhere), else back to its loop.
+fn bypass_target(graph: &Graph, node: &Node) -> Option<String> {
+    match next_node(graph, node, None) {
+        Ok(Some(target)) => Some(target),
+        _ => graph
+            .edges
+            .iter()
+            .find(|e| {
+                e.source == node.slug
+                    && !e
+                        .condition
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+            })
+            .map(|e| e.target.clone())
+            .or_else(|| node.parent_slug.clone()),
     }
 }
 
@@ -605,6 +716,9 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     // the run stops running. A crash inside a batch loses only deterministic work; the run
     // is then failed as interrupted at the next start, never resumed from a half-saved state.
     let mut saved = run.event_seq;
+    // The step limit counts the steps of this advance (a start or a resume), so a long
+    // conversation that waits between turns never reaches it.
+    let first_step = run.step_count;
     let mut log = Log {
         run,
         steps: Vec::new(),
@@ -618,7 +732,7 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
             break;
         };
         let max_steps = ctx.services.engine.max_steps;
-        if log.run.step_count >= max_steps {
+        if log.run.step_count - first_step >= max_steps {
             fail(
                 &mut log,
                 Some(&slug),
@@ -640,7 +754,7 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
         };
         let effectful = node.is_enabled && Kind::parse(&node.kind) == Some(Kind::Agent);
         if effectful && !log.events.is_empty() {
-            save(ctx, &mut log, saved).await?;
+            save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
         }
         let started_at = Utc::now();
@@ -652,7 +766,10 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
             // A disabled node is bypassed: its input goes on along its default edge.
             Ok(Outcome {
                 output: input.clone(),
-                next: Next::Follow(None),
+                next: match bypass_target(graph, node) {
+                    Some(target) => Next::Goto(target),
+                    None => Next::Follow(None),
+                },
             })
         };
         log.run.step_count += 1;
@@ -721,12 +838,12 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
             }
         }
         if effectful || log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
-            save(ctx, &mut log, saved).await?;
+            save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
         }
     }
     if !log.events.is_empty() {
-        save(ctx, &mut log, saved).await?;
+        save(ctx.services, &mut log, saved).await?;
     }
     Ok(())
 }
@@ -780,10 +897,22 @@ async fn execute_handled(
     let attempts = handling.retry.map_or(1, |r| r.max_attempts.max(1));
     let mut attempt = 1;
     loop {
+        // What a failed attempt did (a message, some assignments, a loop count) is undone
+        // before a retry or a handled failure.
+        let before = (
+            log.run.state.clone(),
+            log.run.history.clone(),
+            log.run.scratch.clone(),
+            log.events.len(),
+            log.run.event_seq,
+        );
         let err = match execute(ctx, log, node).await {
             Ok(outcome) => return Ok(outcome),
             Err(err) => err,
         };
+        (log.run.state, log.run.history, log.run.scratch) = (before.0, before.1, before.2);
+        log.events.truncate(before.3);
+        log.run.event_seq = before.4;
         if attempt < attempts {
             let base = handling.retry.map_or(0, |r| r.backoff_ms);
             let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
@@ -1033,7 +1162,11 @@ fn run_loop(
         }
         let entry = out
             .iter()
-            .find(|e| e.condition.as_deref() == Some("loop"))
+            .find(|e| {
+                e.condition
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("loop"))
+            })
             .or_else(|| out.iter().find(|e| in_body(&e.target)))
             .ok_or_else(|| {
                 node_error(
@@ -1063,7 +1196,11 @@ fn run_loop(
     }
     let exit = out
         .iter()
-        .find(|e| e.condition.as_deref() == Some("exit"))
+        .find(|e| {
+            e.condition
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case("exit"))
+        })
         .or_else(|| {
             out.iter()
                 .find(|e| !in_body(&e.target) && e.condition.is_none())

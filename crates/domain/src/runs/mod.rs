@@ -160,6 +160,8 @@ pub enum RunError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
     #[error(transparent)]
@@ -172,6 +174,7 @@ impl DomainError for RunError {
             RunError::NotFound(_) => ErrorKind::NotFound,
             RunError::Invalid(_) => ErrorKind::Invalid,
             RunError::Conflict(_) => ErrorKind::Conflict,
+            RunError::Forbidden(_) => ErrorKind::Forbidden,
             RunError::Workflow(err) => err.kind(),
             RunError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             RunError::Store(_) => ErrorKind::Internal,
@@ -183,6 +186,7 @@ impl DomainError for RunError {
             RunError::NotFound(_) => "run_not_found",
             RunError::Invalid(_) => "invalid_run_request",
             RunError::Conflict(_) => "run_conflict",
+            RunError::Forbidden(_) => "run_forbidden",
             RunError::Workflow(err) => err.code(),
             RunError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             RunError::Store(_) => "internal_error",

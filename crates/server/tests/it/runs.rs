@@ -297,13 +297,19 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
     stuck.id = "run_stuck".into();
     stuck.status = domain::runs::RunStatus::Running;
     stuck.wait = None;
-    stuck.created_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    stuck.created_at = chrono::Utc::now() - chrono::Duration::hours(4);
     store.insert_run(&stuck).await.unwrap();
 
     app.restart().await.bootstrap().await.unwrap();
     let failed = app.get("/api/runs/run_stuck", Some(&token)).await;
     assert_eq!(failed.body["status"], "failed");
     assert_eq!(failed.body["error"]["code"], "interrupted");
+    let events = app.get("/api/runs/run_stuck/events", Some(&token)).await;
+    let last = events.body.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["type"].as_str(), last["data"]["code"].as_str()),
+        (Some("run.failed"), Some("interrupted"))
+    );
     let still = app
         .get(&format!("/api/runs/{waiting_id}"), Some(&token))
         .await;
@@ -782,6 +788,41 @@ async fn runs_are_private_and_cancellable(backend: TestBackend) {
             .await
             .status,
         StatusCode::BAD_REQUEST
+    );
+
+    // A colleague with write access sees the run, but cannot answer in it.
+    app.post(
+        &format!("/api/workflows/{id}/shares"),
+        Some(&user),
+        json!({"email": "o@example.com", "permission": "write"}),
+    )
+    .await;
+    assert_eq!(
+        app.get(&format!("/api/runs/{run_id}"), Some(&other))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let meddling = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&other),
+            json!({"user_message": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        (meddling.status, meddling.code()),
+        (StatusCode::FORBIDDEN, "run_forbidden")
+    );
+    assert_eq!(
+        app.post(
+            &format!("/api/runs/{run_id}/cancel"),
+            Some(&other),
+            json!({})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
     );
 
     let cancelled = app

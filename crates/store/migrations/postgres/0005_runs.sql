@@ -7,7 +7,7 @@ CREATE TABLE runs (
     user_id BIGINT REFERENCES users (id) ON DELETE SET NULL,
     thread_id VARCHAR(64),
     status VARCHAR(16) NOT NULL,
-    current_node VARCHAR(128),
+    current_node TEXT,
     input JSONB NOT NULL,
     state JSONB NOT NULL,
     last_output JSONB NOT NULL,
@@ -29,8 +29,8 @@ CREATE INDEX runs_status_idx ON runs (status) WHERE status IN ('running', 'waiti
 CREATE TABLE run_steps (
     run_id VARCHAR(64) NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     seq BIGINT NOT NULL,
-    node VARCHAR(128) NOT NULL,
-    kind VARCHAR(32) NOT NULL,
+    node TEXT NOT NULL,
+    kind TEXT NOT NULL,
     status VARCHAR(16) NOT NULL,
     input JSONB NOT NULL,
     output JSONB NOT NULL,
@@ -43,8 +43,8 @@ CREATE TABLE run_steps (
 CREATE TABLE run_events (
     run_id VARCHAR(64) NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     seq BIGINT NOT NULL,
-    kind VARCHAR(48) NOT NULL,
-    node VARCHAR(128),
+    kind TEXT NOT NULL,
+    node TEXT,
     data JSONB NOT NULL,
     at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (run_id, seq)
