@@ -99,6 +99,19 @@ async fn measure(app: &App, admin: &domain::users::User, n_nodes: usize, runs: u
     }
 }
 
+/// The process's resident set size, from /proc (0 where there is none).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -151,6 +164,51 @@ async fn main() {
     println!(
         "1,000-node run / 100-node run: {:.1}x",
         per_node[1] / per_node[0]
+    );
+
+    // Memory: paused runs live in the database only.
+    let waiting = workflows::create(
+        &app.services,
+        &admin,
+        CreateWorkflow {
+            display_name: "waits".into(),
+            graph: Some(
+                Graph::from_json(json!({
+                    "nodes": [{"slug": "start", "kind": "start"}, {"slug": "ask", "kind": "wait_for_user_input", "parameters": {"message": "Name?"}}, {"slug": "end", "kind": "end"}],
+                    "edges": [{"source": "start", "target": "ask"}, {"source": "ask", "target": "end"}]
+                }))
+                .expect("a well-formed graph"),
+            ),
+            publish: true,
+            ..CreateWorkflow::default()
+        },
+    )
+    .await
+    .expect("the graph saves");
+    let workflow_id = waiting.value.0.id;
+    let pause = || {
+        runs::start(
+            &app.services,
+            &admin,
+            StartRun {
+                workflow_id,
+                input: Value::Null,
+                ..StartRun::default()
+            },
+        )
+    };
+    for _ in 0..100 {
+        pause().await.expect("runs");
+    }
+    let before = rss_kib();
+    for _ in 0..1000 {
+        let run = pause().await.expect("runs");
+        assert_eq!(run.status, RunStatus::Waiting);
+    }
+    let after = rss_kib();
+    println!(
+        "1,000 more paused runs: resident memory {before} KiB -> {after} KiB ({:+} KiB)",
+        after as i64 - before as i64
     );
     app.db.close().await;
 }

@@ -150,7 +150,7 @@ impl RunStore for Db {
                 let n_updated = sqlx::query(
                     "UPDATE runs SET status = $2, current_node = $3, state = $4, last_output = $5, history = $6, scratch = $7,
                         wait = $8, output = $9, error = $10, step_count = $11, event_seq = $12, updated_at = $13,
-                        finished_at = $14, thread_id = $15
+                        finished_at = $14, thread_id = $15, version_id = $17
                      WHERE id = $1 AND event_seq = $16",
                 )
                 .bind(&run.id)
@@ -169,6 +169,7 @@ impl RunStore for Db {
                 .bind(run.finished_at.map(stored_time))
                 .bind(&run.thread_id)
                 .bind(expected_event_seq)
+                .bind(run.version_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();

@@ -374,7 +374,22 @@ async fn resume_here(
             run.status.as_str()
         )));
     };
-    let (workflow, version, user) = context_of(services, &run).await?;
+    let (workflow, mut version, user) = context_of(services, &run).await?;
+    // A workflow set to follow production moves a waiting conversation to the version now
+    // in production at its next turn, when that version still has the node it waits at.
+    let mut moved_from = None;
+    if workflow.follow_production
+        && let Some(production) = services.store.production_version(workflow.id).await?
+        && production.id != version.id
+        && production
+            .graph
+            .node(&wait.node)
+            .is_some_and(|n| n.is_enabled && n.kind == graph_kind(&version, &wait.node))
+    {
+        moved_from = Some(version.number);
+        run.version_id = production.id;
+        version = production;
+    }
     let ctx = RunCtx {
         services,
         workflow: &workflow,
@@ -412,6 +427,13 @@ async fn resume_here(
     };
     log.run.wait = None;
     log.run.status = RunStatus::Running;
+    if let Some(from) = moved_from {
+        log.event(
+            "run.version_changed",
+            None,
+            json!({"from": from, "to": version.number}),
+        );
+    }
     log.event("run.resumed", Some(&node.slug), json!({}));
     match next_node(graph, node, label.as_deref()) {
         Ok(next) => log.run.current_node = next,
@@ -533,6 +555,15 @@ pub async fn events(
 ) -> RunResult<Vec<Event>> {
     get(services, actor, run_id).await?;
     Ok(services.store.run_events(run_id, after_seq).await?)
+}
+
+/// The kind of a node of a version (empty when it has no such node).
+fn graph_kind(version: &Version, slug: &str) -> String {
+    version
+        .graph
+        .node(slug)
+        .map(|n| n.kind.clone())
+        .unwrap_or_default()
 }
 
 async fn context_of(services: &Services, run: &Run) -> RunResult<(Workflow, Version, User)> {

@@ -19,7 +19,94 @@ backend_tests!(
     runs_stream_their_events,
     node_errors_retry_continue_or_route,
     two_instances_share_runs,
+    waiting_runs_follow_production_when_asked,
 );
+
+async fn waiting_runs_follow_production_when_asked(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let pinned = start(&app, &token, id, json!({})).await;
+    let following = start(&app, &token, id, json!({})).await;
+    let pinned_id = pinned.body["id"].as_str().unwrap().to_string();
+    let following_id = following.body["id"].as_str().unwrap().to_string();
+
+    // Version 2 greets differently and goes to production.
+    let mut graph = conversation_graph();
+    graph["nodes"][4]["parameters"]["message"] = json!("Welcome, {{ state.name }}!");
+    let v2 = app
+        .post(
+            &format!("/api/workflows/{id}/versions"),
+            Some(&token),
+            json!({"graph": graph}),
+        )
+        .await;
+    let v2_id = v2.body["version"]["id"].as_i64().unwrap();
+    app.post(
+        &format!("/api/workflows/{id}/production"),
+        Some(&token),
+        json!({"version_id": v2_id}),
+    )
+    .await;
+
+    // Without `follow_production`, a conversation stays on the version it started with.
+    app.post(
+        &format!("/api/runs/{pinned_id}/resume"),
+        Some(&token),
+        json!({"user_message": "Ada"}),
+    )
+    .await;
+    let done = app
+        .post(
+            &format!("/api/runs/{pinned_id}/resume"),
+            Some(&token),
+            json!({"approval": "approve"}),
+        )
+        .await;
+    assert_eq!(
+        done.body["messages"].as_array().unwrap().last().unwrap()["text"],
+        "Hello Ada!"
+    );
+    assert_ne!(done.body["version_id"], v2_id);
+
+    // With it, the next turn moves to the new production version.
+    app.patch(
+        &format!("/api/workflows/{id}"),
+        Some(&token),
+        json!({"follow_production": true}),
+    )
+    .await;
+    let moved = app
+        .post(
+            &format!("/api/runs/{following_id}/resume"),
+            Some(&token),
+            json!({"user_message": "Bob"}),
+        )
+        .await;
+    assert_eq!(moved.body["version_id"], v2_id, "{}", moved.text);
+    let done = app
+        .post(
+            &format!("/api/runs/{following_id}/resume"),
+            Some(&token),
+            json!({"approval": "approve"}),
+        )
+        .await;
+    assert_eq!(
+        done.body["messages"].as_array().unwrap().last().unwrap()["text"],
+        "Welcome, Bob!"
+    );
+    let events = app
+        .get(&format!("/api/runs/{following_id}/events"), Some(&token))
+        .await;
+    assert!(
+        events
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "run.version_changed")
+    );
+}
 
 async fn two_instances_share_runs(backend: TestBackend) {
     use axum::{
