@@ -169,21 +169,7 @@ async fn two_instances_share_runs(backend: TestBackend) {
 async fn node_errors_retry_continue_or_route(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let token = app.admin_token().await;
-    let fake = FakeLlm::start().await;
-    let provider = app
-        .post(
-            "/api/admin/model-providers",
-            Some(&token),
-            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
-        )
-        .await;
-    let provider_id = provider.body["id"].as_i64().unwrap();
-    app.post(
-        "/api/admin/models",
-        Some(&token),
-        json!({"provider_id": provider_id, "name": "fake-gpt", "is_default": true}),
-    )
-    .await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -401,6 +387,28 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
         .get(&format!("/api/runs/{waiting_id}"), Some(&token))
         .await;
     assert_eq!(still.body["status"], "waiting", "paused runs are kept");
+}
+
+/// A fake model server registered as the provider of the default model `fake-gpt`,
+/// with `extra` fields on the model.
+async fn fake_default_model(app: &TestApp, token: &str, extra: Value) -> FakeLlm {
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(token),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    let mut model =
+        json!({"provider_id": provider.body["id"], "name": "fake-gpt", "is_default": true});
+    model
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let created = app.post("/api/admin/models", Some(token), model).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    fake
 }
 
 /// Creates and publishes a workflow; returns its id.
@@ -721,19 +729,10 @@ async fn endless_loops_hit_the_step_limit(backend: TestBackend) {
 async fn agents_call_the_model_and_repair_structured_output(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let token = app.admin_token().await;
-    let fake = FakeLlm::start().await;
-    let provider = app
-        .post(
-            "/api/admin/model-providers",
-            Some(&token),
-            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
-        )
-        .await;
-    let provider_id = provider.body["id"].as_i64().unwrap();
-    app.post(
-        "/api/admin/models",
-        Some(&token),
-        json!({"provider_id": provider_id, "name": "fake-gpt", "is_default": true, "price_input_per_mtok": 1.0, "price_output_per_mtok": 4.0}),
+    let fake = fake_default_model(
+        &app,
+        &token,
+        json!({"price_input_per_mtok": 1.0, "price_output_per_mtok": 4.0}),
     )
     .await;
     let graph = json!({
