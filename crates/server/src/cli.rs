@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `users create|set-password`, `config print`.
+//! The command line: `serve` (default), `migrate`, `users create|set-password`, `config print`, `run`.
 
 use std::{io::Read, path::PathBuf};
 

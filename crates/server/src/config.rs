@@ -1,6 +1,6 @@
 //! The settings tree: defaults, then a TOML file, then `SWITCHYARD_*` variables, then flags.
 //!
-//! Parsed once in `main` and passed down; each subsystem receives its own table. Nested
+//! Parsed once in `cli::run` and passed down; each subsystem receives its own table. Nested
 //! keys are reached from the environment with `__` (`SWITCHYARD_AUTH__ACCESS_TOKEN_TTL_MINUTES`);
 //! the common ones also have short names (`SWITCHYARD_DATABASE_URL`, `SWITCHYARD_ADMIN_EMAIL`,
 //! …, see [`ENV_ALIASES`]), and the bare `DATABASE_URL` is honoured too.

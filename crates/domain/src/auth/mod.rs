@@ -24,7 +24,8 @@ use token::{TokenKeys, TokenProblem};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Key that signs access tokens (HS256). Generated and kept in the data directory when unset.
+    /// Key that signs access tokens (HS256). When unset, generated once and stored in the
+    /// database, encrypted, so every replica signs alike.
     pub jwt_secret: Option<Secret>,
     /// Lifetime of an access token, in minutes.
     pub access_token_ttl_minutes: u64,
