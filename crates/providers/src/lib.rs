@@ -400,11 +400,7 @@ async fn pump(
                         break 'read Ok(decoder.into_completion());
                     }
                 }
-                Err(err) => {
-                    let wrapped = LlmError::MalformedStream(scrub(&err.to_string(), &provider))
-                        .or_provider(err);
-                    break 'read Err(scrubbed(wrapped, &provider));
-                }
+                Err(err) => break 'read Err(stream_failure(err, &provider)),
             }
         }
     };
@@ -417,28 +413,16 @@ async fn pump(
     let _ = tx.send(result.map(StreamEvent::Completed)).await;
 }
 
-trait OrProvider {
-    fn or_provider(self, original: LlmError) -> LlmError;
-}
-
-impl OrProvider for LlmError {
-    /// Keeps a provider's own mid-stream error as it is; wraps only decoding failures.
-    fn or_provider(self, original: LlmError) -> LlmError {
-        match original {
-            LlmError::Provider { .. } => original,
-            _ => self,
-        }
-    }
-}
-
-/// Scrubs the secrets from a provider's own mid-stream error message.
-fn scrubbed(err: LlmError, provider: &ProviderCredentials) -> LlmError {
+/// A failure met while decoding a stream: the provider's own mid-stream error as it is,
+/// a decoding problem as a malformed stream; secrets scrubbed from both.
+fn stream_failure(err: LlmError, provider: &ProviderCredentials) -> LlmError {
     match err {
         LlmError::Provider { status, message } => LlmError::Provider {
             status,
             message: scrub(&message, provider),
         },
-        other => other,
+        LlmError::MalformedStream(message) => LlmError::MalformedStream(scrub(&message, provider)),
+        other => LlmError::MalformedStream(scrub(&other.to_string(), provider)),
     }
 }
 

@@ -102,13 +102,12 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
             warning.message
         );
     }
-    let mut suffix = [0u8; 4];
-    clock_suffix(&mut suffix);
     let created = workflows::create(
         services,
         &user,
         CreateWorkflow {
-            slug: Some(format!("cli-run-{}", hex_string(&suffix))),
+            // A free slug is derived from the name (`cli-run-of-graph-json`, `…-2`, …).
+            slug: None,
             display_name: format!("CLI run of {}", args.file.display())
                 .chars()
                 .take(128)
@@ -189,19 +188,4 @@ async fn drive(
         RunStatus::Waiting => bail!("the input ended while the run was waiting"),
         other => bail!("the run {}", other.as_str()),
     }
-}
-
-fn clock_suffix(bytes: &mut [u8]) {
-    // A clock-derived suffix is enough to keep concurrent CLI runs apart.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = (nanos >> (i * 8)) as u8 ^ (std::process::id() >> (i * 4)) as u8;
-    }
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
