@@ -69,6 +69,15 @@ impl ApiError {
 
     /// Builds the response for any domain error. Internal errors are logged here, inside
     /// the request's span (so with its request id), and answered without details.
+    /// Attaches a list of problems (shown as `problems`).
+    pub fn with_problems(
+        mut self,
+        problems: Option<Vec<crate::routes::workflows::ProblemResponse>>,
+    ) -> ApiError {
+        self.problems = problems;
+        self
+    }
+
     pub fn from_domain(err: &dyn DomainError) -> ApiError {
         let status = status_of(err.kind());
         if err.kind() == ErrorKind::Internal {

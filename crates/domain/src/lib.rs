@@ -12,6 +12,7 @@ pub mod runs;
 pub mod secret;
 pub mod store;
 pub mod users;
+pub mod widgets;
 pub mod workflows;
 
 use std::sync::Arc;
@@ -26,4 +27,6 @@ pub struct Services {
     pub secret_box: Arc<crypto::SecretBox>,
     pub llm: Arc<dyn llm::LlmClient>,
     pub engine: runs::EngineSettings,
+    /// The runs this process is advancing, for live readers and cancellation.
+    pub live: Arc<runs::live::LiveRuns>,
 }

@@ -8,6 +8,7 @@ use std::{pin::Pin, time::Duration};
 
 use async_trait::async_trait;
 use futures_core::Stream;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
@@ -15,7 +16,8 @@ use crate::{
     models::{ProviderCredentials, RemoteModel, Usage},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     System,
     User,
@@ -25,7 +27,8 @@ pub enum Role {
 }
 
 /// One piece of a message's content.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum ContentPart {
     Text(String),
     /// An image by URL or `data:` URL.
@@ -41,7 +44,7 @@ pub enum ContentPart {
 }
 
 /// A function call the model asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -49,13 +52,15 @@ pub struct ToolCall {
     pub arguments: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: Vec<ContentPart>,
     /// On assistant messages: the calls the model made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// On tool messages: the call answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
 }
 

@@ -10,6 +10,7 @@ use crate::{
     },
     runs::{Event, Run, RunFilter, Step},
     users::{NewUser, User, UserCredentials, UserPatch},
+    widgets::{NewWidget, Widget, WidgetPatch},
     workflows::{Graph, Permission, Share, Version, Workflow},
 };
 
@@ -337,8 +338,31 @@ pub struct PoolStats {
 }
 
 #[async_trait]
+pub trait WidgetStore: Send + Sync {
+    async fn list_widgets(&self) -> StoreResult<Vec<Widget>>;
+    async fn widget(&self, slug: &str) -> StoreResult<Option<Widget>>;
+    /// A taken slug is `Conflict`.
+    async fn insert_widget(&self, widget: &NewWidget, now: DateTime<Utc>) -> StoreResult<Widget>;
+    async fn update_widget(
+        &self,
+        slug: &str,
+        patch: &WidgetPatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Widget>>;
+    async fn delete_widget(&self, slug: &str) -> StoreResult<bool>;
+}
+
+#[async_trait]
 pub trait Store:
-    UserStore + SettingsStore + WorkflowStore + ModelStore + UsageStore + RunStore + Send + Sync
+    UserStore
+    + SettingsStore
+    + WorkflowStore
+    + ModelStore
+    + UsageStore
+    + RunStore
+    + WidgetStore
+    + Send
+    + Sync
 {
     fn backend_name(&self) -> &'static str;
     async fn health(&self) -> StoreHealth;

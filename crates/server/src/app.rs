@@ -41,6 +41,7 @@ impl App {
             secret_box: Arc::new(keys.secret_box),
             llm: Arc::new(providers::HttpLlm::new()),
             engine: config.engine,
+            live: Arc::default(),
         };
         Ok(App {
             config,

@@ -11,6 +11,7 @@ mod runs;
 mod settings;
 mod usage;
 mod users;
+mod widgets;
 mod workflows;
 
 use std::{str::FromStr, time::Duration};

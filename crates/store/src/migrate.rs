@@ -51,6 +51,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(3, "models", "0003_models.sql"),
     migration!(4, "usage", "0004_usage.sql"),
     migration!(5, "runs", "0005_runs.sql"),
+    migration!(6, "widgets_threads", "0006_widgets_threads.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -7,4 +7,5 @@ pub mod models;
 pub mod runs;
 pub mod settings;
 pub mod users;
+pub mod widgets;
 pub mod workflows;

@@ -20,6 +20,7 @@ use domain::runs::{self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Ste
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -47,6 +48,8 @@ pub struct RunResponse {
     pub workflow_id: i64,
     pub version_id: i64,
     pub user_id: Option<i64>,
+    /// The conversation the run belongs to, if any.
+    pub thread_id: Option<String>,
     /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
     pub status: String,
     pub current_node: Option<String>,
@@ -79,6 +82,7 @@ impl From<Run> for RunResponse {
             workflow_id: run.workflow_id,
             version_id: run.version_id,
             user_id: run.user_id,
+            thread_id: run.thread_id,
             status: run.status.as_str().into(),
             current_node: run.current_node,
             input: run.input,
@@ -173,11 +177,16 @@ pub struct StartRunRequest {
     /// Run a draft or an older version (write access); production by default.
     #[serde(default)]
     pub version_id: Option<i64>,
+    /// The conversation the run belongs to. A thread has at most one unfinished run: a
+    /// second start on it is refused with 409 until that run finishes or is cancelled.
+    #[serde(default)]
+    pub thread_id: Option<String>,
     /// Answer with a stream of the run's events (server-sent events) instead of waiting for it.
     #[serde(default)]
     pub stream: bool,
 }
 
+/// One answer to what the run waits for.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeRequest {
@@ -187,6 +196,17 @@ pub struct ResumeRequest {
     /// For a run waiting for approval: `approve` or `reject`.
     #[serde(default)]
     pub approval: Option<String>,
+    /// For a run waiting on a widget: `{type, payload?, values?}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub widget_action: Option<Value>,
+    /// For a run waiting for a client tool: the tool's result (any JSON).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub client_tool_output: Option<Value>,
+    /// Answer with a stream of the run's events from here on instead of waiting.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -227,6 +247,7 @@ async fn start(
         version_id: req.version_id,
         input: req.input,
         state: req.state,
+        thread_id: req.thread_id,
     };
     if req.stream {
         let run = runs::start_detached(&state.services, &user, start).await?;
@@ -236,12 +257,13 @@ async fn start(
     Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
 }
 
-/// How often a live stream looks for new events. Polling the event log (rather than an
-/// in-process channel) lets any replica serve any run's stream.
+/// How often a stream of a run that is not advancing in this process looks for new
+/// events. Polling the event log lets any replica serve any run's stream.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// The run's events after `after` as server-sent events (`id:` is the sequence number),
-/// then live ones until the run stops running.
+/// then live ones until the run stops running. While the run advances in this process the
+/// stream follows it directly, with the text deltas that are never saved (no `id:`).
 fn event_stream(
     state: AppState,
     run_id: String,
@@ -250,17 +272,30 @@ fn event_stream(
     struct Cursor {
         state: AppState,
         run_id: String,
-        after: i64,
+        /// The highest sequence number queued so far.
+        queued: i64,
         pending: VecDeque<Event>,
+        live: Option<broadcast::Receiver<Event>>,
         done: bool,
         wait: Duration,
         idle_since: Instant,
     }
+    impl Cursor {
+        fn queue(&mut self, event: Event) {
+            if event.seq == 0 {
+                self.pending.push_back(event);
+            } else if event.seq > self.queued {
+                self.queued = event.seq;
+                self.pending.push_back(event);
+            }
+        }
+    }
     let cursor = Cursor {
         state,
         run_id,
-        after,
+        queued: after,
         pending: VecDeque::new(),
+        live: None,
         done: false,
         wait: POLL_EVERY,
         idle_since: Instant::now(),
@@ -268,23 +303,44 @@ fn event_stream(
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(event) = c.pending.pop_front() {
-                c.after = event.seq;
                 let payload = serde_json::json!({"type": event.kind, "node": event.node, "data": event.data, "at": event.at});
-                let sse = SseEvent::default()
-                    .id(event.seq.to_string())
-                    .data(payload.to_string());
+                let mut sse = SseEvent::default().data(payload.to_string());
+                if event.seq > 0 {
+                    sse = sse.id(event.seq.to_string());
+                }
                 return Some((Ok(sse), c));
             }
             if c.done {
                 return None;
             }
+            if c.live.is_none()
+                && let Some(subscription) = c.state.services.live.subscribe(&c.run_id)
+            {
+                // Subscribed first, then the saved backlog: nothing falls between the two.
+                match runs::poll(&c.state.services, &c.run_id, c.queued).await {
+                    Ok((_, events)) => events.into_iter().for_each(|e| c.queue(e)),
+                    Err(_) => c.done = true,
+                }
+                subscription.unsaved.into_iter().for_each(|e| c.queue(e));
+                c.live = Some(subscription.events);
+                continue;
+            }
+            if let Some(live) = c.live.as_mut() {
+                match tokio::time::timeout(MAX_IDLE, live.recv()).await {
+                    Ok(Ok(event)) => c.queue(event),
+                    // Fell behind, or the run stopped advancing here: read the log.
+                    Ok(Err(_)) => c.live = None,
+                    Err(_) => c.done = true,
+                }
+                continue;
+            }
             // The status is read before the events: once it is no longer `running`, every
             // event of the run is already visible in the same read.
-            match runs::poll(&c.state.services, &c.run_id, c.after).await {
+            match runs::poll(&c.state.services, &c.run_id, c.queued).await {
                 Ok((status, events)) => {
                     let running = status == RunStatus::Running;
                     if !events.is_empty() {
-                        c.pending.extend(events);
+                        events.into_iter().for_each(|e| c.queue(e));
                         c.wait = POLL_EVERY;
                         c.idle_since = Instant::now();
                     } else if running && c.idle_since.elapsed() < MAX_IDLE {
@@ -390,7 +446,8 @@ async fn events(
     .into_response())
 }
 
-/// Resumes a waiting run with the user's message or approval.
+/// Resumes a waiting run with what it waits for: the user's message, an approval, a
+/// widget action or a client tool's result.
 #[utoipa::path(post, path = "/api/runs/{id}/resume", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = ResumeRequest,
     responses(
@@ -404,24 +461,34 @@ async fn resume(
     AuthUser(user): AuthUser,
     AppPath(id): AppPath<String>,
     AppJson(req): AppJson<ResumeRequest>,
-) -> ApiResult<Json<RunResponse>> {
-    let answer = match (req.user_message, req.approval.as_deref()) {
-        (Some(text), None) => Resume::UserMessage(text),
-        (None, Some("approve")) => Resume::Approval(true),
-        (None, Some("reject")) => Resume::Approval(false),
+) -> ApiResult<Response> {
+    let answer = match (
+        req.user_message,
+        req.approval.as_deref(),
+        req.widget_action,
+        req.client_tool_output,
+    ) {
+        (Some(text), None, None, None) => Resume::UserMessage(text),
+        (None, Some("approve"), None, None) => Resume::Approval(true),
+        (None, Some("reject"), None, None) => Resume::Approval(false),
+        (None, None, Some(action), None) => Resume::WidgetAction(action),
+        (None, None, None, Some(output)) => Resume::ClientToolOutput(output),
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
-                "give `user_message`, or `approval` as `approve` or `reject`",
+                "give exactly one of `user_message`, `approval` (`approve` or `reject`), `widget_action` or `client_tool_output`",
             ));
         }
     };
-    Ok(Json(
-        runs::resume(&state.services, &user, &id, answer)
-            .await?
-            .into(),
+    if req.stream {
+        let (run, after) = runs::resume_detached(&state.services, &user, &id, answer).await?;
+        return Ok(event_stream(state, run.id, after).into_response());
+    }
+    Ok(Json(RunResponse::from(
+        runs::resume(&state.services, &user, &id, answer).await?,
     ))
+    .into_response())
 }
 
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),

@@ -13,14 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Event, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus, Step, Wait,
+    agent, compose, live::LiveGuard, widget,
 };
 use crate::{
     Services,
-    llm::{self, ChatRequest, JsonSchemaFormat, LlmError, Message, Role},
-    models::{
-        self,
-        usage::{self, Purpose},
-    },
     users::User,
     workflows::{
         self, Graph, Node, Version, Workflow, WorkflowError,
@@ -41,12 +37,18 @@ pub const MAX_STEPS: i64 = 1_000;
 pub struct EngineSettings {
     /// The most nodes one run may execute; past it the run fails instead of looping forever.
     pub max_steps: i64,
+    /// The longest one start or resume of a run may take before it fails (`time_limit`).
+    pub max_run_seconds: u64,
+    /// The most model calls one agent step makes in its tool-call loop.
+    pub max_tool_rounds: u32,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             max_steps: MAX_STEPS,
+            max_run_seconds: 3_600,
+            max_tool_rounds: 10,
         }
     }
 }
@@ -61,6 +63,8 @@ pub struct StartRun {
     pub input: Value,
     /// Values over the state schema's defaults.
     pub state: Option<Value>,
+    /// The conversation the run belongs to; it may have one unfinished run at a time.
+    pub thread_id: Option<String>,
 }
 
 /// What resumes a waiting run.
@@ -68,10 +72,14 @@ pub struct StartRun {
 pub enum Resume {
     UserMessage(String),
     Approval(bool),
+    /// A click (or submit) on the widget the run waits on: `{type, payload, values}`.
+    WidgetAction(Value),
+    /// The result of the client tool call the run waits on.
+    ClientToolOutput(Value),
 }
 
 /// How a node hands over.
-enum Next {
+pub(super) enum Next {
     /// Follow the edge with this label (or the default edge).
     Follow(Option<String>),
     /// Go to this node.
@@ -83,16 +91,19 @@ enum Next {
     },
 }
 
-struct Outcome {
-    output: Value,
-    next: Next,
+pub(super) struct Outcome {
+    pub output: Value,
+    pub next: Next,
 }
 
 /// A failure of one node.
-struct NodeError {
-    code: &'static str,
-    message: String,
+pub(super) struct NodeError {
+    pub code: &'static str,
+    pub message: String,
 }
+
+/// The code of a node stopped because its run was cancelled.
+pub(super) const CANCELLED: &str = "cancelled";
 
 impl From<EvalError> for NodeError {
     fn from(err: EvalError) -> Self {
@@ -103,7 +114,7 @@ impl From<EvalError> for NodeError {
     }
 }
 
-fn node_error(code: &'static str, message: impl Into<String>) -> NodeError {
+pub(super) fn node_error(code: &'static str, message: impl Into<String>) -> NodeError {
     NodeError {
         code,
         message: message.into(),
@@ -117,7 +128,7 @@ fn new_run_id() -> String {
 }
 
 /// The state a run starts with: the schema's defaults, then the caller's values.
-fn initial_state(graph: &Graph, given: Option<&Value>) -> RunResult<Value> {
+pub(super) fn initial_state(graph: &Graph, given: Option<&Value>) -> RunResult<Value> {
     let mut state = Map::new();
     if let Some(properties) = graph
         .state_schema
@@ -141,15 +152,32 @@ fn initial_state(graph: &Graph, given: Option<&Value>) -> RunResult<Value> {
 }
 
 /// Everything a running step can see.
-struct RunCtx<'a> {
-    services: &'a Services,
-    workflow: &'a Workflow,
-    version: &'a Version,
-    user: &'a User,
+pub(super) struct RunCtx<'a> {
+    pub services: &'a Services,
+    pub workflow: &'a Workflow,
+    pub version: &'a Version,
+    pub user: &'a User,
+    /// The workflows being run, outermost first: a nested workflow may not call one of them.
+    pub stack: Vec<i64>,
 }
 
-impl RunCtx<'_> {
-    fn scope(&self, run: &Run) -> Scope {
+impl<'a> RunCtx<'a> {
+    pub fn new(
+        services: &'a Services,
+        workflow: &'a Workflow,
+        version: &'a Version,
+        user: &'a User,
+    ) -> Self {
+        RunCtx {
+            services,
+            workflow,
+            version,
+            user,
+            stack: vec![workflow.id],
+        }
+    }
+
+    pub fn scope(&self, run: &Run) -> Scope {
         Scope {
             input: run.last_output.clone(),
             state: run.state.clone(),
@@ -166,27 +194,65 @@ impl RunCtx<'_> {
 }
 
 /// Buffers what a step produced until it is saved.
-struct Log<'a> {
-    run: &'a mut Run,
-    steps: Vec<Step>,
-    events: Vec<Event>,
+pub(super) struct Log<'a> {
+    pub run: &'a mut Run,
+    pub steps: Vec<Step>,
+    pub events: Vec<Event>,
     /// A failure of the current node that its `on_error` handled.
-    handled: Option<String>,
+    pub handled: Option<String>,
+    /// Where events are published live while the run advances in this process.
+    pub live: Option<&'a LiveGuard>,
+    /// Inside a parallel branch or a nested workflow: the events are re-emitted by the
+    /// enclosing run when the part is merged, so only deltas are published from here.
+    pub nested: bool,
 }
 
-impl Log<'_> {
-    fn event(&mut self, kind: &str, node: Option<&str>, data: Value) {
+impl<'a> Log<'a> {
+    pub fn new(run: &'a mut Run) -> Self {
+        Log {
+            run,
+            steps: Vec::new(),
+            events: Vec::new(),
+            handled: None,
+            live: None,
+            nested: false,
+        }
+    }
+
+    pub fn event(&mut self, kind: &str, node: Option<&str>, data: Value) {
         self.run.event_seq += 1;
-        self.events.push(Event {
+        let event = Event {
             seq: self.run.event_seq,
             kind: kind.into(),
             node: node.map(str::to_string),
             data,
             at: Utc::now(),
-        });
+        };
+        if let Some(live) = self.live.filter(|_| !self.nested) {
+            live.publish(&event);
+        }
+        self.events.push(event);
     }
 
-    fn say(&mut self, role: &str, node: &str, text: String) {
+    /// An event shown live and never saved (a text delta).
+    pub fn ephemeral(&mut self, kind: &str, node: &str, data: Value) {
+        if let Some(live) = self.live {
+            live.publish(&Event {
+                seq: 0,
+                kind: kind.into(),
+                node: Some(node.to_string()),
+                data,
+                at: Utc::now(),
+            });
+        }
+    }
+
+    /// Whether the run was cancelled while this process advances it.
+    pub fn cancel_requested(&self) -> bool {
+        self.live.is_some_and(LiveGuard::is_cancelled)
+    }
+
+    pub fn say(&mut self, role: &str, node: &str, text: String) {
         // PostgreSQL cannot store NUL characters; a model may produce them.
         let text = if text.contains('\0') {
             text.replace('\0', "")
@@ -222,12 +288,7 @@ pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResul
 
 async fn start_here(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
     let (mut run, workflow, version) = begin(services, actor, req).await?;
-    let ctx = RunCtx {
-        services,
-        workflow: &workflow,
-        version: &version,
-        user: actor,
-    };
+    let ctx = RunCtx::new(services, &workflow, &version, actor);
     advance_or_fail(&ctx, &mut run).await?;
     Ok(run)
 }
@@ -239,12 +300,7 @@ pub async fn start_detached(services: &Services, actor: &User, req: StartRun) ->
     let started = run.clone();
     let (services, user) = (services.clone(), actor.clone());
     tokio::spawn(async move {
-        let ctx = RunCtx {
-            services: &services,
-            workflow: &workflow,
-            version: &version,
-            user: &user,
-        };
+        let ctx = RunCtx::new(&services, &workflow, &version, &user);
         if let Err(err) = advance_or_fail(&ctx, &mut run).await {
             tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
         }
@@ -304,7 +360,7 @@ async fn begin(
         workflow_id: workflow.id,
         version_id: version.id,
         user_id: Some(actor.id),
-        thread_id: None,
+        thread_id: req.thread_id.clone(),
         status: RunStatus::Running,
         current_node: Some(start_node.slug.clone()),
         state: initial_state(graph, req.state.as_ref())?,
@@ -321,20 +377,18 @@ async fn begin(
         updated_at: now,
         finished_at: None,
     };
-    services.store.insert_run(&run).await?;
-    let ctx = RunCtx {
-        services,
-        workflow: &workflow,
-        version: &version,
-        user: actor,
-    };
+    match services.store.insert_run(&run).await {
+        Err(crate::store::StoreError::Conflict { .. }) if run.thread_id.is_some() => {
+            return Err(RunError::Conflict(
+                "this thread already has a run that has not finished; resume or cancel it first"
+                    .into(),
+            ));
+        }
+        other => other?,
+    }
+    let ctx = RunCtx::new(services, &workflow, &version, actor);
     let saved = run.event_seq;
-    let mut log = Log {
-        run: &mut run,
-        steps: Vec::new(),
-        events: Vec::new(),
-        handled: None,
-    };
+    let mut log = Log::new(&mut run);
     log.event(
         "run.started",
         None,
@@ -363,6 +417,40 @@ async fn resume_here(
     run_id: &str,
     answer: Resume,
 ) -> RunResult<Run> {
+    let (mut run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
+    let ctx = RunCtx::new(services, &workflow, &version, &user);
+    advance_or_fail(&ctx, &mut run).await?;
+    Ok(run)
+}
+
+/// Resumes a waiting run in the background; returns it with the sequence number its
+/// answer starts after, so a stream shows what follows.
+pub async fn resume_detached(
+    services: &Services,
+    actor: &User,
+    run_id: &str,
+    answer: Resume,
+) -> RunResult<(Run, i64)> {
+    let before = owned(services, actor, run_id).await?.event_seq;
+    let (mut run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
+    let resumed = run.clone();
+    let services = services.clone();
+    tokio::spawn(async move {
+        let ctx = RunCtx::new(&services, &workflow, &version, &user);
+        if let Err(err) = advance_or_fail(&ctx, &mut run).await {
+            tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
+        }
+    });
+    Ok((resumed, before))
+}
+
+/// Checks and records the answer to a waiting run, which is then ready to advance.
+async fn reopen(
+    services: &Services,
+    actor: &User,
+    run_id: &str,
+    answer: Resume,
+) -> RunResult<(Run, Workflow, Version, User)> {
     let mut run = owned(services, actor, run_id).await?;
     let Some(wait) = run
         .wait
@@ -390,23 +478,15 @@ async fn resume_here(
         run.version_id = production.id;
         version = production;
     }
-    let ctx = RunCtx {
-        services,
-        workflow: &workflow,
-        version: &version,
-        user: &user,
-    };
+    let ctx = RunCtx::new(services, &workflow, &version, &user);
     let graph = &version.graph;
     let node = graph
         .node(&wait.node)
         .ok_or_else(|| RunError::Invalid(format!("node `{}` is gone", wait.node)))?;
     let saved = run.event_seq;
-    let mut log = Log {
-        run: &mut run,
-        steps: Vec::new(),
-        events: Vec::new(),
-        handled: None,
-    };
+    let mut log = Log::new(&mut run);
+    // A client tool's result goes back to the agent that called it.
+    let mut reenter = false;
     let label = match (wait.kind.as_str(), answer) {
         ("user_message", Resume::UserMessage(text)) => {
             log.say("user", &node.slug, text.clone());
@@ -417,6 +497,33 @@ async fn resume_here(
             log.event("approval", Some(&node.slug), json!({"approved": approved}));
             log.run.last_output = json!({"approved": approved});
             Some(if approved { "approve" } else { "reject" }.to_string())
+        }
+        ("widget_action", Resume::WidgetAction(action)) => {
+            let action = widget::action_context(action, wait.data.as_ref())?;
+            log.event("widget.action", Some(&node.slug), json!({"action": action}));
+            let kind = action["type"].as_str().unwrap_or_default().to_string();
+            log.run.last_output = json!({"action": action});
+            // An edge labelled with the action's type routes it; otherwise the default edge.
+            graph
+                .edges
+                .iter()
+                .any(|e| {
+                    e.source == node.slug
+                        && e.condition
+                            .as_deref()
+                            .is_some_and(|c| c.eq_ignore_ascii_case(&kind))
+                })
+                .then_some(kind)
+        }
+        ("client_tool_output", Resume::ClientToolOutput(output)) => {
+            log.event(
+                "tool_call.output",
+                Some(&node.slug),
+                json!({"call": wait.data, "output": output}),
+            );
+            agent::accept_client_output(log.run, &node.slug, output)?;
+            reenter = true;
+            None
         }
         (kind, _) => {
             return Err(RunError::Invalid(format!(
@@ -435,37 +542,55 @@ async fn resume_here(
         );
     }
     log.event("run.resumed", Some(&node.slug), json!({}));
-    match next_node(graph, node, label.as_deref()) {
-        Ok(next) => log.run.current_node = next,
-        Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
+    if reenter {
+        log.run.current_node = Some(node.slug.clone());
+    } else {
+        match next_node(graph, node, label.as_deref()) {
+            Ok(next) => log.run.current_node = next,
+            Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
+        }
     }
     save(ctx.services, &mut log, saved).await?;
-    advance_or_fail(&ctx, &mut run).await?;
-    Ok(run)
+    Ok((run, workflow, version, user))
 }
 
-/// Cancels a run that has not finished.
+/// Cancels a run that has not finished. A run being advanced (here or on another
+/// replica) stops at its next step, or at once inside a model call.
 pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
-    let mut run = owned(services, actor, run_id).await?;
-    if run.status.is_finished() {
-        return Err(RunError::Conflict(format!(
-            "the run is already {}",
-            run.status.as_str()
-        )));
+    owned(services, actor, run_id).await?;
+    // The advancing process may save between our read and our write: read again.
+    for _ in 0..20 {
+        let mut run = services
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
+        if run.status.is_finished() {
+            return Err(RunError::Conflict(format!(
+                "the run is already {}",
+                run.status.as_str()
+            )));
+        }
+        let saved = run.event_seq;
+        let mut log = Log::new(&mut run);
+        log.run.status = RunStatus::Cancelled;
+        log.run.wait = None;
+        log.run.finished_at = Some(Utc::now());
+        log.event("run.cancelled", None, json!({"by": actor.id}));
+        match save(services, &mut log, saved).await {
+            Ok(()) => {
+                services.live.cancel(run_id);
+                return Ok(run);
+            }
+            Err(RunError::Conflict(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(err) => return Err(err),
+        }
     }
-    let saved = run.event_seq;
-    let mut log = Log {
-        run: &mut run,
-        steps: Vec::new(),
-        events: Vec::new(),
-        handled: None,
-    };
-    log.run.status = RunStatus::Cancelled;
-    log.run.wait = None;
-    log.run.finished_at = Some(Utc::now());
-    log.event("run.cancelled", None, json!({"by": actor.id}));
-    save(services, &mut log, saved).await?;
-    Ok(run)
+    Err(RunError::Conflict(
+        "the run kept changing; try cancelling again".into(),
+    ))
 }
 
 /// How long a running run may go without saving before it counts as abandoned. A step
@@ -596,6 +721,9 @@ async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunR
             "the run was advanced by another request; reload it".into(),
         ));
     }
+    if let Some(live) = log.live {
+        live.saved(log.run.event_seq);
+    }
     log.steps.clear();
     log.events.clear();
     Ok(())
@@ -689,22 +817,22 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
 }
 
 /// [`advance`], and if it stops on an error (the database went away, say), a best-effort
-/// attempt to record the run as failed, so it does not stay `running`.
+/// attempt to record the run as failed, so it does not stay `running`. A run cancelled
+/// meanwhile is returned as cancelled.
 async fn advance_or_fail(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     let Err(err) = advance(ctx, run).await else {
         return Ok(());
     };
-    if !matches!(err, RunError::Conflict(_))
-        && let Ok(Some(mut stored)) = ctx.services.store.run(&run.id).await
-        && stored.status == RunStatus::Running
-    {
+    let Ok(Some(mut stored)) = ctx.services.store.run(&run.id).await else {
+        return Err(err);
+    };
+    if stored.status == RunStatus::Cancelled {
+        *run = stored;
+        return Ok(());
+    }
+    if !matches!(err, RunError::Conflict(_)) && stored.status == RunStatus::Running {
         let saved = stored.event_seq;
-        let mut log = Log {
-            run: &mut stored,
-            steps: Vec::new(),
-            events: Vec::new(),
-            handled: None,
-        };
+        let mut log = Log::new(&mut stored);
         let node = log.run.current_node.clone();
         fail(
             &mut log,
@@ -739,9 +867,26 @@ fn bypass_target(graph: &Graph, node: &Node) -> Option<String> {
     }
 }
 
+/// Kinds whose steps have outside effects or take long: saved before and after.
+fn is_effectful(node: &Node) -> bool {
+    node.is_enabled
+        && matches!(
+            Kind::parse(&node.kind),
+            Some(Kind::Agent | Kind::ParallelSplit)
+        )
+}
+
+/// The error that stops advancing a run someone cancelled; [`advance_or_fail`] then
+/// returns the cancelled run.
+fn cancelled() -> RunError {
+    RunError::Conflict("the run was cancelled".into())
+}
+
 /// Executes nodes until the run waits, ends or fails, saving after each.
 async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
-    let graph = &ctx.version.graph;
+    let live = ctx.services.live.open(&run.id);
+    let deadline =
+        Instant::now() + std::time::Duration::from_secs(ctx.services.engine.max_run_seconds);
     // Steps of nodes without outside effects are saved in batches: at most `SAVE_EVERY`
     // steps, and always before and after a node that has effects (a model call), and when
     // the run stops running. A crash inside a batch loses only deterministic work; the run
@@ -750,124 +895,21 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     // The step limit counts the steps of this advance (a start or a resume), so a long
     // conversation that waits between turns never reaches it.
     let first_step = run.step_count;
-    let mut log = Log {
-        run,
-        steps: Vec::new(),
-        events: Vec::new(),
-        handled: None,
-    };
+    let mut log = Log::new(run);
+    log.live = Some(&live);
     while log.run.status == RunStatus::Running {
-        let Some(slug) = log.run.current_node.clone() else {
-            let output = log.run.last_output.clone();
-            complete(&mut log, output, json!({"type": "active"}));
-            break;
-        };
-        let max_steps = ctx.services.engine.max_steps;
-        if log.run.step_count - first_step >= max_steps {
-            fail(
-                &mut log,
-                Some(&slug),
-                "step_limit",
-                format!(
-                    "the run executed {max_steps} steps without finishing; is a loop missing its exit?"
-                ),
-            );
-            break;
+        if log.cancel_requested() {
+            return Err(cancelled());
         }
-        let Some(node) = graph.node(&slug) else {
-            fail(
-                &mut log,
-                Some(&slug),
-                "unknown_node",
-                format!("the graph has no node `{slug}`"),
-            );
+        let Some(node) = next_to_run(ctx, &mut log, first_step, Some(deadline)) else {
             break;
         };
-        let effectful = node.is_enabled && Kind::parse(&node.kind) == Some(Kind::Agent);
+        let effectful = is_effectful(node);
         if effectful && !log.events.is_empty() {
             save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
         }
-        let started_at = Utc::now();
-        let timer = Instant::now();
-        let input = log.run.last_output.clone();
-        let outcome = if node.is_enabled {
-            execute_handled(ctx, &mut log, node).await
-        } else {
-            // A disabled node is bypassed: its input goes on along its default edge.
-            Ok(Outcome {
-                output: input.clone(),
-                next: match bypass_target(graph, node) {
-                    Some(target) => Next::Goto(target),
-                    None => Next::Follow(None),
-                },
-            })
-        };
-        log.run.step_count += 1;
-        let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let mut step = Step {
-            seq: log.run.step_count,
-            node: slug.clone(),
-            kind: node.kind.clone(),
-            status: "ok".into(),
-            input,
-            output: Value::Null,
-            error: None,
-            started_at,
-            duration_ms,
-        };
-        match outcome {
-            Err(err) => {
-                step.status = "failed".into();
-                step.error = Some(err.message.clone());
-                log.steps.push(step);
-                fail(&mut log, Some(&slug), err.code, err.message);
-            }
-            Ok(Outcome { output, next }) => {
-                if let Some(message) = log.handled.take() {
-                    step.status = "failed".into();
-                    step.error = Some(message);
-                }
-                step.output = output.clone();
-                log.run.last_output = output;
-                let status = if matches!(next, Next::Wait(_)) {
-                    "waiting"
-                } else {
-                    "ok"
-                };
-                log.event(
-                    "node.finished",
-                    Some(&slug),
-                    json!({"kind": node.kind, "status": status, "duration_ms": duration_ms}),
-                );
-                match next {
-                    Next::Follow(label) => match next_node(graph, node, label.as_deref()) {
-                        Ok(next) => log.run.current_node = next,
-                        Err(message) => {
-                            step.status = "failed".into();
-                            step.error = Some(message.clone());
-                            fail(&mut log, Some(&slug), "missing_edge", message);
-                        }
-                    },
-                    Next::Goto(target) => log.run.current_node = Some(target),
-                    Next::Wait(wait) => {
-                        step.status = "waiting".into();
-                        log.event(
-                            "run.waiting",
-                            Some(&slug),
-                            json!({"kind": wait.kind, "prompt": wait.prompt}),
-                        );
-                        log.run.status = RunStatus::Waiting;
-                        log.run.wait = Some(wait);
-                    }
-                    Next::End { output, status } => {
-                        log.run.last_output = output.clone();
-                        complete(&mut log, output, status);
-                    }
-                }
-                log.steps.push(step);
-            }
-        }
+        run_node(ctx, &mut log, node).await?;
         if effectful || log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
             save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
@@ -879,8 +921,195 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     Ok(())
 }
 
+/// The node to execute next, or `None` when the run stopped: it completed (no node
+/// left) or failed a limit.
+fn next_to_run<'g>(
+    ctx: &RunCtx<'g>,
+    log: &mut Log<'_>,
+    first_step: i64,
+    deadline: Option<Instant>,
+) -> Option<&'g Node> {
+    let Some(slug) = log.run.current_node.clone() else {
+        let output = log.run.last_output.clone();
+        complete(log, output, json!({"type": "active"}));
+        return None;
+    };
+    let max_steps = ctx.services.engine.max_steps;
+    if log.run.step_count - first_step >= max_steps {
+        fail(
+            log,
+            Some(&slug),
+            "step_limit",
+            format!(
+                "the run executed {max_steps} steps without finishing; is a loop missing its exit?"
+            ),
+        );
+        return None;
+    }
+    if deadline.is_some_and(|d| Instant::now() > d) {
+        let limit = ctx.services.engine.max_run_seconds;
+        fail(
+            log,
+            Some(&slug),
+            "time_limit",
+            format!("the run went on for more than {limit} seconds (`engine.max_run_seconds`)"),
+        );
+        return None;
+    }
+    match ctx.version.graph.node(&slug) {
+        Some(node) => Some(node),
+        None => {
+            fail(
+                log,
+                Some(&slug),
+                "unknown_node",
+                format!("the graph has no node `{slug}`"),
+            );
+            None
+        }
+    }
+}
+
+/// Executes nodes of a run held in memory (a parallel branch, a nested workflow) until it
+/// waits, ends, fails or reaches `stop_at`. Nothing is saved: the caller merges the log.
+pub(super) fn walk<'f>(
+    ctx: &'f RunCtx<'_>,
+    log: &'f mut Log<'_>,
+    stop_at: Option<&'f str>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunResult<()>> + Send + 'f>> {
+    Box::pin(async move {
+        let first_step = log.run.step_count;
+        while log.run.status == RunStatus::Running {
+            if log.cancel_requested() {
+                return Err(cancelled());
+            }
+            if stop_at.is_some() && log.run.current_node.as_deref() == stop_at {
+                break;
+            }
+            let Some(node) = next_to_run(ctx, log, first_step, None) else {
+                break;
+            };
+            run_node(ctx, log, node).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Executes one node and records its step and where the run goes next.
+async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult<()> {
+    let graph = &ctx.version.graph;
+    let slug = node.slug.clone();
+    let started_at = Utc::now();
+    let timer = Instant::now();
+    let input = log.run.last_output.clone();
+    let outcome = if node.is_enabled {
+        execute_handled(ctx, log, node).await
+    } else {
+        // A disabled node is bypassed: its input goes on along its default edge.
+        Ok(Outcome {
+            output: input.clone(),
+            next: match bypass_target(graph, node) {
+                Some(target) => Next::Goto(target),
+                None => Next::Follow(None),
+            },
+        })
+    };
+    log.run.step_count += 1;
+    let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let mut step = Step {
+        seq: log.run.step_count,
+        node: slug.clone(),
+        kind: node.kind.clone(),
+        status: "ok".into(),
+        input: bounded(input),
+        output: Value::Null,
+        error: None,
+        started_at,
+        duration_ms,
+    };
+    match outcome {
+        Err(err) if err.code == CANCELLED => return Err(cancelled()),
+        Err(err) => {
+            step.status = "failed".into();
+            step.error = Some(err.message.clone());
+            log.steps.push(step);
+            fail(log, Some(&slug), err.code, err.message);
+        }
+        Ok(Outcome { output, next }) => {
+            if let Some(message) = log.handled.take() {
+                step.status = "failed".into();
+                step.error = Some(message);
+            }
+            step.output = bounded(output.clone());
+            log.run.last_output = output;
+            let status = if matches!(next, Next::Wait(_)) {
+                "waiting"
+            } else {
+                "ok"
+            };
+            log.event(
+                "node.finished",
+                Some(&slug),
+                json!({"kind": node.kind, "status": status, "duration_ms": duration_ms}),
+            );
+            match next {
+                Next::Follow(label) => match next_node(graph, node, label.as_deref()) {
+                    Ok(next) => log.run.current_node = next,
+                    Err(message) => {
+                        step.status = "failed".into();
+                        step.error = Some(message.clone());
+                        fail(log, Some(&slug), "missing_edge", message);
+                    }
+                },
+                Next::Goto(target) => log.run.current_node = Some(target),
+                Next::Wait(wait) => {
+                    step.status = "waiting".into();
+                    log.event(
+                        "run.waiting",
+                        Some(&slug),
+                        json!({"kind": wait.kind, "prompt": wait.prompt, "data": wait.data}),
+                    );
+                    log.run.status = RunStatus::Waiting;
+                    log.run.wait = Some(wait);
+                }
+                Next::End { output, status } => {
+                    log.run.last_output = output.clone();
+                    complete(log, output, status);
+                }
+            }
+            log.steps.push(step);
+        }
+    }
+    Ok(())
+}
+
+/// The largest step input or output kept whole in a step record (serialized bytes).
+const STEP_RECORD_LIMIT: usize = 64 * 1024;
+
+/// A value for a step record: whole when small, else a marker with a prefix. The run
+/// itself always keeps the whole value.
+fn bounded(value: Value) -> Value {
+    let small = match &value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+        Value::String(s) => s.len() <= STEP_RECORD_LIMIT,
+        _ => false,
+    };
+    if small {
+        return value;
+    }
+    let text = value.to_string();
+    if text.len() <= STEP_RECORD_LIMIT {
+        return value;
+    }
+    let mut cut = 4096;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    json!({"truncated": true, "bytes": text.len(), "preview": &text[..cut]})
+}
+
 /// Sets `value` at a dotted path inside `state`, creating objects on the way.
-fn set_path(state: &mut Value, path: &str, value: Value) {
+pub(super) fn set_path(state: &mut Value, path: &str, value: Value) {
     let mut cursor = state;
     let segments: Vec<&str> = path.split('.').collect();
     for (index, segment) in segments.iter().enumerate() {
@@ -898,7 +1127,7 @@ fn set_path(state: &mut Value, path: &str, value: Value) {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
     serde_json::from_value(Value::Object(node.parameters.clone())).map_err(|err| {
         node_error(
             "invalid_parameters",
@@ -939,6 +1168,7 @@ async fn execute_handled(
         );
         let err = match execute(ctx, log, node).await {
             Ok(outcome) => return Ok(outcome),
+            Err(err) if err.code == CANCELLED => return Err(err),
             Err(err) => err,
         };
         (log.run.state, log.run.history, log.run.scratch) = (before.0, before.1, before.2);
@@ -1063,6 +1293,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                 kind: "user_message".into(),
                 node: node.slug.clone(),
                 prompt,
+                data: None,
             }))
         }
         Kind::UserApproval => {
@@ -1073,6 +1304,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                 kind: "approval".into(),
                 node: node.slug.clone(),
                 prompt,
+                data: None,
             }))
         }
         Kind::End => {
@@ -1108,11 +1340,10 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                 },
             })
         }
-        Kind::Agent => run_agent(ctx, log, node, &scope).await,
-        Kind::Widget | Kind::ParallelSplit | Kind::ParallelJoin => Err(node_error(
-            "unsupported_node",
-            format!("`{}` nodes cannot run in this version yet", node.kind),
-        )),
+        Kind::Agent => agent::run(ctx, log, node, &scope).await,
+        Kind::Widget => widget::run(ctx, log, node, &scope).await,
+        Kind::ParallelSplit => compose::split(ctx, log, node).await,
+        Kind::ParallelJoin => compose::join(log, node),
     }
 }
 
@@ -1248,215 +1479,5 @@ fn run_loop(
                 },
             },
         },
-    })
-}
-
-/// An agent step: render the instructions, call the model, validate structured output
-/// (with one repair attempt), record usage, and hand `{output_text, output_parsed}` on.
-async fn run_agent(
-    ctx: &RunCtx<'_>,
-    log: &mut Log<'_>,
-    node: &Node,
-    scope: &Scope,
-) -> Result<Outcome, NodeError> {
-    let services = ctx.services;
-    let config: nodes::Agent = parse(node)?;
-    if config.workflow.is_some() {
-        return Err(node_error(
-            "unsupported_node",
-            "nested workflows cannot run in this version yet",
-        ));
-    }
-    let registry = services
-        .store
-        .models(None, true)
-        .await
-        .map_err(|err| node_error("internal_error", err.to_string()))?;
-    let wanted = config
-        .model
-        .as_deref()
-        .map(str::trim)
-        .filter(|m| !m.is_empty());
-    let provider_id = config
-        .model_provider_id
-        .as_deref()
-        .and_then(|p| p.parse::<i64>().ok());
-    let model = match wanted {
-        Some(name) => registry
-            .iter()
-            .find(|m| m.name == name && provider_id.is_none_or(|p| p == m.provider_id)),
-        None => registry.iter().find(|m| m.is_default),
-    }
-    .cloned()
-    .ok_or_else(|| match wanted {
-        Some(name) => node_error(
-            "model_not_found",
-            format!("the model `{name}` is not in the registry (or is disabled)"),
-        ),
-        None => node_error(
-            "model_not_found",
-            "the agent has no model and no default model is set",
-        ),
-    })?;
-    let provider = models::credentials(services, model.provider_id)
-        .await
-        .map_err(|err| node_error("provider_unavailable", err.to_string()))?;
-    let settings = config.model_settings.clone().unwrap_or_default();
-    let include_history = settings
-        .get("include_chat_history")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let mut messages: Vec<Message> = if include_history {
-        log.run
-            .history
-            .iter()
-            .map(|h| {
-                Message::text(
-                    if h.role == "user" {
-                        Role::User
-                    } else {
-                        Role::Assistant
-                    },
-                    h.text.clone(),
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if messages.is_empty() {
-        let text = match &scope.input {
-            Value::String(s) => s.clone(),
-            other => other
-                .get("user_message")
-                .or_else(|| other.get("input_as_text"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| other.to_string()),
-        };
-        messages.push(Message::text(Role::User, text));
-    }
-    for extra in config.messages.iter().flatten() {
-        let role = if extra.get("role").and_then(Value::as_str) == Some("assistant") {
-            Role::Assistant
-        } else {
-            Role::User
-        };
-        for part in extra
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(text) = part.get("text").and_then(Value::as_str) {
-                messages.push(Message::text(role, scope.render_text(text)?));
-            }
-        }
-    }
-    if config.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        log.event("warning", Some(&node.slug), json!({"message": "tools are not available to agents in this version yet; the agent runs without them"}));
-    }
-    let response_format = config.response_format.as_ref().and_then(|format| {
-        let inner = format
-            .get("json_schema")
-            .and_then(Value::as_object)
-            .unwrap_or(format);
-        (format.get("type").and_then(Value::as_str) == Some("json_schema")).then(|| {
-            JsonSchemaFormat {
-                name: inner
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("output")
-                    .to_string(),
-                schema: inner.get("schema").cloned().unwrap_or(json!({})),
-                strict: inner.get("strict").and_then(Value::as_bool).unwrap_or(true),
-            }
-        })
-    });
-    let mut request = ChatRequest {
-        model: model.name.clone(),
-        instructions: config
-            .instructions
-            .as_deref()
-            .map(|i| scope.render_text(i))
-            .transpose()?,
-        messages,
-        response_format,
-        native_structured_output: model.capabilities.structured_output,
-        temperature: settings.get("temperature").and_then(Value::as_f64),
-        top_p: settings.get("top_p").and_then(Value::as_f64),
-        max_output_tokens: settings.get("max_output_tokens").and_then(Value::as_u64),
-        reasoning_effort: settings
-            .get("reasoning")
-            .and_then(|r| r.get("effort"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        verbosity: settings
-            .get("text")
-            .and_then(|t| t.get("verbosity"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        ..ChatRequest::default()
-    };
-    let mut attempt = llm::complete(services.llm.as_ref(), &provider, &request).await;
-    if let Err(LlmError::InvalidOutput(problem)) = &attempt {
-        // One repair attempt, telling the model what was wrong.
-        log.event(
-            "agent.repair",
-            Some(&node.slug),
-            json!({"problem": problem}),
-        );
-        request.messages.push(Message::text(Role::User, format!("Your answer did not match the required JSON Schema ({problem}). Answer again with the JSON object only.")));
-        attempt = llm::complete(services.llm.as_ref(), &provider, &request).await;
-    }
-    let completion = attempt
-        .map_err(|err| node_error(crate::error::DomainError::code(&err), err.to_string()))?;
-    let mut record = usage::priced(
-        &completion,
-        &model.name,
-        Some(model.provider_id),
-        Some(model.pricing),
-        Purpose::Agent,
-    );
-    record.user_id = Some(ctx.user.id);
-    record.workflow_id = Some(ctx.workflow.id);
-    record.run_id = Some(log.run.id.clone());
-    let cost = record.cost_usd;
-    usage::record(services, record)
-        .await
-        .map_err(|err| node_error("internal_error", err.to_string()))?;
-    log.event("usage", Some(&node.slug), json!({
-        "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
-        "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,
-    }));
-    let show = settings
-        .get("response_in_chat")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    if show && completion.parsed.is_none() && !completion.text.is_empty() {
-        log.say("assistant", &node.slug, completion.text.clone());
-    } else {
-        log.run.history.push(HistoryEntry {
-            role: "assistant".into(),
-            text: completion.text.clone(),
-        });
-    }
-    let parsed = completion.parsed.clone().unwrap_or(Value::Null);
-    let state = &mut log.run.state;
-    set_path(state, "last_agent_key", json!(node.slug));
-    set_path(state, "last_agent_output_text", json!(completion.text));
-    set_path(state, "last_agent_output_structured", parsed.clone());
-    set_path(
-        state,
-        "last_agent_output",
-        if parsed.is_null() {
-            json!(completion.text)
-        } else {
-            parsed.clone()
-        },
-    );
-    Ok(Outcome {
-        output: json!({"output_text": completion.text, "output_parsed": parsed}),
-        next: Next::Follow(None),
     })
 }

@@ -9,13 +9,18 @@
 //! - A run ends `completed`, `failed` (with the node and the reason) or `cancelled`; the
 //!   step limit turns endless loops into a clear failure.
 
+mod agent;
+mod compose;
 mod engine;
+pub mod live;
+mod widget;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use engine::*;
+pub(crate) use widget::bind as bind_widget;
 
 use crate::{
     error::{DomainError, ErrorKind},
@@ -66,11 +71,14 @@ impl RunStatus {
 /// What a paused run waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wait {
-    /// `user_message` or `approval`.
+    /// `user_message`, `approval`, `widget_action` or `client_tool_output`.
     pub kind: String,
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// What the client needs to answer: the widget shown, or the tool call to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 /// Why a run failed.

@@ -30,6 +30,7 @@ pub use end::End;
 pub use parallel::{ParallelSplit, SplitBranch};
 pub use state::{Assignment, SetState};
 pub use while_loop::While;
+pub use widget::WidgetNode;
 
 use super::problems::Problems;
 

@@ -1,0 +1,618 @@
+//! The agent step: a model call with instructions, history, tools and structured output,
+//! streamed live, in a bounded tool-call loop that may pause for a client tool.
+//!
+//! A client tool pauses the run: the conversation of the step so far (messages, calls
+//! still to answer, rounds used) is kept in `scratch.agent`, and the step runs again when
+//! the client's result arrives, in any process.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{
+    HistoryEntry, Run, RunError, RunResult, RunStatus, Wait,
+    compose::{self, WorkflowRef},
+    engine::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse, set_path},
+};
+use crate::{
+    error::DomainError,
+    llm::{
+        ChatRequest, Completion, JsonSchemaFormat, LlmError, Message, Role, StreamEvent, ToolCall,
+        ToolSpec,
+    },
+    models::{
+        self, Model, ProviderCredentials,
+        usage::{self, Purpose},
+    },
+    workflows::{Graph, Node, eval::Scope, nodes, validate},
+};
+
+/// A tool an agent may call, resolved from its node's `tools` entries.
+enum AgentTool {
+    /// Run by the chat client; the run waits for its result.
+    Client(ToolSpec),
+    /// Runs another published workflow with the model's message as its input.
+    Workflow(ToolSpec, WorkflowRef),
+    /// Checks a workflow graph and returns its problems.
+    ValidateWorkflowGraph(ToolSpec),
+}
+
+impl AgentTool {
+    fn spec(&self) -> &ToolSpec {
+        match self {
+            AgentTool::Client(spec)
+            | AgentTool::Workflow(spec, _)
+            | AgentTool::ValidateWorkflowGraph(spec) => spec,
+        }
+    }
+}
+
+/// An agent step in progress, kept in `scratch.agent` while a client tool runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Turn {
+    node: String,
+    messages: Vec<Message>,
+    /// Calls of the last answer not answered yet, in order.
+    pending: Vec<ToolCall>,
+    rounds: u32,
+    repaired: bool,
+    /// The client's result for the first pending call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_output: Option<Value>,
+}
+
+/// Hands a client tool's result to the agent step waiting for it.
+pub(super) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> RunResult<()> {
+    let turn = run
+        .scratch
+        .get_mut("agent")
+        .filter(|t| t.get("node").and_then(Value::as_str) == Some(node))
+        .ok_or_else(|| RunError::Invalid("no agent step waits for a client tool".into()))?;
+    turn["client_output"] = output;
+    Ok(())
+}
+
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    scope: &Scope,
+) -> Result<Outcome, NodeError> {
+    let config: nodes::Agent = parse(node)?;
+    if let Some(reference) = &config.workflow {
+        let reference = WorkflowRef::parse(reference).ok_or_else(|| {
+            node_error(
+                "invalid_parameters",
+                "the nested workflow reference is invalid",
+            )
+        })?;
+        return compose::nested_node(ctx, log, node, &reference).await;
+    }
+    let model = resolve_model(ctx, &config).await?;
+    let provider = models::credentials(ctx.services, model.provider_id)
+        .await
+        .map_err(|err| node_error("provider_unavailable", err.to_string()))?;
+    let settings = config.model_settings.clone().unwrap_or_default();
+    let tools = resolve_tools(log, node, config.tools.as_deref().unwrap_or_default());
+    let mut turn = match log
+        .run
+        .scratch
+        .as_object_mut()
+        .and_then(|s| s.remove("agent"))
+    {
+        Some(saved) => serde_json::from_value::<Turn>(saved)
+            .ok()
+            .filter(|t| t.node == node.slug)
+            .ok_or_else(|| {
+                node_error(
+                    "engine_error",
+                    "the agent's saved conversation is unreadable",
+                )
+            })?,
+        None => Turn {
+            node: node.slug.clone(),
+            messages: first_messages(log, &config, scope, &settings)?,
+            ..Turn::default()
+        },
+    };
+    let response_format = response_format(&config);
+    let show = settings
+        .get("response_in_chat")
+        .and_then(Value::as_bool)
+        .unwrap_or(true)
+        && response_format.is_none();
+    let mut request = ChatRequest {
+        model: model.name.clone(),
+        instructions: config
+            .instructions
+            .as_deref()
+            .map(|i| scope.render_text(i))
+            .transpose()?,
+        tools: tools.iter().map(|t| t.spec().clone()).collect(),
+        parallel_tool_calls: settings.get("parallel_tool_calls").and_then(Value::as_bool),
+        response_format,
+        native_structured_output: model.capabilities.structured_output,
+        temperature: settings.get("temperature").and_then(Value::as_f64),
+        top_p: settings.get("top_p").and_then(Value::as_f64),
+        max_output_tokens: settings.get("max_output_tokens").and_then(Value::as_u64),
+        reasoning_effort: settings
+            .get("reasoning")
+            .and_then(|r| r.get("effort"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        verbosity: settings
+            .get("text")
+            .and_then(|t| t.get("verbosity"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..ChatRequest::default()
+    };
+    let max_rounds = settings
+        .get("max_tool_rounds")
+        .and_then(Value::as_u64)
+        .map_or(ctx.services.engine.max_tool_rounds, |n| {
+            n.clamp(1, 100) as u32
+        });
+    let completion = loop {
+        // Answer the calls of the last round, in order; a client tool pauses the run.
+        while let Some(call) = turn.pending.first().cloned() {
+            let output = match tools.iter().find(|t| t.spec().name == call.name) {
+                Some(AgentTool::Client(_)) => match turn.client_output.take() {
+                    Some(output) => output,
+                    None => return Ok(pause_for_client(log, node, turn, &call)),
+                },
+                Some(tool) => run_tool(ctx, log, tool, &call).await?,
+                None => json!({"error": format!("there is no tool named `{}`", call.name)}),
+            };
+            log.event(
+                "tool_call.finished",
+                Some(&node.slug),
+                json!({"call_id": call.id, "name": call.name, "output": output}),
+            );
+            let text = match &output {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            turn.messages
+                .push(Message::tool_result(call.id.clone(), text));
+            turn.pending.remove(0);
+        }
+        if turn.rounds >= max_rounds {
+            return Err(node_error(
+                "tool_loop_limit",
+                format!(
+                    "the agent called tools in {max_rounds} rounds without answering (`max_tool_rounds`)"
+                ),
+            ));
+        }
+        turn.rounds += 1;
+        request.messages = turn.messages.clone();
+        let completion = match call_model(ctx, log, node, &model, &provider, &request, show).await {
+            Err(LlmError::InvalidOutput(problem)) if !turn.repaired => {
+                // One repair attempt, telling the model what was wrong.
+                turn.repaired = true;
+                log.event(
+                    "agent.repair",
+                    Some(&node.slug),
+                    json!({"problem": problem}),
+                );
+                turn.messages.push(Message::text(Role::User, format!("Your answer did not match the required JSON Schema ({problem}). Answer again with the JSON object only.")));
+                continue;
+            }
+            Err(LlmError::Misconfigured(message)) if message == CANCELLED => {
+                return Err(node_error(CANCELLED, "the run was cancelled"));
+            }
+            Err(err) => return Err(node_error(err.code(), err.to_string())),
+            Ok(completion) => completion,
+        };
+        if completion.tool_calls.is_empty() {
+            break completion;
+        }
+        let mut said = Message::text(Role::Assistant, completion.text.clone());
+        if completion.text.is_empty() {
+            said.content.clear();
+        }
+        said.tool_calls = completion.tool_calls.clone();
+        turn.messages.push(said);
+        for call in &completion.tool_calls {
+            log.event(
+                "tool_call.started",
+                Some(&node.slug),
+                json!({"call_id": call.id, "name": call.name, "arguments": arguments_of(call)}),
+            );
+        }
+        turn.pending = completion.tool_calls;
+    };
+    if show && !completion.text.is_empty() {
+        log.say("assistant", &node.slug, completion.text.clone());
+    } else {
+        log.run.history.push(HistoryEntry {
+            role: "assistant".into(),
+            text: completion.text.clone(),
+        });
+    }
+    let parsed = completion.parsed.clone().unwrap_or(Value::Null);
+    let state = &mut log.run.state;
+    set_path(state, "last_agent_key", json!(node.slug));
+    set_path(state, "last_agent_output_text", json!(completion.text));
+    set_path(state, "last_agent_output_structured", parsed.clone());
+    set_path(
+        state,
+        "last_agent_output",
+        if parsed.is_null() {
+            json!(completion.text)
+        } else {
+            parsed.clone()
+        },
+    );
+    Ok(Outcome {
+        output: json!({"output_text": completion.text, "output_parsed": parsed}),
+        next: Next::Follow(None),
+    })
+}
+
+/// Keeps the step's conversation and waits for the client to run `call`.
+fn pause_for_client(log: &mut Log<'_>, node: &Node, turn: Turn, call: &ToolCall) -> Outcome {
+    let data = json!({"call_id": call.id, "name": call.name, "arguments": arguments_of(call)});
+    log.run.scratch["agent"] = serde_json::to_value(&turn).unwrap_or(Value::Null);
+    Outcome {
+        output: json!({"client_tool_call": data.clone()}),
+        next: Next::Wait(Wait {
+            kind: "client_tool_output".into(),
+            node: node.slug.clone(),
+            prompt: None,
+            data: Some(data),
+        }),
+    }
+}
+
+/// The arguments of a call as JSON (as text when the model wrote invalid JSON).
+fn arguments_of(call: &ToolCall) -> Value {
+    serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!(call.arguments))
+}
+
+/// Runs a tool on the server. Its failures go back to the model as the tool's output, so
+/// it can recover; only a cancellation stops the step.
+async fn run_tool(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    tool: &AgentTool,
+    call: &ToolCall,
+) -> Result<Value, NodeError> {
+    let arguments = arguments_of(call);
+    match tool {
+        AgentTool::Client(_) => unreachable!("client tools are answered by the client"),
+        AgentTool::ValidateWorkflowGraph(_) => {
+            let graph = match arguments.get("graph") {
+                Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+                Some(value) => value.clone(),
+                None => arguments.clone(),
+            };
+            Ok(match Graph::from_json(graph) {
+                Ok(graph) => {
+                    let problems = validate::validate(&graph);
+                    let valid = !problems
+                        .iter()
+                        .any(|p| p.severity == crate::workflows::Severity::Error);
+                    json!({"valid": valid, "problems": problems})
+                }
+                Err(message) => {
+                    json!({"valid": false, "problems": [{"code": "invalid_graph", "message": message}]})
+                }
+            })
+        }
+        AgentTool::Workflow(_, reference) => {
+            let message = arguments
+                .get("initial_message")
+                .or_else(|| arguments.get("input"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            match compose::run_nested(
+                ctx,
+                log,
+                reference,
+                json!({"input_as_text": message}),
+                &call.name,
+            )
+            .await
+            {
+                Ok(output) => Ok(output),
+                Err(err) if err.code == CANCELLED => Err(err),
+                Err(err) => Ok(json!({"error": err.message})),
+            }
+        }
+    }
+}
+
+/// Resolves the node's tool entries; entries this version cannot run are reported and
+/// left out, so the agent still answers.
+fn resolve_tools(log: &mut Log<'_>, node: &Node, entries: &[Value]) -> Vec<AgentTool> {
+    let mut tools = Vec::new();
+    for entry in entries {
+        let kind = entry
+            .get("type")
+            .and_then(Value::as_str)
+            .or_else(|| entry.as_str())
+            .unwrap_or_default();
+        let function = entry.get("function").unwrap_or(entry);
+        let name = function
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let description = function
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let parameters = function
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        let tool = match (kind, name) {
+            ("client_tool" | "client", Some(name)) => Some(AgentTool::Client(ToolSpec {
+                name,
+                description,
+                parameters,
+                strict: false,
+            })),
+            ("function", Some(name)) if name == "validate_workflow_graph" => {
+                Some(AgentTool::ValidateWorkflowGraph(ToolSpec {
+                    name,
+                    description: description.or_else(|| Some("Checks a workflow graph (nodes and edges) and lists its problems.".into())),
+                    parameters: json!({"type": "object", "properties": {"graph": {"type": "object", "description": "The graph: {nodes, edges}"}}, "required": ["graph"]}),
+                    strict: false,
+                }))
+            }
+            ("workflow", _) => WorkflowRef::parse(entry.get("workflow").unwrap_or(entry)).map(|reference| {
+                let label = reference.label();
+                let name = entry
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| tool_name(&format!("run_{label}")));
+                AgentTool::Workflow(
+                    ToolSpec {
+                        name,
+                        description: description.or_else(|| {
+                            Some(format!("Runs the workflow `{label}` and returns its result."))
+                        }),
+                        parameters: json!({"type": "object", "properties": {"initial_message": {"type": "string", "description": "The message the workflow starts with"}}, "required": ["initial_message"]}),
+                        strict: false,
+                    },
+                    reference,
+                )
+            }),
+            _ => None,
+        };
+        match tool {
+            Some(tool) => tools.push(tool),
+            None => log.event(
+                "warning",
+                Some(&node.slug),
+                json!({"message": format!("the tool `{}` cannot run in this version; the agent runs without it", if kind.is_empty() { "?" } else { kind })}),
+            ),
+        }
+    }
+    tools
+}
+
+/// A name a model API accepts: `[a-zA-Z0-9_-]`, at most 64 characters.
+fn tool_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+async fn resolve_model(ctx: &RunCtx<'_>, config: &nodes::Agent) -> Result<Model, NodeError> {
+    let registry = ctx
+        .services
+        .store
+        .models(None, true)
+        .await
+        .map_err(|err| node_error("internal_error", err.to_string()))?;
+    let wanted = config
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    let provider_id = config
+        .model_provider_id
+        .as_deref()
+        .and_then(|p| p.parse::<i64>().ok());
+    match wanted {
+        Some(name) => registry
+            .iter()
+            .find(|m| m.name == name && provider_id.is_none_or(|p| p == m.provider_id)),
+        None => registry.iter().find(|m| m.is_default),
+    }
+    .cloned()
+    .ok_or_else(|| match wanted {
+        Some(name) => node_error(
+            "model_not_found",
+            format!("the model `{name}` is not in the registry (or is disabled)"),
+        ),
+        None => node_error(
+            "model_not_found",
+            "the agent has no model and no default model is set",
+        ),
+    })
+}
+
+/// The conversation an agent starts from: the run's history (unless turned off), else its
+/// input, then the node's extra prompt messages.
+fn first_messages(
+    log: &Log<'_>,
+    config: &nodes::Agent,
+    scope: &Scope,
+    settings: &serde_json::Map<String, Value>,
+) -> Result<Vec<Message>, NodeError> {
+    let include_history = settings
+        .get("include_chat_history")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut messages: Vec<Message> = if include_history {
+        log.run
+            .history
+            .iter()
+            .map(|h| {
+                let role = if h.role == "user" {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
+                Message::text(role, h.text.clone())
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if messages.is_empty() {
+        let text = match &scope.input {
+            Value::String(s) => s.clone(),
+            other => other
+                .get("user_message")
+                .or_else(|| other.get("input_as_text"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| other.to_string()),
+        };
+        messages.push(Message::text(Role::User, text));
+    }
+    for extra in config.messages.iter().flatten() {
+        let role = if extra.get("role").and_then(Value::as_str) == Some("assistant") {
+            Role::Assistant
+        } else {
+            Role::User
+        };
+        for part in extra
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(text) = part.get("text").and_then(Value::as_str) {
+                messages.push(Message::text(role, scope.render_text(text)?));
+            }
+        }
+    }
+    Ok(messages)
+}
+
+fn response_format(config: &nodes::Agent) -> Option<JsonSchemaFormat> {
+    let format = config.response_format.as_ref()?;
+    let inner = format
+        .get("json_schema")
+        .and_then(Value::as_object)
+        .unwrap_or(format);
+    (format.get("type").and_then(Value::as_str) == Some("json_schema")).then(|| JsonSchemaFormat {
+        name: inner
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("output")
+            .to_string(),
+        schema: inner.get("schema").cloned().unwrap_or(json!({})),
+        strict: inner.get("strict").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
+/// How often a model call looks in the database for a cancellation made on another
+/// replica (one made in this process stops it at once).
+const CANCEL_CHECK: Duration = Duration::from_secs(1);
+
+/// One model call, streamed: deltas are published live, usage is recorded. A
+/// cancellation drops the stream, which aborts the HTTP request; it is reported as
+/// `Misconfigured(CANCELLED)` so the caller can tell it apart.
+async fn call_model(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    model: &Model,
+    provider: &ProviderCredentials,
+    request: &ChatRequest,
+    show: bool,
+) -> Result<Completion, LlmError> {
+    let cancelled = || LlmError::Misconfigured(CANCELLED.into());
+    let mut stream = ctx.services.llm.stream(provider, request).await?;
+    let mut signal = log.live.map(|l| l.cancelled());
+    let mut check =
+        tokio::time::interval_at(tokio::time::Instant::now() + CANCEL_CHECK, CANCEL_CHECK);
+    let completion = loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                None => return Err(LlmError::MalformedStream("the stream ended without a final response".into())),
+                Some(Err(err)) => return Err(err),
+                Some(Ok(StreamEvent::Completed(done))) => break done,
+                Some(Ok(StreamEvent::TextDelta(delta))) => if show {
+                    log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+                },
+                Some(Ok(StreamEvent::ReasoningDelta(delta))) => {
+                    log.ephemeral("reasoning.delta", &node.slug, json!({"delta": delta}));
+                }
+                Some(Ok(StreamEvent::ToolCallStarted { index, id, name })) => {
+                    log.ephemeral("tool_call.delta", &node.slug, json!({"index": index, "call_id": id, "name": name}));
+                }
+                Some(Ok(StreamEvent::ToolCallArgumentsDelta { index, delta })) => {
+                    log.ephemeral("tool_call.delta", &node.slug, json!({"index": index, "delta": delta}));
+                }
+            },
+            () = until_cancelled(&mut signal) => return Err(cancelled()),
+            _ = check.tick() => {
+                if let Ok(Some(stored)) = ctx.services.store.run(&log.run.id).await
+                    && stored.status == RunStatus::Cancelled
+                {
+                    return Err(cancelled());
+                }
+            }
+        }
+    };
+    record_usage(ctx, log, node, model, &completion).await;
+    Ok(completion)
+}
+
+async fn until_cancelled(signal: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = signal
+        && rx.wait_for(|v| *v).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// Records a call's usage and cost; a failure to record is logged, not the step's failure
+/// (the answer was already paid for).
+async fn record_usage(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    model: &Model,
+    completion: &Completion,
+) {
+    let mut record = usage::priced(
+        completion,
+        &model.name,
+        Some(model.provider_id),
+        Some(model.pricing),
+        Purpose::Agent,
+    );
+    record.user_id = Some(ctx.user.id);
+    record.workflow_id = Some(ctx.workflow.id);
+    record.run_id = Some(log.run.id.clone());
+    let cost = record.cost_usd;
+    if let Err(err) = usage::record(ctx.services, record).await {
+        tracing::error!(run_id = %log.run.id, error = %err, "could not record a model call's usage");
+    }
+    log.event("usage", Some(&node.slug), json!({
+        "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
+        "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,
+    }));
+}

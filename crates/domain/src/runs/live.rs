@@ -1,0 +1,181 @@
+//! Live runs: what the process advancing a run shows its readers before it is saved.
+//!
+//! The event log in the database is the truth, and any replica can replay it. A run being
+//! advanced in this process also publishes here: every event as it is produced (saved ones
+//! are written in batches), and the ephemeral ones that are never saved: text, reasoning
+//! and tool-argument deltas (`seq` 0). A reader in the same process subscribes for a live
+//! stream; readers elsewhere poll the log and see whole messages instead of deltas.
+//!
+//! Invariant: an entry exists only while a run is being advanced here (a paused run costs
+//! nothing), and events are kept only until they are saved.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::{broadcast, watch};
+
+use super::Event;
+
+/// How many live events a slow reader may fall behind before it misses some (it then
+/// re-reads the log).
+const CHANNEL: usize = 1024;
+
+#[derive(Default)]
+pub struct LiveRuns {
+    runs: Mutex<HashMap<String, Arc<LiveRun>>>,
+}
+
+pub struct LiveRun {
+    sender: broadcast::Sender<Event>,
+    /// Events produced but not yet saved, in order.
+    unsaved: Mutex<Vec<Event>>,
+    cancel: watch::Sender<bool>,
+}
+
+/// What a live subscriber gets: the unsaved events so far and the stream of what follows.
+pub struct Subscription {
+    pub unsaved: Vec<Event>,
+    pub events: broadcast::Receiver<Event>,
+}
+
+impl LiveRuns {
+    /// Registers a run advanced by this process until the guard drops.
+    pub(crate) fn open(self: &Arc<Self>, run_id: &str) -> LiveGuard {
+        let (sender, _) = broadcast::channel(CHANNEL);
+        let (cancel, _) = watch::channel(false);
+        let run = Arc::new(LiveRun {
+            sender,
+            unsaved: Mutex::new(Vec::new()),
+            cancel,
+        });
+        self.lock().insert(run_id.to_string(), run.clone());
+        LiveGuard {
+            runs: self.clone(),
+            run_id: run_id.to_string(),
+            run,
+        }
+    }
+
+    /// Follows a run advanced by this process; `None` when it is not.
+    pub fn subscribe(&self, run_id: &str) -> Option<Subscription> {
+        let run = self.lock().get(run_id).cloned()?;
+        // Subscribing under the buffer's lock: nothing is published between the copy and
+        // the subscription.
+        let unsaved = run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Subscription {
+            events: run.sender.subscribe(),
+            unsaved: unsaved.clone(),
+        })
+    }
+
+    /// Signals a run advanced by this process to stop now; false when it is not here.
+    pub(crate) fn cancel(&self, run_id: &str) -> bool {
+        match self.lock().get(run_id) {
+            Some(run) => {
+                run.cancel.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many runs this process is advancing.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveRun>>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A run registered as live; unregisters on drop, which ends its subscribers' streams.
+pub(crate) struct LiveGuard {
+    runs: Arc<LiveRuns>,
+    run_id: String,
+    run: Arc<LiveRun>,
+}
+
+impl LiveGuard {
+    pub(crate) fn publish(&self, event: &Event) {
+        let mut unsaved = self.run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        if event.seq > 0 {
+            unsaved.push(event.clone());
+        }
+        // No subscriber is not an error.
+        let _ = self.run.sender.send(event.clone());
+    }
+
+    /// Forgets the events now saved.
+    pub(crate) fn saved(&self, up_to: i64) {
+        self.run
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| e.seq > up_to);
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        *self.run.cancel.borrow()
+    }
+
+    pub(crate) fn cancelled(&self) -> watch::Receiver<bool> {
+        self.run.cancel.subscribe()
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        let mut runs = self.runs.lock();
+        if runs
+            .get(&self.run_id)
+            .is_some_and(|r| Arc::ptr_eq(r, &self.run))
+        {
+            runs.remove(&self.run_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(seq: i64) -> Event {
+        Event {
+            seq,
+            kind: "x".into(),
+            node: None,
+            data: json!({}),
+            at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_unsaved_events_then_live_ones() {
+        let runs = Arc::new(LiveRuns::default());
+        assert!(runs.subscribe("r").is_none());
+        let guard = runs.open("r");
+        guard.publish(&event(1));
+        guard.publish(&event(0));
+        guard.publish(&event(2));
+        guard.saved(1);
+        let mut sub = runs.subscribe("r").unwrap();
+        assert_eq!(
+            sub.unsaved.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![2]
+        );
+        guard.publish(&event(3));
+        assert_eq!(sub.events.recv().await.unwrap().seq, 3);
+        assert!(runs.cancel("r"));
+        assert!(*guard.cancelled().borrow());
+        drop(guard);
+        assert!(sub.events.recv().await.is_err(), "the stream ends");
+        assert_eq!(runs.active(), 0);
+        assert!(!runs.cancel("r"));
+    }
+}
