@@ -138,7 +138,10 @@ impl From<WidgetError> for ApiError {
 /// Every widget of the library.
 #[utoipa::path(get, path = "/api/widgets", tag = "widgets", security(("bearer" = [])),
     responses((status = 200, body = Vec<WidgetResponse>), (status = 403, body = ErrorBody)))]
-async fn list(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<WidgetResponse>>> {
+async fn list(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<Vec<WidgetResponse>>> {
     let list = widgets::list(&state.services).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }

@@ -5,7 +5,8 @@
 //! nodes had run in place. Neither may pause: a branch or nested workflow that waits for
 //! the user fails the step with a clear error.
 //!
-//! Merge rule for parallel branches: every branch starts from the state at the split;
+//! A split's edges are its branches, named in order by its `branches` list. Merge rule:
+//! every branch starts from the state at the split;
 //! afterwards each top-level state key a branch changed is copied into the run, branch by
 //! branch in the order of the split's edges, so when two branches set one key the later
 //! edge wins. Messages the branches said are appended in the same order.
@@ -286,7 +287,20 @@ pub(super) async fn split(
     }))
     .await;
     let mut outputs = Map::new();
-    for ((target, run), (result, steps, events)) in targets.iter().zip(runs).zip(results) {
+    for (index, ((target, run), (result, steps, events))) in
+        targets.iter().zip(runs).zip(results).enumerate()
+    {
+        // The split's `branches` name its edges in order; unnamed edges go by their target.
+        let (branch, label) = match config.branches.get(index) {
+            Some(nodes::SplitBranch::Full { slug, label }) => (
+                slug.trim().to_string(),
+                label.clone().unwrap_or_else(|| slug.trim().to_string()),
+            ),
+            Some(nodes::SplitBranch::Slug(slug)) => {
+                (slug.trim().to_string(), slug.trim().to_string())
+            }
+            None => (target.clone(), target.clone()),
+        };
         stopped_by(result)?;
         match run.status {
             RunStatus::Failed => {
@@ -315,7 +329,7 @@ pub(super) async fn split(
             }
             _ => {}
         }
-        merge(log, steps, events, "", target, false);
+        merge(log, steps, events, "", &branch, false);
         for entry in run.history.iter().skip(base.history.len()) {
             log.run.history.push(entry.clone());
         }
@@ -326,17 +340,9 @@ pub(super) async fn split(
                 }
             }
         }
-        let label = config
-            .branches
-            .iter()
-            .find_map(|b| match b {
-                nodes::SplitBranch::Full { slug, label } if slug.trim() == target => label.clone(),
-                _ => None,
-            })
-            .unwrap_or_else(|| target.clone());
         outputs.insert(
-            target.clone(),
-            json!({"label": label, "output": run.output.unwrap_or(run.last_output)}),
+            branch,
+            json!({"label": label, "target": target, "output": run.output.unwrap_or(run.last_output)}),
         );
     }
     let payload = json!({"split_slug": node.slug, "join_slug": join, "branches": outputs});

@@ -1002,6 +1002,10 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     let started_at = Utc::now();
     let timer = Instant::now();
     let input = log.run.last_output.clone();
+    // The step's number is taken before it runs: the steps of a parallel branch or a
+    // nested workflow inside it come after it.
+    log.run.step_count += 1;
+    let seq = log.run.step_count;
     let outcome = if node.is_enabled {
         execute_handled(ctx, log, node).await
     } else {
@@ -1014,10 +1018,9 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
             },
         })
     };
-    log.run.step_count += 1;
     let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
     let mut step = Step {
-        seq: log.run.step_count,
+        seq,
         node: slug.clone(),
         kind: node.kind.clone(),
         status: "ok".into(),

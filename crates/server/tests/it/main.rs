@@ -6,5 +6,6 @@ mod http;
 mod lifecycle;
 mod models;
 mod runs;
+mod runs_more;
 mod users;
 mod workflows;

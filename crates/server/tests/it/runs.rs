@@ -391,7 +391,7 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
 
 /// A fake model server registered as the provider of the default model `fake-gpt`,
 /// with `extra` fields on the model.
-async fn fake_default_model(app: &TestApp, token: &str, extra: Value) -> FakeLlm {
+pub(crate) async fn fake_default_model(app: &TestApp, token: &str, extra: Value) -> FakeLlm {
     let fake = FakeLlm::start().await;
     let provider = app
         .post(
@@ -412,7 +412,7 @@ async fn fake_default_model(app: &TestApp, token: &str, extra: Value) -> FakeLlm
 }
 
 /// Creates and publishes a workflow; returns its id.
-async fn publish(app: &TestApp, token: &str, graph: Value) -> i64 {
+pub(crate) async fn publish(app: &TestApp, token: &str, graph: Value) -> i64 {
     let created = app
         .post(
             "/api/workflows",
@@ -424,7 +424,7 @@ async fn publish(app: &TestApp, token: &str, graph: Value) -> i64 {
     created.body["workflow"]["id"].as_i64().unwrap()
 }
 
-async fn start(app: &TestApp, token: &str, id: i64, input: Value) -> TestResponse {
+pub(crate) async fn start(app: &TestApp, token: &str, id: i64, input: Value) -> TestResponse {
     let response = app
         .post(
             &format!("/api/workflows/{id}/runs"),
@@ -436,7 +436,7 @@ async fn start(app: &TestApp, token: &str, id: i64, input: Value) -> TestRespons
     response
 }
 
-fn texts(run: &Value) -> Vec<String> {
+pub(crate) fn texts(run: &Value) -> Vec<String> {
     run["messages"]
         .as_array()
         .unwrap()

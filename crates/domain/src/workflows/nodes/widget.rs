@@ -5,7 +5,7 @@
 //!             "variables": {"title": "state.order.title"}, "await_action": true}}
 //! ```
 //! A bare string is a library slug; `source: "variable"` takes the definition from
-//! `definition_expression`.
+//! `definition_expression`, and `source: "inline"` carries it in `definition`.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -28,6 +28,7 @@ const WIDGET_FIELDS: &[&str] = &[
     "source",
     "slug",
     "variables",
+    "definition",
     "definition_expression",
     "definitionExpression",
     "await_action",
@@ -90,10 +91,27 @@ impl WidgetNode {
                             ),
                         }
                     }
+                    "inline" => match widget.get("definition") {
+                        Some(definition) => {
+                            for problem in crate::widgets::validate(definition) {
+                                let at = if problem.path.is_empty() {
+                                    format!("{field}.definition")
+                                } else {
+                                    format!("{field}.definition.{}", problem.path)
+                                };
+                                problems.error("invalid_widget", Some(&at), problem.message);
+                            }
+                        }
+                        None => problems.error(
+                            "invalid_parameter",
+                            Some(&format!("{field}.definition")),
+                            "an inline widget needs its `definition`",
+                        ),
+                    },
                     other => problems.error(
                         "invalid_parameter",
                         Some(&format!("{field}.source")),
-                        format!("`{other}` is not a widget source (library or variable)"),
+                        format!("`{other}` is not a widget source (library, variable or inline)"),
                     ),
                 }
                 if let Some(variables) = widget.get("variables") {
