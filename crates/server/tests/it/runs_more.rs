@@ -512,10 +512,10 @@ async fn nested_workflows_run_inline_and_refuse_cycles(backend: TestBackend) {
         nodes,
         vec![
             "start",
+            "sub",
             "child/start",
             "child/say",
             "child/end",
-            "sub",
             "end"
         ]
     );
