@@ -171,14 +171,14 @@ impl HttpLlm {
         path: &str,
     ) -> Result<RequestBuilder, LlmError> {
         let p = &provider.provider;
-        let url = format!(
-            "{}/{}",
-            p.api_base.trim_end_matches('/'),
-            path.trim_start_matches('/')
-        );
+        let url = endpoint(&p.api_base, path);
         let mut builder = self.client(p.timeouts.connect_secs)?.request(method, url);
         if let Some(key) = &provider.api_key {
-            builder = builder.bearer_auth(key);
+            builder = if is_azure(&p.api_base) {
+                builder.header("api-key", key.as_str())
+            } else {
+                builder.bearer_auth(key)
+            };
         }
         for (name, value) in &provider.extra_headers {
             builder = builder.header(name.as_str(), value.as_str());
@@ -627,4 +627,64 @@ fn litellm_models(info: &Value) -> Vec<RemoteModel> {
             })
         })
         .collect()
+}
+
+/// The URL of an API path under a base URL. A query string in the base stays at the end,
+/// which is how Azure OpenAI deployments are reached:
+/// `https://res.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21`.
+fn endpoint(api_base: &str, path: &str) -> String {
+    let (base, query) = match api_base.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (api_base, None),
+    };
+    let mut url = format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(query);
+    }
+    url
+}
+
+/// Azure OpenAI takes its API keys in an `api-key` header rather than as a bearer token.
+fn is_azure(api_base: &str) -> bool {
+    let host = api_base
+        .split("://")
+        .nth(1)
+        .unwrap_or(api_base)
+        .split(['/', '?', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    host.ends_with(".openai.azure.com") || host.ends_with(".services.ai.azure.com")
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_bases_and_keep_their_queries() {
+        assert_eq!(
+            endpoint("https://api.openai.com/v1/", "/chat/completions"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            endpoint(
+                "https://res.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21",
+                "chat/completions"
+            ),
+            "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            endpoint("http://h/v1?a=1", "models?limit=5"),
+            "http://h/v1/models?limit=5&a=1"
+        );
+        assert!(is_azure("https://res.openai.azure.com/openai/v1"));
+        assert!(!is_azure("https://api.openai.com/v1"));
+        assert!(!is_azure("http://azure.com.evil.example/v1"));
+    }
 }

@@ -241,6 +241,15 @@ impl Config {
         if self.engine.max_steps < 1 {
             return Err(setting("engine.max_steps", "must be at least 1"));
         }
+        if self.engine.max_run_seconds < 1 {
+            return Err(setting("engine.max_run_seconds", "must be at least 1"));
+        }
+        if !(1..=100).contains(&self.engine.max_tool_rounds) {
+            return Err(setting(
+                "engine.max_tool_rounds",
+                "must be between 1 and 100",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(setting("http.max_body_bytes", "must be at least 1024"));
         }

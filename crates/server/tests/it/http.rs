@@ -216,6 +216,10 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/runs/{id}/events", &["get"]),
         ("/api/runs/{id}/resume", &["post"]),
         ("/api/runs/{id}/cancel", &["post"]),
+        ("/api/widgets", &["get", "post"]),
+        ("/api/widgets/preview", &["post"]),
+        ("/api/widgets/{slug}", &["get", "patch", "delete"]),
+        ("/api/workflow-widgets", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths
