@@ -181,6 +181,10 @@ pub struct StartRunRequest {
     /// second start on it is refused with 409 until that run finishes or is cancelled.
     #[serde(default)]
     pub thread_id: Option<String>,
+    /// The model the user chose, for agents that offer a choice (`user_model_options`,
+    /// or `model_selection_mode: "user"`); other agents ignore it.
+    #[serde(default)]
+    pub model: Option<String>,
     /// Answer with a stream of the run's events (server-sent events) instead of waiting for it.
     #[serde(default)]
     pub stream: bool,
@@ -248,10 +252,11 @@ async fn start(
         input: req.input,
         state: req.state,
         thread_id: req.thread_id,
+        model: req.model,
     };
     if req.stream {
-        let run = runs::start_detached(&state.services, &user, start).await?;
-        return Ok(event_stream(state, run.id, 0).into_response());
+        let (run, subscription) = runs::start_detached(&state.services, &user, start).await?;
+        return Ok(event_stream(state, run.id, 0, Some(subscription)).into_response());
     }
     let run = runs::start(&state.services, &user, start).await?;
     Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
@@ -268,6 +273,7 @@ fn event_stream(
     state: AppState,
     run_id: String,
     after: i64,
+    subscription: Option<runs::live::Subscription>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     struct Cursor {
         state: AppState,
@@ -276,6 +282,8 @@ fn event_stream(
         queued: i64,
         pending: VecDeque<Event>,
         live: Option<broadcast::Receiver<Event>>,
+        /// The buffer of a subscription whose saved backlog is not read yet.
+        unsaved: Option<Vec<Event>>,
         done: bool,
         wait: Duration,
         idle_since: Instant,
@@ -290,16 +298,22 @@ fn event_stream(
             }
         }
     }
-    let cursor = Cursor {
+    let mut cursor = Cursor {
         state,
         run_id,
         queued: after,
         pending: VecDeque::new(),
         live: None,
+        unsaved: None,
         done: false,
         wait: POLL_EVERY,
         idle_since: Instant::now(),
     };
+    // A subscription taken before the run advanced: its buffer follows the saved backlog.
+    if let Some(subscription) = subscription {
+        cursor.unsaved = Some(subscription.unsaved);
+        cursor.live = Some(subscription.events);
+    }
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(event) = c.pending.pop_front() {
@@ -312,6 +326,14 @@ fn event_stream(
             }
             if c.done {
                 return None;
+            }
+            if let Some(unsaved) = c.unsaved.take() {
+                match runs::poll(&c.state.services, &c.run_id, c.queued).await {
+                    Ok((_, events)) => events.into_iter().for_each(|e| c.queue(e)),
+                    Err(_) => c.done = true,
+                }
+                unsaved.into_iter().for_each(|e| c.queue(e));
+                continue;
             }
             if c.live.is_none()
                 && let Some(subscription) = c.state.services.live.subscribe(&c.run_id)
@@ -435,7 +457,7 @@ async fn events(
     let after = last_event_id.or(query.after).unwrap_or(0);
     if streaming {
         runs::get(&state.services, &user, &id).await?;
-        return Ok(event_stream(state, id, after).into_response());
+        return Ok(event_stream(state, id, after, None).into_response());
     }
     let list = runs::events(&state.services, &user, &id, after).await?;
     Ok(Json(
@@ -482,8 +504,9 @@ async fn resume(
         }
     };
     if req.stream {
-        let (run, after) = runs::resume_detached(&state.services, &user, &id, answer).await?;
-        return Ok(event_stream(state, run.id, after).into_response());
+        let (run, after, subscription) =
+            runs::resume_detached(&state.services, &user, &id, answer).await?;
+        return Ok(event_stream(state, run.id, after, Some(subscription)).into_response());
     }
     Ok(Json(RunResponse::from(
         runs::resume(&state.services, &user, &id, answer).await?,

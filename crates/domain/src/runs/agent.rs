@@ -91,6 +91,8 @@ pub(super) async fn run(
         })?;
         return compose::nested_node(ctx, log, node, &reference).await;
     }
+    let mut config = config;
+    apply_model_choice(log, node, &mut config);
     let model = resolve_model(ctx, &config).await?;
     let provider = models::credentials(ctx.services, model.provider_id)
         .await
@@ -411,6 +413,52 @@ fn tool_name(text: &str) -> String {
         })
         .take(64)
         .collect()
+}
+
+/// The caller's model choice (`StartRun::model`), for an agent that lets users choose:
+/// one of its `user_model_options` (matched by `id` or `model`, bringing the option's
+/// provider and settings), or with `model_selection_mode: "user"` and no options, any
+/// enabled model. Otherwise the choice is ignored, with a warning event.
+fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut nodes::Agent) {
+    let Some(choice) = log
+        .run
+        .scratch
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let options = config.user_model_options.clone().unwrap_or_default();
+    let option = options.iter().find(|o| {
+        ["id", "model", "name"]
+            .iter()
+            .any(|k| o.get(*k).and_then(Value::as_str) == Some(choice.as_str()))
+    });
+    match option {
+        Some(option) => {
+            config.model = option
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or(Some(choice));
+            if let Some(provider) = option.get("model_provider_id").or_else(|| option.get("provider_id")) {
+                config.model_provider_id = provider.as_str().map(str::to_string).or_else(|| provider.as_i64().map(|p| p.to_string()));
+            }
+            if let Some(Value::Object(settings)) = option.get("model_settings") {
+                config.model_settings.get_or_insert_with(Default::default).extend(settings.clone());
+            }
+        }
+        None if options.is_empty() && config.model_selection_mode.as_deref() == Some("user") => {
+            config.model = Some(choice);
+            config.model_provider_id = None;
+        }
+        None => log.event(
+            "warning",
+            Some(&node.slug),
+            json!({"message": format!("the model `{choice}` is not one this agent offers; it uses its own")}),
+        ),
+    }
 }
 
 async fn resolve_model(ctx: &RunCtx<'_>, config: &nodes::Agent) -> Result<Model, NodeError> {

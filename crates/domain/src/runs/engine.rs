@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Event, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus, Step, Wait,
-    agent, compose, live::LiveGuard, widget,
+    agent, compose,
+    live::{LiveGuard, Subscription},
+    widget,
 };
 use crate::{
     Services,
@@ -65,6 +67,8 @@ pub struct StartRun {
     pub state: Option<Value>,
     /// The conversation the run belongs to; it may have one unfinished run at a time.
     pub thread_id: Option<String>,
+    /// The model the caller chose, for agents that let the user choose theirs.
+    pub model: Option<String>,
 }
 
 /// What resumes a waiting run.
@@ -236,7 +240,7 @@ impl<'a> Log<'a> {
 
     /// An event shown live and never saved (a text delta).
     pub fn ephemeral(&mut self, kind: &str, node: &str, data: Value) {
-        if let Some(live) = self.live {
+        if let Some(live) = self.live.filter(|l| l.has_readers()) {
             live.publish(&Event {
                 seq: 0,
                 kind: kind.into(),
@@ -293,19 +297,41 @@ async fn start_here(services: &Services, actor: &User, req: StartRun) -> RunResu
     Ok(run)
 }
 
-/// Starts a run and advances it in the background; returns it as it starts. Its progress
-/// is read from its event log, from this process or any other.
-pub async fn start_detached(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
-    let (mut run, workflow, version) = begin(services, actor, req).await?;
+/// Starts a run and advances it in the background; returns it as it starts, with a live
+/// subscription taken before its first step (so a reader misses nothing, deltas
+/// included). Its progress can also be read from its event log, in any process.
+pub async fn start_detached(
+    services: &Services,
+    actor: &User,
+    req: StartRun,
+) -> RunResult<(Run, Subscription)> {
+    let (run, workflow, version) = begin(services, actor, req).await?;
     let started = run.clone();
-    let (services, user) = (services.clone(), actor.clone());
+    let subscription = spawn_advance(services, run, workflow, version, actor.clone());
+    Ok((started, subscription))
+}
+
+/// Advances a run in its own task, registered live (and subscribed to) before it starts.
+fn spawn_advance(
+    services: &Services,
+    mut run: Run,
+    workflow: Workflow,
+    version: Version,
+    user: User,
+) -> Subscription {
+    let guard = services.live.open(&run.id);
+    let subscription = services
+        .live
+        .subscribe(&run.id)
+        .expect("the run was registered above");
+    let services = services.clone();
     tokio::spawn(async move {
         let ctx = RunCtx::new(&services, &workflow, &version, &user);
-        if let Err(err) = advance_or_fail(&ctx, &mut run).await {
+        if let Err(err) = advance_or_fail_with(&ctx, &mut run, Some(guard)).await {
             tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
         }
     });
-    Ok(started)
+    subscription
 }
 
 /// Creates a run and saves its `run.started` event.
@@ -367,7 +393,15 @@ async fn begin(
         last_output: input.clone(),
         input,
         history,
-        scratch: json!({}),
+        scratch: match req
+            .model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            Some(model) => json!({"model": model}),
+            None => json!({}),
+        },
         wait: None,
         output: None,
         error: None,
@@ -430,18 +464,12 @@ pub async fn resume_detached(
     actor: &User,
     run_id: &str,
     answer: Resume,
-) -> RunResult<(Run, i64)> {
+) -> RunResult<(Run, i64, Subscription)> {
     let before = owned(services, actor, run_id).await?.event_seq;
-    let (mut run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
+    let (run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
     let resumed = run.clone();
-    let services = services.clone();
-    tokio::spawn(async move {
-        let ctx = RunCtx::new(&services, &workflow, &version, &user);
-        if let Err(err) = advance_or_fail(&ctx, &mut run).await {
-            tracing::error!(run_id = %run.id, error = %err, "a background run stopped before finishing");
-        }
-    });
-    Ok((resumed, before))
+    let subscription = spawn_advance(services, run, workflow, version, user);
+    Ok((resumed, before, subscription))
 }
 
 /// Checks and records the answer to a waiting run, which is then ready to advance.
@@ -820,7 +848,15 @@ fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<S
 /// attempt to record the run as failed, so it does not stay `running`. A run cancelled
 /// meanwhile is returned as cancelled.
 async fn advance_or_fail(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
-    let Err(err) = advance(ctx, run).await else {
+    advance_or_fail_with(ctx, run, None).await
+}
+
+async fn advance_or_fail_with(
+    ctx: &RunCtx<'_>,
+    run: &mut Run,
+    live: Option<LiveGuard>,
+) -> RunResult<()> {
+    let Err(err) = advance(ctx, run, live).await else {
         return Ok(());
     };
     let Ok(Some(mut stored)) = ctx.services.store.run(&run.id).await else {
@@ -883,8 +919,8 @@ fn cancelled() -> RunError {
 }
 
 /// Executes nodes until the run waits, ends or fails, saving after each.
-async fn advance(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
-    let live = ctx.services.live.open(&run.id);
+async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> RunResult<()> {
+    let live = live.unwrap_or_else(|| ctx.services.live.open(&run.id));
     let deadline =
         Instant::now() + std::time::Duration::from_secs(ctx.services.engine.max_run_seconds);
     // Steps of nodes without outside effects are saved in batches: at most `SAVE_EVERY`
@@ -1002,6 +1038,8 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     let started_at = Utc::now();
     let timer = Instant::now();
     let input = log.run.last_output.clone();
+    // Live readers see a node start; the saved log records it when it finishes.
+    log.ephemeral("node.started", &slug, json!({"kind": node.kind}));
     // The step's number is taken before it runs: the steps of a parallel branch or a
     // nested workflow inside it come after it.
     log.run.step_count += 1;
@@ -1232,7 +1270,32 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
         })
     };
     match kind {
-        Kind::Start | Kind::Note => pass(Next::Follow(None)),
+        Kind::Note => pass(Next::Follow(None)),
+        Kind::Start => {
+            // Auto-start: a run that begins without a message shows the configured one
+            // (the user's wins over the assistant's, as in the seed system).
+            let config: nodes::Start = parse(node)?;
+            let empty = log
+                .run
+                .input
+                .get("input_as_text")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t.trim().is_empty());
+            if empty && log.run.history.is_empty() && config.auto_starts() {
+                if let Some(text) = config
+                    .auto_start_user_message
+                    .filter(|t| !t.trim().is_empty())
+                {
+                    log.say("user", &node.slug, scope.render_text(&text)?);
+                } else if let Some(text) = config
+                    .auto_start_assistant_message
+                    .filter(|t| !t.trim().is_empty())
+                {
+                    log.say("assistant", &node.slug, scope.render_text(&text)?);
+                }
+            }
+            pass(Next::Follow(None))
+        }
         Kind::Watch => {
             let text = format!(
                 "```json\n{}\n```",
@@ -1248,6 +1311,11 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
             } else {
                 "assistant"
             };
+            if kind == Kind::AssistantMessage
+                && node.parameters.get("simulate_stream").is_some_and(truthy)
+            {
+                simulate_stream(log, node, &text).await;
+            }
             log.say(role, &node.slug, text);
             pass(Next::Follow(None))
         }
@@ -1347,6 +1415,26 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
         Kind::Widget => widget::run(ctx, log, node, &scope).await,
         Kind::ParallelSplit => compose::split(ctx, log, node).await,
         Kind::ParallelJoin => compose::join(log, node),
+    }
+}
+
+/// Shows a message the way a model would write it: chunks of at most 8 characters,
+/// `simulate_stream_delay_ms` apart (15 ms by default), to live readers.
+async fn simulate_stream(log: &mut Log<'_>, node: &Node, text: &str) {
+    if !log.live.is_some_and(LiveGuard::has_readers) {
+        return;
+    }
+    let delay = node
+        .parameters
+        .get("simulate_stream_delay_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(15)
+        .min(1_000);
+    let chars: Vec<char> = text.chars().collect();
+    for chunk in chars.chunks(8) {
+        let delta: String = chunk.iter().collect();
+        log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
 }
 

@@ -117,6 +117,11 @@ impl LiveGuard {
             .retain(|e| e.seq > up_to);
     }
 
+    /// Whether anyone follows the run live (ephemeral events are not built otherwise).
+    pub(crate) fn has_readers(&self) -> bool {
+        self.run.sender.receiver_count() > 0
+    }
+
     pub(crate) fn is_cancelled(&self) -> bool {
         *self.run.cancel.borrow()
     }
@@ -161,6 +166,7 @@ mod tests {
         assert!(runs.subscribe("r").is_none());
         let guard = runs.open("r");
         guard.publish(&event(1));
+        assert!(!guard.has_readers());
         guard.publish(&event(0));
         guard.publish(&event(2));
         guard.saved(1);

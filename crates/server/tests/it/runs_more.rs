@@ -25,6 +25,7 @@ backend_tests!(
     cancelling_stops_a_model_call,
     a_thread_has_one_unfinished_run,
     step_records_are_bounded,
+    auto_start_model_choice_and_simulated_streaming,
 );
 
 fn linear(nodes: Vec<Value>) -> Value {
@@ -768,4 +769,82 @@ async fn step_records_are_bounded(backend: TestBackend) {
         run.body["output"]["input_as_text"].as_str().unwrap().len(),
         200_000
     );
+}
+
+async fn auto_start_model_choice_and_simulated_streaming(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    // A second model the user may pick.
+    let provider = app
+        .get("/api/admin/model-providers", Some(&token))
+        .await
+        .body[0]["id"]
+        .clone();
+    let other = app
+        .post(
+            "/api/admin/models",
+            Some(&token),
+            json!({"provider_id": provider, "name": "fake-large"}),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.text);
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start", "parameters": {"auto_start": "yes", "auto_start_assistant_message": "Welcome!"}},
+            {"slug": "say", "kind": "assistant_message", "parameters": {"message": "Streaming this sentence slowly.", "simulate_stream": true, "simulate_stream_delay_ms": 1}},
+            {"slug": "agent", "kind": "agent", "parameters": {"model": "fake-gpt", "user_model_options": [{"id": "big", "model": "fake-large"}]}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [{"source": "start", "target": "say"}, {"source": "say", "target": "agent"}, {"source": "agent", "target": "end"}]
+    });
+    let id = publish(&app, &token, graph).await;
+    fake.push(Reply::Text("ok".into()));
+    let request = Request::post(format!("/api/workflows/{id}/runs"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"stream": true, "model": "big"}).to_string(),
+        ))
+        .unwrap();
+    let streamed = app.send(request).await;
+    let frames = sse_frames(&streamed.text);
+    assert_eq!(
+        frames.last().unwrap().1["type"],
+        "run.completed",
+        "{}",
+        streamed.text
+    );
+    let simulated: String = frames
+        .iter()
+        .filter(|(_, e)| e["type"] == "assistant.delta" && e["node"] == "say")
+        .map(|(_, e)| e["data"]["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(simulated, "Streaming this sentence slowly.");
+    let started: Vec<&str> = frames
+        .iter()
+        .filter(|(id, e)| id.is_none() && e["type"] == "node.started")
+        .map(|(_, e)| e["node"].as_str().unwrap())
+        .collect();
+    assert!(started.contains(&"agent"), "{started:?}");
+    // The chosen option's model answered.
+    assert_eq!(fake.requests()[0].body["model"], "fake-large");
+    let run_id = app.get("/api/runs", Some(&token)).await.body[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = app.get(&format!("/api/runs/{run_id}"), Some(&token)).await;
+    assert_eq!(texts(&run.body)[0], "assistant: Welcome!");
+
+    // A model the agent does not offer is ignored, with a warning.
+    fake.push(Reply::Text("ok".into()));
+    let run = app
+        .post(
+            &format!("/api/workflows/{id}/runs"),
+            Some(&token),
+            json!({"model": "gpt-unknown"}),
+        )
+        .await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(fake.requests()[1].body["model"], "fake-gpt");
 }

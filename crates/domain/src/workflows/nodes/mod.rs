@@ -28,6 +28,7 @@ pub use agent::Agent;
 pub use condition::{Condition, ConditionCase, ConditionMode};
 pub use end::End;
 pub use parallel::{ParallelSplit, SplitBranch};
+pub use start::Start;
 pub use state::{Assignment, SetState};
 pub use while_loop::While;
 pub use widget::WidgetNode;

@@ -35,6 +35,17 @@ pub struct Start {
 has_extra!(Start);
 
 impl Start {
+    /// Whether the run starts by itself: `true`, or "true", "1", "yes", "on".
+    pub fn auto_starts(&self) -> bool {
+        match &self.auto_start {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => {
+                ["true", "1", "yes", "on"].contains(&s.trim().to_lowercase().as_str())
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn check(&self, problems: &mut Problems) {
         if let Some(flag) = &self.auto_start {
             let valid = match flag {
