@@ -253,18 +253,16 @@ pub(super) async fn split(
 ) -> Result<Outcome, NodeError> {
     let config: nodes::ParallelSplit = parse(node)?;
     let join = config.join_slug.trim().to_string();
-    if ctx.version.graph.node(&join).is_none() {
+    if ctx.index.node(&join).is_none() {
         return Err(node_error(
             "invalid_parameters",
             format!("the join `{join}` is not in the graph"),
         ));
     }
     let targets: Vec<String> = ctx
-        .version
-        .graph
-        .edges
+        .index
+        .outgoing(&node.slug)
         .iter()
-        .filter(|e| e.source == node.slug)
         .map(|e| e.target.clone())
         .collect();
     let base: Run = log.run.clone();

@@ -21,7 +21,7 @@ use crate::{
     Services,
     users::User,
     workflows::{
-        self, Graph, Node, Version, Workflow, WorkflowError,
+        self, Edge, Graph, GraphIndex, Node, Version, Workflow, WorkflowError,
         eval::{EvalError, Scope, as_text, truthy},
         nodes::{self, Kind},
     },
@@ -163,6 +163,8 @@ pub(super) struct RunCtx<'a> {
     pub user: &'a User,
     /// The workflows being run, outermost first: a nested workflow may not call one of them.
     pub stack: Vec<i64>,
+    /// The version's graph by slug.
+    pub index: GraphIndex<'a>,
 }
 
 impl<'a> RunCtx<'a> {
@@ -178,6 +180,7 @@ impl<'a> RunCtx<'a> {
             version,
             user,
             stack: vec![workflow.id],
+            index: version.graph.index(),
         }
     }
 
@@ -249,6 +252,11 @@ impl<'a> Log<'a> {
                 at: Utc::now(),
             });
         }
+    }
+
+    /// Whether anyone follows the run live.
+    pub fn has_readers(&self) -> bool {
+        self.live.is_some_and(LiveGuard::has_readers)
     }
 
     /// Whether the run was cancelled while this process advances it.
@@ -573,7 +581,12 @@ async fn reopen(
     if reenter {
         log.run.current_node = Some(node.slug.clone());
     } else {
-        match next_node(graph, node, label.as_deref()) {
+        let out: Vec<&Edge> = graph
+            .edges
+            .iter()
+            .filter(|e| e.source == node.slug)
+            .collect();
+        match next_node(&out, node, label.as_deref()) {
             Ok(next) => log.run.current_node = next,
             Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
         }
@@ -787,12 +800,7 @@ fn complete(log: &mut Log<'_>, output: Value, thread_status: Value) {
 
 /// The node after `node`: the edge with `label` (or the fallback edge), else the default
 /// edge; a body node with nowhere to go returns to its loop; `None` ends the run.
-fn next_node(graph: &Graph, node: &Node, label: Option<&str>) -> Result<Option<String>, String> {
-    let out: Vec<_> = graph
-        .edges
-        .iter()
-        .filter(|e| e.source == node.slug)
-        .collect();
+fn next_node(out: &[&Edge], node: &Node, label: Option<&str>) -> Result<Option<String>, String> {
     let unlabelled = || out.iter().find(|e| e.condition.is_none());
     let chosen = match label {
         Some(label) => out
@@ -885,18 +893,15 @@ async fn advance_or_fail_with(
 
 /// Where a disabled node hands its input on: its default edge, else any edge but an
 /// `error` one (a bypassed node must lead somewhere), else back to its loop.
-fn bypass_target(graph: &Graph, node: &Node) -> Option<String> {
-    match next_node(graph, node, None) {
+fn bypass_target(out: &[&Edge], node: &Node) -> Option<String> {
+    match next_node(out, node, None) {
         Ok(Some(target)) => Some(target),
-        _ => graph
-            .edges
+        _ => out
             .iter()
             .find(|e| {
-                e.source == node.slug
-                    && !e
-                        .condition
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+                !e.condition
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
             })
             .map(|e| e.target.clone())
             .or_else(|| node.parent_slug.clone()),
@@ -992,7 +997,7 @@ fn next_to_run<'g>(
         );
         return None;
     }
-    match ctx.version.graph.node(&slug) {
+    match ctx.index.node(&slug) {
         Some(node) => Some(node),
         None => {
             fail(
@@ -1033,13 +1038,14 @@ pub(super) fn walk<'f>(
 
 /// Executes one node and records its step and where the run goes next.
 async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult<()> {
-    let graph = &ctx.version.graph;
     let slug = node.slug.clone();
     let started_at = Utc::now();
     let timer = Instant::now();
     let input = log.run.last_output.clone();
     // Live readers see a node start; the saved log records it when it finishes.
-    log.ephemeral("node.started", &slug, json!({"kind": node.kind}));
+    if log.has_readers() {
+        log.ephemeral("node.started", &slug, json!({"kind": node.kind}));
+    }
     // The step's number is taken before it runs: the steps of a parallel branch or a
     // nested workflow inside it come after it.
     log.run.step_count += 1;
@@ -1050,7 +1056,7 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
         // A disabled node is bypassed: its input goes on along its default edge.
         Ok(Outcome {
             output: input.clone(),
-            next: match bypass_target(graph, node) {
+            next: match bypass_target(ctx.index.outgoing(&node.slug), node) {
                 Some(target) => Next::Goto(target),
                 None => Next::Follow(None),
             },
@@ -1094,14 +1100,16 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
                 json!({"kind": node.kind, "status": status, "duration_ms": duration_ms}),
             );
             match next {
-                Next::Follow(label) => match next_node(graph, node, label.as_deref()) {
-                    Ok(next) => log.run.current_node = next,
-                    Err(message) => {
-                        step.status = "failed".into();
-                        step.error = Some(message.clone());
-                        fail(log, Some(&slug), "missing_edge", message);
+                Next::Follow(label) => {
+                    match next_node(ctx.index.outgoing(&node.slug), node, label.as_deref()) {
+                        Ok(next) => log.run.current_node = next,
+                        Err(message) => {
+                            step.status = "failed".into();
+                            step.error = Some(message.clone());
+                            fail(log, Some(&slug), "missing_edge", message);
+                        }
                     }
-                },
+                }
                 Next::Goto(target) => log.run.current_node = Some(target),
                 Next::Wait(wait) => {
                     step.status = "waiting".into();
@@ -1124,25 +1132,51 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     Ok(())
 }
 
+/// Whether `value` certainly serializes within `budget` bytes (an overestimate of the
+/// size, counting escapes pessimistically), spending the budget as it goes.
+fn fits(value: &Value, budget: &mut i64) -> bool {
+    *budget -= match value {
+        Value::String(s) => 2 * s.len() as i64 + 2,
+        Value::Array(items) => {
+            *budget -= 2;
+            for item in items {
+                if !fits(item, budget) {
+                    return false;
+                }
+            }
+            items.len() as i64
+        }
+        Value::Object(map) => {
+            *budget -= 2;
+            for (key, item) in map {
+                *budget -= 2 * key.len() as i64 + 4;
+                if !fits(item, budget) {
+                    return false;
+                }
+            }
+            0
+        }
+        _ => 24,
+    };
+    *budget >= 0
+}
+
 /// The largest step input or output kept whole in a step record (serialized bytes).
 const STEP_RECORD_LIMIT: usize = 64 * 1024;
 
 /// A value for a step record: whole when small, else a marker with a prefix. The run
 /// itself always keeps the whole value.
 fn bounded(value: Value) -> Value {
-    let small = match &value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => true,
-        Value::String(s) => s.len() <= STEP_RECORD_LIMIT,
-        _ => false,
-    };
-    if small {
+    // A cheap estimate first (no serialization): most step values are small.
+    let mut budget = STEP_RECORD_LIMIT as i64;
+    if fits(&value, &mut budget) {
         return value;
     }
     let text = value.to_string();
     if text.len() <= STEP_RECORD_LIMIT {
         return value;
     }
-    let mut cut = 4096;
+    let mut cut = 4096.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -1483,7 +1517,6 @@ fn run_loop(
     scope: &Scope,
     input: Value,
 ) -> Result<Outcome, NodeError> {
-    let graph = &ctx.version.graph;
     let config: nodes::While = parse(node)?;
     let holds = match &config.condition {
         None | Some(Value::Null) => true,
@@ -1499,15 +1532,11 @@ fn run_loop(
     let loops = counters.entry("loops").or_insert_with(|| json!({}));
     let count = loops.get(&node.slug).and_then(Value::as_u64).unwrap_or(0);
     let in_body = |slug: &str| {
-        graph
+        ctx.index
             .node(slug)
             .is_some_and(|n| n.parent_slug.as_deref() == Some(node.slug.as_str()))
     };
-    let out: Vec<_> = graph
-        .edges
-        .iter()
-        .filter(|e| e.source == node.slug)
-        .collect();
+    let out = ctx.index.outgoing(&node.slug);
     if holds && count < u64::from(config.max_iterations) {
         loops[&node.slug] = json!(count + 1);
         if let Some(var) = &config.iteration_var {

@@ -104,8 +104,10 @@ impl LiveGuard {
         if event.seq > 0 {
             unsaved.push(event.clone());
         }
-        // No subscriber is not an error.
-        let _ = self.run.sender.send(event.clone());
+        if self.run.sender.receiver_count() > 0 {
+            // A subscriber that left meanwhile is not an error.
+            let _ = self.run.sender.send(event.clone());
+        }
     }
 
     /// Forgets the events now saved.

@@ -142,6 +142,38 @@ impl Graph {
     pub fn node(&self, slug: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.slug == slug)
     }
+
+    /// Lookups by slug in constant time, for code that walks the graph node by node.
+    pub fn index(&self) -> GraphIndex<'_> {
+        let mut out: std::collections::HashMap<&str, Vec<&Edge>> = Default::default();
+        for edge in &self.edges {
+            out.entry(edge.source.as_str()).or_default().push(edge);
+        }
+        let mut nodes: std::collections::HashMap<&str, &Node> = Default::default();
+        for node in &self.nodes {
+            nodes.entry(node.slug.as_str()).or_insert(node);
+        }
+        GraphIndex { nodes, out }
+    }
+}
+
+/// A graph's nodes by slug and edges by source, in the graph's order.
+#[derive(Debug, Clone)]
+pub struct GraphIndex<'g> {
+    nodes: std::collections::HashMap<&'g str, &'g Node>,
+    out: std::collections::HashMap<&'g str, Vec<&'g Edge>>,
+}
+
+impl<'g> GraphIndex<'g> {
+    /// The node with this slug (the first one, if a malformed graph repeats it).
+    pub fn node(&self, slug: &str) -> Option<&'g Node> {
+        self.nodes.get(slug).copied()
+    }
+
+    /// The edges leaving `slug`, in the graph's order.
+    pub fn outgoing(&self, slug: &str) -> &[&'g Edge] {
+        self.out.get(slug).map_or(&[], Vec::as_slice)
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub mod validate;
 
 use chrono::{DateTime, Utc};
 
-pub use graph::{Edge, Graph, Node};
+pub use graph::{Edge, Graph, GraphIndex, Node};
 pub use problems::{Problem, Severity};
 pub use service::*;
 
