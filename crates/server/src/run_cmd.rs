@@ -5,28 +5,75 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 use domain::{
-    runs::{self, Resume, RunStatus, StartRun},
+    runs::{self, Event, Resume, RunStatus, StartRun, live::Subscription},
     workflows::{self, CreateWorkflow, import},
 };
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use crate::{app::App, cli::RunArgs};
 
-/// Prints events after `after`; returns the last sequence printed.
-async fn print_events(
+/// Prints a run's events as they happen: the saved ones after `after`, then what the
+/// advancing task publishes (with the model's text as it is written), until it stops.
+/// Returns the last sequence number printed.
+async fn follow(
     app: &App,
     user: &domain::users::User,
     run_id: &str,
     after: i64,
+    subscription: Subscription,
     json: bool,
 ) -> anyhow::Result<i64> {
-    let mut last = after;
+    let mut printer = Printer {
+        json,
+        last: after,
+        streaming: None,
+    };
     for event in runs::events(&app.services, user, run_id, after).await? {
-        last = event.seq;
-        if json {
-            let line = serde_json::json!({"seq": event.seq, "type": event.kind, "node": event.node, "data": event.data});
+        printer.print(&event);
+    }
+    for event in &subscription.unsaved {
+        printer.print(event);
+    }
+    let mut live = subscription.events;
+    loop {
+        match live.recv().await {
+            Ok(event) => printer.print(&event),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    // Whatever was saved after the last live event (nothing, normally).
+    for event in runs::events(&app.services, user, run_id, printer.last).await? {
+        printer.print(&event);
+    }
+    Ok(printer.last)
+}
+
+struct Printer {
+    json: bool,
+    /// The highest sequence number printed.
+    last: i64,
+    /// The node whose text is being streamed on the current line.
+    streaming: Option<String>,
+}
+
+impl Printer {
+    fn print(&mut self, event: &Event) {
+        if event.seq > 0 {
+            if event.seq <= self.last {
+                return;
+            }
+            self.last = event.seq;
+        }
+        if self.json {
+            let mut line =
+                serde_json::json!({"type": event.kind, "node": event.node, "data": event.data});
+            if event.seq > 0 {
+                line["seq"] = event.seq.into();
+            }
             println!("{line}");
-            continue;
+            return;
         }
         let node = event.node.as_deref().unwrap_or("-");
         let text = |key: &str| {
@@ -37,6 +84,25 @@ async fn print_events(
                 .unwrap_or_default()
                 .to_string()
         };
+        if event.kind == "assistant.delta" {
+            if self.streaming.as_deref() != Some(node) {
+                self.end_line();
+                print!("assistant> ");
+                self.streaming = Some(node.to_string());
+            }
+            print!("{}", text("delta"));
+            std::io::stdout().flush().ok();
+            return;
+        }
+        if event.kind == "assistant_message" && self.streaming.as_deref() == Some(node) {
+            // Already shown as it was written.
+            self.end_line();
+            return;
+        }
+        if event.seq == 0 {
+            return;
+        }
+        self.end_line();
         match event.kind.as_str() {
             "assistant_message" => println!("assistant> {}", text("text")),
             "user_message" => println!("you> {}", text("text")),
@@ -47,8 +113,20 @@ async fn print_events(
                 event.data["duration_ms"]
             ),
             "branch" => println!("  [{node}] branch {}", event.data["label"]),
+            "tool_call.started" => println!(
+                "  [{node}] calls {}({})",
+                text("name"),
+                event.data["arguments"]
+            ),
+            "tool_call.finished" => println!(
+                "  [{node}] {} returned {}",
+                text("name"),
+                event.data["output"]
+            ),
+            "widget" => println!("  [{node}] widget {}", event.data["widget"]),
             "run.failed" => println!("FAILED at {node}: {} ({})", text("message"), text("code")),
             "run.completed" => println!("completed: {}", event.data["output"]),
+            "run.cancelled" => println!("cancelled"),
             "usage" => println!(
                 "  [{node}] {} tokens in, {} out",
                 event.data["input_tokens"], event.data["output_tokens"]
@@ -56,9 +134,14 @@ async fn print_events(
             "warning" => println!("  [{node}] warning: {}", text("message")),
             _ => {}
         }
+        std::io::stdout().flush().ok();
     }
-    std::io::stdout().flush().ok();
-    Ok(last)
+
+    fn end_line(&mut self) {
+        if self.streaming.take().is_some() {
+            println!();
+        }
+    }
 }
 
 fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
@@ -153,7 +236,7 @@ async fn drive(
     } else {
         Value::String(args.input.clone())
     };
-    let mut run = runs::start(
+    let (started, subscription) = runs::start_detached(
         services,
         user,
         StartRun {
@@ -163,25 +246,48 @@ async fn drive(
         },
     )
     .await?;
-    let mut last = print_events(app, user, &run.id, 0, args.json).await?;
+    let run_id = started.id;
+    follow(app, user, &run_id, 0, subscription, args.json).await?;
+    let mut run = runs::get(services, user, &run_id).await?;
     while run.status == RunStatus::Waiting {
         let wait = run.wait.clone().expect("a waiting run has a wait");
-        let answer = if wait.kind == "approval" {
-            let prompt = wait.prompt.as_deref().unwrap_or("Approve?");
-            match ask(&format!("{prompt} [y/n] "))? {
-                Some(a) => Resume::Approval(
-                    a.trim().eq_ignore_ascii_case("y") || a.trim().eq_ignore_ascii_case("yes"),
+        let answer = match wait.kind.as_str() {
+            "approval" => {
+                let prompt = wait.prompt.as_deref().unwrap_or("Approve?");
+                match ask(&format!("{prompt} [y/n] "))? {
+                    Some(a) => Resume::Approval(
+                        a.trim().eq_ignore_ascii_case("y") || a.trim().eq_ignore_ascii_case("yes"),
+                    ),
+                    None => break,
+                }
+            }
+            "widget_action" => match ask("action (JSON, e.g. {\"type\": \"submit\"})> ")? {
+                Some(text) => Resume::WidgetAction(
+                    serde_json::from_str(&text).context("the action is not JSON")?,
                 ),
                 None => break,
+            },
+            "client_tool_output" => {
+                let call = wait.data.clone().unwrap_or_default();
+                match ask(&format!(
+                    "result of {}({}) as JSON> ",
+                    call["name"], call["arguments"]
+                ))? {
+                    Some(text) => Resume::ClientToolOutput(
+                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    ),
+                    None => break,
+                }
             }
-        } else {
-            match ask("you> ")? {
+            _ => match ask("you> ")? {
                 Some(text) => Resume::UserMessage(text),
                 None => break,
-            }
+            },
         };
-        run = runs::resume(services, user, &run.id, answer).await?;
-        last = print_events(app, user, &run.id, last, args.json).await?;
+        let (_, after, subscription) =
+            runs::resume_detached(services, user, &run_id, answer).await?;
+        follow(app, user, &run_id, after, subscription, args.json).await?;
+        run = runs::get(services, user, &run_id).await?;
     }
     match run.status {
         RunStatus::Completed => Ok(()),

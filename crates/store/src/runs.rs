@@ -220,6 +220,7 @@ impl RunStore for Db {
             "SELECT ",
             run_columns!(),
             " FROM runs WHERE ($1 IS NULL OR workflow_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR user_id = $3)
+               AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND ($7 IS NULL OR thread_id = $7)
              ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let rows: Vec<RunRow> = with_pool!(self, pool => {
@@ -228,6 +229,9 @@ impl RunStore for Db {
                 .bind(filter.status.map(RunStatus::as_str))
                 .bind(filter.user_id)
                 .bind(filter.limit)
+                .bind(filter.from.map(stored_time))
+                .bind(filter.to.map(stored_time))
+                .bind(filter.thread_id.as_deref())
                 .fetch_all(pool)
                 .await
         })

@@ -219,6 +219,12 @@ pub struct ListQuery {
     pub workflow_id: Option<i64>,
     /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
     pub status: Option<String>,
+    /// Started at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Started before this time (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Only the runs of this conversation thread.
+    pub thread_id: Option<String>,
     /// At most this many, newest first (default 50, at most 500).
     pub limit: Option<i64>,
 }
@@ -406,6 +412,9 @@ async fn list(
         workflow_id: query.workflow_id,
         status,
         user_id: None,
+        from: query.from,
+        to: query.to,
+        thread_id: query.thread_id,
         limit: query.limit.unwrap_or(50),
     };
     let list = runs::list(&state.services, &user, filter).await?;

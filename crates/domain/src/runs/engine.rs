@@ -1044,7 +1044,12 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     let input = log.run.last_output.clone();
     // Live readers see a node start; the saved log records it when it finishes.
     if log.has_readers() {
-        log.ephemeral("node.started", &slug, json!({"kind": node.kind}));
+        let title = node.display_name.as_deref().unwrap_or(&node.slug);
+        log.ephemeral(
+            "node.started",
+            &slug,
+            json!({"kind": node.kind, "title": title}),
+        );
     }
     // The step's number is taken before it runs: the steps of a parallel branch or a
     // nested workflow inside it come after it.
@@ -1181,6 +1186,82 @@ fn bounded(value: Value) -> Value {
         cut -= 1;
     }
     json!({"truncated": true, "bytes": text.len(), "preview": &text[..cut]})
+}
+
+/// A value assigned to `state.<path>`, checked against the type the workflow's state
+/// schema gives that path (when it gives one). Text that reads as the declared type is
+/// converted (`"3"` for an integer, `"true"` for a boolean), as form and model outputs
+/// often arrive as text; anything else fails the step, naming the path and the type.
+fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<Value, NodeError> {
+    let mut property = schema;
+    for segment in path.split('.') {
+        property = property
+            .and_then(|p| p.get("properties"))
+            .and_then(|p| p.get(segment));
+    }
+    let Some(declared) = property.and_then(|p| p.get("type")) else {
+        return Ok(value);
+    };
+    let types: Vec<&str> = match declared {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(value),
+    };
+    let matches = |t: &str, v: &Value| match t {
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "array" => v.is_array(),
+        "object" => v.is_object(),
+        "null" => v.is_null(),
+        _ => true,
+    };
+    // Null clears a value of any type.
+    if value.is_null() || types.iter().any(|t| matches(t, &value)) {
+        return Ok(value);
+    }
+    for t in &types {
+        let converted = match (*t, &value) {
+            ("integer", Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| json!(f as i64)),
+            ("integer", Value::String(s)) => s.trim().parse::<i64>().ok().map(|i| json!(i)),
+            ("number", Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| json!(f)),
+            ("boolean", Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" => Some(json!(true)),
+                "false" => Some(json!(false)),
+                _ => None,
+            },
+            ("string", Value::Number(_) | Value::Bool(_)) => Some(json!(as_text(&value))),
+            _ => None,
+        };
+        if let Some(converted) = converted {
+            return Ok(converted);
+        }
+    }
+    let mut shown = value.to_string();
+    if shown.len() > 80 {
+        let mut cut = 80;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    Err(node_error(
+        "state_type_mismatch",
+        format!(
+            "`state.{path}` is declared as {} in the state schema, but the value is {shown}",
+            types.join(" or ")
+        ),
+    ))
 }
 
 /// Sets `value` at a dotted path inside `state`, creating objects on the way.
@@ -1363,6 +1444,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                     .trim()
                     .strip_prefix("state.")
                     .unwrap_or(assignment.target.trim());
+                let value = typed(ctx.version.graph.state_schema.as_ref(), path, value)?;
                 set_path(&mut log.run.state, path, value);
             }
             log.event("state.updated", Some(&node.slug), log.run.state.clone());
@@ -1600,4 +1682,31 @@ fn run_loop(
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::typed;
+
+    #[test]
+    fn assignments_follow_the_state_schema() {
+        let schema = json!({"type": "object", "properties": {
+            "count": {"type": "integer"}, "ratio": {"type": "number"}, "ok": {"type": "boolean"},
+            "name": {"type": ["string", "null"]},
+            "order": {"type": "object", "properties": {"qty": {"type": "integer"}}}
+        }});
+        let t = |path: &str, v| typed(Some(&schema), path, v).map_err(|e| e.code);
+        assert_eq!(t("count", json!("3")), Ok(json!(3)));
+        assert_eq!(t("count", json!(4.0)), Ok(json!(4)));
+        assert_eq!(t("count", json!("three")), Err("state_type_mismatch"));
+        assert_eq!(t("ratio", json!("0.5")), Ok(json!(0.5)));
+        assert_eq!(t("ok", json!("TRUE")), Ok(json!(true)));
+        assert_eq!(t("name", json!(12)), Ok(json!("12")));
+        assert_eq!(t("name", json!(null)), Ok(json!(null)));
+        assert_eq!(t("order.qty", json!("2")), Ok(json!(2)));
+        assert_eq!(t("undeclared", json!("x")), Ok(json!("x")));
+        assert_eq!(typed(None, "count", json!("x")).ok(), Some(json!("x")));
+    }
 }

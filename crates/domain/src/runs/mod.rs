@@ -157,6 +157,11 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only this user's runs.
     pub user_id: Option<i64>,
+    /// Started at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Started before this time.
+    pub to: Option<DateTime<Utc>>,
+    pub thread_id: Option<String>,
     pub limit: i64,
 }
 

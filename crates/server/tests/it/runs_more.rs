@@ -221,6 +221,8 @@ async fn widgets_wait_for_an_action(backend: TestBackend) {
         "Offer for Ada"
     );
     let run_id = run.body["id"].as_str().unwrap();
+    // The widget's wait survives a restart: a new server takes the action.
+    let replica = app.restart().await.router();
     let bad = app
         .post(
             &format!("/api/runs/{run_id}/resume"),
@@ -229,13 +231,14 @@ async fn widgets_wait_for_an_action(backend: TestBackend) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let done = app
-        .post(
-            &format!("/api/runs/{run_id}/resume"),
-            Some(&token),
-            json!({"widget_action": {"type": "buy", "payload": {"sku": 7}}}),
-        )
-        .await;
+    let action = Request::post(format!("/api/runs/{run_id}/resume"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"widget_action": {"type": "buy", "payload": {"sku": 7}}}).to_string(),
+        ))
+        .unwrap();
+    let done = test_support::send_to(&replica, action).await;
     assert_eq!(done.body["status"], "completed", "{}", done.text);
     assert_eq!(texts(&done.body).last().unwrap(), "assistant: Bought 7");
     // An action without its own edge takes the default one.
