@@ -405,7 +405,8 @@ async fn pump(
         }
     };
     let result = result.and_then(|mut completion| {
-        if let Some(format) = &format {
+        // An answer that calls tools is not the final answer yet: nothing to parse.
+        if let Some(format) = format.as_ref().filter(|_| completion.tool_calls.is_empty()) {
             completion.parsed = Some(parse_structured(&completion.text, format)?);
         }
         Ok(completion)

@@ -59,6 +59,9 @@ struct Turn {
     pending: Vec<ToolCall>,
     rounds: u32,
     repaired: bool,
+    /// Responses API: the last answer's id, so the next round sends only what is new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_id: Option<String>,
     /// The client's result for the first pending call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_output: Option<Value>,
@@ -192,6 +195,7 @@ pub(super) async fn run(
         }
         turn.rounds += 1;
         request.messages = turn.messages.clone();
+        request.previous_response_id = turn.response_id.clone();
         let completion = match call_model(ctx, log, node, &model, &provider, &request, show).await {
             Err(LlmError::InvalidOutput(problem)) if !turn.repaired => {
                 // One repair attempt, telling the model what was wrong.
@@ -213,6 +217,7 @@ pub(super) async fn run(
         if completion.tool_calls.is_empty() {
             break completion;
         }
+        turn.response_id = completion.response_id.clone();
         let mut said = Message::text(Role::Assistant, completion.text.clone());
         if completion.text.is_empty() {
             said.content.clear();

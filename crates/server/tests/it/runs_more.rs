@@ -26,6 +26,7 @@ backend_tests!(
     a_thread_has_one_unfinished_run,
     step_records_are_bounded,
     auto_start_model_choice_and_simulated_streaming,
+    responses_api_tool_rounds_chain_and_fall_back,
 );
 
 fn linear(nodes: Vec<Value>) -> Value {
@@ -850,4 +851,78 @@ async fn auto_start_model_choice_and_simulated_streaming(backend: TestBackend) {
         .await;
     assert_eq!(run.body["status"], "completed", "{}", run.text);
     assert_eq!(fake.requests()[1].body["model"], "fake-gpt");
+}
+
+async fn responses_api_tool_rounds_chain_and_fall_back(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = test_support::fake_llm::FakeLlm::start().await;
+    // An OpenAI provider (the Responses API) with structured output.
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&token),
+            json!({"kind": "openai", "label": "OpenAI", "api_base": fake.base_url, "api_key": "sk-test-123"}),
+        )
+        .await;
+    assert_eq!(provider.status, StatusCode::CREATED, "{}", provider.text);
+    let model = app
+        .post(
+            "/api/admin/models",
+            Some(&token),
+            json!({"provider_id": provider.body["id"], "name": "gpt-test", "is_default": true,
+                   "supports_structured_output": true, "supports_tools": true}),
+        )
+        .await;
+    assert_eq!(model.status, StatusCode::CREATED, "{}", model.text);
+    fake.push(Reply::ToolCalls(vec![(
+        "validate_workflow_graph".into(),
+        r#"{"graph": {"nodes": [], "edges": []}}"#.into(),
+    )]));
+    // The provider forgot the first answer: the call is replayed with the whole history.
+    fake.push(Reply::StalePreviousResponse);
+    fake.push(Reply::Text(r#"{"verdict": "empty"}"#.into()));
+    let graph = linear(vec![
+        json!({"slug": "agent", "kind": "agent", "parameters": {
+            "tools": [{"type": "function", "function": {"name": "validate_workflow_graph"}}],
+            "response_format": {"type": "json_schema", "name": "verdict",
+                "schema": {"type": "object", "properties": {"verdict": {"type": "string"}}, "required": ["verdict"]}}
+        }}),
+    ]);
+    let id = publish(&app, &token, graph).await;
+    let run = start(&app, &token, id, json!("Check an empty graph")).await;
+    assert_eq!(
+        run.body["status"],
+        "completed",
+        "{}\n{:#?}",
+        run.text,
+        fake.requests()
+            .iter()
+            .map(|r| (&r.path, &r.body))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(run.body["output"]["output_parsed"]["verdict"], "empty");
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| r.path == "/v1/responses"));
+    // The second round continued from the first answer and sent only the tool's output.
+    let chained = &requests[1].body;
+    assert_eq!(chained["previous_response_id"], "resp_0");
+    let input = chained["input"].as_array().unwrap();
+    assert_eq!(input.len(), 1, "{chained}");
+    assert_eq!(input[0]["type"], "function_call_output");
+    // The replay carries the whole conversation, the call included.
+    let replay = &requests[2].body;
+    assert!(replay.get("previous_response_id").is_none());
+    let kinds: Vec<&str> = replay["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or("message"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["message", "function_call", "function_call_output"]
+    );
+    assert_eq!(replay["text"]["format"]["type"], "json_schema");
 }
