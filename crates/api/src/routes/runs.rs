@@ -286,6 +286,12 @@ fn event_stream(
         run_id: String,
         /// The highest sequence number queued so far.
         queued: i64,
+        /// The highest sequence number read from the log.
+        confirmed: i64,
+        /// Numbered events sent from the live channel and not yet seen in the log, by
+        /// number: an event the log then holds under the same number with another type
+        /// (the advance published one that was never saved) is sent too.
+        unconfirmed: std::collections::BTreeMap<i64, String>,
         pending: VecDeque<Event>,
         live: Option<broadcast::Receiver<Event>>,
         /// The buffer of a subscription whose saved backlog is not read yet.
@@ -300,14 +306,34 @@ fn event_stream(
                 self.pending.push_back(event);
             } else if event.seq > self.queued {
                 self.queued = event.seq;
+                self.unconfirmed.insert(event.seq, event.kind.clone());
                 self.pending.push_back(event);
             }
+        }
+
+        /// Events read from the log, in order.
+        fn logged(&mut self, events: Vec<Event>) {
+            for event in events {
+                let shown = self.unconfirmed.remove(&event.seq);
+                self.confirmed = self.confirmed.max(event.seq);
+                if event.seq > self.queued {
+                    self.queued = event.seq;
+                    self.pending.push_back(event);
+                } else if shown.is_some_and(|kind| kind != event.kind) {
+                    self.pending.push_back(event);
+                }
+            }
+            // Live events under numbers the log has passed were never saved.
+            let confirmed = self.confirmed;
+            self.unconfirmed.retain(|seq, _| *seq > confirmed);
         }
     }
     let mut cursor = Cursor {
         state,
         run_id,
         queued: after,
+        confirmed: after,
+        unconfirmed: Default::default(),
         pending: VecDeque::new(),
         live: None,
         unsaved: None,
@@ -334,8 +360,8 @@ fn event_stream(
                 return None;
             }
             if let Some(unsaved) = c.unsaved.take() {
-                match runs::poll(&c.state.services, &c.run_id, c.queued).await {
-                    Ok((_, events)) => events.into_iter().for_each(|e| c.queue(e)),
+                match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
+                    Ok((_, events)) => c.logged(events),
                     Err(_) => c.done = true,
                 }
                 unsaved.into_iter().for_each(|e| c.queue(e));
@@ -345,8 +371,8 @@ fn event_stream(
                 && let Some(subscription) = c.state.services.live.subscribe(&c.run_id)
             {
                 // Subscribed first, then the saved backlog: nothing falls between the two.
-                match runs::poll(&c.state.services, &c.run_id, c.queued).await {
-                    Ok((_, events)) => events.into_iter().for_each(|e| c.queue(e)),
+                match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
+                    Ok((_, events)) => c.logged(events),
                     Err(_) => c.done = true,
                 }
                 subscription.unsaved.into_iter().for_each(|e| c.queue(e));
@@ -364,11 +390,14 @@ fn event_stream(
             }
             // The status is read before the events: once it is no longer `running`, every
             // event of the run is already visible in the same read.
-            match runs::poll(&c.state.services, &c.run_id, c.queued).await {
+            // After following live, the log is read again from the last number it
+            // confirmed, so what the live channel showed differently is corrected.
+            match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
                 Ok((status, events)) => {
                     let running = status == RunStatus::Running;
-                    if !events.is_empty() {
-                        events.into_iter().for_each(|e| c.queue(e));
+                    let before = c.confirmed;
+                    c.logged(events);
+                    if c.confirmed > before {
                         c.wait = POLL_EVERY;
                         c.idle_since = Instant::now();
                     } else if running && c.idle_since.elapsed() < MAX_IDLE {

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use super::{
     HistoryEntry, Run, RunError, RunResult, RunStatus, Wait,
     compose::{self, WorkflowRef},
-    engine::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse, set_path},
+    engine::{
+        CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse, set_path, strip_nul,
+    },
 };
 use crate::{
     error::DomainError,
@@ -212,7 +214,21 @@ pub(super) async fn run(
                 return Err(node_error(CANCELLED, "the run was cancelled"));
             }
             Err(err) => return Err(node_error(err.code(), err.to_string())),
-            Ok(completion) => completion,
+            Ok(mut completion) => {
+                // PostgreSQL cannot store NUL characters; a model may write them.
+                for text in [&mut completion.text, &mut completion.reasoning]
+                    .into_iter()
+                    .chain(completion.tool_calls.iter_mut().map(|c| &mut c.arguments))
+                {
+                    if text.contains('\0') {
+                        *text = text.replace('\0', "");
+                    }
+                }
+                if let Some(parsed) = completion.parsed.as_mut() {
+                    strip_nul(parsed);
+                }
+                completion
+            }
         };
         if completion.tool_calls.is_empty() {
             break completion;

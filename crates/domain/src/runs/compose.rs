@@ -142,6 +142,7 @@ async fn nested(
         })?;
     let mut child_ctx = RunCtx::new(services, &workflow, &version, ctx.user);
     child_ctx.stack = ctx.stack.iter().copied().chain([workflow.id]).collect();
+    child_ctx.budget = ctx.budget.clone();
     let mut child = log.run.clone();
     child.current_node = Some(start.slug.clone());
     child.state = initial_state(graph, None)
@@ -259,10 +260,16 @@ pub(super) async fn split(
             format!("the join `{join}` is not in the graph"),
         ));
     }
+    // Every edge is a branch, except the `error` edge of the split's own error handling.
     let targets: Vec<String> = ctx
         .index
         .outgoing(&node.slug)
         .iter()
+        .filter(|e| {
+            !e.condition
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(nodes::common::ERROR_LABEL))
+        })
         .map(|e| e.target.clone())
         .collect();
     let base: Run = log.run.clone();
@@ -284,25 +291,17 @@ pub(super) async fn split(
         (result, branch.steps, branch.events)
     }))
     .await;
-    let mut outputs = Map::new();
-    for (index, ((target, run), (result, steps, events))) in
-        targets.iter().zip(runs).zip(results).enumerate()
-    {
-        // The split's `branches` name its edges in order; unnamed edges go by their target.
-        let (branch, label) = match config.branches.get(index) {
-            Some(nodes::SplitBranch::Full { slug, label }) => (
-                slug.trim().to_string(),
-                label.clone().unwrap_or_else(|| slug.trim().to_string()),
-            ),
-            Some(nodes::SplitBranch::Slug(slug)) => {
-                (slug.trim().to_string(), slug.trim().to_string())
-            }
-            None => (target.clone(), target.clone()),
-        };
-        stopped_by(result)?;
+    // Every branch is checked before any is merged: a failure leaves the run as it was.
+    for ((target, run), (result, _, _)) in targets.iter().zip(&runs).zip(&results) {
+        if let Err(err) = result {
+            return Err(match err {
+                RunError::Conflict(_) => node_error(CANCELLED, "the run was cancelled"),
+                other => node_error("engine_error", other.to_string()),
+            });
+        }
         match run.status {
             RunStatus::Failed => {
-                let failure = run.error.unwrap_or_else(|| super::RunFailure {
+                let failure = run.error.clone().unwrap_or_else(|| super::RunFailure {
                     node: None,
                     code: "engine_error".into(),
                     message: "it stopped".into(),
@@ -321,12 +320,31 @@ pub(super) async fn split(
                     "branch_waits",
                     format!(
                         "the branch `{target}` waits at `{}`; parallel branches must run to the join without pausing",
-                        run.wait.map(|w| w.node).unwrap_or_default()
+                        run.wait
+                            .as_ref()
+                            .map(|w| w.node.as_str())
+                            .unwrap_or_default()
                     ),
                 ));
             }
             _ => {}
         }
+    }
+    let mut outputs = Map::new();
+    for (index, ((target, run), (_, steps, events))) in
+        targets.iter().zip(runs).zip(results).enumerate()
+    {
+        // The split's `branches` name its edges in order; unnamed edges go by their target.
+        let (branch, label) = match config.branches.get(index) {
+            Some(nodes::SplitBranch::Full { slug, label }) => (
+                slug.trim().to_string(),
+                label.clone().unwrap_or_else(|| slug.trim().to_string()),
+            ),
+            Some(nodes::SplitBranch::Slug(slug)) => {
+                (slug.trim().to_string(), slug.trim().to_string())
+            }
+            None => (target.clone(), target.clone()),
+        };
         merge(log, steps, events, "", &branch, false);
         for entry in run.history.iter().skip(base.history.len()) {
             log.run.history.push(entry.clone());
@@ -344,14 +362,14 @@ pub(super) async fn split(
         );
     }
     let payload = json!({"split_slug": node.slug, "join_slug": join, "branches": outputs});
-    let parallel = log
-        .run
-        .scratch
-        .as_object_mut()
-        .expect("scratch is an object")
-        .entry("parallel")
-        .or_insert_with(|| json!({}));
-    parallel[join.as_str()] = payload.clone();
+    if !log.run.scratch.is_object() {
+        log.run.scratch = json!({});
+    }
+    let scratch = &mut log.run.scratch;
+    if !scratch.get("parallel").is_some_and(Value::is_object) {
+        scratch["parallel"] = json!({});
+    }
+    scratch["parallel"][join.as_str()] = payload.clone();
     Ok(Outcome {
         output: json!({"parallel_split": payload}),
         next: Next::Goto(join),

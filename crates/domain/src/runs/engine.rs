@@ -6,7 +6,13 @@
 //! so if two processes ever race on one run, the second save is refused and its caller
 //! gets a conflict instead of a forked run.
 
-use std::time::Instant;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Instant,
+};
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -165,6 +171,16 @@ pub(super) struct RunCtx<'a> {
     pub stack: Vec<i64>,
     /// The version's graph by slug.
     pub index: GraphIndex<'a>,
+    /// What this start or resume may still spend, shared with its branches and nested
+    /// workflows.
+    pub budget: Arc<Budget>,
+}
+
+/// The limits of one start or resume of a run. The step limit counts the steps of this
+/// advance, so a long conversation that waits between turns never reaches it.
+pub(super) struct Budget {
+    pub steps: AtomicI64,
+    pub deadline: Instant,
 }
 
 impl<'a> RunCtx<'a> {
@@ -181,6 +197,11 @@ impl<'a> RunCtx<'a> {
             user,
             stack: vec![workflow.id],
             index: version.graph.index(),
+            budget: Arc::new(Budget {
+                steps: AtomicI64::new(0),
+                deadline: Instant::now()
+                    + std::time::Duration::from_secs(services.engine.max_run_seconds),
+            }),
         }
     }
 
@@ -295,7 +316,7 @@ pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResul
     let (services, actor) = (services.clone(), actor.clone());
     tokio::spawn(async move { start_here(&services, &actor, req).await })
         .await
-        .map_err(|err| RunError::Invalid(format!("the run's task failed: {err}")))?
+        .map_err(|err| RunError::Internal(format!("the run's task failed: {err}")))?
 }
 
 async fn start_here(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
@@ -372,11 +393,16 @@ async fn begin(
         .iter()
         .find(|n| n.is_enabled && Kind::parse(&n.kind) == Some(Kind::Start))
         .ok_or_else(|| RunError::Invalid("the version has no enabled start node".into()))?;
-    let input = match req.input {
+    let mut input = match req.input {
         Value::String(text) => json!({"input_as_text": text}),
         Value::Null => json!({}),
         other => other,
     };
+    strip_nul(&mut input);
+    let mut req_state = req.state.clone();
+    if let Some(state) = req_state.as_mut() {
+        strip_nul(state);
+    }
     let mut history = Vec::new();
     if let Some(text) = input
         .get("input_as_text")
@@ -397,7 +423,7 @@ async fn begin(
         thread_id: req.thread_id.clone(),
         status: RunStatus::Running,
         current_node: Some(start_node.slug.clone()),
-        state: initial_state(graph, req.state.as_ref())?,
+        state: initial_state(graph, req_state.as_ref())?,
         last_output: input.clone(),
         input,
         history,
@@ -450,7 +476,7 @@ pub async fn resume(
     let (services, actor, run_id) = (services.clone(), actor.clone(), run_id.to_string());
     tokio::spawn(async move { resume_here(&services, &actor, &run_id, answer).await })
         .await
-        .map_err(|err| RunError::Invalid(format!("the run's task failed: {err}")))?
+        .map_err(|err| RunError::Internal(format!("the run's task failed: {err}")))?
 }
 
 async fn resume_here(
@@ -523,6 +549,17 @@ async fn reopen(
     let mut log = Log::new(&mut run);
     // A client tool's result goes back to the agent that called it.
     let mut reenter = false;
+    let answer = match answer {
+        Resume::WidgetAction(mut action) => {
+            strip_nul(&mut action);
+            Resume::WidgetAction(action)
+        }
+        Resume::ClientToolOutput(mut output) => {
+            strip_nul(&mut output);
+            Resume::ClientToolOutput(output)
+        }
+        other => other,
+    };
     let label = match (wait.kind.as_str(), answer) {
         ("user_message", Resume::UserMessage(text)) => {
             log.say("user", &node.slug, text.clone());
@@ -539,17 +576,16 @@ async fn reopen(
             log.event("widget.action", Some(&node.slug), json!({"action": action}));
             let kind = action["type"].as_str().unwrap_or_default().to_string();
             log.run.last_output = json!({"action": action});
-            // An edge labelled with the action's type routes it; otherwise the default edge.
-            graph
-                .edges
-                .iter()
-                .any(|e| {
+            // An edge labelled with the action's type routes it; otherwise the default edge
+            // (never the `error` edge).
+            (!kind.eq_ignore_ascii_case(nodes::common::ERROR_LABEL)
+                && graph.edges.iter().any(|e| {
                     e.source == node.slug
                         && e.condition
                             .as_deref()
                             .is_some_and(|c| c.eq_ignore_ascii_case(&kind))
-                })
-                .then_some(kind)
+                }))
+            .then_some(kind)
         }
         ("client_tool_output", Resume::ClientToolOutput(output)) => {
             log.event(
@@ -613,6 +649,8 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
             )));
         }
         let saved = run.event_seq;
+        // Numbers this process already showed live readers are not reused.
+        run.event_seq = run.event_seq.max(services.live.published(run_id));
         let mut log = Log::new(&mut run);
         log.run.status = RunStatus::Cancelled;
         log.run.wait = None;
@@ -864,8 +902,24 @@ async fn advance_or_fail_with(
     run: &mut Run,
     live: Option<LiveGuard>,
 ) -> RunResult<()> {
-    let Err(err) = advance(ctx, run, live).await else {
-        return Ok(());
+    use futures_util::FutureExt;
+    // A panic inside a step (a bug) fails the run like any internal error, instead of
+    // leaving it `running` until the next restart.
+    let outcome = std::panic::AssertUnwindSafe(advance(ctx, run, live))
+        .catch_unwind()
+        .await;
+    let err = match outcome {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(err)) => err,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(run_id = %run.id, panic = %what, "a run's step panicked");
+            RunError::Internal(format!("a step panicked: {what}"))
+        }
     };
     let Ok(Some(mut stored)) = ctx.services.store.run(&run.id).await else {
         return Err(err);
@@ -876,6 +930,8 @@ async fn advance_or_fail_with(
     }
     if !matches!(err, RunError::Conflict(_)) && stored.status == RunStatus::Running {
         let saved = stored.event_seq;
+        // Past every number this advance published.
+        stored.event_seq = stored.event_seq.max(run.event_seq);
         let mut log = Log::new(&mut stored);
         let node = log.run.current_node.clone();
         fail(
@@ -926,23 +982,18 @@ fn cancelled() -> RunError {
 /// Executes nodes until the run waits, ends or fails, saving after each.
 async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> RunResult<()> {
     let live = live.unwrap_or_else(|| ctx.services.live.open(&run.id));
-    let deadline =
-        Instant::now() + std::time::Duration::from_secs(ctx.services.engine.max_run_seconds);
     // Steps of nodes without outside effects are saved in batches: at most `SAVE_EVERY`
     // steps, and always before and after a node that has effects (a model call), and when
     // the run stops running. A crash inside a batch loses only deterministic work; the run
     // is then failed as interrupted at the next start, never resumed from a half-saved state.
     let mut saved = run.event_seq;
-    // The step limit counts the steps of this advance (a start or a resume), so a long
-    // conversation that waits between turns never reaches it.
-    let first_step = run.step_count;
     let mut log = Log::new(run);
     log.live = Some(&live);
     while log.run.status == RunStatus::Running {
         if log.cancel_requested() {
             return Err(cancelled());
         }
-        let Some(node) = next_to_run(ctx, &mut log, first_step, Some(deadline)) else {
+        let Some(node) = next_to_run(ctx, &mut log) else {
             break;
         };
         let effectful = is_effectful(node);
@@ -964,19 +1015,14 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> Ru
 
 /// The node to execute next, or `None` when the run stopped: it completed (no node
 /// left) or failed a limit.
-fn next_to_run<'g>(
-    ctx: &RunCtx<'g>,
-    log: &mut Log<'_>,
-    first_step: i64,
-    deadline: Option<Instant>,
-) -> Option<&'g Node> {
+fn next_to_run<'g>(ctx: &RunCtx<'g>, log: &mut Log<'_>) -> Option<&'g Node> {
     let Some(slug) = log.run.current_node.clone() else {
         let output = log.run.last_output.clone();
         complete(log, output, json!({"type": "active"}));
         return None;
     };
     let max_steps = ctx.services.engine.max_steps;
-    if log.run.step_count - first_step >= max_steps {
+    if ctx.budget.steps.load(Ordering::Relaxed) >= max_steps {
         fail(
             log,
             Some(&slug),
@@ -987,7 +1033,7 @@ fn next_to_run<'g>(
         );
         return None;
     }
-    if deadline.is_some_and(|d| Instant::now() > d) {
+    if Instant::now() > ctx.budget.deadline {
         let limit = ctx.services.engine.max_run_seconds;
         fail(
             log,
@@ -1019,7 +1065,6 @@ pub(super) fn walk<'f>(
     stop_at: Option<&'f str>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RunResult<()>> + Send + 'f>> {
     Box::pin(async move {
-        let first_step = log.run.step_count;
         while log.run.status == RunStatus::Running {
             if log.cancel_requested() {
                 return Err(cancelled());
@@ -1027,7 +1072,7 @@ pub(super) fn walk<'f>(
             if stop_at.is_some() && log.run.current_node.as_deref() == stop_at {
                 break;
             }
-            let Some(node) = next_to_run(ctx, log, first_step, None) else {
+            let Some(node) = next_to_run(ctx, log) else {
                 break;
             };
             run_node(ctx, log, node).await?;
@@ -1054,6 +1099,7 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     // The step's number is taken before it runs: the steps of a parallel branch or a
     // nested workflow inside it come after it.
     log.run.step_count += 1;
+    ctx.budget.steps.fetch_add(1, Ordering::Relaxed);
     let seq = log.run.step_count;
     let outcome = if node.is_enabled {
         execute_handled(ctx, log, node).await
@@ -1137,11 +1183,20 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     Ok(())
 }
 
+/// The length of a string in JSON: quotes, and escapes counted at their longest.
+fn escaped_len(s: &str) -> i64 {
+    let escaped = s
+        .bytes()
+        .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+        .count();
+    (s.len() + 5 * escaped + 2) as i64
+}
+
 /// Whether `value` certainly serializes within `budget` bytes (an overestimate of the
 /// size, counting escapes pessimistically), spending the budget as it goes.
 fn fits(value: &Value, budget: &mut i64) -> bool {
     *budget -= match value {
-        Value::String(s) => 2 * s.len() as i64 + 2,
+        Value::String(s) => escaped_len(s),
         Value::Array(items) => {
             *budget -= 2;
             for item in items {
@@ -1154,7 +1209,7 @@ fn fits(value: &Value, budget: &mut i64) -> bool {
         Value::Object(map) => {
             *budget -= 2;
             for (key, item) in map {
-                *budget -= 2 * key.len() as i64 + 4;
+                *budget -= escaped_len(key) + 1;
                 if !fits(item, budget) {
                     return false;
                 }
@@ -1264,6 +1319,26 @@ fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<Value, Node
     ))
 }
 
+/// Removes NUL characters from every string of a value: PostgreSQL cannot store them,
+/// and a model or a client may send them.
+pub(super) fn strip_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
+        Value::Array(items) => items.iter_mut().for_each(strip_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let cleaned: Map<String, Value> = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', ""), v))
+                    .collect();
+                *map = cleaned;
+            }
+            map.values_mut().for_each(strip_nul);
+        }
+        _ => {}
+    }
+}
+
 /// Sets `value` at a dotted path inside `state`, creating objects on the way.
 pub(super) fn set_path(state: &mut Value, path: &str, value: Value) {
     let mut cursor = state;
@@ -1315,12 +1390,14 @@ async fn execute_handled(
     loop {
         // What a failed attempt did (a message, some assignments, a loop count) is undone
         // before a retry or a handled failure.
+        // Event numbers are never taken back: live readers may have seen them.
         let before = (
             log.run.state.clone(),
             log.run.history.clone(),
             log.run.scratch.clone(),
             log.events.len(),
-            log.run.event_seq,
+            log.steps.len(),
+            log.run.step_count,
         );
         let err = match execute(ctx, log, node).await {
             Ok(outcome) => return Ok(outcome),
@@ -1329,7 +1406,21 @@ async fn execute_handled(
         };
         (log.run.state, log.run.history, log.run.scratch) = (before.0, before.1, before.2);
         log.events.truncate(before.3);
-        log.run.event_seq = before.4;
+        log.steps.truncate(before.4);
+        log.run.step_count = before.5;
+        // An agent re-entered with a client tool's result does not keep that conversation
+        // once it failed: the next attempt (or node) starts afresh.
+        if log
+            .run
+            .scratch
+            .get("agent")
+            .and_then(|a| a.get("node"))
+            .and_then(Value::as_str)
+            == Some(node.slug.as_str())
+            && let Some(scratch) = log.run.scratch.as_object_mut()
+        {
+            scratch.remove("agent");
+        }
         if attempt < attempts {
             let base = handling.retry.map_or(0, |r| r.backoff_ms);
             let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
@@ -1606,12 +1697,16 @@ fn run_loop(
         Some(Value::Bool(b)) => *b,
         Some(other) => truthy(&scope.eval_value(other)?),
     };
-    let counters = log
-        .run
-        .scratch
-        .as_object_mut()
-        .expect("scratch is an object");
+    if !log.run.scratch.is_object() {
+        log.run.scratch = json!({});
+    }
+    let Value::Object(counters) = &mut log.run.scratch else {
+        unreachable!("made an object above")
+    };
     let loops = counters.entry("loops").or_insert_with(|| json!({}));
+    if !loops.is_object() {
+        *loops = json!({});
+    }
     let count = loops.get(&node.slug).and_then(Value::as_u64).unwrap_or(0);
     let in_body = |slug: &str| {
         ctx.index

@@ -29,6 +29,8 @@ pub struct LiveRuns {
 
 pub struct LiveRun {
     sender: broadcast::Sender<Event>,
+    /// The highest sequence number published.
+    published: std::sync::atomic::AtomicI64,
     /// Events produced but not yet saved, in order.
     unsaved: Mutex<Vec<Event>>,
     cancel: watch::Sender<bool>,
@@ -47,6 +49,7 @@ impl LiveRuns {
         let (cancel, _) = watch::channel(false);
         let run = Arc::new(LiveRun {
             sender,
+            published: Default::default(),
             unsaved: Mutex::new(Vec::new()),
             cancel,
         });
@@ -81,6 +84,14 @@ impl LiveRuns {
         }
     }
 
+    /// The highest sequence number a run advanced here has published (0 when it is not
+    /// advanced here): a writer from outside the advance numbers its events past it.
+    pub(crate) fn published(&self, run_id: &str) -> i64 {
+        self.lock().get(run_id).map_or(0, |run| {
+            run.published.load(std::sync::atomic::Ordering::Acquire)
+        })
+    }
+
     /// How many runs this process is advancing.
     pub fn active(&self) -> usize {
         self.lock().len()
@@ -103,6 +114,9 @@ impl LiveGuard {
         let mut unsaved = self.run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         if event.seq > 0 {
             unsaved.push(event.clone());
+            self.run
+                .published
+                .fetch_max(event.seq, std::sync::atomic::Ordering::AcqRel);
         }
         if self.run.sender.receiver_count() > 0 {
             // A subscriber that left meanwhile is not an error.

@@ -175,6 +175,9 @@ pub enum RunError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A bug: the run was failed with `engine_error`.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
     #[error(transparent)]
@@ -188,6 +191,7 @@ impl DomainError for RunError {
             RunError::Invalid(_) => ErrorKind::Invalid,
             RunError::Conflict(_) => ErrorKind::Conflict,
             RunError::Forbidden(_) => ErrorKind::Forbidden,
+            RunError::Internal(_) => ErrorKind::Internal,
             RunError::Workflow(err) => err.kind(),
             RunError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             RunError::Store(_) => ErrorKind::Internal,
@@ -200,6 +204,7 @@ impl DomainError for RunError {
             RunError::Invalid(_) => "invalid_run_request",
             RunError::Conflict(_) => "run_conflict",
             RunError::Forbidden(_) => "run_forbidden",
+            RunError::Internal(_) => "engine_error",
             RunError::Workflow(err) => err.code(),
             RunError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             RunError::Store(_) => "internal_error",

@@ -130,6 +130,10 @@ pub(super) async fn run(
 pub(crate) fn bind(tree: &mut Value, values: &Map<String, Value>) {
     match tree {
         Value::Object(component) => {
+            // Children first: a bound value is data, never walked (it may address itself).
+            for child in component.values_mut() {
+                bind(child, values);
+            }
             let address = ["id", "key", "name"]
                 .iter()
                 .find_map(|k| component.get(*k).and_then(Value::as_str))
@@ -147,15 +151,34 @@ pub(crate) fn bind(tree: &mut Value, values: &Map<String, Value>) {
                 };
                 component.insert(field.into(), value.clone());
             }
-            for child in component.values_mut() {
-                bind(child, values);
-            }
         }
         Value::Array(items) => {
             for item in items {
                 bind(item, values);
             }
         }
+        _ => {}
+    }
+}
+
+/// The action types a widget offers (`onClickAction`, `onSubmitAction`, `onChangeAction`,
+/// and the actions of `confirm` and `cancel`).
+fn offered_actions(tree: &Value, out: &mut Vec<String>) {
+    match tree {
+        Value::Object(map) => {
+            for (key, value) in map {
+                let action = match key.as_str() {
+                    "onClickAction" | "onSubmitAction" | "onChangeAction" => Some(value),
+                    "confirm" | "cancel" => value.get("action"),
+                    _ => None,
+                };
+                if let Some(kind) = action.and_then(|a| a.get("type")).and_then(Value::as_str) {
+                    out.push(kind.to_string());
+                }
+                offered_actions(value, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| offered_actions(i, out)),
         _ => {}
     }
 }
@@ -168,6 +191,18 @@ pub(super) fn action_context(action: Value, wait: Option<&Value>) -> RunResult<V
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| RunError::Invalid("a widget action needs a `type`".into()))?
         .to_string();
+    // Only what the widget offers: a client cannot take a path no button leads to.
+    let widget = wait.and_then(|w| w.get("widget"));
+    let mut offered = Vec::new();
+    if let Some(widget) = widget {
+        offered_actions(widget, &mut offered);
+    }
+    if !offered.is_empty() && !offered.contains(&kind) {
+        return Err(RunError::Invalid(format!(
+            "the widget offers no `{kind}` action (it offers {})",
+            offered.join(", ")
+        )));
+    }
     let payload = action.get("payload").cloned().unwrap_or(json!({}));
     let values = action
         .get("values")
@@ -195,6 +230,18 @@ mod tests {
         ]});
         let values = json!({"title": "Hello", "photo": "https://x/y.png"});
         bind(&mut tree, values.as_object().unwrap());
+        // A value that addresses itself is data, not a component to fill.
+        let mut tree = json!({"type": "Card", "children": [{"type": "Text", "id": "a"}]});
+        let values = json!({"a": {"id": "a"}});
+        bind(&mut tree, values.as_object().unwrap());
+        assert_eq!(tree["children"][0]["value"], json!({"id": "a"}));
+        let mut tree = json!({"type": "Card", "children": [
+            {"type": "Text", "id": "title", "value": ""},
+            {"type": "Image", "id": "photo"},
+            {"type": "Text", "key": "other", "value": "kept"}
+        ]});
+        let values = json!({"title": "Hello", "photo": "https://x/y.png"});
+        bind(&mut tree, values.as_object().unwrap());
         assert_eq!(tree["children"][0]["value"], "Hello");
         assert_eq!(tree["children"][1]["src"], "https://x/y.png");
         assert_eq!(tree["children"][2]["value"], "kept");
@@ -208,6 +255,10 @@ mod tests {
             Some(&json!({"widget": {"type": "Card"}})),
         )
         .unwrap();
+        let offering = json!({"widget": {"type": "Card", "children": [
+            {"type": "Button", "onClickAction": {"type": "buy"}}]}});
+        assert!(action_context(json!({"type": "error"}), Some(&offering)).is_err());
+        assert!(action_context(json!({"type": "buy"}), Some(&offering)).is_ok());
         assert_eq!(action["values"]["n"], 1);
         assert_eq!(action["widget"]["type"], "Card");
     }

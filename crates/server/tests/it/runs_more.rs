@@ -232,6 +232,26 @@ async fn widgets_wait_for_an_action(backend: TestBackend) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Only actions the widget offers are taken.
+    let foreign = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&token),
+            json!({"widget_action": {"type": "error"}}),
+        )
+        .await;
+    assert_eq!(
+        foreign.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        foreign.text
+    );
+    assert!(
+        foreign.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("buy, skip")
+    );
     let action = Request::post(format!("/api/runs/{run_id}/resume"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json")
@@ -748,6 +768,16 @@ async fn step_records_are_bounded(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let token = app.admin_token().await;
     let id = publish(&app, &token, linear(vec![])).await;
+    // NUL characters (which PostgreSQL cannot store) are refused at the door.
+    let nul = app
+        .post(
+            &format!("/api/workflows/{id}/runs"),
+            Some(&token),
+            json!({"input": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(nul.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(nul.code(), "invalid_body");
     let big = "x".repeat(200_000);
     let run = start(&app, &token, id, json!(big)).await;
     assert_eq!(
