@@ -111,6 +111,7 @@ impl AppState {
         (name = "users", description = "The current user and user management"),
         (name = "models", description = "Model providers and the model registry"),
         (name = "runs", description = "Workflow runs: start, inspect, resume, cancel"),
+        (name = "chatkit", description = "The ChatKit server protocol: threads, items and streamed turns"),
         (name = "widgets", description = "The widget library: ChatKit widgets that workflows show"),
         (name = "settings", description = "Instance settings and usage reports"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
@@ -147,6 +148,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::settings::router())
         .merge(routes::runs::router())
         .merge(routes::widgets::router())
+        .merge(routes::chatkit::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

@@ -4,6 +4,7 @@
 //! [`store`], and everything else arrives as arguments. It knows nothing of HTTP.
 
 pub mod auth;
+pub mod chat;
 pub mod crypto;
 pub mod error;
 pub mod llm;

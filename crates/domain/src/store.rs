@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
+    chat::{ChatThread, PageRequest},
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
@@ -353,6 +354,47 @@ pub trait WidgetStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait ChatStore: Send + Sync {
+    async fn insert_chat_thread(&self, thread: &ChatThread) -> StoreResult<()>;
+    async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>>;
+    async fn update_chat_thread(&self, thread: &ChatThread) -> StoreResult<()>;
+    /// Deletes a thread with its items and feedback.
+    async fn delete_chat_thread(&self, id: &str) -> StoreResult<bool>;
+    /// A user's threads after the cursor (by creation time); `true` when more follow.
+    async fn list_chat_threads(
+        &self,
+        user_id: i64,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<ChatThread>, bool)>;
+    /// Appends an item at the end of its thread.
+    async fn insert_chat_item(&self, item: &chatkit::ThreadItem) -> StoreResult<()>;
+    /// Replaces an item in place, or appends it when it is new.
+    async fn save_chat_item(&self, item: &chatkit::ThreadItem) -> StoreResult<()>;
+    async fn chat_item(
+        &self,
+        thread_id: &str,
+        item_id: &str,
+    ) -> StoreResult<Option<chatkit::ThreadItem>>;
+    /// Items after the cursor in creation order; hidden ones only when asked.
+    async fn list_chat_items(
+        &self,
+        thread_id: &str,
+        page: &PageRequest,
+        include_hidden: bool,
+    ) -> StoreResult<(Vec<chatkit::ThreadItem>, bool)>;
+    /// Deletes the items created after `item_id`; returns how many.
+    async fn delete_chat_items_after(&self, thread_id: &str, item_id: &str) -> StoreResult<u64>;
+    async fn put_chat_feedback(
+        &self,
+        thread_id: &str,
+        item_id: &str,
+        user_id: i64,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait]
 pub trait Store:
     UserStore
     + SettingsStore
@@ -361,6 +403,7 @@ pub trait Store:
     + UsageStore
     + RunStore
     + WidgetStore
+    + ChatStore
     + Send
     + Sync
 {

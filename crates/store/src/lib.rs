@@ -5,6 +5,7 @@
 //! `timestamptz`) while SQLite stores the same Rust values as integers and text.
 //! Where the dialects differ, the code branches on [`Backend`] in the open.
 
+mod chat;
 mod migrate;
 mod models;
 mod runs;

@@ -52,6 +52,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(4, "usage", "0004_usage.sql"),
     migration!(5, "runs", "0005_runs.sql"),
     migration!(6, "widgets_threads", "0006_widgets_threads.sql"),
+    migration!(7, "chat", "0007_chat.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -2,6 +2,7 @@
 //! function, convert the result to a wire DTO.
 
 pub mod auth;
+pub mod chatkit;
 pub mod health;
 pub mod models;
 pub mod runs;

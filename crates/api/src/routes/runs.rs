@@ -259,6 +259,7 @@ async fn start(
         state: req.state,
         thread_id: req.thread_id,
         model: req.model,
+        history: Vec::new(),
     };
     if req.stream {
         let (run, subscription) = runs::start_detached(&state.services, &user, start).await?;

@@ -663,3 +663,43 @@ pub async fn import_from_provider(
         Err(err) => Ok(Err(err)),
     }
 }
+
+/// Speech to text with the registry's speech model: the first enabled model with the
+/// `audio` capability (the default model first). `mime_type` names the recording's format
+/// (`audio/webm;codecs=opus`, `audio/mp4`, `audio/ogg`…).
+pub async fn transcribe(
+    services: &Services,
+    audio: Vec<u8>,
+    mime_type: &str,
+) -> ModelResult<Result<String, crate::llm::LlmError>> {
+    let models = services.store.models(None, true).await?;
+    let Some(model) = models
+        .iter()
+        .filter(|m| m.capabilities.audio)
+        .max_by_key(|m| m.is_default)
+        .cloned()
+    else {
+        return Err(ModelError::Invalid(
+            "no speech-to-text model is enabled: give a model the audio capability".into(),
+        ));
+    };
+    let provider = credentials(services, model.provider_id).await?;
+    let extension = match mime_type.split(';').next().unwrap_or_default().trim() {
+        "audio/webm" => "webm",
+        "audio/mp4" | "audio/m4a" | "audio/x-m4a" => "m4a",
+        "audio/ogg" => "ogg",
+        "audio/mpeg" | "audio/mp3" => "mp3",
+        "audio/wav" | "audio/x-wav" => "wav",
+        _ => "webm",
+    };
+    Ok(services
+        .llm
+        .transcribe(
+            &provider,
+            &model.name,
+            audio,
+            &format!("speech.{extension}"),
+            None,
+        )
+        .await)
+}

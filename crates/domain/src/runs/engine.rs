@@ -75,6 +75,8 @@ pub struct StartRun {
     pub thread_id: Option<String>,
     /// The model the caller chose, for agents that let the user choose theirs.
     pub model: Option<String>,
+    /// The conversation before this run (a chat thread's earlier turns).
+    pub history: Vec<HistoryEntry>,
 }
 
 /// What resumes a waiting run.
@@ -403,7 +405,7 @@ async fn begin(
     if let Some(state) = req_state.as_mut() {
         strip_nul(state);
     }
-    let mut history = Vec::new();
+    let mut history = req.history.clone();
     if let Some(text) = input
         .get("input_as_text")
         .and_then(Value::as_str)
@@ -563,6 +565,10 @@ async fn reopen(
     let label = match (wait.kind.as_str(), answer) {
         ("user_message", Resume::UserMessage(text)) => {
             log.say("user", &node.slug, text.clone());
+            // The user's own answer: a chat client shows it already.
+            if let Some(said) = log.events.last_mut() {
+                said.data["reply"] = json!(true);
+            }
             log.run.last_output = json!({"user_message": text});
             None
         }

@@ -1,0 +1,224 @@
+//! `/api/chatkit`: the ChatKit server protocol. One `POST` endpoint; the request's `type`
+//! decides whether the answer is a stream of server-sent events (`data: <json>`, with
+//! `: ping` comments while idle) or one JSON document. Malformed requests get a 400 JSON
+//! error before any stream starts.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::StatusCode,
+    response::{
+        IntoResponse, Response,
+        sse::{Event as SseEvent, KeepAlive, Sse},
+    },
+};
+use base64::Engine as _;
+use chatkit::{Page, Request, StreamEvent, ThreadItem, TranscriptionResult};
+use domain::{
+    chat::{self, ChatError, PageRequest, Turn},
+    models,
+};
+use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    AppState,
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::AuthUser,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(chatkit))
+}
+
+impl From<ChatError> for ApiError {
+    fn from(err: ChatError) -> ApiError {
+        ApiError::from_domain(&err)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_chatkit_request", message)
+}
+
+/// The ChatKit endpoint: point a ChatKit client's `api.url` here (with the user's bearer
+/// token added by its `fetch`). Streaming requests (`threads.create`,
+/// `threads.add_user_message`, `threads.add_client_tool_output`,
+/// `threads.retry_after_item`, `threads.custom_action`) answer with `text/event-stream`;
+/// the others with JSON. Request `metadata.workflow_id` on `threads.create` binds the new
+/// thread to that workflow instead of the ChatKit default.
+#[utoipa::path(post, path = "/api/chatkit", tag = "chatkit", security(("bearer" = [])),
+    request_body(content = Object, description = "A ChatKit request: `{type, params, metadata?}`"),
+    responses(
+        (status = 200, description = "A JSON document, or a stream of server-sent events"),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ))]
+async fn chatkit(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|err| bad_request(format!("the body is not JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(bad_request(
+            "a ChatKit request is a JSON object with `type` and `params`",
+        ));
+    }
+    let request: Request = serde_json::from_value(value.clone())
+        .map_err(|err| bad_request(format!("not a ChatKit request: {err}")))?;
+    let services = &state.services;
+    let turn = match request {
+        Request::ThreadsCreate { input } => Turn::Create {
+            input,
+            workflow_id: value["metadata"]["workflow_id"].as_i64(),
+        },
+        Request::AddUserMessage { thread_id, input } => Turn::UserMessage { thread_id, input },
+        Request::AddClientToolOutput { thread_id, result } => {
+            Turn::ClientToolOutput { thread_id, result }
+        }
+        Request::RetryAfterItem { thread_id, item_id } => Turn::Retry { thread_id, item_id },
+        Request::CustomAction {
+            thread_id,
+            item_id,
+            action,
+        } => Turn::Action {
+            thread_id,
+            item_id,
+            action,
+        },
+        Request::AddStructuredInput { thread_id, .. } => {
+            chat::thread(services, &user, &thread_id).await?;
+            return Err(bad_request("this thread asked for no structured input"));
+        }
+        Request::SyncCustomAction {
+            thread_id,
+            item_id,
+            action,
+        } => {
+            // Run the action to the end; the client updates the widget itself.
+            let mut events = chat::respond(
+                services,
+                &user,
+                Turn::Action {
+                    thread_id,
+                    item_id,
+                    action,
+                },
+            )
+            .await?;
+            while events.recv().await.is_some() {}
+            return Ok(Json(json!({})).into_response());
+        }
+        Request::GetById { thread_id } => {
+            let (thread, items) = chat::get_with_items(services, &user, &thread_id).await?;
+            return Ok(Json(thread.to_wire(values(items))).into_response());
+        }
+        Request::ListThreads {
+            limit,
+            order,
+            after,
+        } => {
+            let page = chat::list_threads(
+                services,
+                &user,
+                &PageRequest {
+                    limit: limit.unwrap_or(20),
+                    order,
+                    after,
+                },
+            )
+            .await?;
+            return Ok(Json(Page {
+                data: page.data.iter().map(|t| t.to_wire(Page::empty())).collect(),
+                has_more: page.has_more,
+                after: page.after,
+            })
+            .into_response());
+        }
+        Request::ListItems {
+            thread_id,
+            limit,
+            order,
+            after,
+        } => {
+            let page = chat::list_items(
+                services,
+                &user,
+                &thread_id,
+                &PageRequest {
+                    limit: limit.unwrap_or(20),
+                    order,
+                    after,
+                },
+            )
+            .await?;
+            return Ok(Json(page).into_response());
+        }
+        Request::UpdateThread { thread_id, title } => {
+            let thread = chat::rename(services, &user, &thread_id, &title).await?;
+            return Ok(Json(thread.to_wire(Page::empty())).into_response());
+        }
+        Request::DeleteThread { thread_id } => {
+            chat::delete(services, &user, &thread_id).await?;
+            return Ok(Json(json!({})).into_response());
+        }
+        Request::Feedback {
+            thread_id,
+            item_ids,
+            kind,
+        } => {
+            chat::feedback(services, &user, &thread_id, &item_ids, kind).await?;
+            return Ok(Json(json!({})).into_response());
+        }
+        Request::CreateAttachment { .. } | Request::DeleteAttachment { .. } => {
+            return Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "attachments_unavailable",
+                "this server does not take attachments yet",
+            ));
+        }
+        Request::Transcribe {
+            audio_base64,
+            mime_type,
+        } => {
+            let audio = base64::engine::general_purpose::STANDARD
+                .decode(audio_base64.trim())
+                .map_err(|_| bad_request("`audio_base64` is not base64"))?;
+            let text = models::transcribe(services, audio, &mime_type)
+                .await?
+                .map_err(|err| ApiError::from_domain(&err))?;
+            return Ok(Json(TranscriptionResult { text }).into_response());
+        }
+    };
+    let events = chat::respond(services, &user, turn).await?;
+    let stream = futures_util::stream::unfold(events, |mut events| async move {
+        let event: StreamEvent = events.recv().await?;
+        let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        Some((Ok::<_, Infallible>(SseEvent::default().data(data)), events))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("ping"),
+        )
+        .into_response())
+}
+
+fn values(page: Page<ThreadItem>) -> Page<Value> {
+    Page {
+        data: page
+            .data
+            .into_iter()
+            .filter_map(|i| serde_json::to_value(i).ok())
+            .collect(),
+        has_more: page.has_more,
+        after: page.after,
+    }
+}

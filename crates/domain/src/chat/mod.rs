@@ -1,0 +1,266 @@
+//! ChatKit conversations: threads owned by users, their items, feedback, and the turns
+//! that run the thread's workflow (`respond`).
+//!
+//! Invariants:
+//! - A thread belongs to one user; others get "not found". Administrators may open any
+//!   thread, and each such access is logged.
+//! - Items are stored whole, in the protocol's JSON, in creation order; hidden items
+//!   (`hidden_context_item`, `sdk_hidden_context`) are stored for the model and never
+//!   returned to a client.
+//! - A thread is bound to one workflow when it is created; its runs carry the thread id,
+//!   so the engine's one-unfinished-run-per-thread rule is the thread's busy lock.
+
+mod respond;
+
+use chatkit::{Order, Page, ThreadItem, ThreadStatus};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+pub use respond::{Turn, respond};
+
+use crate::{
+    Services,
+    error::{DomainError, ErrorKind},
+    store::StoreError,
+    users::User,
+};
+
+/// A thread as stored (the wire `Thread` is built from it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatThread {
+    pub id: String,
+    pub user_id: i64,
+    pub workflow_id: Option<i64>,
+    pub title: Option<String>,
+    pub status: ThreadStatus,
+    pub allowed_image_domains: Option<Vec<String>>,
+    /// Server-side only; never sent.
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ChatThread {
+    /// The wire thread, with these items (an empty page for listings and events).
+    pub fn to_wire(&self, items: Page<Value>) -> chatkit::Thread {
+        chatkit::Thread {
+            id: self.id.clone(),
+            created_at: self.created_at,
+            title: self.title.clone(),
+            status: self.status.clone(),
+            allowed_image_domains: self.allowed_image_domains.clone(),
+            metadata: Map::new(),
+            items,
+        }
+    }
+}
+
+/// Which page of a list.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: i64,
+    pub order: Order,
+    /// The id of the last element of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("thread {0} not found")]
+    ThreadNotFound(String),
+    #[error("item {0} not found")]
+    ItemNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no workflow serves this chat: publish one and choose it as the ChatKit default")]
+    NoWorkflow,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DomainError for ChatError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ChatError::ThreadNotFound(_) | ChatError::ItemNotFound(_) => ErrorKind::NotFound,
+            ChatError::Invalid(_) => ErrorKind::Invalid,
+            ChatError::Conflict(_) | ChatError::NoWorkflow => ErrorKind::Conflict,
+            ChatError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
+            ChatError::Store(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ChatError::ThreadNotFound(_) => "thread_not_found",
+            ChatError::ItemNotFound(_) => "item_not_found",
+            ChatError::Invalid(_) => "invalid_request",
+            ChatError::Conflict(_) => "thread_busy",
+            ChatError::NoWorkflow => "no_chat_workflow",
+            ChatError::Store(StoreError::Unavailable(_)) => "database_unavailable",
+            ChatError::Store(_) => "internal_error",
+        }
+    }
+}
+
+pub type ChatResult<T> = Result<T, ChatError>;
+
+/// The most items or threads one page holds.
+const MAX_PAGE: i64 = 100;
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
+    chatkit::new_id(prefix, bytes)
+}
+
+fn page_of(req: &PageRequest) -> PageRequest {
+    PageRequest {
+        limit: if req.limit <= 0 {
+            20
+        } else {
+            req.limit.min(MAX_PAGE)
+        },
+        order: req.order,
+        after: req.after.clone(),
+    }
+}
+
+/// A thread the actor may use: their own; administrators may open any (logged).
+pub async fn thread(services: &Services, actor: &User, thread_id: &str) -> ChatResult<ChatThread> {
+    let thread = services
+        .store
+        .chat_thread(thread_id)
+        .await?
+        .ok_or_else(|| ChatError::ThreadNotFound(thread_id.to_string()))?;
+    if thread.user_id == actor.id {
+        return Ok(thread);
+    }
+    if actor.is_admin {
+        tracing::info!(
+            admin_id = actor.id,
+            thread_id,
+            owner_id = thread.user_id,
+            "an administrator opened another user's thread"
+        );
+        return Ok(thread);
+    }
+    Err(ChatError::ThreadNotFound(thread_id.to_string()))
+}
+
+/// The actor's threads (with no items), newest first by default.
+pub async fn list_threads(
+    services: &Services,
+    actor: &User,
+    page: &PageRequest,
+) -> ChatResult<Page<ChatThread>> {
+    let page = page_of(page);
+    let (threads, has_more) = services.store.list_chat_threads(actor.id, &page).await?;
+    let after = has_more
+        .then(|| threads.last().map(|t| t.id.clone()))
+        .flatten();
+    Ok(Page {
+        data: threads,
+        has_more,
+        after,
+    })
+}
+
+/// A thread's visible items.
+pub async fn list_items(
+    services: &Services,
+    actor: &User,
+    thread_id: &str,
+    page: &PageRequest,
+) -> ChatResult<Page<ThreadItem>> {
+    thread(services, actor, thread_id).await?;
+    let page = page_of(page);
+    let (items, has_more) = services
+        .store
+        .list_chat_items(thread_id, &page, false)
+        .await?;
+    let after = has_more
+        .then(|| items.last().map(|i| i.id.clone()))
+        .flatten();
+    Ok(Page {
+        data: items,
+        has_more,
+        after,
+    })
+}
+
+/// A thread with its first 20 visible items, oldest first.
+pub async fn get_with_items(
+    services: &Services,
+    actor: &User,
+    thread_id: &str,
+) -> ChatResult<(ChatThread, Page<ThreadItem>)> {
+    let thread = thread(services, actor, thread_id).await?;
+    let items = list_items(
+        services,
+        actor,
+        thread_id,
+        &PageRequest {
+            limit: 20,
+            order: Order::Asc,
+            after: None,
+        },
+    )
+    .await?;
+    Ok((thread, items))
+}
+
+pub async fn rename(
+    services: &Services,
+    actor: &User,
+    thread_id: &str,
+    title: &str,
+) -> ChatResult<ChatThread> {
+    let mut thread = thread(services, actor, thread_id).await?;
+    let title = title.trim();
+    if title.chars().count() > 256 {
+        return Err(ChatError::Invalid(
+            "a title is at most 256 characters".into(),
+        ));
+    }
+    thread.title = (!title.is_empty()).then(|| title.to_string());
+    thread.updated_at = Utc::now();
+    services.store.update_chat_thread(&thread).await?;
+    Ok(thread)
+}
+
+/// Deletes a thread, its items and its runs' link to it; an unfinished run is cancelled.
+pub async fn delete(services: &Services, actor: &User, thread_id: &str) -> ChatResult<()> {
+    let thread = thread(services, actor, thread_id).await?;
+    if let Some(run) = respond::active_run(services, &thread.id).await? {
+        let _ = crate::runs::cancel(services, actor, &run.id).await;
+    }
+    services.store.delete_chat_thread(&thread.id).await?;
+    Ok(())
+}
+
+/// Records the user's feedback on items of their thread (visible to administrators).
+pub async fn feedback(
+    services: &Services,
+    actor: &User,
+    thread_id: &str,
+    item_ids: &[String],
+    kind: chatkit::FeedbackKind,
+) -> ChatResult<()> {
+    thread(services, actor, thread_id).await?;
+    if item_ids.len() > 100 {
+        return Err(ChatError::Invalid("at most 100 items at once".into()));
+    }
+    for item_id in item_ids {
+        let found = services.store.chat_item(thread_id, item_id).await?;
+        if found.is_none() {
+            return Err(ChatError::ItemNotFound(item_id.clone()));
+        }
+        services
+            .store
+            .put_chat_feedback(thread_id, item_id, actor.id, kind.as_str(), Utc::now())
+            .await?;
+    }
+    Ok(())
+}

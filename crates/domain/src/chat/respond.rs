@@ -1,0 +1,817 @@
+//! One turn of a ChatKit thread: the request's prelude (thread, user message), then the
+//! thread's workflow run (started, or resumed where it waits) followed live, its engine
+//! events mapped onto ChatKit stream events, and the items persisted as they are done.
+//!
+//! Mapping: text deltas open an `assistant_message` item (`thread.item.added`, a content
+//! part, `text_delta`s) that the saved message closes (`content_part.done`,
+//! `thread.item.done`); a node starting is a `progress_update`; a widget is a `widget`
+//! item; a client tool wait is a pending `client_tool_call`; an approval wait is a widget
+//! with Approve and Reject buttons (actions `approval.approve` / `approval.reject`); a
+//! failed run is an `error` event; an `end` node's status becomes the thread's status.
+//!
+//! A client that goes away mid-turn cancels it: the partial answer is kept, a hidden
+//! context item tells the next turn not to continue it, and the run is cancelled.
+
+use chatkit::{
+    Action, ItemBody, ItemUpdate, OutputText, Page, StreamEvent, StreamOptions, ThreadItem,
+    ThreadStatus, ToolCallStatus, UserContent, UserMessageInput,
+};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{ChatError, ChatResult, ChatThread, PageRequest, new_id, thread};
+use crate::{
+    Services,
+    models::titles,
+    runs::{self, Event, HistoryEntry, Resume, Run, RunError, RunFilter, RunStatus, StartRun},
+    users::User,
+    workflows,
+};
+
+/// What a streaming request asks.
+#[derive(Debug, Clone)]
+pub enum Turn {
+    /// `threads.create`: a new thread, bound to `workflow_id` or the ChatKit default.
+    Create {
+        input: UserMessageInput,
+        workflow_id: Option<i64>,
+    },
+    UserMessage {
+        thread_id: String,
+        input: UserMessageInput,
+    },
+    ClientToolOutput {
+        thread_id: String,
+        result: Value,
+    },
+    Action {
+        thread_id: String,
+        item_id: Option<String>,
+        action: Action,
+    },
+    Retry {
+        thread_id: String,
+        item_id: String,
+    },
+}
+
+/// What the hidden context says after a cancelled answer.
+const CANCELLED_CONTEXT: &str =
+    "The user cancelled the stream. Stop responding to the prior request.";
+
+/// The thread's unfinished run, if any.
+pub(crate) async fn active_run(services: &Services, thread_id: &str) -> ChatResult<Option<Run>> {
+    for status in [RunStatus::Waiting, RunStatus::Running] {
+        let found = services
+            .store
+            .list_runs(&RunFilter {
+                thread_id: Some(thread_id.to_string()),
+                status: Some(status),
+                limit: 1,
+                ..RunFilter::default()
+            })
+            .await?;
+        if let Some(run) = found.into_iter().next() {
+            return Ok(Some(run));
+        }
+    }
+    Ok(None)
+}
+
+/// How the turn reaches the engine, decided before the stream starts.
+enum Engine {
+    Start {
+        text: String,
+        history: Vec<HistoryEntry>,
+        model: Option<String>,
+    },
+    Resume {
+        run_id: String,
+        answer: Resume,
+    },
+}
+
+/// Checks the request, then streams the turn. Errors found before the stream are
+/// returned (a 4xx for the caller); later ones become `error` events.
+pub async fn respond(
+    services: &Services,
+    actor: &User,
+    turn: Turn,
+) -> ChatResult<mpsc::Receiver<StreamEvent>> {
+    let (tx, rx) = mpsc::channel(256);
+    let mut prelude: Vec<StreamEvent> = Vec::new();
+    let (thread, engine, first_message) = match turn {
+        Turn::Create { input, workflow_id } => {
+            let text = input_text(&input)?;
+            let workflow_id = match workflow_id {
+                Some(id) => {
+                    workflows::access(services, actor, id).await.map_err(|_| {
+                        ChatError::Invalid(format!("workflow {id} is not available to you"))
+                    })?;
+                    id
+                }
+                None => {
+                    workflows::chatkit_default(services)
+                        .await
+                        .map_err(|err| ChatError::Invalid(err.to_string()))?
+                        .ok_or(ChatError::NoWorkflow)?
+                        .id
+                }
+            };
+            let now = Utc::now();
+            let thread = ChatThread {
+                id: new_id("thr"),
+                user_id: actor.id,
+                workflow_id: Some(workflow_id),
+                title: None,
+                status: ThreadStatus::Active,
+                allowed_image_domains: None,
+                metadata: Map::new(),
+                created_at: now,
+                updated_at: now,
+            };
+            services.store.insert_chat_thread(&thread).await?;
+            prelude.push(StreamEvent::ThreadCreated {
+                thread: thread.to_wire(Page::empty()),
+            });
+            let item = user_item(&thread.id, &input);
+            services.store.insert_chat_item(&item).await?;
+            prelude.push(StreamEvent::ItemDone { item });
+            let engine = Engine::Start {
+                text: text.clone(),
+                history: Vec::new(),
+                model: input.inference_options.model.clone(),
+            };
+            (thread, engine, Some(text))
+        }
+        Turn::UserMessage { thread_id, input } => {
+            let thread = open_thread(services, actor, &thread_id).await?;
+            let text = input_text(&input)?;
+            let history = history(services, &thread.id, None).await?;
+            let engine = match active_run(services, &thread.id).await? {
+                Some(run) if run.status == RunStatus::Running => {
+                    return Err(ChatError::Conflict(
+                        "the assistant is still answering in this thread".into(),
+                    ));
+                }
+                Some(run) if run.wait.as_ref().is_some_and(|w| w.kind == "user_message") => {
+                    Engine::Resume {
+                        run_id: run.id,
+                        answer: Resume::UserMessage(text.clone()),
+                    }
+                }
+                other => {
+                    // A run waiting for something else (a click, a tool) gives way to the
+                    // new message.
+                    if let Some(run) = other {
+                        let _ = runs::cancel(services, actor, &run.id).await;
+                    }
+                    Engine::Start {
+                        text: text.clone(),
+                        history,
+                        model: input.inference_options.model.clone(),
+                    }
+                }
+            };
+            let item = user_item(&thread.id, &input);
+            services.store.insert_chat_item(&item).await?;
+            prelude.push(StreamEvent::ItemDone { item });
+            let first = thread.title.is_none().then_some(text);
+            (thread, engine, first)
+        }
+        Turn::ClientToolOutput { thread_id, result } => {
+            let thread = open_thread(services, actor, &thread_id).await?;
+            let run = active_run(services, &thread.id)
+                .await?
+                .filter(|r| {
+                    r.wait
+                        .as_ref()
+                        .is_some_and(|w| w.kind == "client_tool_output")
+                })
+                .ok_or_else(|| {
+                    ChatError::Invalid("no client tool call is pending in this thread".into())
+                })?;
+            // Complete the pending call item.
+            let (items, _) = services
+                .store
+                .list_chat_items(
+                    &thread.id,
+                    &PageRequest {
+                        limit: 20,
+                        order: chatkit::Order::Desc,
+                        after: None,
+                    },
+                    false,
+                )
+                .await?;
+            if let Some(mut item) = items.into_iter().find(|i| {
+                matches!(
+                    i.body,
+                    ItemBody::ClientToolCall {
+                        status: ToolCallStatus::Pending,
+                        ..
+                    }
+                )
+            }) {
+                if let ItemBody::ClientToolCall { status, output, .. } = &mut item.body {
+                    *status = ToolCallStatus::Completed;
+                    *output = Some(result.clone());
+                }
+                services.store.save_chat_item(&item).await?;
+            }
+            let engine = Engine::Resume {
+                run_id: run.id,
+                answer: Resume::ClientToolOutput(result),
+            };
+            (thread, engine, None)
+        }
+        Turn::Action {
+            thread_id,
+            item_id,
+            action,
+        } => {
+            let thread = open_thread(services, actor, &thread_id).await?;
+            if let Some(item_id) = &item_id {
+                let item = services
+                    .store
+                    .chat_item(&thread.id, item_id)
+                    .await?
+                    .ok_or_else(|| ChatError::ItemNotFound(item_id.clone()))?;
+                if !matches!(item.body, ItemBody::Widget { .. }) {
+                    return Err(ChatError::Invalid("actions come from widget items".into()));
+                }
+            }
+            let run = active_run(services, &thread.id)
+                .await?
+                .filter(|r| r.status == RunStatus::Waiting)
+                .ok_or_else(|| {
+                    ChatError::Invalid("nothing in this thread waits for an action".into())
+                })?;
+            let wait = run.wait.clone().unwrap_or_else(|| runs::Wait {
+                kind: String::new(),
+                node: String::new(),
+                prompt: None,
+                data: None,
+            });
+            let answer = match (wait.kind.as_str(), action.kind.as_str()) {
+                ("approval", "approval.approve") => Resume::Approval(true),
+                ("approval", "approval.reject") => Resume::Approval(false),
+                ("widget_action", _) => {
+                    Resume::WidgetAction(json!({"type": action.kind, "payload": action.payload}))
+                }
+                (kind, _) => {
+                    return Err(ChatError::Invalid(format!(
+                        "the workflow waits for {}, not for this action",
+                        if kind.is_empty() { "nothing" } else { kind }
+                    )));
+                }
+            };
+            (
+                thread,
+                Engine::Resume {
+                    run_id: run.id,
+                    answer,
+                },
+                None,
+            )
+        }
+        Turn::Retry { thread_id, item_id } => {
+            let thread = open_thread(services, actor, &thread_id).await?;
+            let item = services
+                .store
+                .chat_item(&thread.id, &item_id)
+                .await?
+                .ok_or_else(|| ChatError::ItemNotFound(item_id.clone()))?;
+            let ItemBody::UserMessage {
+                content,
+                inference_options,
+                ..
+            } = &item.body
+            else {
+                return Err(ChatError::Invalid(
+                    "a retry starts from a user message".into(),
+                ));
+            };
+            let text = chatkit::text_of(content);
+            if let Some(run) = active_run(services, &thread.id).await? {
+                let _ = runs::cancel(services, actor, &run.id).await;
+            }
+            // The answer after that message goes (the client drops it itself).
+            services
+                .store
+                .delete_chat_items_after(&thread.id, &item.id)
+                .await?;
+            let history = history(services, &thread.id, Some(&item.id)).await?;
+            let engine = Engine::Start {
+                text,
+                history,
+                model: inference_options.model.clone(),
+            };
+            (thread, engine, None)
+        }
+    };
+    let (services, actor) = (services.clone(), actor.clone());
+    tokio::spawn(async move {
+        let mut turn = TurnStream {
+            services: &services,
+            actor: &actor,
+            thread,
+            tx,
+            open: None,
+            gone: false,
+        };
+        turn.run(prelude, engine, first_message).await;
+    });
+    Ok(rx)
+}
+
+/// The text of a user message; an empty message is refused.
+fn input_text(input: &UserMessageInput) -> ChatResult<String> {
+    let text = input.text();
+    if text.trim().is_empty() && input.attachments.is_empty() {
+        return Err(ChatError::Invalid("the message is empty".into()));
+    }
+    if text.len() > 100_000 {
+        return Err(ChatError::Invalid(
+            "the message is longer than 100,000 bytes".into(),
+        ));
+    }
+    Ok(text)
+}
+
+/// A thread the actor may write to: theirs (or any, for an administrator), still active.
+async fn open_thread(services: &Services, actor: &User, thread_id: &str) -> ChatResult<ChatThread> {
+    let thread = thread(services, actor, thread_id).await?;
+    if !thread.status.is_active() {
+        return Err(ChatError::Conflict("this thread is closed".into()));
+    }
+    Ok(thread)
+}
+
+fn user_item(thread_id: &str, input: &UserMessageInput) -> ThreadItem {
+    ThreadItem {
+        id: new_id("msg"),
+        thread_id: thread_id.to_string(),
+        created_at: Utc::now(),
+        body: ItemBody::UserMessage {
+            content: input.content.clone(),
+            attachments: Vec::new(),
+            quoted_text: input.quoted_text.clone(),
+            inference_options: input.inference_options.clone(),
+        },
+    }
+}
+
+/// The conversation so far, as the engine's history: messages and hidden context, up to
+/// (not including) `before`, at most the last 1,000.
+async fn history(
+    services: &Services,
+    thread_id: &str,
+    before: Option<&str>,
+) -> ChatResult<Vec<HistoryEntry>> {
+    let mut entries = Vec::new();
+    let mut after = None;
+    'pages: loop {
+        let (items, more) = services
+            .store
+            .list_chat_items(
+                thread_id,
+                &PageRequest {
+                    limit: 100,
+                    order: chatkit::Order::Asc,
+                    after: after.clone(),
+                },
+                true,
+            )
+            .await?;
+        for item in &items {
+            if Some(item.id.as_str()) == before {
+                break 'pages;
+            }
+            let (role, text) = match &item.body {
+                ItemBody::UserMessage { content, .. } => ("user", chatkit::text_of(content)),
+                ItemBody::AssistantMessage { content } => (
+                    "assistant",
+                    content
+                        .iter()
+                        .map(|c| c.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+                ItemBody::SdkHiddenContext { content } => ("user", content.clone()),
+                _ => continue,
+            };
+            entries.push(HistoryEntry {
+                role: role.into(),
+                text,
+            });
+        }
+        if !more {
+            break;
+        }
+        after = items.last().map(|i| i.id.clone());
+    }
+    let skip = entries.len().saturating_sub(1_000);
+    Ok(entries.split_off(skip))
+}
+
+/// An assistant message being streamed.
+struct Open {
+    node: Option<String>,
+    item: ThreadItem,
+    text: String,
+}
+
+struct TurnStream<'a> {
+    services: &'a Services,
+    actor: &'a User,
+    thread: ChatThread,
+    tx: mpsc::Sender<StreamEvent>,
+    open: Option<Open>,
+    /// The client went away.
+    gone: bool,
+}
+
+impl TurnStream<'_> {
+    async fn send(&mut self, event: StreamEvent) {
+        if !self.gone && self.tx.send(event).await.is_err() {
+            self.gone = true;
+        }
+    }
+
+    async fn run(
+        &mut self,
+        prelude: Vec<StreamEvent>,
+        engine: Engine,
+        first_message: Option<String>,
+    ) {
+        for event in prelude {
+            self.send(event).await;
+        }
+        self.send(StreamEvent::StreamOptions {
+            stream_options: StreamOptions { allow_cancel: true },
+        })
+        .await;
+        let started = match engine {
+            Engine::Start {
+                text,
+                history,
+                model,
+            } => runs::start_detached(
+                self.services,
+                self.actor,
+                StartRun {
+                    workflow_id: self.thread.workflow_id.unwrap_or_default(),
+                    input: json!(text),
+                    thread_id: Some(self.thread.id.clone()),
+                    model,
+                    history,
+                    ..StartRun::default()
+                },
+            )
+            .await
+            .map(|(run, subscription)| (run, 0, subscription)),
+            Engine::Resume { run_id, answer } => {
+                runs::resume_detached(self.services, self.actor, &run_id, answer).await
+            }
+        };
+        let (run, after, subscription) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                let message = match &err {
+                    RunError::Conflict(_) => {
+                        "the assistant is still answering in this thread".to_string()
+                    }
+                    other => other.to_string(),
+                };
+                self.send(StreamEvent::Error {
+                    code: "custom".into(),
+                    message: Some(message),
+                    allow_retry: true,
+                })
+                .await;
+                return;
+            }
+        };
+        let mut last = after;
+        let mut events = subscription.events;
+        for event in subscription.unsaved {
+            last = last.max(event.seq);
+            self.handle(&event).await;
+        }
+        loop {
+            if self.gone {
+                self.client_left(&run.id).await;
+                return;
+            }
+            let received = tokio::select! {
+                received = events.recv() => received,
+                () = self.tx.closed() => {
+                    self.gone = true;
+                    continue;
+                }
+            };
+            match received {
+                Ok(event) => {
+                    if event.seq > 0 {
+                        if event.seq <= last {
+                            continue;
+                        }
+                        last = event.seq;
+                    }
+                    self.handle(&event).await;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        // What the live channel did not carry (a slow reader fell behind) is in the log.
+        if let Ok(rest) = runs::events(self.services, self.actor, &run.id, last).await {
+            for event in rest {
+                self.handle(&event).await;
+            }
+        }
+        if self.gone {
+            self.client_left(&run.id).await;
+            return;
+        }
+        if let Some(text) = first_message {
+            self.name_thread(&text).await;
+        }
+    }
+
+    /// Maps one engine event.
+    async fn handle(&mut self, event: &Event) {
+        let node = event.node.clone();
+        let text = |key: &str| {
+            event
+                .data
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        match event.kind.as_str() {
+            "assistant.delta" => {
+                let delta = text("delta");
+                if self.open.as_ref().is_none_or(|o| o.node != node) {
+                    self.close_open(None).await;
+                    let item = self.item(ItemBody::AssistantMessage {
+                        content: Vec::new(),
+                    });
+                    self.send(StreamEvent::ItemAdded { item: item.clone() })
+                        .await;
+                    self.send(StreamEvent::ItemUpdated {
+                        item_id: item.id.clone(),
+                        update: ItemUpdate::ContentPartAdded {
+                            content_index: 0,
+                            content: OutputText::new(""),
+                        },
+                    })
+                    .await;
+                    self.open = Some(Open {
+                        node: node.clone(),
+                        item,
+                        text: String::new(),
+                    });
+                }
+                let open = self.open.as_mut().expect("opened above");
+                open.text.push_str(&delta);
+                let item_id = open.item.id.clone();
+                self.send(StreamEvent::ItemUpdated {
+                    item_id,
+                    update: ItemUpdate::TextDelta {
+                        content_index: 0,
+                        delta,
+                    },
+                })
+                .await;
+            }
+            "assistant_message" => {
+                let full = text("text");
+                if self.open.as_ref().is_some_and(|o| o.node == node) {
+                    self.close_open(Some(full)).await;
+                } else {
+                    self.close_open(None).await;
+                    let item = self.item(ItemBody::AssistantMessage {
+                        content: vec![OutputText::new(full)],
+                    });
+                    self.done(item).await;
+                }
+            }
+            "user_message" if event.data.get("reply").and_then(Value::as_bool) != Some(true) => {
+                self.close_open(None).await;
+                let item = self.item(ItemBody::UserMessage {
+                    content: vec![UserContent::InputText { text: text("text") }],
+                    attachments: Vec::new(),
+                    quoted_text: None,
+                    inference_options: Default::default(),
+                });
+                self.done(item).await;
+            }
+            "node.started" => {
+                let title = text("title");
+                if !title.is_empty() {
+                    self.send(StreamEvent::ProgressUpdate {
+                        text: title,
+                        icon: None,
+                    })
+                    .await;
+                }
+            }
+            "tool_call.started" => {
+                self.send(StreamEvent::ProgressUpdate {
+                    text: format!("Using {}…", text("name")),
+                    icon: None,
+                })
+                .await;
+            }
+            "widget" => {
+                self.close_open(None).await;
+                let item = self.item(ItemBody::Widget {
+                    widget: event.data["widget"].clone(),
+                    copy_text: None,
+                });
+                self.done(item).await;
+            }
+            "run.waiting" => {
+                self.close_open(None).await;
+                match text("kind").as_str() {
+                    "approval" => {
+                        let prompt = event
+                            .data
+                            .get("prompt")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Approve?");
+                        let widget = json!({"type": "Card", "children": [
+                            {"type": "Text", "value": prompt},
+                            {"type": "Row", "gap": 2, "children": [
+                                {"type": "Button", "label": "Approve", "style": "primary",
+                                 "onClickAction": {"type": "approval.approve", "payload": {}, "handler": "server", "loadingBehavior": "auto", "streaming": true}},
+                                {"type": "Button", "label": "Reject", "style": "secondary",
+                                 "onClickAction": {"type": "approval.reject", "payload": {}, "handler": "server", "loadingBehavior": "auto", "streaming": true}}
+                            ]}
+                        ]});
+                        let item = self.item(ItemBody::Widget {
+                            widget,
+                            copy_text: Some(prompt.to_string()),
+                        });
+                        self.done(item).await;
+                    }
+                    "client_tool_output" => {
+                        let call = &event.data["data"];
+                        let item = self.item(ItemBody::ClientToolCall {
+                            status: ToolCallStatus::Pending,
+                            call_id: call["call_id"].as_str().unwrap_or_default().to_string(),
+                            name: call["name"].as_str().unwrap_or_default().to_string(),
+                            arguments: match &call["arguments"] {
+                                Value::Object(_) => call["arguments"].clone(),
+                                _ => json!({}),
+                            },
+                            output: None,
+                        });
+                        self.done(item).await;
+                    }
+                    _ => {}
+                }
+            }
+            "run.failed" => {
+                self.close_open(None).await;
+                let node = node.as_deref().unwrap_or("?");
+                self.send(StreamEvent::Error {
+                    code: "custom".into(),
+                    message: Some(format!(
+                        "The workflow failed at step `{node}`: {}",
+                        text("message")
+                    )),
+                    allow_retry: true,
+                })
+                .await;
+            }
+            "run.completed" => {
+                self.close_open(None).await;
+                let status = &event.data["thread_status"];
+                let reason = status
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let new = match status.get("type").and_then(Value::as_str) {
+                    Some("closed") => ThreadStatus::Closed { reason },
+                    Some("locked") => ThreadStatus::Locked { reason },
+                    _ => ThreadStatus::Active,
+                };
+                if new != self.thread.status {
+                    self.thread.status = new;
+                    self.save_thread().await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn item(&self, body: ItemBody) -> ThreadItem {
+        ThreadItem {
+            id: new_id("msg"),
+            thread_id: self.thread.id.clone(),
+            created_at: Utc::now(),
+            body,
+        }
+    }
+
+    /// Persists an item and sends it done.
+    async fn done(&mut self, item: ThreadItem) {
+        if let Err(err) = self.services.store.insert_chat_item(&item).await {
+            tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread item");
+        }
+        self.send(StreamEvent::ItemDone { item }).await;
+    }
+
+    /// Closes the message being streamed, with its final text when known.
+    async fn close_open(&mut self, full: Option<String>) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let text = full.unwrap_or(open.text);
+        let content = OutputText::new(text);
+        self.send(StreamEvent::ItemUpdated {
+            item_id: open.item.id.clone(),
+            update: ItemUpdate::ContentPartDone {
+                content_index: 0,
+                content: content.clone(),
+            },
+        })
+        .await;
+        let mut item = open.item;
+        item.body = ItemBody::AssistantMessage {
+            content: vec![content],
+        };
+        self.done(item).await;
+    }
+
+    async fn save_thread(&mut self) {
+        self.thread.updated_at = Utc::now();
+        if let Err(err) = self.services.store.update_chat_thread(&self.thread).await {
+            tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread");
+            return;
+        }
+        self.send(StreamEvent::ThreadUpdated {
+            thread: self.thread.to_wire(Page::empty()),
+        })
+        .await;
+    }
+
+    /// Titles a new thread from its first message once the answer is out (a model call
+    /// with the title prompt; the message itself when no model is set up).
+    async fn name_thread(&mut self, first_message: &str) {
+        let generated = match titles::generate(self.services, Some(self.actor.id), first_message)
+            .await
+        {
+            Ok(Ok(Some(title))) => Some(title),
+            Ok(Ok(None)) => None,
+            Ok(Err(err)) => {
+                tracing::warn!(thread_id = %self.thread.id, error = %err, "could not title a thread");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(thread_id = %self.thread.id, error = %err, "could not title a thread");
+                None
+            }
+        };
+        let title = generated.or_else(|| titles::clean(first_message));
+        // The user may have renamed it meanwhile.
+        if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await {
+            self.thread.status = stored.status;
+            if stored.title.is_some() {
+                return;
+            }
+        }
+        if title.is_some() {
+            self.thread.title = title;
+            self.save_thread().await;
+        }
+    }
+
+    /// The client went away: keep the partial answer, tell the next turn it was
+    /// cancelled, and stop the run.
+    async fn client_left(&mut self, run_id: &str) {
+        if let Some(open) = self.open.take()
+            && !open.text.trim().is_empty()
+        {
+            let mut item = open.item;
+            item.body = ItemBody::AssistantMessage {
+                content: vec![OutputText::new(open.text)],
+            };
+            let _ = self.services.store.insert_chat_item(&item).await;
+        }
+        let context = self.item(ItemBody::SdkHiddenContext {
+            content: CANCELLED_CONTEXT.into(),
+        });
+        let _ = self.services.store.insert_chat_item(&context).await;
+        if let Ok(Some(run)) = self.services.store.run(run_id).await
+            && run.status == RunStatus::Running
+        {
+            let _ = runs::cancel(self.services, self.actor, run_id).await;
+        }
+    }
+}

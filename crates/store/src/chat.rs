@@ -1,0 +1,301 @@
+//! `ChatStore` on both backends: ChatKit threads, their items and feedback.
+
+use async_trait::async_trait;
+use chatkit::{Order, ThreadItem, ThreadStatus};
+use chrono::{DateTime, Utc};
+use domain::{
+    chat::{ChatThread, PageRequest},
+    store::{ChatStore, StoreError, StoreResult},
+};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+
+use crate::{Db, store_error, stored_time, with_pool};
+
+macro_rules! thread_columns {
+    () => {
+        "id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct ThreadRow {
+    id: String,
+    user_id: i64,
+    workflow_id: Option<i64>,
+    title: Option<String>,
+    status: Json<ThreadStatus>,
+    allowed_image_domains: Option<Json<Vec<String>>>,
+    metadata: Json<Map<String, Value>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ThreadRow> for ChatThread {
+    fn from(row: ThreadRow) -> ChatThread {
+        ChatThread {
+            id: row.id,
+            user_id: row.user_id,
+            workflow_id: row.workflow_id,
+            title: row.title,
+            status: row.status.0,
+            allowed_image_domains: row.allowed_image_domains.map(|d| d.0),
+            metadata: row.metadata.0,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    data: Json<Value>,
+}
+
+fn item_of(row: ItemRow) -> StoreResult<ThreadItem> {
+    serde_json::from_value(row.data.0)
+        .map_err(|err| StoreError::Other(format!("a stored thread item is unreadable: {err}")))
+}
+
+fn item_json(item: &ThreadItem) -> StoreResult<Value> {
+    serde_json::to_value(item).map_err(|err| StoreError::Other(err.to_string()))
+}
+
+/// How many rows to read: one more than the page, to know whether more follow.
+fn probe(page: &PageRequest) -> i64 {
+    page.limit + 1
+}
+
+fn split<T>(mut rows: Vec<T>, page: &PageRequest) -> (Vec<T>, bool) {
+    let more = rows.len() as i64 > page.limit;
+    rows.truncate(page.limit.max(0) as usize);
+    (rows, more)
+}
+
+#[async_trait]
+impl ChatStore for Db {
+    async fn insert_chat_thread(&self, thread: &ChatThread) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO chat_threads (id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&thread.id)
+            .bind(thread.user_id)
+            .bind(thread.workflow_id)
+            .bind(&thread.title)
+            .bind(Json(&thread.status))
+            .bind(thread.allowed_image_domains.as_ref().map(Json))
+            .bind(Json(&thread.metadata))
+            .bind(stored_time(thread.created_at))
+            .bind(stored_time(thread.updated_at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>> {
+        let sql = concat!(
+            "SELECT ",
+            thread_columns!(),
+            " FROM chat_threads WHERE id = $1"
+        );
+        let row: Option<ThreadRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn update_chat_thread(&self, thread: &ChatThread) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE chat_threads SET workflow_id = $2, title = $3, status = $4, allowed_image_domains = $5,
+                    metadata = $6, updated_at = $7 WHERE id = $1",
+            )
+            .bind(&thread.id)
+            .bind(thread.workflow_id)
+            .bind(&thread.title)
+            .bind(Json(&thread.status))
+            .bind(thread.allowed_image_domains.as_ref().map(Json))
+            .bind(Json(&thread.metadata))
+            .bind(stored_time(thread.updated_at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn delete_chat_thread(&self, id: &str) -> StoreResult<bool> {
+        let done = with_pool!(self, pool => {
+            sqlx::query("DELETE FROM chat_threads WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
+    }
+
+    async fn list_chat_threads(
+        &self,
+        user_id: i64,
+        page: &PageRequest,
+    ) -> StoreResult<(Vec<ChatThread>, bool)> {
+        let sql = match page.order {
+            Order::Desc => concat!(
+                "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
+                   AND ($2 IS NULL OR (t.created_at, t.id) < (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
+                 ORDER BY t.created_at DESC, t.id DESC LIMIT $3"
+            ),
+            Order::Asc => concat!(
+                "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
+                   AND ($2 IS NULL OR (t.created_at, t.id) > (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
+                 ORDER BY t.created_at ASC, t.id ASC LIMIT $3"
+            ),
+        };
+        let rows: Vec<ThreadRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(user_id)
+                .bind(page.after.as_deref())
+                .bind(probe(page))
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        let (rows, more) = split(rows, page);
+        Ok((rows.into_iter().map(Into::into).collect(), more))
+    }
+
+    async fn insert_chat_item(&self, item: &ThreadItem) -> StoreResult<()> {
+        let data = item_json(item)?;
+        // The position is the next in the thread; a concurrent insert that took it is
+        // retried.
+        let mut attempt = 0;
+        loop {
+            let inserted = with_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO chat_items (id, thread_id, seq, kind, data, created_at)
+                     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_items WHERE thread_id = $2), $3, $4, $5)",
+                )
+                .bind(&item.id)
+                .bind(&item.thread_id)
+                .bind(item.kind())
+                .bind(Json(&data))
+                .bind(stored_time(item.created_at))
+                .execute(pool)
+                .await
+                .map(|_| ())
+            })
+            .map_err(store_error);
+            match inserted {
+                Err(StoreError::Conflict { .. }) if attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn save_chat_item(&self, item: &ThreadItem) -> StoreResult<()> {
+        let data = item_json(item)?;
+        let updated = with_pool!(self, pool => {
+            sqlx::query("UPDATE chat_items SET kind = $3, data = $4 WHERE id = $1 AND thread_id = $2")
+                .bind(&item.id)
+                .bind(&item.thread_id)
+                .bind(item.kind())
+                .bind(Json(&data))
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        if updated == 0 {
+            self.insert_chat_item(item).await?;
+        }
+        Ok(())
+    }
+
+    async fn chat_item(&self, thread_id: &str, item_id: &str) -> StoreResult<Option<ThreadItem>> {
+        let row: Option<ItemRow> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT data FROM chat_items WHERE id = $1 AND thread_id = $2")
+                .bind(item_id)
+                .bind(thread_id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        row.map(item_of).transpose()
+    }
+
+    async fn list_chat_items(
+        &self,
+        thread_id: &str,
+        page: &PageRequest,
+        include_hidden: bool,
+    ) -> StoreResult<(Vec<ThreadItem>, bool)> {
+        let sql = match page.order {
+            Order::Asc => "SELECT data FROM chat_items i WHERE i.thread_id = $1
+                   AND ($2 IS NULL OR i.seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1))
+                   AND ($4 OR i.kind NOT IN ('hidden_context_item', 'sdk_hidden_context'))
+                 ORDER BY i.seq ASC LIMIT $3",
+            Order::Desc => "SELECT data FROM chat_items i WHERE i.thread_id = $1
+                   AND ($2 IS NULL OR i.seq < (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1))
+                   AND ($4 OR i.kind NOT IN ('hidden_context_item', 'sdk_hidden_context'))
+                 ORDER BY i.seq DESC LIMIT $3",
+        };
+        let rows: Vec<ItemRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(thread_id)
+                .bind(page.after.as_deref())
+                .bind(probe(page))
+                .bind(include_hidden)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        let (rows, more) = split(rows, page);
+        let items = rows
+            .into_iter()
+            .map(item_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((items, more))
+    }
+
+    async fn delete_chat_items_after(&self, thread_id: &str, item_id: &str) -> StoreResult<u64> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM chat_items WHERE thread_id = $1
+                   AND seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1)",
+            )
+            .bind(thread_id)
+            .bind(item_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)
+    }
+
+    async fn put_chat_feedback(
+        &self,
+        thread_id: &str,
+        item_id: &str,
+        user_id: i64,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO chat_feedback (item_id, user_id, thread_id, kind, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (item_id, user_id) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at",
+            )
+            .bind(item_id)
+            .bind(user_id)
+            .bind(thread_id)
+            .bind(kind)
+            .bind(stored_time(now))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+}
