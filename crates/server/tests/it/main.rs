@@ -1,6 +1,7 @@
 //! The server's integration suite: the real router and binary, on SQLite and PostgreSQL.
 
 mod auth;
+mod chatkit;
 mod cli;
 mod http;
 mod lifecycle;

@@ -1,0 +1,523 @@
+//! The ChatKit endpoint: threads, items and streamed turns over published workflows,
+//! driven the way a ChatKit client drives it.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use test_support::{TestApp, TestBackend, backend_tests, fake_llm::Reply};
+
+use crate::runs::fake_default_model;
+
+backend_tests!(
+    a_conversation_streams_and_persists,
+    widgets_client_tools_and_the_end_status,
+    threads_are_private_and_requests_checked,
+    retry_replaces_the_answer,
+);
+
+/// The frames of a ChatKit stream, as JSON.
+pub(crate) fn frames(text: &str) -> Vec<Value> {
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("event:") || l.starts_with("id:")),
+        "ChatKit streams carry data lines only: {text}"
+    );
+    text.split("\n\n")
+        .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).expect("each event is JSON"))
+        .collect()
+}
+
+fn types(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f["type"].as_str().unwrap() {
+            "thread.item.done" | "thread.item.added" => {
+                format!(
+                    "{}({})",
+                    f["type"].as_str().unwrap(),
+                    f["item"]["type"].as_str().unwrap()
+                )
+            }
+            "thread.item.updated" => format!("updated({})", f["update"]["type"].as_str().unwrap()),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+pub(crate) fn message(text: &str) -> Value {
+    json!({"content": [{"type": "input_text", "text": text}], "attachments": [], "inference_options": {}})
+}
+
+pub(crate) async fn chatkit(app: &TestApp, token: &str, body: Value) -> test_support::TestResponse {
+    app.post("/api/chatkit", Some(token), body).await
+}
+
+/// Publishes `graph` and makes it the ChatKit default; returns its id.
+pub(crate) async fn serve(app: &TestApp, token: &str, graph: Value) -> i64 {
+    let id = crate::runs::publish(app, token, graph).await;
+    let chosen = app
+        .post(
+            "/api/workflows/chatkit",
+            Some(token),
+            json!({"workflow_id": id}),
+        )
+        .await;
+    assert!(chosen.status.is_success(), "{}", chosen.text);
+    id
+}
+
+fn agent_graph() -> Value {
+    json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "agent", "kind": "agent", "display_name": "Thinking", "parameters": {"instructions": "Be brief."}}
+        ],
+        "edges": [{"source": "start", "target": "agent"}]
+    })
+}
+
+async fn a_conversation_streams_and_persists(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    serve(&app, &token, agent_graph()).await;
+    fake.push(Reply::Text("Hello there, how can I help?".into()));
+    fake.push(Reply::Text("Greeting the user".into()));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Hi!")}}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    assert!(
+        created.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = frames(&created.text);
+    let kinds = types(&events);
+    assert_eq!(
+        kinds[..3],
+        [
+            "thread.created",
+            "thread.item.done(user_message)",
+            "stream_options"
+        ],
+        "{kinds:?}"
+    );
+    let added = kinds
+        .iter()
+        .position(|k| k == "thread.item.added(assistant_message)")
+        .expect("an assistant message");
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["update"]["type"] == "assistant_message.content_part.text_delta")
+        .map(|e| e["update"]["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, "Hello there, how can I help?");
+    let done = kinds
+        .iter()
+        .position(|k| k == "thread.item.done(assistant_message)")
+        .unwrap();
+    assert!(added < done);
+    assert!(kinds.contains(&"progress_update".to_string()), "{kinds:?}");
+    assert_eq!(
+        kinds.last().unwrap(),
+        "thread.updated",
+        "the title comes last: {kinds:?}"
+    );
+    let thread = &events[0]["thread"];
+    assert_eq!(thread["items"], json!({"data": [], "has_more": false}));
+    assert_eq!(thread["status"], json!({"type": "active"}));
+    assert_eq!(thread["metadata"], json!({}));
+    assert!(thread.get("title").is_none(), "null fields are omitted");
+    let thread_id = thread["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        events.last().unwrap()["thread"]["title"],
+        "Greeting the user"
+    );
+    // Every item event belongs to the thread, and updates only follow `added`.
+    let assistant_id = events[done]["item"]["id"].as_str().unwrap();
+    assert_eq!(events[added]["item"]["id"], assistant_id);
+    assert_eq!(
+        events[done]["item"]["content"][0]["text"],
+        "Hello there, how can I help?"
+    );
+
+    // A second message continues the conversation, with the first turn as history.
+    fake.push(Reply::Text("Sure.".into()));
+    let second = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("And now?")}}),
+    )
+    .await;
+    let kinds = types(&frames(&second.text));
+    assert_eq!(
+        kinds[..2],
+        ["thread.item.done(user_message)", "stream_options"],
+        "{kinds:?}"
+    );
+    let sent = fake.requests().last().unwrap().body["messages"].clone();
+    let said: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        said,
+        vec!["Hi!", "Hello there, how can I help?", "And now?"]
+    );
+
+    // Reading it back.
+    let got = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+    let items: Vec<&str> = got.body["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            "user_message",
+            "assistant_message",
+            "user_message",
+            "assistant_message"
+        ]
+    );
+    let listed = chatkit(&app, &token, json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(listed.body["data"][0]["id"], thread_id);
+    assert_eq!(
+        listed.body["data"][0]["items"],
+        json!({"data": [], "has_more": false})
+    );
+    assert_eq!(listed.body["has_more"], false);
+    assert!(listed.body.get("after").is_none());
+    // Pagination both ways: `after` is the last id of a page that has more.
+    let first = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 3, "order": "asc"}})).await;
+    assert_eq!(first.body["data"].as_array().unwrap().len(), 3);
+    assert_eq!(first.body["has_more"], true);
+    assert_eq!(first.body["after"], first.body["data"][2]["id"]);
+    let rest = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 3, "order": "asc", "after": first.body["after"]}})).await;
+    assert_eq!(rest.body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["has_more"], false);
+    let newest = chatkit(
+        &app,
+        &token,
+        json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 1}}),
+    )
+    .await;
+    assert_eq!(newest.body["data"][0]["content"][0]["text"], "Sure.");
+
+    // Rename, feedback, delete.
+    let renamed = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.update", "params": {"thread_id": thread_id, "title": "Renamed"}}),
+    )
+    .await;
+    assert_eq!(renamed.body["title"], "Renamed");
+    let feedback = chatkit(&app, &token, json!({"type": "items.feedback", "params": {"thread_id": thread_id, "item_ids": [assistant_id], "kind": "positive"}})).await;
+    assert_eq!(
+        (feedback.status, feedback.body.clone()),
+        (StatusCode::OK, json!({}))
+    );
+    let deleted = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.delete", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(deleted.body, json!({}));
+    let gone = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(gone.code(), "thread_not_found");
+}
+
+async fn widgets_client_tools_and_the_end_status(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "pick", "kind": "widget", "parameters": {"widget": {"source": "inline", "definition": {"type": "Card", "children": [
+                {"type": "Text", "value": "Pick a size"},
+                {"type": "Button", "label": "Large", "onClickAction": {"type": "size.large", "payload": {"size": "L"}}}
+            ]}}}},
+            {"slug": "agent", "kind": "agent", "parameters": {"tools": [{"type": "client_tool", "name": "get_cart"}]}},
+            {"slug": "check", "kind": "user_approval", "parameters": {"message": "Place the order?"}},
+            {"slug": "end", "kind": "end", "parameters": {"message": "Ordered a {{ state.size }}.", "status": {"type": "closed", "reason": "Order placed"}}},
+            {"slug": "size", "kind": "state", "parameters": {"state": [{"target": "state.size", "expression": "input.action.payload.size"}]}}
+        ],
+        "edges": [
+            {"source": "start", "target": "pick"}, {"source": "pick", "target": "size"},
+            {"source": "size", "target": "agent"}, {"source": "agent", "target": "check"},
+            {"source": "check", "target": "end", "condition": "approve"}
+        ]
+    });
+    serve(&app, &token, graph).await;
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("I want a shirt")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let widget = events
+        .iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .expect("a widget item");
+    assert_eq!(widget["type"], "thread.item.done");
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let widget_id = widget["item"]["id"].as_str().unwrap().to_string();
+
+    // The click resumes the run, whose agent asks the client for its cart.
+    fake.push(Reply::ToolCalls(vec![("get_cart".into(), "{}".into())]));
+    let clicked = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": widget_id, "action": {"type": "size.large", "payload": {"size": "L"}}}}),
+    )
+    .await;
+    let events = frames(&clicked.text);
+    assert_eq!(events[0]["type"], "stream_options", "{}", clicked.text);
+    let call = events
+        .iter()
+        .find(|e| e["item"]["type"] == "client_tool_call")
+        .expect("a client tool call");
+    assert_eq!(call["item"]["status"], "pending");
+    assert_eq!(call["item"]["name"], "get_cart");
+    assert_eq!(call["item"]["arguments"], json!({}));
+
+    // The client's result goes back to the agent; then the approval widget.
+    fake.push(Reply::Text("Your cart has one shirt.".into()));
+    let answered = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_client_tool_output", "params": {"thread_id": thread_id, "result": {"items": 1}}}),
+    )
+    .await;
+    let events = frames(&answered.text);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["item"]["content"][0]["text"] == "Your cart has one shirt."),
+        "{}",
+        answered.text
+    );
+    let approval = events
+        .iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .expect("an approval widget");
+    assert!(
+        approval["item"]["widget"]
+            .to_string()
+            .contains("approval.approve")
+    );
+    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
+    let call_item = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "client_tool_call")
+        .unwrap();
+    assert_eq!(call_item["status"], "completed");
+    assert_eq!(call_item["output"], json!({"items": 1}));
+
+    // Approving reaches the end node, which closes the thread.
+    let approved = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval["item"]["id"], "action": {"type": "approval.approve"}}}),
+    )
+    .await;
+    let events = frames(&approved.text);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["item"]["content"][0]["text"] == "Ordered a L."),
+        "{}",
+        approved.text
+    );
+    let updated = events
+        .iter()
+        .find(|e| e["type"] == "thread.updated")
+        .expect("the status changes");
+    assert_eq!(
+        updated["thread"]["status"],
+        json!({"type": "closed", "reason": "Order placed"})
+    );
+    let refused = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("more?")}}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+}
+
+async fn threads_are_private_and_requests_checked(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    fake_default_model(&app, &token, json!({})).await;
+    serve(&app, &token, agent_graph()).await;
+    let (_, alice) = app
+        .create_user("alice@example.com", "password-123", false)
+        .await;
+    let (_, bob) = app
+        .create_user("bob@example.com", "password-123", false)
+        .await;
+    let created = chatkit(
+        &app,
+        &alice,
+        json!({"type": "threads.create", "params": {"input": message("Hi")}}),
+    )
+    .await;
+    let thread_id = frames(&created.text)[0]["thread"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Bob sees nothing of Alice's thread.
+    let peek = chatkit(
+        &app,
+        &bob,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(peek.status, StatusCode::NOT_FOUND);
+    let write = chatkit(&app, &bob, json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("hey")}})).await;
+    assert_eq!(
+        write.status,
+        StatusCode::NOT_FOUND,
+        "a stream on a foreign thread is refused before it starts"
+    );
+    let listed = chatkit(
+        &app,
+        &bob,
+        json!({"type": "threads.list", "params": {"limit": 5}}),
+    )
+    .await;
+    assert_eq!(listed.body["data"], json!([]));
+    // An administrator may open it (for support).
+    let support = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(support.status, StatusCode::OK);
+    // Malformed requests get JSON 400s; the server keeps answering.
+    for body in [
+        json!({"type": "threads.list"}),
+        json!({"type": "threads.nope", "params": {}}),
+        json!({"params": {}}),
+        json!([1, 2]),
+        json!({"type": "threads.create", "params": {"input": {"content": "x"}}}),
+    ] {
+        let bad = chatkit(&app, &alice, body.clone()).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{body} → {}", bad.text);
+        assert!(bad.body["code"].is_string() && bad.body["message"].is_string());
+    }
+    // Well-formed but meaningless: 422.
+    let empty = chatkit(
+        &app,
+        &alice,
+        json!({"type": "threads.create", "params": {"input": message("   ")}}),
+    )
+    .await;
+    assert_eq!(
+        empty.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        empty.text
+    );
+    let raw = app
+        .send(
+            axum::http::Request::post("/api/chatkit")
+                .header("authorization", format!("Bearer {alice}"))
+                .body(axum::body::Body::from("not json"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(raw.status, StatusCode::BAD_REQUEST);
+    let still = chatkit(&app, &alice, json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(still.body["data"].as_array().unwrap().len(), 1);
+    // Without a token, nothing.
+    let anonymous = app
+        .post(
+            "/api/chatkit",
+            None,
+            json!({"type": "threads.list", "params": {}}),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn retry_replaces_the_answer(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    serve(&app, &token, agent_graph()).await;
+    fake.push(Reply::Text("First answer".into()));
+    fake.push(Reply::Text("Title".into()));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Question")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let user_id = events[1]["item"]["id"].as_str().unwrap().to_string();
+    fake.push(Reply::Slow(
+        Duration::from_millis(10),
+        Box::new(Reply::Text("Second answer".into())),
+    ));
+    let retried = chatkit(&app, &token, json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": user_id}})).await;
+    let events = frames(&retried.text);
+    assert_eq!(events[0]["type"], "stream_options");
+    assert!(
+        events.iter().all(|e| e["type"] != "thread.item.removed"),
+        "the client drops the old answer itself"
+    );
+    let items = chatkit(
+        &app,
+        &token,
+        json!({"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}}),
+    )
+    .await;
+    let texts: Vec<String> = items.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["Question", "Second answer"]);
+    // The retried turn did not see the old answer.
+    let sent = fake.requests().last().unwrap().body["messages"].clone();
+    assert!(!sent.to_string().contains("First answer"), "{sent}");
+    // Retrying from something that is not a user message is refused.
+    let assistant = items.body["data"][1]["id"].clone();
+    let bad = chatkit(&app, &token, json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": assistant}})).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+}
