@@ -2,6 +2,7 @@
 
 mod auth;
 mod chatkit;
+mod chatkit_conformance;
 mod cli;
 mod http;
 mod lifecycle;
