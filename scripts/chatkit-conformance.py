@@ -16,6 +16,7 @@ import sys
 
 from pydantic import TypeAdapter, ValidationError
 from chatkit.types import (
+    Attachment,
     ChatKitReq,
     Page,
     SyncCustomActionResponse,
@@ -32,6 +33,7 @@ ADAPTERS = {
     "threads": TypeAdapter(Page[Thread]),
     "items": TypeAdapter(Page[ThreadItem]),
     "transcription": TypeAdapter(TranscriptionResult),
+    "attachment": TypeAdapter(Attachment),
     "sync_action": TypeAdapter(SyncCustomActionResponse),
 }
 

@@ -138,7 +138,8 @@ impl Modify for BearerAuth {
 }
 
 /// Every route with its OpenAPI description, before the cross-cutting layers.
-fn api_routes() -> OpenApiRouter<AppState> {
+/// `max_upload` bounds attachment uploads, which may be larger than other bodies.
+fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::health::router())
         .merge(routes::auth::router())
@@ -148,12 +149,12 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::settings::router())
         .merge(routes::runs::router())
         .merge(routes::widgets::router())
-        .merge(routes::chatkit::router())
+        .merge(routes::chatkit::router(max_upload))
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    api_routes(0).into_openapi()
 }
 
 async fn route_not_found() -> ApiError {
@@ -199,7 +200,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 
 /// The whole application: API routes, docs, fallbacks and layers.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
+    let max_upload =
+        usize::try_from(state.services.chat.max_attachment_bytes).unwrap_or(usize::MAX / 2);
+    let (api, doc) = api_routes(max_upload).split_for_parts();
     let max_body = state.http.max_body_bytes;
     let cors = cors(&state.http.cors_allowed_origins);
     let x_request_id = HeaderName::from_static("x-request-id");

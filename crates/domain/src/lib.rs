@@ -30,4 +30,7 @@ pub struct Services {
     pub engine: runs::EngineSettings,
     /// The runs this process is advancing, for live readers and cancellation.
     pub live: Arc<runs::live::LiveRuns>,
+    /// Attachment bytes.
+    pub blobs: Arc<dyn chat::Blobs>,
+    pub chat: chat::ChatSettings,
 }

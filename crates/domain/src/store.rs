@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    chat::{ChatThread, PageRequest},
+    chat::{ChatThread, PageRequest, StoredAttachment},
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
@@ -392,6 +392,11 @@ pub trait ChatStore: Send + Sync {
         kind: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    async fn insert_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()>;
+    async fn chat_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>>;
+    /// Saves `thread_id`, `size` and `uploaded`.
+    async fn update_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()>;
+    async fn delete_chat_attachment(&self, id: &str) -> StoreResult<bool>;
 }
 
 #[async_trait]

@@ -42,6 +42,8 @@ impl App {
             llm: Arc::new(providers::HttpLlm::new()),
             engine: config.engine,
             live: Arc::default(),
+            blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
+            chat: config.chat.clone(),
         };
         Ok(App {
             config,

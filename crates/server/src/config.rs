@@ -34,6 +34,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub models: ModelSettings,
     pub engine: domain::runs::EngineSettings,
+    pub chat: domain::chat::ChatSettings,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             http: HttpSettings::default(),
             models: ModelSettings::default(),
             engine: domain::runs::EngineSettings::default(),
+            chat: domain::chat::ChatSettings::default(),
         }
     }
 }

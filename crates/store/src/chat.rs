@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chatkit::{Order, ThreadItem, ThreadStatus};
 use chrono::{DateTime, Utc};
 use domain::{
-    chat::{ChatThread, PageRequest},
+    chat::{ChatThread, PageRequest, StoredAttachment},
     store::{ChatStore, StoreError, StoreResult},
 };
 use serde_json::{Map, Value};
@@ -43,6 +43,35 @@ impl From<ThreadRow> for ChatThread {
             metadata: row.metadata.0,
             created_at: row.created_at,
             updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttachmentRow {
+    id: String,
+    user_id: i64,
+    thread_id: Option<String>,
+    name: String,
+    mime_type: String,
+    size: i64,
+    uploaded: bool,
+    token: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<AttachmentRow> for StoredAttachment {
+    fn from(row: AttachmentRow) -> StoredAttachment {
+        StoredAttachment {
+            id: row.id,
+            user_id: row.user_id,
+            thread_id: row.thread_id,
+            name: row.name,
+            mime_type: row.mime_type,
+            size: row.size,
+            uploaded: row.uploaded,
+            token: row.token,
+            created_at: row.created_at,
         }
     }
 }
@@ -297,5 +326,63 @@ impl ChatStore for Db {
             .map(|_| ())
         })
         .map_err(store_error)
+    }
+
+    async fn insert_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO chat_attachments (id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&attachment.id)
+            .bind(attachment.user_id)
+            .bind(&attachment.thread_id)
+            .bind(&attachment.name)
+            .bind(&attachment.mime_type)
+            .bind(attachment.size)
+            .bind(attachment.uploaded)
+            .bind(&attachment.token)
+            .bind(stored_time(attachment.created_at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn chat_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
+        let row: Option<AttachmentRow> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at
+                 FROM chat_attachments WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn update_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE chat_attachments SET thread_id = $2, size = $3, uploaded = $4 WHERE id = $1")
+                .bind(&attachment.id)
+                .bind(&attachment.thread_id)
+                .bind(attachment.size)
+                .bind(attachment.uploaded)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn delete_chat_attachment(&self, id: &str) -> StoreResult<bool> {
+        let done = with_pool!(self, pool => {
+            sqlx::query("DELETE FROM chat_attachments WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
     }
 }

@@ -5,6 +5,7 @@
 //! `timestamptz`) while SQLite stores the same Rust values as integers and text.
 //! Where the dialects differ, the code branches on [`Backend`] in the open.
 
+mod blobs;
 mod chat;
 mod migrate;
 mod models;
@@ -29,6 +30,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use blobs::LocalBlobs;
 pub use migrate::{MIGRATIONS, MigrationError};
 
 /// Database settings (the `[database]` table of the configuration).

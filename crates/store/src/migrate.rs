@@ -53,6 +53,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(5, "runs", "0005_runs.sql"),
     migration!(6, "widgets_threads", "0006_widgets_threads.sql"),
     migration!(7, "chat", "0007_chat.sql"),
+    migration!(8, "chat_attachments", "0008_chat_attachments.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -8,8 +8,8 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Json,
     body::Bytes,
-    extract::State,
-    http::StatusCode,
+    extract::{DefaultBodyLimit, FromRequest, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
         sse::{Event as SseEvent, KeepAlive, Sse},
@@ -18,7 +18,7 @@ use axum::{
 use base64::Engine as _;
 use chatkit::{Page, Request, StreamEvent, ThreadItem, TranscriptionResult};
 use domain::{
-    chat::{self, ChatError, PageRequest, Turn},
+    chat::{self, ChatError, PageRequest, Turn, attachments},
     models,
 };
 use serde_json::{Value, json};
@@ -27,11 +27,128 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::AuthUser,
+    extract::{AppPath, AppQuery, AuthUser},
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(chatkit))
+pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(upload))
+        // Attachments may be larger than other request bodies (and multipart adds a little).
+        .layer(DefaultBodyLimit::max(max_upload.saturating_add(64 * 1024)));
+    OpenApiRouter::new()
+        .routes(routes!(chatkit))
+        .routes(routes!(content))
+        .merge(uploads)
+}
+
+/// The server's public base URL: the configured one, else the request's own.
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &state.services.chat.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let (proto, host) = if state.http.trust_proxy_headers {
+        (
+            header("x-forwarded-proto"),
+            header("x-forwarded-host").or_else(|| header("host")),
+        )
+    } else {
+        (None, header("host"))
+    };
+    format!(
+        "{}://{}",
+        proto.unwrap_or_else(|| "http".into()),
+        host.unwrap_or_else(|| "localhost".into())
+    )
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct TokenQuery {
+    /// The attachment's token, from its `upload_descriptor` or `preview_url`.
+    pub token: String,
+}
+
+/// Receives an attachment's bytes: the `upload_descriptor.url` that `attachments.create`
+/// returned (no bearer token needed: the URL carries its own). The body is either
+/// `multipart/form-data` with a `file` field or the raw bytes. Answers with the
+/// attachment, now without `upload_descriptor`.
+#[utoipa::path(post, path = "/api/chatkit/attachments/{id}/upload", tag = "chatkit",
+    params(("id" = String, Path), TokenQuery),
+    responses((status = 200, description = "The attachment"), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn upload(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    AppQuery(query): AppQuery<TokenQuery>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> ApiResult<Json<Value>> {
+    let multipart = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the file is larger than allowed",
+        )
+    };
+    let bytes: Vec<u8> = if multipart {
+        let mut form = axum::extract::Multipart::from_request(request, &state)
+            .await
+            .map_err(|err| bad_request(format!("not a multipart body: {err}")))?;
+        let mut file = None;
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|err| bad_request(format!("the multipart body is malformed: {err}")))?
+        {
+            if field.name() == Some("file") {
+                file = Some(field.bytes().await.map_err(|_| too_large())?.to_vec());
+                break;
+            }
+        }
+        file.ok_or_else(|| bad_request("the multipart body has no `file` field"))?
+    } else {
+        Bytes::from_request(request, &state)
+            .await
+            .map_err(|_| too_large())?
+            .to_vec()
+    };
+    let attachment = attachments::upload(&state.services, &id, &query.token, &bytes).await?;
+    Ok(Json(attachment.to_wire(&base_url(&state, &headers))))
+}
+
+/// An attachment's bytes (an image's `preview_url`).
+#[utoipa::path(get, path = "/api/chatkit/attachments/{id}/content", tag = "chatkit",
+    params(("id" = String, Path), TokenQuery),
+    responses((status = 200, description = "The file"), (status = 404, body = ErrorBody)))]
+async fn content(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    AppQuery(query): AppQuery<TokenQuery>,
+) -> ApiResult<Response> {
+    let (mime_type, bytes) = attachments::content(&state.services, &id, &query.token).await?;
+    let mime = HeaderValue::from_str(&mime_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, mime),
+            (
+                axum::http::header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=3600"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 impl From<ChatError> for ApiError {
@@ -61,8 +178,10 @@ fn bad_request(message: impl Into<String>) -> ApiError {
 async fn chatkit(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let base = base_url(&state, &headers);
     let value: Value = serde_json::from_slice(&body)
         .map_err(|err| bad_request(format!("the body is not JSON: {err}")))?;
     if !value.is_object() {
@@ -110,6 +229,7 @@ async fn chatkit(
                     item_id,
                     action,
                 },
+                &base,
             )
             .await?;
             while events.recv().await.is_some() {}
@@ -176,12 +296,17 @@ async fn chatkit(
             chat::feedback(services, &user, &thread_id, &item_ids, kind).await?;
             return Ok(Json(json!({})).into_response());
         }
-        Request::CreateAttachment { .. } | Request::DeleteAttachment { .. } => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "attachments_unavailable",
-                "this server does not take attachments yet",
-            ));
+        Request::CreateAttachment {
+            name,
+            size,
+            mime_type,
+        } => {
+            let attachment = attachments::create(services, &user, &name, size, &mime_type).await?;
+            return Ok(Json(attachment.to_wire(&base)).into_response());
+        }
+        Request::DeleteAttachment { attachment_id } => {
+            attachments::delete(services, &user, &attachment_id).await?;
+            return Ok(Json(json!({})).into_response());
         }
         Request::Transcribe {
             audio_base64,
@@ -196,7 +321,7 @@ async fn chatkit(
             return Ok(Json(TranscriptionResult { text }).into_response());
         }
     };
-    let events = chat::respond(services, &user, turn).await?;
+    let events = chat::respond(services, &user, turn, &base).await?;
     let stream = futures_util::stream::unfold(events, |mut events| async move {
         let event: StreamEvent = events.recv().await?;
         let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());

@@ -10,12 +10,14 @@
 //! - A thread is bound to one workflow when it is created; its runs carry the thread id,
 //!   so the engine's one-unfinished-run-per-thread rule is the thread's busy lock.
 
+pub mod attachments;
 mod respond;
 
 use chatkit::{Order, Page, ThreadItem, ThreadStatus};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+pub use attachments::{Blobs, ChatSettings, StoredAttachment};
 pub use respond::{Turn, respond};
 
 use crate::{

@@ -20,7 +20,9 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ChatError, ChatResult, ChatThread, PageRequest, new_id, thread};
+use super::{
+    ChatError, ChatResult, ChatThread, PageRequest, StoredAttachment, attachments, new_id, thread,
+};
 use crate::{
     Services,
     models::titles,
@@ -83,6 +85,7 @@ pub(crate) async fn active_run(services: &Services, thread_id: &str) -> ChatResu
 enum Engine {
     Start {
         text: String,
+        files: Vec<runs::AttachmentRef>,
         history: Vec<HistoryEntry>,
         model: Option<String>,
     },
@@ -94,16 +97,19 @@ enum Engine {
 
 /// Checks the request, then streams the turn. Errors found before the stream are
 /// returned (a 4xx for the caller); later ones become `error` events.
+/// `base_url` is the server's public URL (for attachment links).
 pub async fn respond(
     services: &Services,
     actor: &User,
     turn: Turn,
+    base_url: &str,
 ) -> ChatResult<mpsc::Receiver<StreamEvent>> {
     let (tx, rx) = mpsc::channel(256);
     let mut prelude: Vec<StreamEvent> = Vec::new();
     let (thread, engine, first_message) = match turn {
         Turn::Create { input, workflow_id } => {
             let text = input_text(&input)?;
+            let files = attachments_of(services, actor, &input).await?;
             let workflow_id = match workflow_id {
                 Some(id) => {
                     workflows::access(services, actor, id).await.map_err(|_| {
@@ -135,11 +141,12 @@ pub async fn respond(
             prelude.push(StreamEvent::ThreadCreated {
                 thread: thread.to_wire(Page::empty()),
             });
-            let item = user_item(&thread.id, &input);
+            let item = user_item(services, &thread.id, &input, &files, base_url).await?;
             services.store.insert_chat_item(&item).await?;
             prelude.push(StreamEvent::ItemDone { item });
             let engine = Engine::Start {
                 text: text.clone(),
+                files: refs(&files),
                 history: Vec::new(),
                 model: input.inference_options.model.clone(),
             };
@@ -148,6 +155,7 @@ pub async fn respond(
         Turn::UserMessage { thread_id, input } => {
             let thread = open_thread(services, actor, &thread_id).await?;
             let text = input_text(&input)?;
+            let files = attachments_of(services, actor, &input).await?;
             let history = history(services, &thread.id, None).await?;
             let engine = match active_run(services, &thread.id).await? {
                 Some(run) if run.status == RunStatus::Running => {
@@ -158,7 +166,7 @@ pub async fn respond(
                 Some(run) if run.wait.as_ref().is_some_and(|w| w.kind == "user_message") => {
                     Engine::Resume {
                         run_id: run.id,
-                        answer: Resume::UserMessage(text.clone()),
+                        answer: Resume::UserMessageWithFiles(text.clone(), refs(&files)),
                     }
                 }
                 other => {
@@ -169,12 +177,13 @@ pub async fn respond(
                     }
                     Engine::Start {
                         text: text.clone(),
+                        files: refs(&files),
                         history,
                         model: input.inference_options.model.clone(),
                     }
                 }
             };
-            let item = user_item(&thread.id, &input);
+            let item = user_item(services, &thread.id, &input, &files, base_url).await?;
             services.store.insert_chat_item(&item).await?;
             prelude.push(StreamEvent::ItemDone { item });
             let first = thread.title.is_none().then_some(text);
@@ -286,6 +295,7 @@ pub async fn respond(
             let ItemBody::UserMessage {
                 content,
                 inference_options,
+                attachments,
                 ..
             } = &item.body
             else {
@@ -294,6 +304,7 @@ pub async fn respond(
                 ));
             };
             let text = chatkit::text_of(content);
+            let files = attachment_refs(attachments);
             if let Some(run) = active_run(services, &thread.id).await? {
                 let _ = runs::cancel(services, actor, &run.id).await;
             }
@@ -305,6 +316,7 @@ pub async fn respond(
             let history = history(services, &thread.id, Some(&item.id)).await?;
             let engine = Engine::Start {
                 text,
+                files,
                 history,
                 model: inference_options.model.clone(),
             };
@@ -349,18 +361,81 @@ async fn open_thread(services: &Services, actor: &User, thread_id: &str) -> Chat
     Ok(thread)
 }
 
-fn user_item(thread_id: &str, input: &UserMessageInput) -> ThreadItem {
-    ThreadItem {
+/// The message's attachments: the actor's, uploaded.
+async fn attachments_of(
+    services: &Services,
+    actor: &User,
+    input: &UserMessageInput,
+) -> ChatResult<Vec<StoredAttachment>> {
+    if input.attachments.len() > 10 {
+        return Err(ChatError::Invalid(
+            "at most 10 attachments per message".into(),
+        ));
+    }
+    let mut files = Vec::new();
+    for id in &input.attachments {
+        let file = attachments::owned(services, actor, id).await?;
+        if !file.uploaded {
+            return Err(ChatError::Invalid(format!(
+                "attachment {id} was not uploaded"
+            )));
+        }
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// The attachments of a stored user message, as the engine names them.
+fn attachment_refs(attachments: &[Value]) -> Vec<runs::AttachmentRef> {
+    attachments
+        .iter()
+        .filter_map(|a| {
+            Some(runs::AttachmentRef {
+                id: a.get("id")?.as_str()?.to_string(),
+                name: a.get("name")?.as_str()?.to_string(),
+                mime_type: a.get("mime_type")?.as_str()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn refs(files: &[StoredAttachment]) -> Vec<runs::AttachmentRef> {
+    files
+        .iter()
+        .map(|f| runs::AttachmentRef {
+            id: f.id.clone(),
+            name: f.name.clone(),
+            mime_type: f.mime_type.clone(),
+        })
+        .collect()
+}
+
+/// The user's message item, its attachments bound to the thread.
+async fn user_item(
+    services: &Services,
+    thread_id: &str,
+    input: &UserMessageInput,
+    files: &[StoredAttachment],
+    base_url: &str,
+) -> ChatResult<ThreadItem> {
+    let mut attachments = Vec::new();
+    for file in files {
+        let mut file = file.clone();
+        file.thread_id = Some(thread_id.to_string());
+        services.store.update_chat_attachment(&file).await?;
+        attachments.push(file.to_wire(base_url));
+    }
+    Ok(ThreadItem {
         id: new_id("msg"),
         thread_id: thread_id.to_string(),
         created_at: Utc::now(),
         body: ItemBody::UserMessage {
             content: input.content.clone(),
-            attachments: Vec::new(),
+            attachments,
             quoted_text: input.quoted_text.clone(),
             inference_options: input.inference_options.clone(),
         },
-    }
+    })
 }
 
 /// The conversation so far, as the engine's history: messages and hidden context, up to
@@ -389,8 +464,16 @@ async fn history(
             if Some(item.id.as_str()) == before {
                 break 'pages;
             }
+            let mut files = Vec::new();
             let (role, text) = match &item.body {
-                ItemBody::UserMessage { content, .. } => ("user", chatkit::text_of(content)),
+                ItemBody::UserMessage {
+                    content,
+                    attachments,
+                    ..
+                } => {
+                    files = attachment_refs(attachments);
+                    ("user", chatkit::text_of(content))
+                }
                 ItemBody::AssistantMessage { content } => (
                     "assistant",
                     content
@@ -405,6 +488,7 @@ async fn history(
             entries.push(HistoryEntry {
                 role: role.into(),
                 text,
+                attachments: files,
             });
         }
         if !more {
@@ -456,6 +540,7 @@ impl TurnStream<'_> {
         let started = match engine {
             Engine::Start {
                 text,
+                files,
                 history,
                 model,
             } => runs::start_detached(
@@ -463,7 +548,11 @@ impl TurnStream<'_> {
                 self.actor,
                 StartRun {
                     workflow_id: self.thread.workflow_id.unwrap_or_default(),
-                    input: json!(text),
+                    input: if files.is_empty() {
+                        json!(text)
+                    } else {
+                        json!({"input_as_text": text, "attachments": files})
+                    },
                     thread_id: Some(self.thread.id.clone()),
                     model,
                     history,

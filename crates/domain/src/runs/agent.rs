@@ -22,8 +22,8 @@ use super::{
 use crate::{
     error::DomainError,
     llm::{
-        ChatRequest, Completion, JsonSchemaFormat, LlmError, Message, Role, StreamEvent, ToolCall,
-        ToolSpec,
+        ChatRequest, Completion, ContentPart, JsonSchemaFormat, LlmError, Message, Role,
+        StreamEvent, ToolCall, ToolSpec,
     },
     models::{
         self, Model, ProviderCredentials,
@@ -121,7 +121,7 @@ pub(super) async fn run(
             })?,
         None => Turn {
             node: node.slug.clone(),
-            messages: first_messages(log, &config, scope, &settings)?,
+            messages: first_messages(ctx, log, node, &model, &config, scope, &settings).await?,
             ..Turn::default()
         },
     };
@@ -255,6 +255,7 @@ pub(super) async fn run(
         log.run.history.push(HistoryEntry {
             role: "assistant".into(),
             text: completion.text.clone(),
+            ..Default::default()
         });
     }
     let parsed = completion.parsed.clone().unwrap_or(Value::Null);
@@ -519,8 +520,11 @@ async fn resolve_model(ctx: &RunCtx<'_>, config: &nodes::Agent) -> Result<Model,
 
 /// The conversation an agent starts from: the run's history (unless turned off), else its
 /// input, then the node's extra prompt messages.
-fn first_messages(
-    log: &Log<'_>,
+async fn first_messages(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    model: &Model,
     config: &nodes::Agent,
     scope: &Scope,
     settings: &serde_json::Map<String, Value>,
@@ -529,22 +533,30 @@ fn first_messages(
         .get("include_chat_history")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let mut messages: Vec<Message> = if include_history {
-        log.run
-            .history
-            .iter()
-            .map(|h| {
-                let role = if h.role == "user" {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                Message::text(role, h.text.clone())
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let mut messages: Vec<Message> = Vec::new();
+    if include_history {
+        let history = log.run.history.clone();
+        for entry in &history {
+            let role = if entry.role == "user" {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            let mut message = Message::text(role, entry.text.clone());
+            for file in &entry.attachments {
+                match attachment_part(ctx, model, file).await {
+                    Ok(Some(part)) => message.content.push(part),
+                    Ok(None) => log.event(
+                        "warning",
+                        Some(&node.slug),
+                        json!({"message": format!("the model `{}` cannot read `{}` ({}); it was left out", model.name, file.name, file.mime_type)}),
+                    ),
+                    Err(message) => log.event("warning", Some(&node.slug), json!({"message": message})),
+                }
+            }
+            messages.push(message);
+        }
+    }
     if messages.is_empty() {
         let text = match &scope.input {
             Value::String(s) => s.clone(),
@@ -575,6 +587,73 @@ fn first_messages(
         }
     }
     Ok(messages)
+}
+
+/// The largest text file given to a model inline.
+const INLINE_TEXT_LIMIT: usize = 200_000;
+
+/// How a model sees an attached file: images as images (vision models), text files as
+/// text, PDFs and other documents as files; `None` when the model cannot take it.
+async fn attachment_part(
+    ctx: &RunCtx<'_>,
+    model: &Model,
+    file: &super::AttachmentRef,
+) -> Result<Option<ContentPart>, String> {
+    let services = ctx.services;
+    let stored = services
+        .store
+        .chat_attachment(&file.id)
+        .await
+        .map_err(|err| err.to_string())?
+        .filter(|a| a.uploaded)
+        .ok_or_else(|| format!("the attachment `{}` is gone", file.name))?;
+    let mime = stored
+        .mime_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let textual = mime.starts_with("text/")
+        || matches!(mime.as_str(), "application/json" | "application/xml");
+    if textual {
+        let bytes = services
+            .blobs
+            .get(&stored.id)
+            .await
+            .map_err(|err| err.to_string())?
+            .unwrap_or_default();
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.len() > INLINE_TEXT_LIMIT {
+            let mut cut = INLINE_TEXT_LIMIT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("\n[…the file goes on]");
+        }
+        return Ok(Some(ContentPart::Text(format!(
+            "\n\n[file: {}]\n{text}",
+            stored.name
+        ))));
+    }
+    if stored.is_image() && !model.capabilities.vision {
+        return Ok(None);
+    }
+    let data_url = crate::chat::attachments::data_url(services, &stored)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(Some(if stored.is_image() {
+        ContentPart::Image {
+            url: data_url,
+            detail: None,
+        }
+    } else {
+        ContentPart::File {
+            filename: stored.name.clone(),
+            data_url,
+        }
+    }))
 }
 
 fn response_format(config: &nodes::Agent) -> Option<JsonSchemaFormat> {

@@ -158,6 +158,7 @@ async fn nested(
             .map(|text| super::HistoryEntry {
                 role: "user".into(),
                 text: text.to_string(),
+                ..Default::default()
             })
             .into_iter()
             .collect();

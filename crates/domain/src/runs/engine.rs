@@ -88,6 +88,8 @@ pub enum Resume {
     WidgetAction(Value),
     /// The result of the client tool call the run waits on.
     ClientToolOutput(Value),
+    /// The user's message with files (chat attachments).
+    UserMessageWithFiles(String, Vec<super::AttachmentRef>),
 }
 
 /// How a node hands over.
@@ -306,6 +308,7 @@ impl<'a> Log<'a> {
         self.run.history.push(HistoryEntry {
             role: role.into(),
             text,
+            ..Default::default()
         });
     }
 }
@@ -406,14 +409,19 @@ async fn begin(
         strip_nul(state);
     }
     let mut history = req.history.clone();
-    if let Some(text) = input
+    let attachments: Vec<super::AttachmentRef> = input
+        .get("attachments")
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+        .unwrap_or_default();
+    let text = input
         .get("input_as_text")
         .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
+        .unwrap_or_default();
+    if !text.is_empty() || !attachments.is_empty() {
         history.push(HistoryEntry {
             role: "user".into(),
             text: text.to_string(),
+            attachments,
         });
     }
     let now = Utc::now();
@@ -562,12 +570,19 @@ async fn reopen(
         }
         other => other,
     };
+    let (answer, files) = match answer {
+        Resume::UserMessageWithFiles(text, files) => (Resume::UserMessage(text), files),
+        other => (other, Vec::new()),
+    };
     let label = match (wait.kind.as_str(), answer) {
         ("user_message", Resume::UserMessage(text)) => {
             log.say("user", &node.slug, text.clone());
             // The user's own answer: a chat client shows it already.
             if let Some(said) = log.events.last_mut() {
                 said.data["reply"] = json!(true);
+            }
+            if let Some(entry) = log.run.history.last_mut() {
+                entry.attachments = files;
             }
             log.run.last_output = json!({"user_message": text});
             None

@@ -91,11 +91,22 @@ pub struct RunFailure {
 }
 
 /// A message of the conversation the run's agents see.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// `user` or `assistant`.
     pub role: String,
     pub text: String,
+    /// Files sent with the message (chat attachments), given to the model with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRef>,
+}
+
+/// A chat attachment a message carries; its bytes are in the blob store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    pub id: String,
+    pub name: String,
+    pub mime_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,7 @@ backend_tests!(
     widgets_client_tools_and_the_end_status,
     threads_are_private_and_requests_checked,
     retry_replaces_the_answer,
+    attachments_upload_in_two_phases_and_reach_the_model,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -520,4 +521,164 @@ async fn retry_replaces_the_answer(backend: TestBackend) {
     let assistant = items.body["data"][1]["id"].clone();
     let bad = chatkit(&app, &token, json!({"type": "threads.retry_after_item", "params": {"thread_id": thread_id, "item_id": assistant}})).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+}
+
+/// The path and query of an absolute URL the server gave.
+fn local(url: &Value) -> String {
+    let url = url.as_str().expect("a URL");
+    let rest = url.split_once("://").expect("an absolute URL").1;
+    format!("/{}", rest.split_once('/').expect("a path").1)
+}
+
+async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBackend) {
+    use axum::{body::Body, http::Request};
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({"supports_vision": true})).await;
+    serve(&app, &token, agent_graph()).await;
+
+    // Phase one: declare the file; phase two: send the bytes where the server says.
+    let image = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "dot.png", "size": 4, "mime_type": "image/png"}})).await;
+    assert_eq!(image.status, StatusCode::OK, "{}", image.text);
+    assert_eq!(image.body["type"], "image");
+    assert_eq!(image.body["upload_descriptor"]["method"], "POST");
+    assert!(image.body["preview_url"].is_string());
+    let upload = local(&image.body["upload_descriptor"]["url"]);
+    let sent = app
+        .send(
+            Request::post(&upload)
+                .header("content-type", "image/png")
+                .body(Body::from(vec![137u8, 80, 78, 71]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+    assert!(
+        sent.body.get("upload_descriptor").is_none(),
+        "uploaded: {}",
+        sent.text
+    );
+    let again = app
+        .send(Request::post(&upload).body(Body::from("x")).unwrap())
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let forged = app
+        .send(
+            Request::post(upload.replace("token=", "token=0"))
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::NOT_FOUND);
+    let preview = app.get(&local(&image.body["preview_url"]), None).await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert_eq!(preview.headers["content-type"], "image/png");
+
+    // A text file, sent as a form the way the ChatKit docs describe.
+    let notes = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "notes.txt", "size": 20, "mime_type": "text/plain"}})).await;
+    assert_eq!(notes.body["type"], "file");
+    let boundary = "XBOUNDARYX";
+    let form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\nContent-Type: text/plain\r\n\r\nThe code is 4217.\r\n--{boundary}--\r\n"
+    );
+    let sent = app
+        .send(
+            Request::post(local(&notes.body["upload_descriptor"]["url"]))
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.text);
+
+    // Declared types and sizes are checked.
+    let refused = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "x.exe", "size": 10, "mime_type": "application/x-msdownload"}})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let huge = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "big.png", "size": 1_000_000_000, "mime_type": "image/png"}})).await;
+    assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // The message carries both; the model sees the image and reads the text.
+    fake.push(Reply::Text("The code is 4217.".into()));
+    let mut input = message("What does the note say?");
+    input["attachments"] = json!([image.body["id"], notes.body["id"]]);
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": input}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let user = &events[1]["item"];
+    assert_eq!(
+        user["attachments"].as_array().unwrap().len(),
+        2,
+        "{}",
+        created.text
+    );
+    assert_eq!(
+        user["attachments"][0]["thread_id"],
+        events[0]["thread"]["id"]
+    );
+    let request = fake.requests()[0].body.clone();
+    let content = request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "user")
+        .unwrap()["content"]
+        .clone();
+    assert!(
+        content
+            .to_string()
+            .contains("data:image/png;base64,iVBORw=="),
+        "{content}"
+    );
+    assert!(
+        content.to_string().contains("The code is 4217."),
+        "{content}"
+    );
+
+    // Someone else cannot use or delete them; the owner can delete.
+    let (_, other) = app
+        .create_user("other@example.com", "password-123", false)
+        .await;
+    let mut stolen = message("mine now");
+    stolen["attachments"] = json!([image.body["id"]]);
+    let theft = chatkit(
+        &app,
+        &other,
+        json!({"type": "threads.create", "params": {"input": stolen}}),
+    )
+    .await;
+    assert_eq!(
+        theft.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        theft.text
+    );
+    let deleted = chatkit(
+        &app,
+        &token,
+        json!({"type": "attachments.delete", "params": {"attachment_id": notes.body["id"]}}),
+    )
+    .await;
+    assert_eq!(deleted.body, json!({}));
+    let gone = app
+        .get(
+            &local(&image.body["preview_url"]).replace(
+                image.body["id"].as_str().unwrap(),
+                notes.body["id"].as_str().unwrap(),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }

@@ -158,6 +158,37 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
     r.call(&app, &token, json!({"type": "input.transcribe", "params": {"audio_base64": "AAAA", "mime_type": "audio/webm;codecs=opus"}}), "transcription")
         .await;
 
+    // Attachments: declared (with an upload descriptor), uploaded, then used.
+    let declared = r
+        .call(&app, &token, json!({"type": "attachments.create", "params": {"name": "a.png", "size": 3, "mime_type": "image/png"}}), "attachment")
+        .await;
+    let url = declared[0]["upload_descriptor"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!(
+        "/{}",
+        url.split_once("://").unwrap().1.split_once('/').unwrap().1
+    );
+    let uploaded = app
+        .send(
+            axum::http::Request::post(path)
+                .body(axum::body::Body::from("abc"))
+                .unwrap(),
+        )
+        .await;
+    r.record("attachment", &uploaded.body);
+    let file = r
+        .call(&app, &token, json!({"type": "attachments.create", "params": {"name": "b.txt", "size": 3, "mime_type": "text/plain"}}), "attachment")
+        .await;
+    r.call(
+        &app,
+        &token,
+        json!({"type": "attachments.delete", "params": {"attachment_id": file[0]["id"]}}),
+        "empty",
+    )
+    .await;
+
     // A second thread: a plain answer, then a retry.
     fake.push(Reply::Text("Hello!".into()));
     fake.push(Reply::Text("Greeting".into()));

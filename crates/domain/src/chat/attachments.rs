@@ -1,0 +1,278 @@
+//! ChatKit attachments, uploaded in two phases: `attachments.create` records the file's
+//! name, size and type and answers with an upload URL; the client sends the bytes there;
+//! a user message then names the attachment by id. Bytes live in the blob store.
+//!
+//! Invariants: an attachment belongs to the user who created it; it is used in a message
+//! only once uploaded; sizes and types are checked against the settings when declared and
+//! again when the bytes arrive. Upload and content URLs carry a per-attachment random
+//! token (so they work from a browser without the user's bearer token) and nothing else.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{ChatError, ChatResult, new_id};
+use crate::{Services, store::StoreResult, users::User};
+
+/// Attachment limits (the `[chat]` table of the configuration).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// The largest attachment, in bytes.
+    pub max_attachment_bytes: u64,
+    /// Accepted MIME types; `image/*` and the like match a family.
+    pub attachment_types: Vec<String>,
+    /// The server's public base URL for upload and preview links
+    /// (`https://chat.example.com`); by default taken from the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        ChatSettings {
+            max_attachment_bytes: 20 * 1024 * 1024,
+            attachment_types: [
+                "image/png",
+                "image/jpeg",
+                "image/gif",
+                "image/webp",
+                "application/pdf",
+                "text/plain",
+                "text/markdown",
+                "text/csv",
+                "application/json",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            public_url: None,
+        }
+    }
+}
+
+impl ChatSettings {
+    pub fn accepts(&self, mime_type: &str) -> bool {
+        let mime = mime_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        self.attachment_types.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            match allowed.strip_suffix("/*") {
+                Some(family) => mime.split('/').next() == Some(family),
+                None => allowed == mime,
+            }
+        })
+    }
+}
+
+/// Where attachment bytes are kept (a folder by default; object storage can come later).
+#[async_trait]
+pub trait Blobs: Send + Sync {
+    async fn put(&self, key: &str, bytes: &[u8]) -> StoreResult<()>;
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
+/// An attachment's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAttachment {
+    pub id: String,
+    pub user_id: i64,
+    pub thread_id: Option<String>,
+    pub name: String,
+    pub mime_type: String,
+    pub size: i64,
+    pub uploaded: bool,
+    /// The random part of its upload and content URLs.
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredAttachment {
+    pub fn is_image(&self) -> bool {
+        self.mime_type.starts_with("image/")
+    }
+
+    /// The protocol's `Attachment`: with `upload_descriptor` until the bytes arrived,
+    /// and a preview URL for images. `base` is the server's public URL.
+    pub fn to_wire(&self, base: &str) -> Value {
+        let base = base.trim_end_matches('/');
+        let mut wire = json!({
+            "id": self.id,
+            "name": self.name,
+            "mime_type": self.mime_type,
+            "type": if self.is_image() { "image" } else { "file" },
+        });
+        if let Some(thread_id) = &self.thread_id {
+            wire["thread_id"] = json!(thread_id);
+        }
+        if !self.uploaded {
+            wire["upload_descriptor"] = json!({
+                "url": format!("{base}/api/chatkit/attachments/{}/upload?token={}", self.id, self.token),
+                "method": "POST",
+                "headers": {},
+            });
+        }
+        if self.is_image() {
+            wire["preview_url"] = json!(format!(
+                "{base}/api/chatkit/attachments/{}/content?token={}",
+                self.id, self.token
+            ));
+        }
+        wire
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
+    hex::encode(bytes)
+}
+
+/// `attachments.create`: checks the declared file and records it, waiting for its bytes.
+pub async fn create(
+    services: &Services,
+    actor: &User,
+    name: &str,
+    size: i64,
+    mime_type: &str,
+) -> ChatResult<StoredAttachment> {
+    let settings = &services.chat;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(ChatError::Invalid(
+            "a file name is 1 to 255 characters".into(),
+        ));
+    }
+    if size < 0 || size as u64 > settings.max_attachment_bytes {
+        return Err(ChatError::Invalid(format!(
+            "the file is larger than the {} bytes allowed",
+            settings.max_attachment_bytes
+        )));
+    }
+    if !settings.accepts(mime_type) {
+        return Err(ChatError::Invalid(format!(
+            "files of type `{mime_type}` are not accepted (accepted: {})",
+            settings.attachment_types.join(", ")
+        )));
+    }
+    let attachment = StoredAttachment {
+        id: new_id("atc"),
+        user_id: actor.id,
+        thread_id: None,
+        name: name.to_string(),
+        mime_type: mime_type.trim().to_string(),
+        size,
+        uploaded: false,
+        token: random_token(),
+        created_at: Utc::now(),
+    };
+    services.store.insert_chat_attachment(&attachment).await?;
+    Ok(attachment)
+}
+
+/// An attachment reached by its URL token (upload and content routes).
+async fn by_token(services: &Services, id: &str, token: &str) -> ChatResult<StoredAttachment> {
+    let attachment = services
+        .store
+        .chat_attachment(id)
+        .await?
+        .ok_or_else(|| ChatError::ItemNotFound(id.to_string()))?;
+    let expected = attachment.token.as_bytes();
+    if expected.len() != token.len()
+        || aws_lc_rs::constant_time::verify_slices_are_equal(expected, token.as_bytes()).is_err()
+    {
+        return Err(ChatError::ItemNotFound(id.to_string()));
+    }
+    Ok(attachment)
+}
+
+/// Stores an attachment's bytes (the upload URL's target); returns the attachment.
+pub async fn upload(
+    services: &Services,
+    id: &str,
+    token: &str,
+    bytes: &[u8],
+) -> ChatResult<StoredAttachment> {
+    let mut attachment = by_token(services, id, token).await?;
+    if attachment.uploaded {
+        return Err(ChatError::Conflict(
+            "this attachment was uploaded already".into(),
+        ));
+    }
+    if bytes.len() as u64 > services.chat.max_attachment_bytes {
+        return Err(ChatError::Invalid(format!(
+            "the file is larger than the {} bytes allowed",
+            services.chat.max_attachment_bytes
+        )));
+    }
+    services.blobs.put(&attachment.id, bytes).await?;
+    attachment.uploaded = true;
+    attachment.size = bytes.len() as i64;
+    services.store.update_chat_attachment(&attachment).await?;
+    Ok(attachment)
+}
+
+/// An attachment's bytes and type (the content URL's answer).
+pub async fn content(services: &Services, id: &str, token: &str) -> ChatResult<(String, Vec<u8>)> {
+    let attachment = by_token(services, id, token).await?;
+    let bytes = services
+        .blobs
+        .get(&attachment.id)
+        .await?
+        .ok_or_else(|| ChatError::ItemNotFound(id.to_string()))?;
+    Ok((attachment.mime_type, bytes))
+}
+
+/// `attachments.delete`: the owner removes an attachment and its bytes.
+pub async fn delete(services: &Services, actor: &User, id: &str) -> ChatResult<()> {
+    let attachment = owned(services, actor, id).await?;
+    services.blobs.delete(&attachment.id).await?;
+    services
+        .store
+        .delete_chat_attachment(&attachment.id)
+        .await?;
+    Ok(())
+}
+
+/// An attachment of the actor's (administrators: anyone's).
+pub async fn owned(services: &Services, actor: &User, id: &str) -> ChatResult<StoredAttachment> {
+    services
+        .store
+        .chat_attachment(id)
+        .await?
+        .filter(|a| a.user_id == actor.id || actor.is_admin)
+        .ok_or_else(|| ChatError::Invalid(format!("attachment {id} does not exist")))
+}
+
+/// A file for a model: `data:` URL of its bytes.
+pub async fn data_url(services: &Services, attachment: &StoredAttachment) -> ChatResult<String> {
+    use base64::Engine as _;
+    let bytes = services.blobs.get(&attachment.id).await?.ok_or_else(|| {
+        ChatError::Invalid(format!("attachment {} has no content", attachment.id))
+    })?;
+    Ok(format!(
+        "data:{};base64,{}",
+        attachment.mime_type,
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_match_exactly_or_by_family() {
+        let mut settings = ChatSettings::default();
+        assert!(settings.accepts("image/png"));
+        assert!(settings.accepts("text/plain; charset=utf-8"));
+        assert!(!settings.accepts("application/x-msdownload"));
+        settings.attachment_types = vec!["image/*".into()];
+        assert!(settings.accepts("image/heic"));
+        assert!(!settings.accepts("text/plain"));
+    }
+}
