@@ -18,7 +18,7 @@ use axum::{
 use base64::Engine as _;
 use chatkit::{Page, Request, StreamEvent, ThreadItem, TranscriptionResult};
 use domain::{
-    chat::{self, ChatError, PageRequest, Turn, attachments},
+    chat::{self, ChatError, PageRequest, Turn, appearance, attachments},
     models,
 };
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AppPath, AppQuery, AuthUser},
+    extract::{AdminUser, AppJson, AppPath, AppQuery, AuthUser},
 };
 
 pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
@@ -38,7 +38,95 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chatkit))
         .routes(routes!(content))
+        .routes(routes!(chat_workflow))
+        .routes(routes!(appearance))
+        .routes(routes!(get_global_appearance, set_global_appearance))
+        .routes(routes!(get_workflow_appearance, set_workflow_appearance))
         .merge(uploads)
+}
+
+/// The workflow a plain ChatKit client talks to (the ChatKit default) and how it starts.
+#[utoipa::path(get, path = "/api/chatkit/workflow", tag = "chatkit", security(("bearer" = [])),
+    responses((status = 200, description = "`{workflow_id, workflow_slug, workflow_display_name, definition_id, definition_version, auto_start, auto_start_user_message?, auto_start_assistant_message?, updated_at}`"),
+        (status = 409, body = ErrorBody)))]
+async fn chat_workflow(
+    State(state): State<AppState>,
+    _user: AuthUser,
+) -> ApiResult<Json<appearance::ChatWorkflow>> {
+    Ok(Json(appearance::chat_workflow(&state.services).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AppearanceQuery {
+    /// Merge this workflow's override over the global settings.
+    pub workflow_id: Option<i64>,
+}
+
+/// The chat's theme and start screen, as a ChatKit client applies them (public: a page
+/// embedding the chat reads it before anyone logs in).
+#[utoipa::path(get, path = "/api/appearance-settings", tag = "chatkit", params(AppearanceQuery),
+    responses((status = 200, description = "`{color_scheme, radius_style, accent_color, use_custom_surface_colors, surface_hue, surface_tint, surface_shade, heading_font, body_font, start_screen_greeting, start_screen_prompt, start_screen_placeholder, start_screen_disclaimer}`")))]
+async fn appearance(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<AppearanceQuery>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::effective(&state.services, query.workflow_id).await?,
+    ))
+}
+
+/// The global appearance settings as stored (unset fields use the defaults).
+#[utoipa::path(get, path = "/api/admin/appearance-settings", tag = "chatkit", security(("bearer" = [])),
+    responses((status = 200, description = "The stored settings"), (status = 403, body = ErrorBody)))]
+async fn get_global_appearance(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(appearance::global(&state.services).await?))
+}
+
+/// Replaces the global appearance settings; every field is optional (null inherits).
+#[utoipa::path(patch, path = "/api/admin/appearance-settings", tag = "chatkit", security(("bearer" = [])),
+    request_body(content = Object, description = "Appearance fields"),
+    responses((status = 200, description = "The stored settings"), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn set_global_appearance(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    AppJson(value): AppJson<appearance::Appearance>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::set_global(&state.services, &admin, value).await?,
+    ))
+}
+
+/// A workflow's appearance override (null fields inherit the global settings).
+#[utoipa::path(get, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "The override"), (status = 422, body = ErrorBody)))]
+async fn get_workflow_appearance(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::workflow_override(&state.services, &user, id).await?,
+    ))
+}
+
+/// Replaces a workflow's appearance override (write access).
+#[utoipa::path(patch, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body(content = Object, description = "Appearance fields"),
+    responses((status = 200, description = "The override"), (status = 422, body = ErrorBody)))]
+async fn set_workflow_appearance(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<i64>,
+    AppJson(value): AppJson<appearance::Appearance>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::set_workflow_override(&state.services, &user, id, value).await?,
+    ))
 }
 
 /// The server's public base URL: the configured one, else the request's own.

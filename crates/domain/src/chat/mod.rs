@@ -10,6 +10,7 @@
 //! - A thread is bound to one workflow when it is created; its runs carry the thread id,
 //!   so the engine's one-unfinished-run-per-thread rule is the thread's busy lock.
 
+pub mod appearance;
 pub mod attachments;
 mod respond;
 

@@ -15,6 +15,7 @@ backend_tests!(
     threads_are_private_and_requests_checked,
     retry_replaces_the_answer,
     attachments_upload_in_two_phases_and_reach_the_model,
+    the_start_screen_and_appearance,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -681,4 +682,65 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
         )
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+async fn the_start_screen_and_appearance(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start", "parameters": {"auto_start": true, "auto_start_assistant_message": "Welcome!"}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [{"source": "start", "target": "end"}]
+    });
+    let id = serve(&app, &token, graph).await;
+    let (_, user) = app
+        .create_user("u@example.com", "password-123", false)
+        .await;
+    let workflow = app.get("/api/chatkit/workflow", Some(&user)).await;
+    assert_eq!(workflow.status, StatusCode::OK, "{}", workflow.text);
+    assert_eq!(workflow.body["workflow_id"], id);
+    assert_eq!(workflow.body["auto_start"], true);
+    assert_eq!(workflow.body["auto_start_assistant_message"], "Welcome!");
+    assert!(workflow.body.get("auto_start_user_message").is_none());
+
+    // Global settings, then a workflow override on top, field by field.
+    let public = app.get("/api/appearance-settings", None).await;
+    assert_eq!(public.body["color_scheme"], "system");
+    let set = app
+        .patch(
+            "/api/admin/appearance-settings",
+            Some(&token),
+            json!({"accent_color": "#ff0000", "start_screen_greeting": "Hello"}),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    let bad = app
+        .patch(
+            "/api/admin/appearance-settings",
+            Some(&token),
+            json!({"accent_color": "red"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let forbidden = app
+        .patch("/api/admin/appearance-settings", Some(&user), json!({}))
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    let over = app
+        .patch(
+            &format!("/api/workflows/{id}/appearance"),
+            Some(&token),
+            json!({"start_screen_greeting": "Bonjour"}),
+        )
+        .await;
+    assert_eq!(over.status, StatusCode::OK, "{}", over.text);
+    let merged = app
+        .get(&format!("/api/appearance-settings?workflow_id={id}"), None)
+        .await;
+    assert_eq!(merged.body["accent_color"], "#ff0000");
+    assert_eq!(merged.body["start_screen_greeting"], "Bonjour");
+    let global = app.get("/api/appearance-settings", None).await;
+    assert_eq!(global.body["start_screen_greeting"], "Hello");
 }

@@ -221,6 +221,12 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/widgets/{slug}", &["get", "patch", "delete"]),
         ("/api/workflow-widgets", &["get"]),
         ("/api/chatkit", &["post"]),
+        ("/api/chatkit/attachments/{id}/upload", &["post"]),
+        ("/api/chatkit/attachments/{id}/content", &["get"]),
+        ("/api/chatkit/workflow", &["get"]),
+        ("/api/appearance-settings", &["get"]),
+        ("/api/admin/appearance-settings", &["get", "patch"]),
+        ("/api/workflows/{id}/appearance", &["get", "patch"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths
