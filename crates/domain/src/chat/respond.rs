@@ -13,7 +13,7 @@
 //! context item tells the next turn not to continue it, and the run is cancelled.
 
 use chatkit::{
-    Action, ItemBody, ItemUpdate, OutputText, Page, StreamEvent, StreamOptions, ThreadItem,
+    Action, ItemBody, ItemUpdate, OutputText, Page, StreamEvent, StreamOptions, Task, ThreadItem,
     ThreadStatus, ToolCallStatus, UserContent, UserMessageInput,
 };
 use chrono::Utc;
@@ -331,6 +331,7 @@ pub async fn respond(
             thread,
             tx,
             open: None,
+            work: None,
             gone: false,
         };
         turn.run(prelude, engine, first_message).await;
@@ -513,8 +514,20 @@ struct TurnStream<'a> {
     thread: ChatThread,
     tx: mpsc::Sender<StreamEvent>,
     open: Option<Open>,
+    /// The `workflow` item showing reasoning and tool calls, while it grows.
+    work: Option<Work>,
     /// The client went away.
     gone: bool,
+}
+
+/// A `workflow` item being built: its tasks (reasoning, tool calls) as they happen.
+struct Work {
+    item: ThreadItem,
+    kind: &'static str,
+    tasks: Vec<Task>,
+    /// Tool call ids by task index.
+    calls: Vec<(String, usize)>,
+    started: std::time::Instant,
 }
 
 impl TurnStream<'_> {
@@ -625,6 +638,8 @@ impl TurnStream<'_> {
             self.client_left(&run.id).await;
             return;
         }
+        self.close_open(None).await;
+        self.close_work().await;
         if let Some(text) = first_message {
             self.name_thread(&text).await;
         }
@@ -646,6 +661,7 @@ impl TurnStream<'_> {
                 let delta = text("delta");
                 if self.open.as_ref().is_none_or(|o| o.node != node) {
                     self.close_open(None).await;
+                    self.close_work().await;
                     let item = self.item(ItemBody::AssistantMessage {
                         content: Vec::new(),
                     });
@@ -683,6 +699,7 @@ impl TurnStream<'_> {
                     self.close_open(Some(full)).await;
                 } else {
                     self.close_open(None).await;
+                    self.close_work().await;
                     let item = self.item(ItemBody::AssistantMessage {
                         content: vec![OutputText::new(full)],
                     });
@@ -691,6 +708,7 @@ impl TurnStream<'_> {
             }
             "user_message" if event.data.get("reply").and_then(Value::as_bool) != Some(true) => {
                 self.close_open(None).await;
+                self.close_work().await;
                 let item = self.item(ItemBody::UserMessage {
                     content: vec![UserContent::InputText { text: text("text") }],
                     attachments: Vec::new(),
@@ -710,14 +728,87 @@ impl TurnStream<'_> {
                 }
             }
             "tool_call.started" => {
-                self.send(StreamEvent::ProgressUpdate {
-                    text: format!("Using {}…", text("name")),
-                    icon: None,
+                self.close_open(None).await;
+                let name = text("name");
+                let task = Task {
+                    kind: "custom".into(),
+                    title: Some(format!("Calling {name}")),
+                    icon: Some("bolt".into()),
+                    content: Some(event.data["arguments"].to_string()),
+                    status_indicator: "loading".into(),
+                };
+                let index = self.add_task("custom", task).await;
+                if let Some(work) = self.work.as_mut() {
+                    work.calls.push((text("call_id"), index));
+                }
+            }
+            "tool_call.finished" => {
+                let call_id = text("call_id");
+                let Some(work) = self.work.as_mut() else {
+                    return;
+                };
+                let Some(&(_, index)) = work.calls.iter().find(|(id, _)| *id == call_id) else {
+                    return;
+                };
+                let mut output = match &event.data["output"] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if output.chars().count() > 500 {
+                    output = output.chars().take(500).collect::<String>() + "…";
+                }
+                let task = &mut work.tasks[index];
+                task.status_indicator = "complete".into();
+                task.content = Some(output);
+                let (item_id, task) = (work.item.id.clone(), task.clone());
+                self.send(StreamEvent::ItemUpdated {
+                    item_id,
+                    update: ItemUpdate::TaskUpdated {
+                        task_index: index,
+                        task,
+                    },
                 })
                 .await;
             }
+            "reasoning.delta" => {
+                self.close_open(None).await;
+                let delta = text("delta");
+                let reasoning = self
+                    .work
+                    .as_ref()
+                    .and_then(|w| w.tasks.iter().position(|t| t.kind == "thought"));
+                match reasoning {
+                    None => {
+                        let task = Task {
+                            kind: "thought".into(),
+                            title: Some("Thinking".into()),
+                            icon: None,
+                            content: Some(delta),
+                            status_indicator: "loading".into(),
+                        };
+                        self.add_task("reasoning", task).await;
+                    }
+                    Some(index) => {
+                        let work = self.work.as_mut().expect("found above");
+                        let task = &mut work.tasks[index];
+                        task.content
+                            .get_or_insert_with(String::new)
+                            .push_str(&delta);
+                        let (item_id, task) = (work.item.id.clone(), task.clone());
+                        self.send(StreamEvent::ItemUpdated {
+                            item_id,
+                            update: ItemUpdate::TaskUpdated {
+                                task_index: index,
+                                task,
+                            },
+                        })
+                        .await;
+                    }
+                }
+            }
             "widget" => {
                 self.close_open(None).await;
+                self.close_work().await;
                 let item = self.item(ItemBody::Widget {
                     widget: event.data["widget"].clone(),
                     copy_text: None,
@@ -726,6 +817,7 @@ impl TurnStream<'_> {
             }
             "run.waiting" => {
                 self.close_open(None).await;
+                self.close_work().await;
                 match text("kind").as_str() {
                     "approval" => {
                         let prompt = event
@@ -767,6 +859,7 @@ impl TurnStream<'_> {
             }
             "run.failed" => {
                 self.close_open(None).await;
+                self.close_work().await;
                 let node = node.as_deref().unwrap_or("?");
                 self.send(StreamEvent::Error {
                     code: "custom".into(),
@@ -780,6 +873,7 @@ impl TurnStream<'_> {
             }
             "run.completed" => {
                 self.close_open(None).await;
+                self.close_work().await;
                 let status = &event.data["thread_status"];
                 let reason = status
                     .get("reason")
@@ -817,10 +911,70 @@ impl TurnStream<'_> {
     }
 
     /// Closes the message being streamed, with its final text when known.
+    /// Adds a task to the open `workflow` item (opening one of `kind` when none is);
+    /// returns its index.
+    async fn add_task(&mut self, kind: &'static str, task: Task) -> usize {
+        if self.work.is_none() {
+            let item = self.item(ItemBody::Workflow {
+                workflow: chatkit::Workflow {
+                    kind: kind.into(),
+                    tasks: Vec::new(),
+                    summary: None,
+                    expanded: false,
+                },
+            });
+            self.send(StreamEvent::ItemAdded { item: item.clone() })
+                .await;
+            self.work = Some(Work {
+                item,
+                kind,
+                tasks: Vec::new(),
+                calls: Vec::new(),
+                started: std::time::Instant::now(),
+            });
+        }
+        let work = self.work.as_mut().expect("opened above");
+        work.tasks.push(task.clone());
+        let (item_id, index) = (work.item.id.clone(), work.tasks.len() - 1);
+        self.send(StreamEvent::ItemUpdated {
+            item_id,
+            update: ItemUpdate::TaskAdded {
+                task_index: index,
+                task,
+            },
+        })
+        .await;
+        index
+    }
+
+    /// Closes the `workflow` item with how long it took.
+    async fn close_work(&mut self) {
+        let Some(work) = self.work.take() else {
+            return;
+        };
+        let mut tasks = work.tasks;
+        for task in &mut tasks {
+            if task.status_indicator == "loading" {
+                task.status_indicator = "complete".into();
+            }
+        }
+        let mut item = work.item;
+        item.body = ItemBody::Workflow {
+            workflow: chatkit::Workflow {
+                kind: work.kind.into(),
+                tasks,
+                summary: Some(json!({"duration": work.started.elapsed().as_secs()})),
+                expanded: false,
+            },
+        };
+        self.done(item).await;
+    }
+
     async fn close_open(&mut self, full: Option<String>) {
         let Some(open) = self.open.take() else {
             return;
         };
+        self.close_work().await;
         let text = full.unwrap_or(open.text);
         let content = OutputText::new(text);
         self.send(StreamEvent::ItemUpdated {

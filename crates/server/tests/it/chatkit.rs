@@ -16,6 +16,7 @@ backend_tests!(
     retry_replaces_the_answer,
     attachments_upload_in_two_phases_and_reach_the_model,
     the_start_screen_and_appearance,
+    reasoning_and_tools_show_as_workflow_tasks,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -743,4 +744,82 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
     assert_eq!(merged.body["start_screen_greeting"], "Bonjour");
     let global = app.get("/api/appearance-settings", None).await;
     assert_eq!(global.body["start_screen_greeting"], "Hello");
+}
+
+async fn reasoning_and_tools_show_as_workflow_tasks(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "agent", "kind": "agent", "parameters": {"tools": [{"type": "function", "function": {"name": "validate_workflow_graph"}}]}}
+        ],
+        "edges": [{"source": "start", "target": "agent"}]
+    });
+    serve(&app, &token, graph).await;
+    fake.push(Reply::Reasoning(
+        "The user wants a check.".into(),
+        Box::new(Reply::ToolCalls(vec![(
+            "validate_workflow_graph".into(),
+            r#"{"graph": {"nodes": [], "edges": []}}"#.into(),
+        )])),
+    ));
+    fake.push(Reply::Text("The graph is empty.".into()));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Check my graph")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let kinds = types(&events);
+    let added = kinds
+        .iter()
+        .position(|k| k == "thread.item.added(workflow)")
+        .expect("a workflow item");
+    let done = kinds
+        .iter()
+        .position(|k| k == "thread.item.done(workflow)")
+        .expect("closed");
+    let message = kinds
+        .iter()
+        .position(|k| k == "thread.item.added(assistant_message)")
+        .unwrap();
+    assert!(added < done && done < message, "{kinds:?}");
+    let tasks = &events[done]["item"]["workflow"]["tasks"];
+    assert_eq!(tasks[0]["type"], "thought");
+    assert_eq!(tasks[0]["content"], "The user wants a check.");
+    assert_eq!(tasks[1]["title"], "Calling validate_workflow_graph");
+    assert_eq!(tasks[1]["status_indicator"], "complete");
+    assert!(
+        tasks[1]["content"].as_str().unwrap().contains("\"valid\""),
+        "{tasks}"
+    );
+    assert!(events[done]["item"]["workflow"]["summary"]["duration"].is_number());
+    // Updates only name the item after it was added.
+    for (index, event) in events.iter().enumerate() {
+        if event["type"] == "thread.item.updated" {
+            let id = &event["item_id"];
+            assert!(
+                events[..index]
+                    .iter()
+                    .any(|e| e["type"] == "thread.item.added" && &e["item"]["id"] == id),
+                "update before add at {index}: {kinds:?}"
+            );
+        }
+    }
+    let stored = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": events[0]["thread"]["id"]}}),
+    )
+    .await;
+    let items: Vec<&str> = stored.body["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(items, vec!["user_message", "workflow", "assistant_message"]);
 }
