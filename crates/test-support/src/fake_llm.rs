@@ -42,6 +42,8 @@ pub enum Reply {
     Slow(Duration, Box<Reply>),
     /// Streams `text` but breaks the connection after `chunks` pieces.
     Cut { text: String, chunks: usize },
+    /// Streams `chunks` pieces of `text`, then nothing, until the client goes away.
+    Stall { text: String, chunks: usize },
     /// A chunk that is not JSON.
     Malformed,
     /// Sends the response head, then nothing, until the client goes away.
@@ -248,14 +250,15 @@ fn frames(style: Style, reply: Reply, body: &Value, response_id: &str) -> Vec<Fr
                 }
             }
         }
-        Reply::Cut { text, chunks } => {
-            for piece in pieces(&text).into_iter().take(chunks) {
+        Reply::Cut { ref text, chunks } | Reply::Stall { ref text, chunks } => {
+            let stall = matches!(reply, Reply::Stall { .. });
+            for piece in pieces(text).into_iter().take(chunks) {
                 out.push(Frame::Data(match style {
                     Style::Chat => json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}),
                     Style::Responses => json!({"type": "response.output_text.delta", "delta": piece, "output_index": 0}),
                 }));
             }
-            out.push(Frame::Abort);
+            out.push(if stall { Frame::Hang } else { Frame::Abort });
             return out;
         }
         Reply::Malformed => {

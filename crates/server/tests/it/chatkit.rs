@@ -17,6 +17,7 @@ backend_tests!(
     attachments_upload_in_two_phases_and_reach_the_model,
     the_start_screen_and_appearance,
     reasoning_and_tools_show_as_workflow_tasks,
+    a_client_that_leaves_cancels_the_turn,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -822,4 +823,122 @@ async fn reasoning_and_tools_show_as_workflow_tasks(backend: TestBackend) {
         .map(|i| i["type"].as_str().unwrap())
         .collect();
     assert_eq!(items, vec!["user_message", "workflow", "assistant_message"]);
+}
+
+async fn a_client_that_leaves_cancels_the_turn(backend: TestBackend) {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    serve(&app, &token, agent_graph()).await;
+    // The model writes a little, then nothing, until it is hung up on.
+    fake.push(Reply::Stall {
+        text: "Once upon a time there was a long story".into(),
+        chunks: 3,
+    });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let body = json!({"type": "threads.create", "params": {"input": message("Tell me a story")}})
+        .to_string();
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /api/chatkit HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(body.as_bytes()).await.unwrap();
+    // Read until the answer has started, then hang up.
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("text_delta") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    let thread_id = seen
+        .split("\"thr_")
+        .nth(1)
+        .map(|rest| format!("thr_{}", &rest[..16]))
+        .expect("the thread id");
+    drop(socket);
+
+    // The run stops, the partial answer is kept, and the next turn is told.
+    let store = &app.app.services.store;
+    let mut settled = false;
+    for _ in 0..100 {
+        let runs = app.get("/api/runs", Some(&token)).await;
+        if runs.body[0]["status"] == "cancelled" && fake.disconnects() > 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(settled, "the run was cancelled and the model call aborted");
+    let mut items = Vec::new();
+    for _ in 0..100 {
+        let page = domain::chat::PageRequest {
+            limit: 20,
+            order: chatkit::Order::Asc,
+            after: None,
+        };
+        items = store
+            .list_chat_items(&thread_id, &page, true)
+            .await
+            .unwrap()
+            .0;
+        if items.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<&str> = items.iter().map(|i| i.kind()).collect();
+    assert_eq!(
+        kinds,
+        vec!["user_message", "assistant_message", "sdk_hidden_context"]
+    );
+    let visible = chatkit(
+        &app,
+        &token,
+        json!({"type": "items.list", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(
+        visible.body["data"].as_array().unwrap().len(),
+        2,
+        "hidden context is never sent"
+    );
+    // The thread takes a new message, and the model hears about the cancellation.
+    fake.push(Reply::Text("Sorry.".into()));
+    let next = chatkit(&app, &token, json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("Never mind")}})).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    let answered = fake
+        .requests()
+        .into_iter()
+        .map(|r| r.body.to_string())
+        .find(|body| body.contains("Never mind") && !body.contains("descriptive title"))
+        .expect("the next turn called the model");
+    assert!(
+        answered.contains("The user cancelled the stream"),
+        "{answered}"
+    );
+    assert!(
+        answered.contains("Once upon"),
+        "the partial answer is part of the history: {answered}"
+    );
 }
