@@ -69,6 +69,12 @@ impl ApiError {
 
     /// Builds the response for any domain error. Internal errors are logged here, inside
     /// the request's span (so with its request id), and answered without details.
+    /// Adds a `Retry-After` header.
+    pub fn with_retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// Attaches a list of problems (shown as `problems`).
     pub fn with_problems(
         mut self,

@@ -111,6 +111,7 @@ impl AppState {
         (name = "users", description = "The current user and user management"),
         (name = "models", description = "Model providers and the model registry"),
         (name = "runs", description = "Workflow runs: start, inspect, resume, cancel"),
+        (name = "api-keys", description = "Keys for servers calling the API"),
         (name = "chatkit", description = "The ChatKit server protocol: threads, items and streamed turns"),
         (name = "widgets", description = "The widget library: ChatKit widgets that workflows show"),
         (name = "settings", description = "Instance settings and usage reports"),
@@ -150,6 +151,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::runs::router())
         .merge(routes::widgets::router())
         .merge(routes::chatkit::router(max_upload))
+        .merge(routes::api_keys::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

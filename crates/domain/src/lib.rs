@@ -33,4 +33,6 @@ pub struct Services {
     /// Attachment bytes.
     pub blobs: Arc<dyn chat::Blobs>,
     pub chat: chat::ChatSettings,
+    /// Per-session request counts of embedded ChatKit sessions.
+    pub chat_limits: Arc<chat::sessions::SessionLimits>,
 }

@@ -361,9 +361,12 @@ pub trait ChatStore: Send + Sync {
     /// Deletes a thread with its items and feedback.
     async fn delete_chat_thread(&self, id: &str) -> StoreResult<bool>;
     /// A user's threads after the cursor (by creation time); `true` when more follow.
+    /// `end_user` `None` lists the user's own threads; `Some` those of that session end
+    /// user.
     async fn list_chat_threads(
         &self,
         user_id: i64,
+        end_user: Option<&str>,
         page: &PageRequest,
     ) -> StoreResult<(Vec<ChatThread>, bool)>;
     /// Appends an item at the end of its thread.
@@ -400,6 +403,37 @@ pub trait ChatStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn insert_api_key(
+        &self,
+        key: &crate::auth::api_keys::NewApiKey,
+        now: DateTime<Utc>,
+    ) -> StoreResult<crate::auth::api_keys::ApiKey>;
+    async fn api_keys(&self) -> StoreResult<Vec<crate::auth::api_keys::ApiKey>>;
+    async fn api_key_by_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<crate::auth::api_keys::ApiKey>>;
+    /// `false` when no unrevoked key has this id.
+    async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()>;
+    async fn insert_chat_session(
+        &self,
+        session: &crate::chat::sessions::ChatSession,
+        secret_hash: &str,
+    ) -> StoreResult<()>;
+    async fn chat_session(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<crate::chat::sessions::ChatSession>>;
+    async fn chat_session_by_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<crate::chat::sessions::ChatSession>>;
+    async fn cancel_chat_session(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()>;
+}
+
+#[async_trait]
 pub trait Store:
     UserStore
     + SettingsStore
@@ -409,6 +443,7 @@ pub trait Store:
     + RunStore
     + WidgetStore
     + ChatStore
+    + KeyStore
     + Send
     + Sync
 {

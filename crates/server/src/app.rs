@@ -44,6 +44,7 @@ impl App {
             live: Arc::default(),
             blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
             chat: config.chat.clone(),
+            chat_limits: Arc::default(),
         };
         Ok(App {
             config,

@@ -14,7 +14,7 @@ use crate::{Db, store_error, stored_time, with_pool};
 
 macro_rules! thread_columns {
     () => {
-        "id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at"
+        "id, user_id, end_user, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at"
     };
 }
 
@@ -22,6 +22,7 @@ macro_rules! thread_columns {
 struct ThreadRow {
     id: String,
     user_id: i64,
+    end_user: Option<String>,
     workflow_id: Option<i64>,
     title: Option<String>,
     status: Json<ThreadStatus>,
@@ -36,6 +37,7 @@ impl From<ThreadRow> for ChatThread {
         ChatThread {
             id: row.id,
             user_id: row.user_id,
+            end_user: row.end_user,
             workflow_id: row.workflow_id,
             title: row.title,
             status: row.status.0,
@@ -106,8 +108,8 @@ impl ChatStore for Db {
     async fn insert_chat_thread(&self, thread: &ChatThread) -> StoreResult<()> {
         with_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO chat_threads (id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO chat_threads (id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at, end_user)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&thread.id)
             .bind(thread.user_id)
@@ -118,6 +120,7 @@ impl ChatStore for Db {
             .bind(Json(&thread.metadata))
             .bind(stored_time(thread.created_at))
             .bind(stored_time(thread.updated_at))
+            .bind(&thread.end_user)
             .execute(pool)
             .await
             .map(|_| ())
@@ -168,16 +171,19 @@ impl ChatStore for Db {
     async fn list_chat_threads(
         &self,
         user_id: i64,
+        end_user: Option<&str>,
         page: &PageRequest,
     ) -> StoreResult<(Vec<ChatThread>, bool)> {
         let sql = match page.order {
             Order::Desc => concat!(
                 "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
+                   AND (($4 IS NULL AND t.end_user IS NULL) OR t.end_user = $4)
                    AND ($2 IS NULL OR (t.created_at, t.id) < (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
                  ORDER BY t.created_at DESC, t.id DESC LIMIT $3"
             ),
             Order::Asc => concat!(
                 "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
+                   AND (($4 IS NULL AND t.end_user IS NULL) OR t.end_user = $4)
                    AND ($2 IS NULL OR (t.created_at, t.id) > (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
                  ORDER BY t.created_at ASC, t.id ASC LIMIT $3"
             ),
@@ -187,6 +193,7 @@ impl ChatStore for Db {
                 .bind(user_id)
                 .bind(page.after.as_deref())
                 .bind(probe(page))
+                .bind(end_user)
                 .fetch_all(pool)
                 .await
         })

@@ -7,6 +7,7 @@
 
 mod blobs;
 mod chat;
+mod keys;
 mod migrate;
 mod models;
 mod runs;

@@ -54,6 +54,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(6, "widgets_threads", "0006_widgets_threads.sql"),
     migration!(7, "chat", "0007_chat.sql"),
     migration!(8, "chat_attachments", "0008_chat_attachments.sql"),
+    migration!(9, "keys_sessions", "0009_keys_sessions.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -18,7 +18,7 @@ use axum::{
 use base64::Engine as _;
 use chatkit::{Page, Request, StreamEvent, ThreadItem, TranscriptionResult};
 use domain::{
-    chat::{self, ChatError, PageRequest, Turn, appearance, attachments},
+    chat::{self, ChatError, PageRequest, Turn, appearance, attachments, sessions},
     models,
 };
 use serde_json::{Value, json};
@@ -42,7 +42,144 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(appearance))
         .routes(routes!(get_global_appearance, set_global_appearance))
         .routes(routes!(get_workflow_appearance, set_workflow_appearance))
+        .routes(routes!(create_session))
+        .routes(routes!(cancel_session))
         .merge(uploads)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct SessionWorkflow {
+    pub id: i64,
+    /// A version number to pin; the production version otherwise.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// Values the session's runs start with.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub state_variables: Option<Value>,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct ExpiresAfter {
+    /// Only `created_at`.
+    #[serde(default)]
+    pub anchor: Option<String>,
+    pub seconds: u64,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct RateLimits {
+    pub max_requests_per_1_minute: i64,
+}
+
+/// An embedded session's request, as OpenAI's hosted ChatKit takes it: `workflow` is
+/// `{id, version?, state_variables?}` (a bare `workflow_id` works too).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    #[serde(default)]
+    pub workflow: Option<SessionWorkflow>,
+    #[serde(default)]
+    pub workflow_id: Option<i64>,
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// Your identifier for the end user; their threads are theirs alone.
+    pub user: String,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub state_variables: Option<Value>,
+    #[serde(default)]
+    pub expires_after: Option<ExpiresAfter>,
+    #[serde(default)]
+    pub rate_limits: Option<RateLimits>,
+}
+
+fn session_json(session: &sessions::ChatSession, secret: Option<&str>) -> Value {
+    let mut body = json!({
+        "id": session.id,
+        "object": "chatkit.session",
+        "expires_at": session.expires_at.timestamp(),
+        "workflow": {"id": session.workflow_id, "version_id": session.version_id, "state_variables": session.state_variables},
+        "user": session.end_user,
+        "status": session.status(),
+        "max_requests_per_1_minute": session.max_requests_per_minute,
+    });
+    if let Some(secret) = secret {
+        body["client_secret"] = json!(secret);
+    }
+    body
+}
+
+/// Creates an embedded ChatKit session for one end user and one workflow (call it from
+/// your server with an API key or an administrator's token). Give the `client_secret` to
+/// the ChatKit client in your page: it sends it as its bearer token to `/api/chatkit`
+/// until `expires_at` (10 minutes by default, at most a day).
+#[utoipa::path(post, path = "/api/chatkit/sessions", tag = "chatkit", security(("bearer" = [])),
+    request_body = CreateSessionRequest,
+    responses((status = 201, description = "`{id, object, client_secret, expires_at, workflow, user, status}`"),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_session(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    AppJson(req): AppJson<CreateSessionRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (workflow_id, version, state_variables) = match (req.workflow, req.workflow_id) {
+        (Some(w), _) => (
+            w.id,
+            w.version.or(req.version),
+            w.state_variables.or(req.state_variables),
+        ),
+        (None, Some(id)) => (id, req.version, req.state_variables),
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                "name the workflow: `workflow: {id}` or `workflow_id`",
+            ));
+        }
+    };
+    if req
+        .expires_after
+        .as_ref()
+        .and_then(|e| e.anchor.as_deref())
+        .is_some_and(|a| a != "created_at")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "`expires_after.anchor` is `created_at`",
+        ));
+    }
+    let (session, secret) = sessions::create(
+        &state.services,
+        &admin,
+        sessions::NewSession {
+            workflow_id,
+            version,
+            end_user: req.user,
+            state_variables,
+            expires_after: req.expires_after.map(|e| Duration::from_secs(e.seconds)),
+            max_requests_per_minute: req.rate_limits.map(|r| r.max_requests_per_1_minute),
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(session_json(&session, Some(&secret))),
+    ))
+}
+
+/// Ends a session at once; its secret stops working.
+#[utoipa::path(post, path = "/api/chatkit/sessions/{id}/cancel", tag = "chatkit", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The session, cancelled"), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn cancel_session(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    AppPath(id): AppPath<String>,
+) -> ApiResult<Json<Value>> {
+    let session = sessions::cancel(&state.services, &admin, &id).await?;
+    Ok(Json(session_json(&session, None)))
 }
 
 /// The workflow a plain ChatKit client talks to (the ChatKit default) and how it starts.
@@ -249,6 +386,55 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_chatkit_request", message)
 }
 
+/// Who calls the ChatKit endpoint: a user (access token or API key), or the end user of
+/// an embedded session (its `client_secret`).
+pub struct ChatUser(pub chat::Principal);
+
+impl axum::extract::FromRequestParts<AppState> for ChatUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        if let Some(secret) = token.filter(|t| t.starts_with(sessions::PREFIX)) {
+            return match sessions::authenticate(&state.services, secret).await? {
+                Ok((user, session)) => Ok(ChatUser(chat::Principal {
+                    user,
+                    session: Some(session),
+                })),
+                Err(sessions::Refusal::Unknown) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the session secret is not valid",
+                )),
+                Err(sessions::Refusal::Expired) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "session_expired",
+                    "the session expired or was cancelled; ask for a new one",
+                )),
+                Err(sessions::Refusal::RateLimited { retry_after_secs }) => Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "this session sends too many requests; retry in {retry_after_secs} seconds"
+                    ),
+                )
+                .with_retry_after(retry_after_secs)),
+            };
+        }
+        let AuthUser(user) = AuthUser::from_request_parts(parts, state).await?;
+        Ok(ChatUser(chat::Principal::user(user)))
+    }
+}
+
 /// The ChatKit endpoint: point a ChatKit client's `api.url` here (with the user's bearer
 /// token added by its `fetch`). Streaming requests (`threads.create`,
 /// `threads.add_user_message`, `threads.add_client_tool_output`,
@@ -265,7 +451,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ))]
 async fn chatkit(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    ChatUser(who): ChatUser,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -300,7 +486,7 @@ async fn chatkit(
             action,
         },
         Request::AddStructuredInput { thread_id, .. } => {
-            chat::thread(services, &user, &thread_id).await?;
+            chat::thread(services, &who, &thread_id).await?;
             return Err(bad_request("this thread asked for no structured input"));
         }
         Request::SyncCustomAction {
@@ -311,7 +497,7 @@ async fn chatkit(
             // Run the action to the end; the client updates the widget itself.
             let mut events = chat::respond(
                 services,
-                &user,
+                &who,
                 Turn::Action {
                     thread_id,
                     item_id,
@@ -324,7 +510,7 @@ async fn chatkit(
             return Ok(Json(json!({})).into_response());
         }
         Request::GetById { thread_id } => {
-            let (thread, items) = chat::get_with_items(services, &user, &thread_id).await?;
+            let (thread, items) = chat::get_with_items(services, &who, &thread_id).await?;
             return Ok(Json(thread.to_wire(values(items))).into_response());
         }
         Request::ListThreads {
@@ -334,7 +520,7 @@ async fn chatkit(
         } => {
             let page = chat::list_threads(
                 services,
-                &user,
+                &who,
                 &PageRequest {
                     limit: limit.unwrap_or(20),
                     order,
@@ -357,7 +543,7 @@ async fn chatkit(
         } => {
             let page = chat::list_items(
                 services,
-                &user,
+                &who,
                 &thread_id,
                 &PageRequest {
                     limit: limit.unwrap_or(20),
@@ -369,11 +555,11 @@ async fn chatkit(
             return Ok(Json(page).into_response());
         }
         Request::UpdateThread { thread_id, title } => {
-            let thread = chat::rename(services, &user, &thread_id, &title).await?;
+            let thread = chat::rename(services, &who, &thread_id, &title).await?;
             return Ok(Json(thread.to_wire(Page::empty())).into_response());
         }
         Request::DeleteThread { thread_id } => {
-            chat::delete(services, &user, &thread_id).await?;
+            chat::delete(services, &who, &thread_id).await?;
             return Ok(Json(json!({})).into_response());
         }
         Request::Feedback {
@@ -381,7 +567,7 @@ async fn chatkit(
             item_ids,
             kind,
         } => {
-            chat::feedback(services, &user, &thread_id, &item_ids, kind).await?;
+            chat::feedback(services, &who, &thread_id, &item_ids, kind).await?;
             return Ok(Json(json!({})).into_response());
         }
         Request::CreateAttachment {
@@ -389,11 +575,12 @@ async fn chatkit(
             size,
             mime_type,
         } => {
-            let attachment = attachments::create(services, &user, &name, size, &mime_type).await?;
+            let attachment =
+                attachments::create(services, &who.user, &name, size, &mime_type).await?;
             return Ok(Json(attachment.to_wire(&base)).into_response());
         }
         Request::DeleteAttachment { attachment_id } => {
-            attachments::delete(services, &user, &attachment_id).await?;
+            attachments::delete(services, &who.user, &attachment_id).await?;
             return Ok(Json(json!({})).into_response());
         }
         Request::Transcribe {
@@ -409,7 +596,7 @@ async fn chatkit(
             return Ok(Json(TranscriptionResult { text }).into_response());
         }
     };
-    let events = chat::respond(services, &user, turn, &base).await?;
+    let events = chat::respond(services, &who, turn, &base).await?;
     let stream = futures_util::stream::unfold(events, |mut events| async move {
         let event: StreamEvent = events.recv().await?;
         let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());

@@ -1,6 +1,7 @@
 //! Route handlers, one module per subsystem. Handlers are thin: extract, call one domain
 //! function, convert the result to a wire DTO.
 
+pub mod api_keys;
 pub mod auth;
 pub mod chatkit;
 pub mod health;

@@ -1,5 +1,6 @@
 //! Authentication: password login with rate limiting, access tokens, and token checks.
 
+pub mod api_keys;
 pub mod password;
 pub mod rate_limit;
 pub mod token;
@@ -73,6 +74,8 @@ pub enum AuthError {
     UnknownUser,
     #[error("administrator access required")]
     AdminRequired,
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +90,7 @@ impl DomainError for AuthError {
             | AuthError::TokenRevoked
             | AuthError::UnknownUser => ErrorKind::Unauthenticated,
             AuthError::RateLimited { .. } => ErrorKind::RateLimited,
+            AuthError::InvalidRequest(_) => ErrorKind::Invalid,
             AuthError::AdminRequired => ErrorKind::Forbidden,
             AuthError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             AuthError::Store(_) => ErrorKind::Internal,
@@ -103,6 +107,7 @@ impl DomainError for AuthError {
             AuthError::TokenRevoked => "token_revoked",
             AuthError::UnknownUser => "invalid_token",
             AuthError::AdminRequired => "admin_required",
+            AuthError::InvalidRequest(_) => "invalid_request",
             AuthError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             AuthError::Store(_) => "internal_error",
         }
@@ -224,8 +229,12 @@ pub async fn login(
     })
 }
 
-/// Resolves a bearer token to its user, loaded fresh from the store.
+/// Resolves a bearer token (an access token or an API key) to its user, loaded fresh from
+/// the store.
 pub async fn authenticate(services: &Services, token: &str) -> AuthResult<User> {
+    if token.starts_with(api_keys::PREFIX) {
+        return api_keys::authenticate(services, token).await;
+    }
     let claims = services
         .auth
         .keys

@@ -13,6 +13,7 @@
 pub mod appearance;
 pub mod attachments;
 mod respond;
+pub mod sessions;
 
 use chatkit::{Order, Page, ThreadItem, ThreadStatus};
 use chrono::{DateTime, Utc};
@@ -28,11 +29,45 @@ use crate::{
     users::User,
 };
 
+/// Who is chatting: a user, or an end user of an embedded session (acting through the
+/// user who created the session, within the session's workflow).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub session: Option<sessions::ChatSession>,
+}
+
+impl Principal {
+    pub fn user(user: User) -> Principal {
+        Principal {
+            user,
+            session: None,
+        }
+    }
+
+    /// The end user the principal's threads belong to (`None` for a platform user).
+    pub fn end_user(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.end_user.as_str())
+    }
+
+    /// Whether a thread is this principal's.
+    fn owns(&self, thread: &ChatThread) -> bool {
+        thread.user_id == self.user.id
+            && thread.end_user.as_deref() == self.end_user()
+            && self
+                .session
+                .as_ref()
+                .is_none_or(|s| thread.workflow_id == Some(s.workflow_id))
+    }
+}
+
 /// A thread as stored (the wire `Thread` is built from it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatThread {
     pub id: String,
     pub user_id: i64,
+    /// The end user of an embedded session the thread belongs to.
+    pub end_user: Option<String>,
     pub workflow_id: Option<i64>,
     pub title: Option<String>,
     pub status: ThreadStatus,
@@ -130,17 +165,23 @@ fn page_of(req: &PageRequest) -> PageRequest {
     }
 }
 
-/// A thread the actor may use: their own; administrators may open any (logged).
-pub async fn thread(services: &Services, actor: &User, thread_id: &str) -> ChatResult<ChatThread> {
+/// A thread the principal may use: their own; administrators (not sessions) may open any
+/// (logged).
+pub async fn thread(
+    services: &Services,
+    who: &Principal,
+    thread_id: &str,
+) -> ChatResult<ChatThread> {
+    let actor = &who.user;
     let thread = services
         .store
         .chat_thread(thread_id)
         .await?
         .ok_or_else(|| ChatError::ThreadNotFound(thread_id.to_string()))?;
-    if thread.user_id == actor.id {
+    if who.owns(&thread) {
         return Ok(thread);
     }
-    if actor.is_admin {
+    if actor.is_admin && who.session.is_none() {
         tracing::info!(
             admin_id = actor.id,
             thread_id,
@@ -155,14 +196,19 @@ pub async fn thread(services: &Services, actor: &User, thread_id: &str) -> ChatR
 /// The actor's threads (with no items), newest first by default.
 pub async fn list_threads(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     page: &PageRequest,
 ) -> ChatResult<Page<ChatThread>> {
     let page = page_of(page);
-    let (threads, has_more) = services.store.list_chat_threads(actor.id, &page).await?;
+    let (threads, has_more) = services
+        .store
+        .list_chat_threads(who.user.id, who.end_user(), &page)
+        .await?;
     let after = has_more
         .then(|| threads.last().map(|t| t.id.clone()))
         .flatten();
+    // A session sees only its workflow's threads.
+    let threads = threads.into_iter().filter(|t| who.owns(t)).collect();
     Ok(Page {
         data: threads,
         has_more,
@@ -173,11 +219,11 @@ pub async fn list_threads(
 /// A thread's visible items.
 pub async fn list_items(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     thread_id: &str,
     page: &PageRequest,
 ) -> ChatResult<Page<ThreadItem>> {
-    thread(services, actor, thread_id).await?;
+    thread(services, who, thread_id).await?;
     let page = page_of(page);
     let (items, has_more) = services
         .store
@@ -196,13 +242,13 @@ pub async fn list_items(
 /// A thread with its first 20 visible items, oldest first.
 pub async fn get_with_items(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     thread_id: &str,
 ) -> ChatResult<(ChatThread, Page<ThreadItem>)> {
-    let thread = thread(services, actor, thread_id).await?;
+    let thread = thread(services, who, thread_id).await?;
     let items = list_items(
         services,
-        actor,
+        who,
         thread_id,
         &PageRequest {
             limit: 20,
@@ -216,11 +262,11 @@ pub async fn get_with_items(
 
 pub async fn rename(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     thread_id: &str,
     title: &str,
 ) -> ChatResult<ChatThread> {
-    let mut thread = thread(services, actor, thread_id).await?;
+    let mut thread = thread(services, who, thread_id).await?;
     let title = title.trim();
     if title.chars().count() > 256 {
         return Err(ChatError::Invalid(
@@ -234,10 +280,10 @@ pub async fn rename(
 }
 
 /// Deletes a thread, its items and its runs' link to it; an unfinished run is cancelled.
-pub async fn delete(services: &Services, actor: &User, thread_id: &str) -> ChatResult<()> {
-    let thread = thread(services, actor, thread_id).await?;
+pub async fn delete(services: &Services, who: &Principal, thread_id: &str) -> ChatResult<()> {
+    let thread = thread(services, who, thread_id).await?;
     if let Some(run) = respond::active_run(services, &thread.id).await? {
-        let _ = crate::runs::cancel(services, actor, &run.id).await;
+        let _ = crate::runs::cancel(services, &who.user, &run.id).await;
     }
     services.store.delete_chat_thread(&thread.id).await?;
     Ok(())
@@ -246,12 +292,13 @@ pub async fn delete(services: &Services, actor: &User, thread_id: &str) -> ChatR
 /// Records the user's feedback on items of their thread (visible to administrators).
 pub async fn feedback(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     thread_id: &str,
     item_ids: &[String],
     kind: chatkit::FeedbackKind,
 ) -> ChatResult<()> {
-    thread(services, actor, thread_id).await?;
+    thread(services, who, thread_id).await?;
+    let actor = &who.user;
     if item_ids.len() > 100 {
         return Err(ChatError::Invalid("at most 100 items at once".into()));
     }

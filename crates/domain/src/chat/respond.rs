@@ -21,7 +21,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    ChatError, ChatResult, ChatThread, PageRequest, StoredAttachment, attachments, new_id, thread,
+    ChatError, ChatResult, ChatThread, PageRequest, Principal, StoredAttachment, attachments,
+    new_id, thread,
 };
 use crate::{
     Services,
@@ -100,16 +101,19 @@ enum Engine {
 /// `base_url` is the server's public URL (for attachment links).
 pub async fn respond(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     turn: Turn,
     base_url: &str,
 ) -> ChatResult<mpsc::Receiver<StreamEvent>> {
+    let actor = &who.user;
     let (tx, rx) = mpsc::channel(256);
     let mut prelude: Vec<StreamEvent> = Vec::new();
     let (thread, engine, first_message) = match turn {
         Turn::Create { input, workflow_id } => {
             let text = input_text(&input)?;
             let files = attachments_of(services, actor, &input).await?;
+            // A session's threads use its workflow, whatever the request says.
+            let workflow_id = who.session.as_ref().map(|s| s.workflow_id).or(workflow_id);
             let workflow_id = match workflow_id {
                 Some(id) => {
                     workflows::access(services, actor, id).await.map_err(|_| {
@@ -129,6 +133,7 @@ pub async fn respond(
             let thread = ChatThread {
                 id: new_id("thr"),
                 user_id: actor.id,
+                end_user: who.end_user().map(str::to_string),
                 workflow_id: Some(workflow_id),
                 title: None,
                 status: ThreadStatus::Active,
@@ -153,7 +158,7 @@ pub async fn respond(
             (thread, engine, Some(text))
         }
         Turn::UserMessage { thread_id, input } => {
-            let thread = open_thread(services, actor, &thread_id).await?;
+            let thread = open_thread(services, who, &thread_id).await?;
             let text = input_text(&input)?;
             let files = attachments_of(services, actor, &input).await?;
             let history = history(services, &thread.id, None).await?;
@@ -190,7 +195,7 @@ pub async fn respond(
             (thread, engine, first)
         }
         Turn::ClientToolOutput { thread_id, result } => {
-            let thread = open_thread(services, actor, &thread_id).await?;
+            let thread = open_thread(services, who, &thread_id).await?;
             let run = active_run(services, &thread.id)
                 .await?
                 .filter(|r| {
@@ -240,7 +245,7 @@ pub async fn respond(
             item_id,
             action,
         } => {
-            let thread = open_thread(services, actor, &thread_id).await?;
+            let thread = open_thread(services, who, &thread_id).await?;
             if let Some(item_id) = &item_id {
                 let item = services
                     .store
@@ -286,7 +291,7 @@ pub async fn respond(
             )
         }
         Turn::Retry { thread_id, item_id } => {
-            let thread = open_thread(services, actor, &thread_id).await?;
+            let thread = open_thread(services, who, &thread_id).await?;
             let item = services
                 .store
                 .chat_item(&thread.id, &item_id)
@@ -324,10 +329,12 @@ pub async fn respond(
         }
     };
     let (services, actor) = (services.clone(), actor.clone());
+    let session = who.session.clone();
     tokio::spawn(async move {
         let mut turn = TurnStream {
             services: &services,
             actor: &actor,
+            session,
             thread,
             tx,
             open: None,
@@ -354,8 +361,12 @@ fn input_text(input: &UserMessageInput) -> ChatResult<String> {
 }
 
 /// A thread the actor may write to: theirs (or any, for an administrator), still active.
-async fn open_thread(services: &Services, actor: &User, thread_id: &str) -> ChatResult<ChatThread> {
-    let thread = thread(services, actor, thread_id).await?;
+async fn open_thread(
+    services: &Services,
+    who: &Principal,
+    thread_id: &str,
+) -> ChatResult<ChatThread> {
+    let thread = thread(services, who, thread_id).await?;
     if !thread.status.is_active() {
         return Err(ChatError::Conflict("this thread is closed".into()));
     }
@@ -511,6 +522,8 @@ struct Open {
 struct TurnStream<'a> {
     services: &'a Services,
     actor: &'a User,
+    /// The embedded session, whose pinned version and state variables runs start with.
+    session: Option<super::sessions::ChatSession>,
     thread: ChatThread,
     tx: mpsc::Sender<StreamEvent>,
     open: Option<Open>,
@@ -561,6 +574,11 @@ impl TurnStream<'_> {
                 self.actor,
                 StartRun {
                     workflow_id: self.thread.workflow_id.unwrap_or_default(),
+                    version_id: self.session.as_ref().and_then(|s| s.version_id),
+                    state: self
+                        .session
+                        .as_ref()
+                        .and_then(|s| s.state_variables.clone()),
                     input: if files.is_empty() {
                         json!(text)
                     } else {

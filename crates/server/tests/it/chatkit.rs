@@ -18,6 +18,7 @@ backend_tests!(
     the_start_screen_and_appearance,
     reasoning_and_tools_show_as_workflow_tasks,
     a_client_that_leaves_cancels_the_turn,
+    embedded_sessions_are_scoped_and_expire,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -940,5 +941,191 @@ async fn a_client_that_leaves_cancels_the_turn(backend: TestBackend) {
     assert!(
         answered.contains("Once upon"),
         "the partial answer is part of the history: {answered}"
+    );
+}
+
+async fn embedded_sessions_are_scoped_and_expire(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    let served = serve(&app, &admin, agent_graph()).await;
+    // Another published workflow, for the session.
+    let graph = json!({
+        "nodes": [{"slug": "start", "kind": "start"}, {"slug": "hello", "kind": "assistant_message", "parameters": {"message": "Hello {{ state.plan }} customer"}}],
+        "edges": [{"source": "start", "target": "hello"}],
+        "state_schema": {"type": "object", "properties": {"plan": {"type": "string", "default": "free"}}}
+    });
+    let embedded = crate::runs::publish(&app, &admin, graph).await;
+
+    // An API key, shown once, acts as the administrator who made it.
+    let key = app
+        .post(
+            "/api/admin/api-keys",
+            Some(&admin),
+            json!({"name": "shop backend"}),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.text);
+    let secret = key.body["secret"].as_str().unwrap().to_string();
+    let listed = app.get("/api/admin/api-keys", Some(&admin)).await;
+    assert!(listed.body[0].get("secret").is_none());
+    assert!(secret.starts_with(listed.body[0]["prefix"].as_str().unwrap()));
+    assert_eq!(
+        app.get("/api/runs", Some(&secret)).await.status,
+        StatusCode::OK
+    );
+
+    // The integrator's server opens a session for its end user.
+    let session = app
+        .post(
+            "/api/chatkit/sessions",
+            Some(&secret),
+            json!({"workflow": {"id": embedded, "state_variables": {"plan": "gold"}}, "user": "customer-42",
+                   "expires_after": {"anchor": "created_at", "seconds": 600}, "rate_limits": {"max_requests_per_1_minute": 6}}),
+        )
+        .await;
+    assert_eq!(session.status, StatusCode::CREATED, "{}", session.text);
+    let client = session.body["client_secret"].as_str().unwrap().to_string();
+    assert_eq!(session.body["status"], "active");
+
+    // The session's chat runs its workflow, whatever the request asks, with its state.
+    let created = chatkit(
+        &app,
+        &client,
+        json!({"type": "threads.create", "params": {"input": message("Hi")}, "metadata": {"workflow_id": served}}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+    let events = frames(&created.text);
+    assert!(
+        created.text.contains("Hello gold customer"),
+        "{}",
+        created.text
+    );
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let mine = chatkit(&app, &client, json!({"type": "threads.list", "params": {}})).await;
+    assert_eq!(mine.body["data"].as_array().unwrap().len(), 1);
+    // The administrator's own chat list does not mix in the end user's threads …
+    fake.push(Reply::Text("Admin chat".into()));
+    chatkit(
+        &app,
+        &admin,
+        json!({"type": "threads.create", "params": {"input": message("mine")}}),
+    )
+    .await;
+    let admins = chatkit(&app, &admin, json!({"type": "threads.list", "params": {}})).await;
+    assert!(
+        admins.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != thread_id)
+    );
+    // … and another end user sees nothing of this one.
+    let other = app
+        .post(
+            "/api/chatkit/sessions",
+            Some(&secret),
+            json!({"workflow_id": embedded, "user": "customer-7"}),
+        )
+        .await;
+    let other_client = other.body["client_secret"].as_str().unwrap().to_string();
+    let peek = chatkit(
+        &app,
+        &other_client,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    assert_eq!(peek.status, StatusCode::NOT_FOUND);
+    let empty = chatkit(
+        &app,
+        &other_client,
+        json!({"type": "threads.list", "params": {}}),
+    )
+    .await;
+    assert_eq!(empty.body["data"], json!([]));
+    // A session secret opens the chat only.
+    assert_eq!(
+        app.get("/api/runs", Some(&client)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Its rate limit: 6 requests a minute (2 used so far).
+    let mut limited = None;
+    for _ in 0..6 {
+        let answer = chatkit(&app, &client, json!({"type": "threads.list", "params": {}})).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("the limit applies");
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // Cancelled or expired, the secret stops working.
+    let cancelled = app
+        .post(
+            &format!(
+                "/api/chatkit/sessions/{}/cancel",
+                other.body["id"].as_str().unwrap()
+            ),
+            Some(&secret),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.text);
+    let refused = chatkit(
+        &app,
+        &other_client,
+        json!({"type": "threads.list", "params": {}}),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNAUTHORIZED, "session_expired")
+    );
+    let short = app
+        .post("/api/chatkit/sessions", Some(&secret), json!({"workflow_id": embedded, "user": "u", "expires_after": {"anchor": "created_at", "seconds": 1}}))
+        .await;
+    let short_client = short.body["client_secret"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = chatkit(
+        &app,
+        &short_client,
+        json!({"type": "threads.list", "params": {}}),
+    )
+    .await;
+    assert_eq!(expired.code(), "session_expired");
+
+    // A revoked key stops at once; users cannot make keys or sessions.
+    let id = key.body["id"].as_i64().unwrap();
+    assert_eq!(
+        app.delete(&format!("/api/admin/api-keys/{id}"), Some(&admin))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get("/api/runs", Some(&secret)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, user) = app
+        .create_user("plain@example.com", "password-123", false)
+        .await;
+    assert_eq!(
+        app.post(
+            "/api/chatkit/sessions",
+            Some(&user),
+            json!({"workflow_id": embedded, "user": "x"})
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post("/api/admin/api-keys", Some(&user), json!({"name": "x"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
     );
 }

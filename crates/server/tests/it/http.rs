@@ -227,6 +227,10 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/appearance-settings", &["get"]),
         ("/api/admin/appearance-settings", &["get", "patch"]),
         ("/api/workflows/{id}/appearance", &["get", "patch"]),
+        ("/api/chatkit/sessions", &["post"]),
+        ("/api/chatkit/sessions/{id}/cancel", &["post"]),
+        ("/api/admin/api-keys", &["get", "post"]),
+        ("/api/admin/api-keys/{id}", &["delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

@@ -1,0 +1,30 @@
+-- API keys (for servers calling the API), embedded ChatKit sessions, and the end user a
+-- session's threads belong to.
+
+CREATE TABLE api_keys (
+    id BIGSERIAL PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at TIMESTAMPTZ NOT NULL,
+    last_used_at TIMESTAMPTZ,
+    revoked_at TIMESTAMPTZ
+);
+
+CREATE TABLE chat_sessions (
+    id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL UNIQUE,
+    created_by BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    workflow_id BIGINT NOT NULL REFERENCES workflows (id) ON DELETE CASCADE,
+    version_id BIGINT REFERENCES workflow_versions (id) ON DELETE CASCADE,
+    end_user TEXT NOT NULL,
+    state_variables JSONB,
+    max_requests_per_minute BIGINT,
+    expires_at TIMESTAMPTZ NOT NULL,
+    cancelled_at TIMESTAMPTZ,
+    created_at TIMESTAMPTZ NOT NULL
+);
+
+ALTER TABLE chat_threads ADD COLUMN end_user TEXT;
+CREATE INDEX chat_threads_end_user_idx ON chat_threads (user_id, end_user, created_at);
