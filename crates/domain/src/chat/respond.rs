@@ -587,7 +587,6 @@ impl TurnStream<'_> {
                     thread_id: Some(self.thread.id.clone()),
                     model,
                     history,
-                    ..StartRun::default()
                 },
             )
             .await
