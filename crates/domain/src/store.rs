@@ -395,6 +395,12 @@ pub trait ChatStore: Send + Sync {
         kind: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// Feedback, newest first: all of it, or one thread's.
+    async fn list_chat_feedback(
+        &self,
+        thread_id: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::chat::Feedback>>;
     async fn insert_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()>;
     async fn chat_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>>;
     /// Saves `thread_id`, `size` and `uploaded`.

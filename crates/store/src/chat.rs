@@ -392,4 +392,43 @@ impl ChatStore for Db {
         .map_err(store_error)?;
         Ok(done > 0)
     }
+
+    async fn list_chat_feedback(
+        &self,
+        thread_id: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<domain::chat::Feedback>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            thread_id: String,
+            item_id: String,
+            user_id: i64,
+            kind: String,
+            created_at: DateTime<Utc>,
+            data: Option<Json<Value>>,
+        }
+        let rows: Vec<Row> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.data FROM chat_feedback f
+                 LEFT JOIN chat_items i ON i.id = f.item_id
+                 WHERE ($1 IS NULL OR f.thread_id = $1) ORDER BY f.created_at DESC, f.item_id LIMIT $2",
+            )
+            .bind(thread_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| domain::chat::Feedback {
+                thread_id: r.thread_id,
+                item_id: r.item_id,
+                user_id: r.user_id,
+                kind: r.kind,
+                created_at: r.created_at,
+                item: r.data.and_then(|d| serde_json::from_value(d.0).ok()),
+            })
+            .collect())
+    }
 }

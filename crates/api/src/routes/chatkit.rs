@@ -43,8 +43,42 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(get_global_appearance, set_global_appearance))
         .routes(routes!(get_workflow_appearance, set_workflow_appearance))
         .routes(routes!(create_session))
+        .routes(routes!(list_feedback))
         .routes(routes!(cancel_session))
         .merge(uploads)
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackQuery {
+    pub thread_id: Option<String>,
+    /// At most this many, newest first (default 100, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// What users said of the answers (`items.feedback`), newest first, with each item.
+#[utoipa::path(get, path = "/api/admin/chat-feedback", tag = "chatkit", security(("bearer" = [])),
+    params(FeedbackQuery),
+    responses((status = 200, description = "`[{thread_id, item_id, user_id, kind, created_at, item}]`"), (status = 403, body = ErrorBody)))]
+async fn list_feedback(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppQuery(query): AppQuery<FeedbackQuery>,
+) -> ApiResult<Json<Vec<Value>>> {
+    let list = chat::list_feedback(
+        &state.services,
+        query.thread_id.as_deref(),
+        query.limit.unwrap_or(100),
+    )
+    .await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|f| {
+                json!({"thread_id": f.thread_id, "item_id": f.item_id, "user_id": f.user_id, "kind": f.kind,
+                       "created_at": f.created_at, "item": f.item})
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]

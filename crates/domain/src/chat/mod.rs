@@ -289,6 +289,31 @@ pub async fn delete(services: &Services, who: &Principal, thread_id: &str) -> Ch
     Ok(())
 }
 
+/// A user's verdict on an item, with the item's text for context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Feedback {
+    pub thread_id: String,
+    pub item_id: String,
+    pub user_id: i64,
+    /// `positive` or `negative`.
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    /// The item, as stored.
+    pub item: Option<ThreadItem>,
+}
+
+/// Feedback for administrators, newest first (at most `limit`, up to 500).
+pub async fn list_feedback(
+    services: &Services,
+    thread_id: Option<&str>,
+    limit: i64,
+) -> ChatResult<Vec<Feedback>> {
+    Ok(services
+        .store
+        .list_chat_feedback(thread_id, limit.clamp(1, 500))
+        .await?)
+}
+
 /// Records the user's feedback on items of their thread (visible to administrators).
 pub async fn feedback(
     services: &Services,

@@ -231,6 +231,7 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/chatkit/sessions/{id}/cancel", &["post"]),
         ("/api/admin/api-keys", &["get", "post"]),
         ("/api/admin/api-keys/{id}", &["delete"]),
+        ("/api/admin/chat-feedback", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths
