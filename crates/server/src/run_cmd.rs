@@ -30,7 +30,9 @@ async fn follow(
         streaming: None,
     };
     for event in runs::events(&app.services, user, run_id, after).await? {
-        printer.print(&event);
+        if event.seq <= subscription.published {
+            printer.print(&event);
+        }
     }
     for event in &subscription.unsaved {
         printer.print(event);
@@ -38,7 +40,17 @@ async fn follow(
     let mut live = subscription.events;
     loop {
         match live.recv().await {
-            Ok(event) => printer.print(&event),
+            Ok(event) => {
+                // Numbers skipped were saved before the subscription: from the log first.
+                if event.seq > printer.last + 1 {
+                    for saved in runs::events(&app.services, user, run_id, printer.last).await? {
+                        if saved.seq < event.seq {
+                            printer.print(&saved);
+                        }
+                    }
+                }
+                printer.print(&event);
+            }
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => break,
         }

@@ -295,8 +295,6 @@ fn event_stream(
         unconfirmed: std::collections::BTreeMap<i64, String>,
         pending: VecDeque<Event>,
         live: Option<broadcast::Receiver<Event>>,
-        /// The buffer of a subscription whose saved backlog is not read yet.
-        unsaved: Option<Vec<Event>>,
         done: bool,
         wait: Duration,
         idle_since: Instant,
@@ -337,14 +335,17 @@ fn event_stream(
         unconfirmed: Default::default(),
         pending: VecDeque::new(),
         live: None,
-        unsaved: None,
         done: false,
         wait: POLL_EVERY,
         idle_since: Instant::now(),
     };
-    // A subscription taken before the run advanced: its buffer follows the saved backlog.
+    // A subscription taken before the run advanced: what was saved before it is read
+    // from the log when the first live event shows the gap.
     if let Some(subscription) = subscription {
-        cursor.unsaved = Some(subscription.unsaved);
+        subscription
+            .unsaved
+            .into_iter()
+            .for_each(|e| cursor.queue(e));
         cursor.live = Some(subscription.events);
     }
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
@@ -360,20 +361,16 @@ fn event_stream(
             if c.done {
                 return None;
             }
-            if let Some(unsaved) = c.unsaved.take() {
-                match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
-                    Ok((_, events)) => c.logged(events),
-                    Err(_) => c.done = true,
-                }
-                unsaved.into_iter().for_each(|e| c.queue(e));
-                continue;
-            }
             if c.live.is_none()
                 && let Some(subscription) = c.state.services.live.subscribe(&c.run_id)
             {
-                // Subscribed first, then the saved backlog: nothing falls between the two.
+                // Subscribed first, then the saved backlog up to the subscription: nothing
+                // falls between the two, and nothing comes twice.
+                let upto = subscription.published;
                 match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
-                    Ok((_, events)) => c.logged(events),
+                    Ok((_, events)) => {
+                        c.logged(events.into_iter().filter(|e| e.seq <= upto).collect())
+                    }
                     Err(_) => c.done = true,
                 }
                 subscription.unsaved.into_iter().for_each(|e| c.queue(e));
@@ -382,7 +379,21 @@ fn event_stream(
             }
             if let Some(live) = c.live.as_mut() {
                 match tokio::time::timeout(MAX_IDLE, live.recv()).await {
-                    Ok(Ok(event)) => c.queue(event),
+                    Ok(Ok(event)) => {
+                        // Numbers skipped since the last one sent were saved before the
+                        // subscription (or undone): read them from the log first.
+                        if event.seq > c.queued + 1 {
+                            let from = c.queued;
+                            if let Ok((_, events)) =
+                                runs::poll(&c.state.services, &c.run_id, from).await
+                            {
+                                c.logged(
+                                    events.into_iter().filter(|e| e.seq < event.seq).collect(),
+                                );
+                            }
+                        }
+                        c.queue(event);
+                    }
                     // Fell behind, or the run stopped advancing here: read the log.
                     Ok(Err(_)) => c.live = None,
                     Err(_) => c.done = true,

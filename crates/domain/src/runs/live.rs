@@ -37,9 +37,13 @@ pub struct LiveRun {
 }
 
 /// What a live subscriber gets: the unsaved events so far and the stream of what follows.
+/// Events numbered up to `published` and not in `unsaved` are in the log; everything
+/// after comes through `events`.
 pub struct Subscription {
     pub unsaved: Vec<Event>,
     pub events: broadcast::Receiver<Event>,
+    /// The highest number published when the subscription was taken.
+    pub published: i64,
 }
 
 impl LiveRuns {
@@ -70,6 +74,7 @@ impl LiveRuns {
         Some(Subscription {
             events: run.sender.subscribe(),
             unsaved: unsaved.clone(),
+            published: run.published.load(std::sync::atomic::Ordering::Acquire),
         })
     }
 
