@@ -26,6 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct SettingsResponse {
     /// The instructions that turn a first message into a thread title.
     pub thread_title_prompt: String,
+    /// Whether new chat threads get a generated title (a model call after the first answer).
+    pub thread_titles: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -34,6 +36,8 @@ pub struct SettingsRequest {
     /// An empty string restores the default prompt.
     #[serde(default)]
     pub thread_title_prompt: Option<String>,
+    #[serde(default)]
+    pub thread_titles: Option<bool>,
 }
 
 /// Instance settings.
@@ -45,6 +49,7 @@ async fn get_settings(
 ) -> ApiResult<Json<SettingsResponse>> {
     Ok(Json(SettingsResponse {
         thread_title_prompt: titles::prompt(&state.services).await?,
+        thread_titles: titles::enabled(&state.services).await?,
     }))
 }
 
@@ -60,8 +65,13 @@ async fn update_settings(
         Some(prompt) => titles::set_prompt(&state.services, &prompt).await?,
         None => titles::prompt(&state.services).await?,
     };
+    let thread_titles = match req.thread_titles {
+        Some(on) => titles::set_enabled(&state.services, on).await?,
+        None => titles::enabled(&state.services).await?,
+    };
     Ok(Json(SettingsResponse {
         thread_title_prompt,
+        thread_titles,
     }))
 }
 

@@ -777,15 +777,7 @@ impl TurnStream<'_> {
                 let task = &mut work.tasks[index];
                 task.status_indicator = "complete".into();
                 task.content = Some(output);
-                let (item_id, task) = (work.item.id.clone(), task.clone());
-                self.send(StreamEvent::ItemUpdated {
-                    item_id,
-                    update: ItemUpdate::TaskUpdated {
-                        task_index: index,
-                        task,
-                    },
-                })
-                .await;
+                self.task_updated(index).await;
             }
             "reasoning.delta" => {
                 self.close_open(None).await;
@@ -807,19 +799,11 @@ impl TurnStream<'_> {
                     }
                     Some(index) => {
                         let work = self.work.as_mut().expect("found above");
-                        let task = &mut work.tasks[index];
-                        task.content
+                        work.tasks[index]
+                            .content
                             .get_or_insert_with(String::new)
                             .push_str(&delta);
-                        let (item_id, task) = (work.item.id.clone(), task.clone());
-                        self.send(StreamEvent::ItemUpdated {
-                            item_id,
-                            update: ItemUpdate::TaskUpdated {
-                                task_index: index,
-                                task,
-                            },
-                        })
-                        .await;
+                        self.task_updated(index).await;
                     }
                 }
             }
@@ -964,6 +948,22 @@ impl TurnStream<'_> {
         index
     }
 
+    /// Sends a task of the open `workflow` item as it is now.
+    async fn task_updated(&mut self, index: usize) {
+        let Some(work) = self.work.as_ref() else {
+            return;
+        };
+        let (item_id, task) = (work.item.id.clone(), work.tasks[index].clone());
+        self.send(StreamEvent::ItemUpdated {
+            item_id,
+            update: ItemUpdate::TaskUpdated {
+                task_index: index,
+                task,
+            },
+        })
+        .await;
+    }
+
     /// Closes the `workflow` item with how long it took.
     async fn close_work(&mut self) {
         let Some(work) = self.work.take() else {
@@ -1024,9 +1024,13 @@ impl TurnStream<'_> {
     /// Titles a new thread from its first message once the answer is out (a model call
     /// with the title prompt; the message itself when no model is set up).
     async fn name_thread(&mut self, first_message: &str) {
-        let generated = match titles::generate(self.services, Some(self.actor.id), first_message)
-            .await
-        {
+        let wanted = titles::enabled(self.services).await.unwrap_or(true);
+        let generated = if wanted {
+            titles::generate(self.services, Some(self.actor.id), first_message).await
+        } else {
+            Ok(Ok(None))
+        };
+        let generated = match generated {
             Ok(Ok(Some(title))) => Some(title),
             Ok(Ok(None)) => None,
             Ok(Err(err)) => {

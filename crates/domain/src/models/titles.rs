@@ -17,6 +17,27 @@ use crate::{
 /// The setting that holds the prompt.
 pub const PROMPT_SETTING: &str = "chat.thread_title_prompt";
 
+/// The setting that turns titles on or off.
+pub const ENABLED_SETTING: &str = "chat.thread_titles";
+
+/// Whether new threads get a generated title (on unless an administrator turned it off).
+pub async fn enabled(services: &Services) -> ModelResult<bool> {
+    Ok(services
+        .store
+        .get_setting(ENABLED_SETTING)
+        .await?
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true))
+}
+
+pub async fn set_enabled(services: &Services, on: bool) -> ModelResult<bool> {
+    services
+        .store
+        .put_setting(ENABLED_SETTING, &json!(on), Utc::now())
+        .await?;
+    Ok(on)
+}
+
 /// The prompt used until an administrator changes it.
 pub const DEFAULT_PROMPT: &str = "Write a short, descriptive title of at most six words for a conversation that starts with the user's message below. Use the language of the message. Answer with the title only, without quotes or final punctuation.";
 

@@ -494,6 +494,30 @@ async fn retry_replaces_the_answer(backend: TestBackend) {
     let events = frames(&created.text);
     let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
     let user_id = events[1]["item"]["id"].as_str().unwrap().to_string();
+    assert_eq!(events.last().unwrap()["thread"]["title"], "Title");
+    // With generated titles off, a new thread is named after its first message, no model
+    // call needed.
+    let off = app
+        .patch(
+            "/api/admin/settings",
+            Some(&token),
+            json!({"thread_titles": false}),
+        )
+        .await;
+    assert_eq!(off.body["thread_titles"], false, "{}", off.text);
+    fake.push(Reply::Text("Plain".into()));
+    let calls = fake.requests().len();
+    let plain = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Where is my order?")}}),
+    )
+    .await;
+    assert_eq!(fake.requests().len(), calls + 1, "one call: the answer");
+    assert_eq!(
+        frames(&plain.text).last().unwrap()["thread"]["title"],
+        "Where is my order?"
+    );
     fake.push(Reply::Slow(
         Duration::from_millis(10),
         Box::new(Reply::Text("Second answer".into())),

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# ChatKit load benchmark: Switchyard and the seed's Python stack side by side, with the
+# same fake model, load generator and CPU pinning (../shared/bench-peer, see its README).
+#
+#   bench/chatkit/run.sh                 # both servers, 3 reps, c = 1,16,64, 15 s windows
+#   REPS=1 DURATION=5 bench/chatkit/run.sh
+#
+# Switchyard runs from a fresh copy of a prepared data folder for every measured window
+# (SQLite; an administrator, the fake model as default model, a published workflow whose
+# agent streams from it as the ChatKit default, an API key for the load).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+PEER="${BENCH_PEER:-$ROOT/../shared/bench-peer}"
+VENV="${BENCH_VENV:-$HOME/.venvs/bench}"
+REPS="${REPS:-3}"
+DURATION="${DURATION:-15}"
+CONC="${CONC:-1,16,64}"
+OPS="${OPS:-create,list}"
+PIN="${PIN:---server-cpus 0 --harness-cpus 1}"
+OUT="${OUT:-$ROOT/target/bench-chatkit}"
+mkdir -p "$OUT"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PEER/requirements.txt"
+fi
+cargo build --release -q --bin switchyard
+BIN="$ROOT/target/release/switchyard"
+
+# The prepared data folder.
+TEMPLATE="$OUT/template"
+rm -rf "$TEMPLATE" && mkdir -p "$TEMPLATE"
+PORT=18790
+SWITCHYARD_DATA_DIR="$TEMPLATE" SWITCHYARD_LOG_LEVEL=warn \
+  SWITCHYARD_ADMIN_EMAIL=bench@example.com SWITCHYARD_ADMIN_PASSWORD=bench-password \
+  OPENAI_API_KEY=fake OPENAI_BASE_URL=http://127.0.0.1:9100/v1 \
+  "$BIN" --bind "127.0.0.1:$PORT" > "$OUT/prepare.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 0.5; done
+api() { curl -sf "http://127.0.0.1:$PORT$1" -H 'content-type: application/json' ${TOKEN:+-H "authorization: Bearer $TOKEN"} "${@:2}"; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+TOKEN=$(api /api/auth/login -d '{"email": "bench@example.com", "password": "bench-password"}' | json '["access_token"]')
+PROVIDER=$(api /api/admin/model-providers | json '[0]["id"]')
+api /api/admin/models -d "{\"provider_id\": $PROVIDER, \"name\": \"fake-model\", \"is_default\": true}" > /dev/null
+# Titles would add a model call per new thread that the peer does not make.
+api /api/admin/settings -X PATCH -d '{"thread_titles": false}' > /dev/null
+WORKFLOW=$(api /api/workflows -d '{"display_name": "Bench", "publish": true, "graph": {"nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer."}}], "edges": [{"source": "start", "target": "agent"}]}}' | json '["workflow"]["id"]')
+api /api/workflows/chatkit -d "{\"workflow_id\": $WORKFLOW}" > /dev/null
+KEY=$(api /api/admin/api-keys -d '{"name": "bench"}' | json '["secret"]')
+kill $SERVER; wait $SERVER 2>/dev/null || true
+trap - EXIT
+
+cd "$PEER"
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench.py --out "$OUT/peer" --reps "$REPS" --ops "$OPS" -c "$CONC" \
+  --duration "$DURATION" --warmup 2 $PIN --label peer
+# shellcheck disable=SC2086
+"$VENV/bin/python" bench.py --out "$OUT/switchyard" --reps "$REPS" --ops "$OPS" -c "$CONC" \
+  --duration "$DURATION" --warmup 2 $PIN --label switchyard \
+  --server-cmd "d=\$(mktemp -d) && cp -r '$TEMPLATE'/. \"\$d\" && SWITCHYARD_DATA_DIR=\"\$d\" SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}" \
+  --path /api/chatkit --auth "Bearer $KEY" --health-path /health
+"$VENV/bin/python" report.py "$OUT/peer.jsonl" "$OUT/switchyard.jsonl" | tee "$OUT/report.md"
