@@ -4,6 +4,7 @@
 #
 #   bench/chatkit/run.sh                 # both servers, 3 reps, c = 1,16,64, 15 s windows
 #   REPS=1 DURATION=5 bench/chatkit/run.sh
+#   SKIP_PEER=1 OPS=create bench/chatkit/run.sh   # Switchyard only (the peer's last results stay)
 #
 # Switchyard runs from a fresh copy of a prepared data folder for every measured window
 # (SQLite; an administrator, the fake model as default model, a published workflow whose
@@ -53,9 +54,11 @@ kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 
 cd "$PEER"
-# shellcheck disable=SC2086
-"$VENV/bin/python" bench.py --out "$OUT/peer" --reps "$REPS" --ops "$OPS" -c "$CONC" \
-  --duration "$DURATION" --warmup 2 $PIN --label peer
+if [ "${SKIP_PEER:-0}" != 1 ]; then
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" bench.py --out "$OUT/peer" --reps "$REPS" --ops "$OPS" -c "$CONC" \
+    --duration "$DURATION" --warmup 2 $PIN --label peer
+fi
 # shellcheck disable=SC2086
 "$VENV/bin/python" bench.py --out "$OUT/switchyard" --reps "$REPS" --ops "$OPS" -c "$CONC" \
   --duration "$DURATION" --warmup 2 $PIN --label switchyard \

@@ -123,6 +123,14 @@ impl App {
         let grace = Duration::from_secs(self.config.http.shutdown_timeout_secs);
         let router = self.router();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        // Streams write small events: without TCP_NODELAY, Nagle's algorithm and delayed
+        // ACKs hold the first ones back for 40 ms.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
