@@ -98,10 +98,9 @@ pub fn unverifiable(graph: &Graph) -> Vec<Problem> {
     let mut problems = Problems::new();
     for (node, field, reference) in collect(graph) {
         let (what, name) = match &reference {
-            Reference::Model(name) => ("model", name),
-            Reference::Widget(name) => ("widget", name),
             Reference::VectorStore(name) => ("vector store", name),
-            Reference::Workflow { .. } => continue,
+            // Models, widgets and workflows are checked against their registries.
+            Reference::Model(_) | Reference::Widget(_) | Reference::Workflow { .. } => continue,
         };
         problems.at_node(Some(&node));
         problems.warning(

@@ -149,7 +149,43 @@ pub async fn validate_only(
 ) -> WorkflowResult<Vec<Problem>> {
     let mut problems = validate::validate(graph);
     problems.extend(references::unverifiable(graph));
+    let mut models: Option<Vec<String>> = None;
     for (node, field, reference) in references::collect(graph) {
+        // A model or widget that is missing now may be added before the run: a warning.
+        let missing = match &reference {
+            Reference::Model(name) => {
+                if models.is_none() {
+                    models = Some(
+                        services
+                            .store
+                            .models(None, false)
+                            .await?
+                            .into_iter()
+                            .map(|m| m.name)
+                            .collect(),
+                    );
+                }
+                (!models.as_ref().is_some_and(|m| m.contains(name)))
+                    .then(|| format!("model `{name}` is not in the model registry"))
+            }
+            Reference::Widget(slug) => services
+                .store
+                .widget(slug)
+                .await?
+                .is_none()
+                .then(|| format!("widget `{slug}` is not in the widget library")),
+            _ => None,
+        };
+        if let Some(message) = missing {
+            problems.push(Problem {
+                severity: Severity::Warning,
+                code: "unknown_reference",
+                node: Some(node),
+                field: Some(field),
+                message,
+            });
+            continue;
+        }
         let Reference::Workflow { id, slug } = reference else {
             continue;
         };

@@ -214,7 +214,15 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
     .await;
 
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let file = dir.join(format!("chatkit-conformance-{}.jsonl", std::process::id()));
+    // The SQLite and PostgreSQL variants run at once in one process: a file each.
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let file = dir.join(format!(
+        "chatkit-conformance-{}-{unique}.jsonl",
+        std::process::id()
+    ));
     let text: String = r.lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&file, text).unwrap();
     let script =

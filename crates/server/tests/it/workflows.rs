@@ -74,7 +74,13 @@ async fn references_are_checked(backend: TestBackend) {
         .iter()
         .map(|w| w["code"].as_str().unwrap())
         .collect();
-    assert_eq!(warnings, ["unverified_reference"]);
+    assert_eq!(warnings, ["unknown_reference"], "{}", ok.text);
+    assert!(
+        ok.body["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model registry")
+    );
 
     // A workflow cannot nest itself.
     let id = ok.body["workflow"]["id"].as_i64().unwrap();
