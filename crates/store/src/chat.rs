@@ -53,6 +53,7 @@ impl From<ThreadRow> for ChatThread {
 struct AttachmentRow {
     id: String,
     user_id: i64,
+    end_user: Option<String>,
     thread_id: Option<String>,
     name: String,
     mime_type: String,
@@ -67,6 +68,7 @@ impl From<AttachmentRow> for StoredAttachment {
         StoredAttachment {
             id: row.id,
             user_id: row.user_id,
+            end_user: row.end_user,
             thread_id: row.thread_id,
             name: row.name,
             mime_type: row.mime_type,
@@ -338,8 +340,8 @@ impl ChatStore for Db {
     async fn insert_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
         with_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO chat_attachments (id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO chat_attachments (id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at, end_user)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&attachment.id)
             .bind(attachment.user_id)
@@ -350,6 +352,7 @@ impl ChatStore for Db {
             .bind(attachment.uploaded)
             .bind(&attachment.token)
             .bind(stored_time(attachment.created_at))
+            .bind(&attachment.end_user)
             .execute(pool)
             .await
             .map(|_| ())
@@ -360,7 +363,7 @@ impl ChatStore for Db {
     async fn chat_attachment(&self, id: &str) -> StoreResult<Option<StoredAttachment>> {
         let row: Option<AttachmentRow> = with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at
+                "SELECT id, user_id, end_user, thread_id, name, mime_type, size, uploaded, token, created_at
                  FROM chat_attachments WHERE id = $1",
             )
             .bind(id)

@@ -55,6 +55,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(7, "chat", "0007_chat.sql"),
     migration!(8, "chat_attachments", "0008_chat_attachments.sql"),
     migration!(9, "keys_sessions", "0009_keys_sessions.sql"),
+    migration!(10, "attachment_end_user", "0010_attachment_end_user.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -348,6 +348,8 @@ async fn upload(
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> ApiResult<Json<Value>> {
+    // Nothing is read before the URL's token is checked.
+    attachments::check_upload(&state.services, &id, &query.token).await?;
     let multipart = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -397,17 +399,35 @@ async fn content(
     let (mime_type, bytes) = attachments::content(&state.services, &id, &query.token).await?;
     let mime = HeaderValue::from_str(&mime_type)
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-    Ok((
+    let mut response = (
         [
             (axum::http::header::CONTENT_TYPE, mime),
             (
                 axum::http::header::CACHE_CONTROL,
                 HeaderValue::from_static("private, max-age=3600"),
             ),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         bytes,
     )
-        .into_response())
+        .into_response();
+    // Only raster images are shown in place; anything else (HTML, SVG, text) downloads,
+    // sandboxed, so an upload can never run as a page of this origin.
+    if !attachments::shown_inline(&mime_type) {
+        let headers = response.headers_mut();
+        headers.insert(
+            axum::http::header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
+        headers.insert(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+    }
+    Ok(response)
 }
 
 impl From<ChatError> for ApiError {
@@ -609,12 +629,11 @@ async fn chatkit(
             size,
             mime_type,
         } => {
-            let attachment =
-                attachments::create(services, &who.user, &name, size, &mime_type).await?;
+            let attachment = attachments::create(services, &who, &name, size, &mime_type).await?;
             return Ok(Json(attachment.to_wire(&base)).into_response());
         }
         Request::DeleteAttachment { attachment_id } => {
-            attachments::delete(services, &who.user, &attachment_id).await?;
+            attachments::delete(services, &who, &attachment_id).await?;
             return Ok(Json(json!({})).into_response());
         }
         Request::Transcribe {

@@ -4,15 +4,16 @@
 //!
 //! Invariants: an attachment belongs to the user who created it; it is used in a message
 //! only once uploaded; sizes and types are checked against the settings when declared and
-//! again when the bytes arrive. Upload and content URLs carry a per-attachment random
+//! again when the bytes arrive (their size); the stored type is the checked one, without
+//! parameters. Upload and content URLs carry a per-attachment random
 //! token (so they work from a browser without the user's bearer token) and nothing else.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{ChatError, ChatResult, new_id};
-use crate::{Services, store::StoreResult, users::User};
+use super::{ChatError, ChatResult, Principal, new_id};
+use crate::{Services, store::StoreResult};
 
 /// Attachment limits (the `[chat]` table of the configuration).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -81,6 +82,8 @@ pub trait Blobs: Send + Sync {
 pub struct StoredAttachment {
     pub id: String,
     pub user_id: i64,
+    /// The embedded session's end user who uploaded it, if any.
+    pub end_user: Option<String>,
     pub thread_id: Option<String>,
     pub name: String,
     pub mime_type: String,
@@ -133,13 +136,25 @@ fn random_token() -> String {
 }
 
 /// `attachments.create`: checks the declared file and records it, waiting for its bytes.
+/// A MIME type without parameters, lower case: what is checked is what is stored.
+fn essence(mime_type: &str) -> String {
+    mime_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 pub async fn create(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     name: &str,
     size: i64,
     mime_type: &str,
 ) -> ChatResult<StoredAttachment> {
+    let mime_type = essence(mime_type);
+    let mime_type = mime_type.as_str();
     let settings = &services.chat;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 255 {
@@ -161,10 +176,11 @@ pub async fn create(
     }
     let attachment = StoredAttachment {
         id: new_id("atc"),
-        user_id: actor.id,
+        user_id: who.user.id,
+        end_user: who.end_user().map(str::to_string),
         thread_id: None,
         name: name.to_string(),
-        mime_type: mime_type.trim().to_string(),
+        mime_type: mime_type.to_string(),
         size,
         uploaded: false,
         token: random_token(),
@@ -228,8 +244,8 @@ pub async fn content(services: &Services, id: &str, token: &str) -> ChatResult<(
 }
 
 /// `attachments.delete`: the owner removes an attachment and its bytes.
-pub async fn delete(services: &Services, actor: &User, id: &str) -> ChatResult<()> {
-    let attachment = owned(services, actor, id).await?;
+pub async fn delete(services: &Services, who: &Principal, id: &str) -> ChatResult<()> {
+    let attachment = owned(services, who, id).await?;
     services.blobs.delete(&attachment.id).await?;
     services
         .store
@@ -238,14 +254,38 @@ pub async fn delete(services: &Services, actor: &User, id: &str) -> ChatResult<(
     Ok(())
 }
 
-/// An attachment of the actor's (administrators: anyone's).
-pub async fn owned(services: &Services, actor: &User, id: &str) -> ChatResult<StoredAttachment> {
+/// An attachment of the principal's: the same user and the same session end user
+/// (administrators, not sessions, may reach anyone's).
+pub async fn owned(services: &Services, who: &Principal, id: &str) -> ChatResult<StoredAttachment> {
+    let mine = |a: &StoredAttachment| {
+        (a.user_id == who.user.id && a.end_user.as_deref() == who.end_user())
+            || (who.user.is_admin && who.session.is_none())
+    };
     services
         .store
         .chat_attachment(id)
         .await?
-        .filter(|a| a.user_id == actor.id || actor.is_admin)
+        .filter(mine)
         .ok_or_else(|| ChatError::Invalid(format!("attachment {id} does not exist")))
+}
+
+/// Checks an upload URL before its body is read: the token, and that no bytes came yet.
+pub async fn check_upload(services: &Services, id: &str, token: &str) -> ChatResult<()> {
+    let attachment = by_token(services, id, token).await?;
+    if attachment.uploaded {
+        return Err(ChatError::Conflict(
+            "this attachment was uploaded already".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Types a browser may show inline; anything else is served as a download.
+pub fn shown_inline(mime_type: &str) -> bool {
+    matches!(
+        mime_type,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+    )
 }
 
 /// A file for a model: `data:` URL of its bytes.

@@ -111,7 +111,7 @@ pub async fn respond(
     let (thread, engine, first_message) = match turn {
         Turn::Create { input, workflow_id } => {
             let text = input_text(&input)?;
-            let files = attachments_of(services, actor, &input).await?;
+            let files = attachments_of(services, who, &input).await?;
             // A session's threads use its workflow, whatever the request says.
             let workflow_id = who.session.as_ref().map(|s| s.workflow_id).or(workflow_id);
             let workflow_id = match workflow_id {
@@ -160,7 +160,7 @@ pub async fn respond(
         Turn::UserMessage { thread_id, input } => {
             let thread = open_thread(services, who, &thread_id).await?;
             let text = input_text(&input)?;
-            let files = attachments_of(services, actor, &input).await?;
+            let files = attachments_of(services, who, &input).await?;
             let history = history(services, &thread.id, None).await?;
             let engine = match active_run(services, &thread.id).await? {
                 Some(run) if run.status == RunStatus::Running => {
@@ -269,6 +269,15 @@ pub async fn respond(
                 data: None,
             });
             let answer = match (wait.kind.as_str(), action.kind.as_str()) {
+                // An approval card answers the approval it was shown for, not a later one.
+                ("approval", "approval.approve" | "approval.reject")
+                    if action.payload.get("node").and_then(Value::as_str)
+                        != Some(wait.node.as_str()) =>
+                {
+                    return Err(ChatError::Invalid(
+                        "this approval is no longer pending".into(),
+                    ));
+                }
                 ("approval", "approval.approve") => Resume::Approval(true),
                 ("approval", "approval.reject") => Resume::Approval(false),
                 ("widget_action", _) => {
@@ -367,6 +376,12 @@ async fn open_thread(
     thread_id: &str,
 ) -> ChatResult<ChatThread> {
     let thread = thread(services, who, thread_id).await?;
+    // Administrators may read anyone's thread, but only its owner talks in it.
+    if thread.user_id != who.user.id || thread.end_user.as_deref() != who.end_user() {
+        return Err(ChatError::Invalid(
+            "only the owner of a thread may post in it".into(),
+        ));
+    }
     if !thread.status.is_active() {
         return Err(ChatError::Conflict("this thread is closed".into()));
     }
@@ -376,7 +391,7 @@ async fn open_thread(
 /// The message's attachments: the actor's, uploaded.
 async fn attachments_of(
     services: &Services,
-    actor: &User,
+    who: &Principal,
     input: &UserMessageInput,
 ) -> ChatResult<Vec<StoredAttachment>> {
     if input.attachments.len() > 10 {
@@ -386,10 +401,16 @@ async fn attachments_of(
     }
     let mut files = Vec::new();
     for id in &input.attachments {
-        let file = attachments::owned(services, actor, id).await?;
+        let file = attachments::owned(services, who, id).await?;
         if !file.uploaded {
             return Err(ChatError::Invalid(format!(
                 "attachment {id} was not uploaded"
+            )));
+        }
+        // An attachment belongs to the one message (and thread) that first used it.
+        if file.thread_id.is_some() {
+            return Err(ChatError::Invalid(format!(
+                "attachment {id} was already sent in a message"
             )));
         }
         files.push(file);
@@ -457,59 +478,50 @@ async fn history(
     thread_id: &str,
     before: Option<&str>,
 ) -> ChatResult<Vec<HistoryEntry>> {
+    // The newest 1,000 items (before `before`), read newest first, then put in order.
+    let (mut items, _) = services
+        .store
+        .list_chat_items(
+            thread_id,
+            &PageRequest {
+                limit: 1_000,
+                order: chatkit::Order::Desc,
+                after: before.map(str::to_string),
+            },
+            true,
+        )
+        .await?;
+    items.reverse();
     let mut entries = Vec::new();
-    let mut after = None;
-    'pages: loop {
-        let (items, more) = services
-            .store
-            .list_chat_items(
-                thread_id,
-                &PageRequest {
-                    limit: 100,
-                    order: chatkit::Order::Asc,
-                    after: after.clone(),
-                },
-                true,
-            )
-            .await?;
-        for item in &items {
-            if Some(item.id.as_str()) == before {
-                break 'pages;
+    for item in &items {
+        let mut files = Vec::new();
+        let (role, text) = match &item.body {
+            ItemBody::UserMessage {
+                content,
+                attachments,
+                ..
+            } => {
+                files = attachment_refs(attachments);
+                ("user", chatkit::text_of(content))
             }
-            let mut files = Vec::new();
-            let (role, text) = match &item.body {
-                ItemBody::UserMessage {
-                    content,
-                    attachments,
-                    ..
-                } => {
-                    files = attachment_refs(attachments);
-                    ("user", chatkit::text_of(content))
-                }
-                ItemBody::AssistantMessage { content } => (
-                    "assistant",
-                    content
-                        .iter()
-                        .map(|c| c.text.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                ),
-                ItemBody::SdkHiddenContext { content } => ("user", content.clone()),
-                _ => continue,
-            };
-            entries.push(HistoryEntry {
-                role: role.into(),
-                text,
-                attachments: files,
-            });
-        }
-        if !more {
-            break;
-        }
-        after = items.last().map(|i| i.id.clone());
+            ItemBody::AssistantMessage { content } => (
+                "assistant",
+                content
+                    .iter()
+                    .map(|c| c.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            ItemBody::SdkHiddenContext { content } => ("user", content.clone()),
+            _ => continue,
+        };
+        entries.push(HistoryEntry {
+            role: role.into(),
+            text,
+            attachments: files,
+        });
     }
-    let skip = entries.len().saturating_sub(1_000);
-    Ok(entries.split_off(skip))
+    Ok(entries)
 }
 
 /// An assistant message being streamed.
@@ -633,6 +645,11 @@ impl TurnStream<'_> {
             };
             match received {
                 Ok(event) => {
+                    // Numbers skipped (saved before the subscription, or missed while
+                    // behind) are read from the log first.
+                    if event.seq > last + 1 {
+                        last = self.catch_up(&run.id, last, Some(event.seq)).await;
+                    }
                     if event.seq > 0 {
                         if event.seq <= last {
                             continue;
@@ -641,7 +658,9 @@ impl TurnStream<'_> {
                     }
                     self.handle(&event).await;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    last = self.catch_up(&run.id, last, None).await;
+                }
                 Err(broadcast::error::RecvError::Closed) => break,
             }
         }
@@ -660,6 +679,21 @@ impl TurnStream<'_> {
         if let Some(text) = first_message {
             self.name_thread(&text).await;
         }
+    }
+
+    /// Handles the logged events after `last` (and before `until`); returns the last one
+    /// handled.
+    async fn catch_up(&mut self, run_id: &str, mut last: i64, until: Option<i64>) -> i64 {
+        if let Ok(events) = runs::events(self.services, self.actor, run_id, last).await {
+            for event in events {
+                if until.is_some_and(|u| event.seq >= u) {
+                    break;
+                }
+                last = event.seq;
+                self.handle(&event).await;
+            }
+        }
+        last
     }
 
     /// Maps one engine event.
@@ -821,6 +855,7 @@ impl TurnStream<'_> {
                 self.close_work().await;
                 match text("kind").as_str() {
                     "approval" => {
+                        let node_slug = node.clone().unwrap_or_default();
                         let prompt = event
                             .data
                             .get("prompt")
@@ -830,9 +865,9 @@ impl TurnStream<'_> {
                             {"type": "Text", "value": prompt},
                             {"type": "Row", "gap": 2, "children": [
                                 {"type": "Button", "label": "Approve", "style": "primary",
-                                 "onClickAction": {"type": "approval.approve", "payload": {}, "handler": "server", "loadingBehavior": "auto", "streaming": true}},
+                                 "onClickAction": {"type": "approval.approve", "payload": {"node": node_slug}, "handler": "server", "loadingBehavior": "auto", "streaming": true}},
                                 {"type": "Button", "label": "Reject", "style": "secondary",
-                                 "onClickAction": {"type": "approval.reject", "payload": {}, "handler": "server", "loadingBehavior": "auto", "streaming": true}}
+                                 "onClickAction": {"type": "approval.reject", "payload": {"node": node_slug}, "handler": "server", "loadingBehavior": "auto", "streaming": true}}
                             ]}
                         ]});
                         let item = self.item(ItemBody::Widget {
@@ -886,8 +921,7 @@ impl TurnStream<'_> {
                     _ => ThreadStatus::Active,
                 };
                 if new != self.thread.status {
-                    self.thread.status = new;
-                    self.save_thread().await;
+                    self.save_thread(Some(new), None).await;
                 }
             }
             _ => {}
@@ -1009,7 +1043,18 @@ impl TurnStream<'_> {
         self.done(item).await;
     }
 
-    async fn save_thread(&mut self) {
+    /// Saves what this turn changed (`status`, `title`) onto the stored thread, so a rename
+    /// made meanwhile is kept.
+    async fn save_thread(&mut self, status: Option<ThreadStatus>, title: Option<String>) {
+        if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await {
+            self.thread = stored;
+        }
+        if let Some(status) = status {
+            self.thread.status = status;
+        }
+        if let Some(title) = title {
+            self.thread.title = Some(title);
+        }
         self.thread.updated_at = Utc::now();
         if let Err(err) = self.services.store.update_chat_thread(&self.thread).await {
             tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread");
@@ -1044,15 +1089,13 @@ impl TurnStream<'_> {
         };
         let title = generated.or_else(|| titles::clean(first_message));
         // The user may have renamed it meanwhile.
-        if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await {
-            self.thread.status = stored.status;
-            if stored.title.is_some() {
-                return;
-            }
+        if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await
+            && stored.title.is_some()
+        {
+            return;
         }
         if title.is_some() {
-            self.thread.title = title;
-            self.save_thread().await;
+            self.save_thread(None, title).await;
         }
     }
 
@@ -1068,14 +1111,20 @@ impl TurnStream<'_> {
             };
             let _ = self.services.store.insert_chat_item(&item).await;
         }
-        let context = self.item(ItemBody::SdkHiddenContext {
-            content: CANCELLED_CONTEXT.into(),
-        });
-        let _ = self.services.store.insert_chat_item(&context).await;
-        if let Ok(Some(run)) = self.services.store.run(run_id).await
-            && run.status == RunStatus::Running
+        // Only a turn actually cut short leaves a note for the next one.
+        let running = matches!(
+            self.services.store.run(run_id).await,
+            Ok(Some(run)) if run.status == RunStatus::Running
+        );
+        if running
+            && runs::cancel(self.services, self.actor, run_id)
+                .await
+                .is_ok()
         {
-            let _ = runs::cancel(self.services, self.actor, run_id).await;
+            let context = self.item(ItemBody::SdkHiddenContext {
+                content: CANCELLED_CONTEXT.into(),
+            });
+            let _ = self.services.store.insert_chat_item(&context).await;
         }
     }
 }

@@ -190,8 +190,14 @@ pub async fn authenticate(
             retry_after_secs: wait.as_secs().max(1),
         }));
     }
-    let Some(user) = services.store.user_by_id(session.created_by).await? else {
-        return Ok(Err(Refusal::Unknown));
+    // A session acts with its creator's rights as they are now.
+    let Some(user) = services
+        .store
+        .user_by_id(session.created_by)
+        .await?
+        .filter(|u| u.is_admin)
+    else {
+        return Ok(Err(Refusal::Expired));
     };
     Ok(Ok((user, session)))
 }

@@ -350,10 +350,24 @@ async fn widgets_client_tools_and_the_end_status(backend: TestBackend) {
     assert_eq!(call_item["output"], json!({"items": 1}));
 
     // Approving reaches the end node, which closes the thread.
+    let stale = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval["item"]["id"], "action": {"type": "approval.approve", "payload": {"node": "elsewhere"}}}}),
+    )
+    .await;
+    // A card answers only the approval it was shown for.
+    assert_eq!(
+        stale.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        stale.text
+    );
+    let button = &approval["item"]["widget"]["children"][1]["children"][0]["onClickAction"];
     let approved = chatkit(
         &app,
         &token,
-        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval["item"]["id"], "action": {"type": "approval.approve"}}}),
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval["item"]["id"], "action": {"type": button["type"], "payload": button["payload"]}}}),
     )
     .await;
     let events = frames(&approved.text);
@@ -1068,6 +1082,21 @@ async fn embedded_sessions_are_scoped_and_expire(backend: TestBackend) {
     )
     .await;
     assert_eq!(empty.body["data"], json!([]));
+    // End users of one integrator do not share attachments.
+    let theirs = chatkit(&app, &client, json!({"type": "attachments.create", "params": {"name": "a.txt", "size": 1, "mime_type": "text/plain"}})).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.text);
+    let deleted = chatkit(
+        &app,
+        &other_client,
+        json!({"type": "attachments.delete", "params": {"attachment_id": theirs.body["id"]}}),
+    )
+    .await;
+    assert_eq!(
+        deleted.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        deleted.text
+    );
     // A session secret opens the chat only.
     assert_eq!(
         app.get("/api/runs", Some(&client)).await.status,

@@ -120,7 +120,7 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
         .find(|e| e["item"]["type"] == "widget")
         .map(|e| e["item"]["id"].clone())
         .expect("an approval widget");
-    r.call(&app, &token, json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval_id, "action": {"type": "approval.approve", "payload": null}}}), "stream")
+    r.call(&app, &token, json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval_id, "action": {"type": "approval.approve", "payload": {"node": "check"}}}}), "stream")
         .await;
     r.call(&app, &token, json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("No, thanks")}}), "stream")
         .await;
