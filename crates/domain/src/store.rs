@@ -297,7 +297,8 @@ pub trait UsageStore: Send + Sync {
 
 #[async_trait]
 pub trait RunStore: Send + Sync {
-    async fn insert_run(&self, run: &Run) -> StoreResult<()>;
+    /// Inserts a new run with its first events, in one transaction.
+    async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()>;
     async fn run(&self, id: &str) -> StoreResult<Option<Run>>;
     /// Saves a run's progress with its new steps and events, if no one else advanced it
     /// since `expected_event_seq`; `false` when someone did (nothing is written then).

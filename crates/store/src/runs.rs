@@ -94,37 +94,66 @@ struct EventRow {
     at: DateTime<Utc>,
 }
 
+/// Inserts events of a run, in chunks well under SQLite's bound-value limit. A macro, not a
+/// function: it expands for each backend's transaction type.
+macro_rules! insert_events {
+    ($tx:expr, $run_id:expr, $events:expr) => {
+        async {
+            for chunk in $events.chunks(1000) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO run_events (run_id, seq, kind, node, data, at) ",
+                );
+                insert.push_values(chunk, |mut row, event: &Event| {
+                    row.push_bind($run_id)
+                        .push_bind(event.seq)
+                        .push_bind(&event.kind)
+                        .push_bind(&event.node)
+                        .push_bind(Json(&event.data))
+                        .push_bind(stored_time(event.at));
+                });
+                insert.build().execute(&mut **$tx).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }
+    };
+}
+
 #[async_trait]
 impl RunStore for Db {
-    async fn insert_run(&self, run: &Run) -> StoreResult<()> {
+    async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
         with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO runs (id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state,
-                    last_output, history, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
-            )
-            .bind(&run.id)
-            .bind(run.workflow_id)
-            .bind(run.version_id)
-            .bind(run.user_id)
-            .bind(&run.thread_id)
-            .bind(run.status.as_str())
-            .bind(&run.current_node)
-            .bind(Json(&run.input))
-            .bind(Json(&run.state))
-            .bind(Json(&run.last_output))
-            .bind(Json(&run.history))
-            .bind(Json(&run.scratch))
-            .bind(run.wait.as_ref().map(Json))
-            .bind(run.output.as_ref().map(Json))
-            .bind(run.error.as_ref().map(Json))
-            .bind(run.step_count)
-            .bind(run.event_seq)
-            .bind(stored_time(run.created_at))
-            .bind(run.finished_at.map(stored_time))
-            .execute(pool)
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO runs (id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state,
+                        last_output, history, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
+                )
+                .bind(&run.id)
+                .bind(run.workflow_id)
+                .bind(run.version_id)
+                .bind(run.user_id)
+                .bind(&run.thread_id)
+                .bind(run.status.as_str())
+                .bind(&run.current_node)
+                .bind(Json(&run.input))
+                .bind(Json(&run.state))
+                .bind(Json(&run.last_output))
+                .bind(Json(&run.history))
+                .bind(Json(&run.scratch))
+                .bind(run.wait.as_ref().map(Json))
+                .bind(run.output.as_ref().map(Json))
+                .bind(run.error.as_ref().map(Json))
+                .bind(run.step_count)
+                .bind(run.event_seq)
+                .bind(stored_time(run.created_at))
+                .bind(run.finished_at.map(stored_time))
+                .execute(&mut *tx)
+                .await?;
+                insert_events!(&mut tx, &run.id, events).await?;
+                tx.commit().await
+            }
             .await
-            .map(|_| ())
         })
         .map_err(store_error)
     }
@@ -195,18 +224,7 @@ impl RunStore for Db {
                     });
                     insert.build().execute(&mut *tx).await?;
                 }
-                for chunk in events.chunks(1000) {
-                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO run_events (run_id, seq, kind, node, data, at) ");
-                    insert.push_values(chunk, |mut row, event| {
-                        row.push_bind(&run.id)
-                            .push_bind(event.seq)
-                            .push_bind(&event.kind)
-                            .push_bind(&event.node)
-                            .push_bind(Json(&event.data))
-                            .push_bind(stored_time(event.at));
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
+                insert_events!(&mut tx, &run.id, events).await?;
                 tx.commit().await?;
                 Ok(true)
             }

@@ -455,7 +455,15 @@ async fn begin(
         updated_at: now,
         finished_at: None,
     };
-    match services.store.insert_run(&run).await {
+    // The run is written with its first event, in one transaction.
+    let mut log = Log::new(&mut run);
+    log.event(
+        "run.started",
+        None,
+        json!({"workflow_id": workflow.id, "version": version.number}),
+    );
+    let events = std::mem::take(&mut log.events);
+    match services.store.insert_run(&run, &events).await {
         Err(crate::store::StoreError::Conflict { .. }) if run.thread_id.is_some() => {
             return Err(RunError::Conflict(
                 "this thread already has a run that has not finished; resume or cancel it first"
@@ -464,15 +472,6 @@ async fn begin(
         }
         other => other?,
     }
-    let ctx = RunCtx::new(services, &workflow, &version, actor);
-    let saved = run.event_seq;
-    let mut log = Log::new(&mut run);
-    log.event(
-        "run.started",
-        None,
-        json!({"workflow_id": workflow.id, "version": version.number}),
-    );
-    save(ctx.services, &mut log, saved).await?;
     Ok((run, workflow, version))
 }
 

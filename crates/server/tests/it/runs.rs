@@ -372,7 +372,7 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
     stuck.status = domain::runs::RunStatus::Running;
     stuck.wait = None;
     stuck.created_at = chrono::Utc::now() - chrono::Duration::hours(4);
-    store.insert_run(&stuck).await.unwrap();
+    store.insert_run(&stuck, &[]).await.unwrap();
 
     app.restart().await.bootstrap().await.unwrap();
     let failed = app.get("/api/runs/run_stuck", Some(&token)).await;
