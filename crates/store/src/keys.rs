@@ -81,6 +81,16 @@ macro_rules! session_columns {
     };
 }
 
+impl Db {
+    /// The session a one-parameter query finds.
+    async fn one_session(&self, sql: &'static str, key: &str) -> StoreResult<Option<ChatSession>> {
+        let row: Option<SessionRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(key).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+}
+
 #[async_trait]
 impl KeyStore for Db {
     async fn insert_api_key(&self, key: &NewApiKey, now: DateTime<Utc>) -> StoreResult<ApiKey> {
@@ -181,10 +191,7 @@ impl KeyStore for Db {
             session_columns!(),
             " FROM chat_sessions WHERE id = $1"
         );
-        let row: Option<SessionRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        Ok(row.map(Into::into))
+        self.one_session(sql, id).await
     }
 
     async fn chat_session_by_hash(&self, hash: &str) -> StoreResult<Option<ChatSession>> {
@@ -193,10 +200,7 @@ impl KeyStore for Db {
             session_columns!(),
             " FROM chat_sessions WHERE secret_hash = $1"
         );
-        let row: Option<SessionRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(hash).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        Ok(row.map(Into::into))
+        self.one_session(sql, hash).await
     }
 
     async fn cancel_chat_session(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {

@@ -170,7 +170,7 @@ async fn nested(
         let result = walk(&child_ctx, &mut child_log, None).await;
         (result, child_log.steps, child_log.events)
     };
-    stopped_by(result)?;
+    stopped_by(&result)?;
     let prefix = format!("{}/", workflow.slug);
     merge(log, steps, events, &prefix, label, !shared_history);
     if shared_history {
@@ -206,7 +206,7 @@ async fn nested(
 }
 
 /// A walk's own error: a cancellation stops the step; anything else fails it.
-fn stopped_by(result: Result<(), RunError>) -> Result<(), NodeError> {
+fn stopped_by(result: &Result<(), RunError>) -> Result<(), NodeError> {
     match result {
         Ok(()) => Ok(()),
         Err(RunError::Conflict(_)) => Err(node_error(CANCELLED, "the run was cancelled")),
@@ -294,12 +294,7 @@ pub(super) async fn split(
     .await;
     // Every branch is checked before any is merged: a failure leaves the run as it was.
     for ((target, run), (result, _, _)) in targets.iter().zip(&runs).zip(&results) {
-        if let Err(err) = result {
-            return Err(match err {
-                RunError::Conflict(_) => node_error(CANCELLED, "the run was cancelled"),
-                other => node_error("engine_error", other.to_string()),
-            });
-        }
+        stopped_by(result)?;
         match run.status {
             RunStatus::Failed => {
                 let failure = run.error.clone().unwrap_or_else(|| super::RunFailure {

@@ -27,7 +27,29 @@ backend_tests!(
     step_records_are_bounded,
     auto_start_model_choice_and_simulated_streaming,
     responses_api_tool_rounds_chain_and_fall_back,
+    a_run_past_its_time_limit_fails,
 );
+
+async fn a_run_past_its_time_limit_fails(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| config.engine.max_run_seconds = 1).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    fake.push(Reply::Slow(
+        Duration::from_millis(1_300),
+        Box::new(Reply::Text("late".into())),
+    ));
+    let graph = linear(vec![
+        json!({"slug": "agent", "kind": "agent", "parameters": {}}),
+    ]);
+    let id = publish(&app, &token, graph).await;
+    let run = start(&app, &token, id, json!("hi")).await;
+    assert_eq!(run.body["status"], "failed", "{}", run.text);
+    assert_eq!(run.body["error"]["code"], "time_limit");
+    assert_eq!(
+        run.body["error"]["node"], "end",
+        "the step after the slow one is refused"
+    );
+}
 
 fn linear(nodes: Vec<Value>) -> Value {
     let mut all = vec![json!({"slug": "start", "kind": "start"})];
