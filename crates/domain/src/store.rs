@@ -356,9 +356,21 @@ pub trait WidgetStore: Send + Sync {
 
 #[async_trait]
 pub trait ChatStore: Send + Sync {
-    async fn insert_chat_thread(&self, thread: &ChatThread) -> StoreResult<()>;
+    /// Inserts a thread, with its first item when given, in one transaction.
+    async fn insert_chat_thread(
+        &self,
+        thread: &ChatThread,
+        first_item: Option<&chatkit::ThreadItem>,
+    ) -> StoreResult<()>;
     async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>>;
     async fn update_chat_thread(&self, thread: &ChatThread) -> StoreResult<()>;
+    /// Sets the title of a thread that has none; returns the thread when it did.
+    async fn title_chat_thread(
+        &self,
+        id: &str,
+        title: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatThread>>;
     /// Deletes a thread with its items and feedback.
     async fn delete_chat_thread(&self, id: &str) -> StoreResult<bool>;
     /// A user's threads after the cursor (by creation time); `true` when more follow.

@@ -10,7 +10,9 @@ use domain::{
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::{Db, store_error, stored_time, with_pool};
+use sqlx::QueryBuilder;
+
+use crate::{Db, Pool, sqlite_batch, store_error, stored_time, with_pool, with_writer};
 
 macro_rules! thread_columns {
     () => {
@@ -105,29 +107,83 @@ fn split<T>(mut rows: Vec<T>, page: &PageRequest) -> (Vec<T>, bool) {
     (rows, more)
 }
 
+/// A new thread's row (written once for both backends; see `runs.rs`).
+macro_rules! push_insert_thread {
+    ($b:expr, $thread:expr) => {{
+        let thread = $thread;
+        $b.push(
+            "INSERT INTO chat_threads (id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at, end_user) VALUES (",
+        );
+        $b.separated(", ")
+            .push_bind(&thread.id)
+            .push_bind(thread.user_id)
+            .push_bind(thread.workflow_id)
+            .push_bind(&thread.title)
+            .push_bind(Json(&thread.status))
+            .push_bind(thread.allowed_image_domains.as_ref().map(Json))
+            .push_bind(Json(&thread.metadata))
+            .push_bind(stored_time(thread.created_at))
+            .push_bind(stored_time(thread.updated_at))
+            .push_bind(&thread.end_user);
+        $b.push(")");
+    }};
+}
+
+/// An item at the next position in its thread.
+macro_rules! push_insert_item {
+    ($b:expr, $item:expr, $data:expr) => {{
+        let item: &ThreadItem = $item;
+        $b.push("INSERT INTO chat_items (id, thread_id, seq, kind, data, created_at) VALUES (")
+            .push_bind(&item.id)
+            .push(", ")
+            .push_bind(&item.thread_id)
+            .push(", (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_items WHERE thread_id = ")
+            .push_bind(&item.thread_id)
+            .push("), ")
+            .push_bind(item.kind())
+            .push(", ")
+            .push_bind(Json($data))
+            .push(", ")
+            .push_bind(stored_time(item.created_at))
+            .push(")");
+    }};
+}
+
 #[async_trait]
 impl ChatStore for Db {
-    async fn insert_chat_thread(&self, thread: &ChatThread) -> StoreResult<()> {
-        with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO chat_threads (id, user_id, workflow_id, title, status, allowed_image_domains, metadata, created_at, updated_at, end_user)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&thread.id)
-            .bind(thread.user_id)
-            .bind(thread.workflow_id)
-            .bind(&thread.title)
-            .bind(Json(&thread.status))
-            .bind(thread.allowed_image_domains.as_ref().map(Json))
-            .bind(Json(&thread.metadata))
-            .bind(stored_time(thread.created_at))
-            .bind(stored_time(thread.updated_at))
-            .bind(&thread.end_user)
-            .execute(pool)
+    async fn insert_chat_thread(
+        &self,
+        thread: &ChatThread,
+        first_item: Option<&ThreadItem>,
+    ) -> StoreResult<()> {
+        let data = first_item.map(item_json).transpose()?;
+        let first = first_item.zip(data.as_ref());
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+                push_insert_thread!(b, thread);
+                if let Some((item, data)) = first {
+                    b.push(";\n");
+                    push_insert_item!(b, item, data);
+                }
+                let mut conn = write.acquire().await.map_err(store_error)?;
+                sqlite_batch(&mut conn, b).await
+            }
+            Pool::Postgres(pool) => async {
+                let mut tx = pool.begin().await?;
+                let mut b = QueryBuilder::new("");
+                push_insert_thread!(b, thread);
+                b.build().execute(&mut *tx).await?;
+                if let Some((item, data)) = first {
+                    let mut b = QueryBuilder::new("");
+                    push_insert_item!(b, item, data);
+                    b.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await
+            }
             .await
-            .map(|_| ())
-        })
-        .map_err(store_error)
+            .map_err(store_error),
+        }
     }
 
     async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>> {
@@ -142,8 +198,30 @@ impl ChatStore for Db {
         Ok(row.map(Into::into))
     }
 
+    async fn title_chat_thread(
+        &self,
+        id: &str,
+        title: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ChatThread>> {
+        let sql = concat!(
+            "UPDATE chat_threads SET title = $2, updated_at = $3 WHERE id = $1 AND title IS NULL RETURNING ",
+            thread_columns!()
+        );
+        let row: Option<ThreadRow> = with_writer!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(id)
+                .bind(title)
+                .bind(stored_time(now))
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(Into::into))
+    }
+
     async fn update_chat_thread(&self, thread: &ChatThread) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE chat_threads SET workflow_id = $2, title = $3, status = $4, allowed_image_domains = $5,
                     metadata = $6, updated_at = $7 WHERE id = $1",
@@ -163,7 +241,7 @@ impl ChatStore for Db {
     }
 
     async fn delete_chat_thread(&self, id: &str) -> StoreResult<bool> {
-        let done = with_pool!(self, pool => {
+        let done = with_writer!(self, pool => {
             sqlx::query("DELETE FROM chat_threads WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
         })
         .map_err(store_error)?;
@@ -210,19 +288,10 @@ impl ChatStore for Db {
         // retried.
         let mut attempt = 0;
         loop {
-            let inserted = with_pool!(self, pool => {
-                sqlx::query(
-                    "INSERT INTO chat_items (id, thread_id, seq, kind, data, created_at)
-                     VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_items WHERE thread_id = $2), $3, $4, $5)",
-                )
-                .bind(&item.id)
-                .bind(&item.thread_id)
-                .bind(item.kind())
-                .bind(Json(&data))
-                .bind(stored_time(item.created_at))
-                .execute(pool)
-                .await
-                .map(|_| ())
+            let inserted = with_writer!(self, pool => {
+                let mut b = QueryBuilder::new("");
+                push_insert_item!(b, item, &data);
+                b.build().execute(pool).await.map(|_| ())
             })
             .map_err(store_error);
             match inserted {
@@ -234,7 +303,7 @@ impl ChatStore for Db {
 
     async fn save_chat_item(&self, item: &ThreadItem) -> StoreResult<()> {
         let data = item_json(item)?;
-        let updated = with_pool!(self, pool => {
+        let updated = with_writer!(self, pool => {
             sqlx::query("UPDATE chat_items SET kind = $3, data = $4 WHERE id = $1 AND thread_id = $2")
                 .bind(&item.id)
                 .bind(&item.thread_id)
@@ -298,7 +367,7 @@ impl ChatStore for Db {
     }
 
     async fn delete_chat_items_after(&self, thread_id: &str, item_id: &str) -> StoreResult<u64> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "DELETE FROM chat_items WHERE thread_id = $1
                    AND seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1)",
@@ -320,7 +389,7 @@ impl ChatStore for Db {
         kind: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO chat_feedback (item_id, user_id, thread_id, kind, created_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (item_id, user_id) DO UPDATE SET kind = excluded.kind, created_at = excluded.created_at",
@@ -338,7 +407,7 @@ impl ChatStore for Db {
     }
 
     async fn insert_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO chat_attachments (id, user_id, thread_id, name, mime_type, size, uploaded, token, created_at, end_user)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -375,7 +444,7 @@ impl ChatStore for Db {
     }
 
     async fn update_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query("UPDATE chat_attachments SET thread_id = $2, size = $3, uploaded = $4 WHERE id = $1")
                 .bind(&attachment.id)
                 .bind(&attachment.thread_id)
@@ -389,7 +458,7 @@ impl ChatStore for Db {
     }
 
     async fn delete_chat_attachment(&self, id: &str) -> StoreResult<bool> {
-        let done = with_pool!(self, pool => {
+        let done = with_writer!(self, pool => {
             sqlx::query("DELETE FROM chat_attachments WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
         })
         .map_err(store_error)?;

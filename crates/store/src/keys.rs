@@ -11,7 +11,7 @@ use domain::{
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::{Db, store_error, stored_time, with_pool};
+use crate::{Db, store_error, stored_time, with_pool, with_writer};
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -94,11 +94,12 @@ impl Db {
 #[async_trait]
 impl KeyStore for Db {
     async fn insert_api_key(&self, key: &NewApiKey, now: DateTime<Utc>) -> StoreResult<ApiKey> {
+        let _cleared = self.caches.after(|c| c.api_keys.clear());
         let sql = concat!(
             "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING ",
             key_columns!()
         );
-        let row: KeyRow = with_pool!(self, pool => {
+        let row: KeyRow = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(key.user_id)
                 .bind(&key.name)
@@ -120,19 +121,25 @@ impl KeyStore for Db {
     }
 
     async fn api_key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        let sql = concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys WHERE key_hash = $1"
-        );
-        let row: Option<KeyRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(hash).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        Ok(row.map(Into::into))
+        self.caches
+            .api_keys
+            .get_or(hash.to_string(), async {
+                let sql = concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys WHERE key_hash = $1"
+                );
+                let row: Option<KeyRow> =
+                with_pool!(self, pool => sqlx::query_as(sql).bind(hash).fetch_optional(pool).await)
+                    .map_err(store_error)?;
+                Ok(row.map(Into::into))
+            })
+            .await
     }
 
     async fn revoke_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
-        let done = with_pool!(self, pool => {
+        let _cleared = self.caches.after(|c| c.api_keys.clear());
+        let done = with_writer!(self, pool => {
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(stored_time(now))
@@ -145,7 +152,8 @@ impl KeyStore for Db {
     }
 
     async fn touch_api_key(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        let _cleared = self.caches.after(|c| c.api_keys.clear());
+        with_writer!(self, pool => {
             sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
                 .bind(id)
                 .bind(stored_time(now))
@@ -161,7 +169,8 @@ impl KeyStore for Db {
         session: &ChatSession,
         secret_hash: &str,
     ) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        let _cleared = self.caches.after(|c| c.sessions.clear());
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO chat_sessions (id, secret_hash, created_by, workflow_id, version_id, end_user, state_variables,
                     max_requests_per_minute, expires_at, cancelled_at, created_at)
@@ -195,16 +204,22 @@ impl KeyStore for Db {
     }
 
     async fn chat_session_by_hash(&self, hash: &str) -> StoreResult<Option<ChatSession>> {
-        let sql = concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM chat_sessions WHERE secret_hash = $1"
-        );
-        self.one_session(sql, hash).await
+        self.caches
+            .sessions
+            .get_or(hash.to_string(), async {
+                let sql = concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM chat_sessions WHERE secret_hash = $1"
+                );
+                self.one_session(sql, hash).await
+            })
+            .await
     }
 
     async fn cancel_chat_session(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        let _cleared = self.caches.after(|c| c.sessions.clear());
+        with_writer!(self, pool => {
             sqlx::query("UPDATE chat_sessions SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
                 .bind(id)
                 .bind(stored_time(now))

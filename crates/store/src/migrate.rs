@@ -11,7 +11,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
-use crate::{Backend, Db, stored_time, with_pool};
+use crate::{Backend, Db, stored_time, with_pool, with_writer};
 
 pub struct Migration {
     pub version: i64,
@@ -111,7 +111,7 @@ pub async fn run(db: &Db) -> Result<Vec<i64>, MigrationError> {
         Backend::Sqlite => CREATE_TABLE_SQLITE,
         Backend::Postgres => CREATE_TABLE_POSTGRES,
     };
-    with_pool!(db, pool => {
+    with_writer!(db, pool => {
         let mut conn = pool.acquire().await.map_err(db_err)?;
         // Take the lock before anything else, even creating the bookkeeping table: two
         // PostgreSQL sessions racing on `CREATE TABLE IF NOT EXISTS` can both try to create

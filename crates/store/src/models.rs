@@ -8,7 +8,7 @@ use domain::{
 };
 use sqlx::types::Json;
 
-use crate::{Backend, Db, store_error, stored_time, with_pool};
+use crate::{Backend, Db, cache::Caches, store_error, stored_time, with_pool, with_writer};
 
 macro_rules! provider_columns {
     () => {
@@ -153,6 +153,7 @@ impl ModelStore for Db {
         r: &ProviderRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<Provider> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let sql = concat!(
             "INSERT INTO model_providers (kind, label, api_base, api_style, api_key_encrypted, api_key_hint,
                 extra_headers_encrypted, extra_header_names, connect_timeout_secs, first_token_timeout_secs,
@@ -161,7 +162,7 @@ impl ModelStore for Db {
              RETURNING ",
             provider_columns!()
         );
-        let row: ProviderRow = with_pool!(self, pool => {
+        let row: ProviderRow = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(r.kind.as_str())
                 .bind(&r.label)
@@ -197,15 +198,20 @@ impl ModelStore for Db {
     }
 
     async fn provider(&self, id: i64) -> StoreResult<Option<Provider>> {
-        let sql = concat!(
-            "SELECT ",
-            provider_columns!(),
-            " FROM model_providers WHERE id = $1"
-        );
-        let row: Option<ProviderRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
-                .map_err(store_error)?;
-        row.map(Provider::try_from).transpose()
+        self.caches
+            .providers
+            .get_or(id, async {
+                let sql = concat!(
+                    "SELECT ",
+                    provider_columns!(),
+                    " FROM model_providers WHERE id = $1"
+                );
+                let row: Option<ProviderRow> =
+                with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+                    .map_err(store_error)?;
+                row.map(Provider::try_from).transpose()
+            })
+            .await
     }
 
     async fn update_provider(
@@ -214,6 +220,7 @@ impl ModelStore for Db {
         r: &ProviderRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Provider>> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let sql = concat!(
             "UPDATE model_providers SET label = $2, api_base = $3, api_style = $4, api_key_encrypted = $5,
                 api_key_hint = $6, extra_headers_encrypted = $7, extra_header_names = $8, connect_timeout_secs = $9,
@@ -222,7 +229,7 @@ impl ModelStore for Db {
              WHERE id = $1 RETURNING ",
             provider_columns!()
         );
-        let row: Option<ProviderRow> = with_pool!(self, pool => {
+        let row: Option<ProviderRow> = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(id)
                 .bind(&r.label)
@@ -246,7 +253,8 @@ impl ModelStore for Db {
     }
 
     async fn delete_provider(&self, id: i64) -> StoreResult<bool> {
-        let n = with_pool!(self, pool => {
+        let _cleared = self.caches.after(Caches::models_changed);
+        let n = with_writer!(self, pool => {
             sqlx::query("DELETE FROM model_providers WHERE id = $1").bind(id).execute(pool).await.map(|d| d.rows_affected())
         })
         .map_err(store_error)?;
@@ -254,8 +262,9 @@ impl ModelStore for Db {
     }
 
     async fn set_default_provider(&self, id: Option<i64>, now: DateTime<Utc>) -> StoreResult<()> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let backend = self.backend();
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 if backend == Backend::Postgres {
@@ -279,6 +288,7 @@ impl ModelStore for Db {
     }
 
     async fn insert_model(&self, r: &ModelRecord, now: DateTime<Utc>) -> StoreResult<Model> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let sql = concat!(
             "INSERT INTO models (provider_id, name, display_name, description, supports_reasoning, supports_vision,
                 supports_tools, supports_structured_output, supports_audio, context_window, max_output_tokens,
@@ -287,7 +297,7 @@ impl ModelStore for Db {
              RETURNING ",
             model_columns!()
         );
-        let row: ModelRow = with_pool!(self, pool => {
+        let row: ModelRow = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(r.provider_id)
                 .bind(&r.name)
@@ -317,17 +327,22 @@ impl ModelStore for Db {
         provider_id: Option<i64>,
         enabled_only: bool,
     ) -> StoreResult<Vec<Model>> {
-        let sql = concat!(
-            "SELECT ",
-            model_columns!(),
-            " FROM models WHERE ($1 IS NULL OR provider_id = $1) AND (enabled OR NOT $2)
-             ORDER BY provider_id, LOWER(name), id"
-        );
-        let rows: Vec<ModelRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(provider_id).bind(enabled_only).fetch_all(pool).await
-        })
-        .map_err(store_error)?;
-        Ok(rows.into_iter().map(Model::from).collect())
+        self.caches
+            .models
+            .get_or((provider_id, enabled_only), async {
+                let sql = concat!(
+                    "SELECT ",
+                    model_columns!(),
+                    " FROM models WHERE ($1 IS NULL OR provider_id = $1) AND (enabled OR NOT $2)
+                 ORDER BY provider_id, LOWER(name), id"
+                );
+                let rows: Vec<ModelRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).bind(provider_id).bind(enabled_only).fetch_all(pool).await
+                })
+                .map_err(store_error)?;
+                Ok(rows.into_iter().map(Model::from).collect())
+            })
+            .await
     }
 
     async fn model(&self, id: i64) -> StoreResult<Option<Model>> {
@@ -344,6 +359,7 @@ impl ModelStore for Db {
         r: &ModelRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Model>> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let sql = concat!(
             "UPDATE models SET provider_id = $2, name = $3, display_name = $4, description = $5,
                 supports_reasoning = $6, supports_vision = $7, supports_tools = $8, supports_structured_output = $9,
@@ -352,7 +368,7 @@ impl ModelStore for Db {
              WHERE id = $1 RETURNING ",
             model_columns!()
         );
-        let row: Option<ModelRow> = with_pool!(self, pool => {
+        let row: Option<ModelRow> = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(id)
                 .bind(r.provider_id)
@@ -379,7 +395,8 @@ impl ModelStore for Db {
     }
 
     async fn delete_model(&self, id: i64) -> StoreResult<bool> {
-        let n = with_pool!(self, pool => {
+        let _cleared = self.caches.after(Caches::models_changed);
+        let n = with_writer!(self, pool => {
             sqlx::query("DELETE FROM models WHERE id = $1").bind(id).execute(pool).await.map(|d| d.rows_affected())
         })
         .map_err(store_error)?;
@@ -392,6 +409,7 @@ impl ModelStore for Db {
         role: DefaultModel,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
+        let _cleared = self.caches.after(Caches::models_changed);
         let backend = self.backend();
         let (clear, set) = match role {
             DefaultModel::Chat => (
@@ -403,7 +421,7 @@ impl ModelStore for Db {
                 "UPDATE models SET is_default_title = TRUE, updated_at = $2 WHERE id = $1",
             ),
         };
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 if backend == Backend::Postgres {

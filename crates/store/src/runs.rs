@@ -9,7 +9,12 @@ use domain::{
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::{Db, store_error, stored_time, with_pool};
+use sqlx::QueryBuilder;
+
+use crate::{
+    Db, Pool, sqlite_batch, sqlite_returned, sqlite_rollback, sqlite_run, store_error, stored_time,
+    with_pool, with_writer,
+};
 
 macro_rules! run_columns {
     () => {
@@ -94,68 +99,154 @@ struct EventRow {
     at: DateTime<Utc>,
 }
 
-/// Inserts events of a run, in chunks well under SQLite's bound-value limit. A macro, not a
-/// function: it expands for each backend's transaction type.
-macro_rules! insert_events {
-    ($tx:expr, $run_id:expr, $events:expr) => {
-        async {
-            for chunk in $events.chunks(1000) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO run_events (run_id, seq, kind, node, data, at) ",
-                );
-                insert.push_values(chunk, |mut row, event: &Event| {
-                    row.push_bind($run_id)
-                        .push_bind(event.seq)
-                        .push_bind(&event.kind)
-                        .push_bind(&event.node)
-                        .push_bind(Json(&event.data))
-                        .push_bind(stored_time(event.at));
-                });
-                insert.build().execute(&mut **$tx).await?;
-            }
-            Ok::<(), sqlx::Error>(())
-        }
-    };
+/// Statements are pushed into query builders by these macros, written once for both
+/// backends (each expands for the backend's builder). SQLite runs a write's statements as
+/// one batch on its connection thread; PostgreSQL, one after the other in a transaction.
+macro_rules! push_insert_run {
+    ($b:expr, $run:expr) => {{
+        let run = $run;
+        $b.push(
+            "INSERT INTO runs (id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state,
+                last_output, history, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at) VALUES (",
+        );
+        let mut row = $b.separated(", ");
+        row.push_bind(&run.id)
+            .push_bind(run.workflow_id)
+            .push_bind(run.version_id)
+            .push_bind(run.user_id)
+            .push_bind(&run.thread_id)
+            .push_bind(run.status.as_str())
+            .push_bind(&run.current_node)
+            .push_bind(Json(&run.input))
+            .push_bind(Json(&run.state))
+            .push_bind(Json(&run.last_output))
+            .push_bind(Json(&run.history))
+            .push_bind(Json(&run.scratch))
+            .push_bind(run.wait.as_ref().map(Json))
+            .push_bind(run.output.as_ref().map(Json))
+            .push_bind(run.error.as_ref().map(Json))
+            .push_bind(run.step_count)
+            .push_bind(run.event_seq)
+            .push_bind(stored_time(run.created_at))
+            .push_bind(stored_time(run.created_at))
+            .push_bind(run.finished_at.map(stored_time));
+        $b.push(")");
+    }};
 }
+
+/// The conditional save of a run's row: it changes only if no one saved since
+/// `expected` (the event sequence the saver last read).
+macro_rules! push_update_run {
+    ($b:expr, $run:expr, $expected:expr) => {{
+        let run = $run;
+        $b.push("UPDATE runs SET status = ")
+            .push_bind(run.status.as_str())
+            .push(", current_node = ")
+            .push_bind(&run.current_node)
+            .push(", state = ")
+            .push_bind(Json(&run.state))
+            .push(", last_output = ")
+            .push_bind(Json(&run.last_output))
+            .push(", history = ")
+            .push_bind(Json(&run.history))
+            .push(", scratch = ")
+            .push_bind(Json(&run.scratch))
+            .push(", wait = ")
+            .push_bind(run.wait.as_ref().map(Json))
+            .push(", output = ")
+            .push_bind(run.output.as_ref().map(Json))
+            .push(", error = ")
+            .push_bind(run.error.as_ref().map(Json))
+            .push(", step_count = ")
+            .push_bind(run.step_count)
+            .push(", event_seq = ")
+            .push_bind(run.event_seq)
+            .push(", updated_at = ")
+            .push_bind(stored_time(run.updated_at))
+            .push(", finished_at = ")
+            .push_bind(run.finished_at.map(stored_time))
+            .push(", thread_id = ")
+            .push_bind(&run.thread_id)
+            .push(", version_id = ")
+            .push_bind(run.version_id)
+            .push(" WHERE id = ")
+            .push_bind(&run.id)
+            .push(" AND event_seq = ")
+            .push_bind($expected)
+            .push(" RETURNING id");
+    }};
+}
+
+/// Events of a run: one statement per chunk of 1,000 (well under the bound-value limits).
+macro_rules! push_insert_events {
+    ($b:expr, $run_id:expr, $chunk:expr) => {{
+        let run_id = $run_id;
+        $b.push("INSERT INTO run_events (run_id, seq, kind, node, data, at) ");
+        $b.push_values($chunk, |mut row, event: &Event| {
+            row.push_bind(run_id)
+                .push_bind(event.seq)
+                .push_bind(&event.kind)
+                .push_bind(&event.node)
+                .push_bind(Json(&event.data))
+                .push_bind(stored_time(event.at));
+        });
+    }};
+}
+
+/// Steps of a run: one statement per chunk of 500.
+macro_rules! push_insert_steps {
+    ($b:expr, $run_id:expr, $chunk:expr) => {{
+        let run_id = $run_id;
+        $b.push(
+            "INSERT INTO run_steps (run_id, seq, node, kind, status, input, output, error, started_at, duration_ms) ",
+        );
+        $b.push_values($chunk, |mut row, step: &Step| {
+            row.push_bind(run_id)
+                .push_bind(step.seq)
+                .push_bind(&step.node)
+                .push_bind(&step.kind)
+                .push_bind(&step.status)
+                .push_bind(Json(&step.input))
+                .push_bind(Json(&step.output))
+                .push_bind(&step.error)
+                .push_bind(stored_time(step.started_at))
+                .push_bind(step.duration_ms);
+        });
+    }};
+}
+
+const EVENT_CHUNK: usize = 1000;
+const STEP_CHUNK: usize = 500;
 
 #[async_trait]
 impl RunStore for Db {
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
-        with_pool!(self, pool => {
-            async {
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+                push_insert_run!(b, run);
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    b.push(";\n");
+                    push_insert_events!(b, &run.id, chunk);
+                }
+                let mut conn = write.acquire().await.map_err(store_error)?;
+                sqlite_batch(&mut conn, b).await
+            }
+            Pool::Postgres(pool) => async {
                 let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO runs (id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state,
-                        last_output, history, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18, $19)",
-                )
-                .bind(&run.id)
-                .bind(run.workflow_id)
-                .bind(run.version_id)
-                .bind(run.user_id)
-                .bind(&run.thread_id)
-                .bind(run.status.as_str())
-                .bind(&run.current_node)
-                .bind(Json(&run.input))
-                .bind(Json(&run.state))
-                .bind(Json(&run.last_output))
-                .bind(Json(&run.history))
-                .bind(Json(&run.scratch))
-                .bind(run.wait.as_ref().map(Json))
-                .bind(run.output.as_ref().map(Json))
-                .bind(run.error.as_ref().map(Json))
-                .bind(run.step_count)
-                .bind(run.event_seq)
-                .bind(stored_time(run.created_at))
-                .bind(run.finished_at.map(stored_time))
-                .execute(&mut *tx)
-                .await?;
-                insert_events!(&mut tx, &run.id, events).await?;
+                let mut b = QueryBuilder::new("");
+                push_insert_run!(b, run);
+                b.build().execute(&mut *tx).await?;
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    let mut b = QueryBuilder::new("");
+                    push_insert_events!(b, &run.id, chunk);
+                    b.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await
             }
             .await
-        })
-        .map_err(store_error)
+            .map_err(store_error),
+        }
     }
 
     async fn run(&self, id: &str) -> StoreResult<Option<Run>> {
@@ -173,64 +264,53 @@ impl RunStore for Db {
         events: &[Event],
         expected_event_seq: i64,
     ) -> StoreResult<bool> {
-        with_pool!(self, pool => {
-            async {
-                let mut tx = pool.begin().await?;
-                let n_updated = sqlx::query(
-                    "UPDATE runs SET status = $2, current_node = $3, state = $4, last_output = $5, history = $6, scratch = $7,
-                        wait = $8, output = $9, error = $10, step_count = $11, event_seq = $12, updated_at = $13,
-                        finished_at = $14, thread_id = $15, version_id = $17
-                     WHERE id = $1 AND event_seq = $16",
-                )
-                .bind(&run.id)
-                .bind(run.status.as_str())
-                .bind(&run.current_node)
-                .bind(Json(&run.state))
-                .bind(Json(&run.last_output))
-                .bind(Json(&run.history))
-                .bind(Json(&run.scratch))
-                .bind(run.wait.as_ref().map(Json))
-                .bind(run.output.as_ref().map(Json))
-                .bind(run.error.as_ref().map(Json))
-                .bind(run.step_count)
-                .bind(run.event_seq)
-                .bind(stored_time(run.updated_at))
-                .bind(run.finished_at.map(stored_time))
-                .bind(&run.thread_id)
-                .bind(expected_event_seq)
-                .bind(run.version_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n_updated != 1 {
-                    return Ok::<_, sqlx::Error>(false);
+        match &self.pool {
+            Pool::Sqlite { write, .. } => {
+                // Two batches on one connection: the conditional update, then (when it
+                // changed the row) the new rows with the commit.
+                let mut conn = write.acquire().await.map_err(store_error)?;
+                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+                push_update_run!(b, run, expected_event_seq);
+                if sqlite_returned(&mut conn, b).await? != 1 {
+                    sqlite_rollback(&mut conn).await;
+                    return Ok(false);
                 }
-                // One statement per kind of row, in chunks well under SQLite's bound-value limit.
-                for chunk in steps.chunks(500) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO run_steps (run_id, seq, node, kind, status, input, output, error, started_at, duration_ms) ",
-                    );
-                    insert.push_values(chunk, |mut row, step| {
-                        row.push_bind(&run.id)
-                            .push_bind(step.seq)
-                            .push_bind(&step.node)
-                            .push_bind(&step.kind)
-                            .push_bind(&step.status)
-                            .push_bind(Json(&step.input))
-                            .push_bind(Json(&step.output))
-                            .push_bind(&step.error)
-                            .push_bind(stored_time(step.started_at))
-                            .push_bind(step.duration_ms);
-                    });
-                    insert.build().execute(&mut *tx).await?;
+                let mut b = QueryBuilder::new("");
+                for chunk in steps.chunks(STEP_CHUNK) {
+                    push_insert_steps!(b, &run.id, chunk);
+                    b.push(";\n");
                 }
-                insert_events!(&mut tx, &run.id, events).await?;
-                tx.commit().await?;
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    push_insert_events!(b, &run.id, chunk);
+                    b.push(";\n");
+                }
+                b.push("COMMIT");
+                sqlite_run(&mut conn, b).await?;
                 Ok(true)
             }
+            Pool::Postgres(pool) => async {
+                let mut tx = pool.begin().await?;
+                let mut b = QueryBuilder::new("");
+                push_update_run!(b, run, expected_event_seq);
+                if b.build().fetch_optional(&mut *tx).await?.is_none() {
+                    return Ok(false);
+                }
+                for chunk in steps.chunks(STEP_CHUNK) {
+                    let mut b = QueryBuilder::new("");
+                    push_insert_steps!(b, &run.id, chunk);
+                    b.build().execute(&mut *tx).await?;
+                }
+                for chunk in events.chunks(EVENT_CHUNK) {
+                    let mut b = QueryBuilder::new("");
+                    push_insert_events!(b, &run.id, chunk);
+                    b.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(true)
+            }
             .await
-        })
-        .map_err(store_error)
+            .map_err(store_error),
+        }
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
@@ -314,7 +394,7 @@ impl RunStore for Db {
         // Bumping the event sequence makes a process still advancing such a run fail its
         // next save instead of bringing the run back to life.
         let data = serde_json::json!({"code": failure.code, "message": failure.message});
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 let failed: Vec<(String, i64)> = sqlx::query_as(

@@ -10,7 +10,7 @@ use domain::{
     store::{StoreResult, UsageStore},
 };
 
-use crate::{Backend, Db, store_error, stored_time, with_pool};
+use crate::{Backend, Db, store_error, stored_time, with_pool, with_writer};
 
 #[derive(sqlx::FromRow)]
 struct LineRow {
@@ -104,7 +104,7 @@ fn stored(value: u64) -> i64 {
 #[async_trait]
 impl UsageStore for Db {
     async fn insert_usage(&self, r: &UsageRecord) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO usage_records (at, user_id, workflow_id, run_id, provider_id, model, purpose, input_tokens,
                     output_tokens, cached_input_tokens, reasoning_tokens, cost_usd)

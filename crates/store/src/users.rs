@@ -11,7 +11,7 @@ use domain::{
     users::{NewUser, User, UserCredentials, UserPatch},
 };
 
-use crate::{Backend, Db, store_error, stored_time, with_pool};
+use crate::{Backend, Db, cache::Caches, store_error, stored_time, with_pool, with_writer};
 
 /// The columns of a `UserRow`, as a literal so queries stay `&'static str`.
 macro_rules! columns {
@@ -61,13 +61,14 @@ impl UserRow {
 #[async_trait]
 impl UserStore for Db {
     async fn insert_user(&self, user: &NewUser, now: DateTime<Utc>) -> StoreResult<User> {
+        let _cleared = self.caches.after(|c| c.users.clear());
         let now = stored_time(now);
         let sql = concat!(
             "INSERT INTO users (email, display_name, password_hash, is_admin, is_lti, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
             columns!()
         );
-        let row: UserRow = with_pool!(self, pool => {
+        let row: UserRow = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(&user.email)
                 .bind(&user.display_name)
@@ -83,12 +84,17 @@ impl UserStore for Db {
     }
 
     async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
-        let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-        let row: Option<UserRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(id).fetch_optional(pool).await
-        })
-        .map_err(store_error)?;
-        Ok(row.map(UserRow::into_user))
+        self.caches
+            .users
+            .get_or(id, async {
+                let sql = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+                let row: Option<UserRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).bind(id).fetch_optional(pool).await
+                })
+                .map_err(store_error)?;
+                Ok(row.map(UserRow::into_user))
+            })
+            .await
     }
 
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
@@ -123,6 +129,7 @@ impl UserStore for Db {
         patch: &UserPatch,
         now: DateTime<Utc>,
     ) -> StoreResult<Guarded<User>> {
+        let _cleared = self.caches.after(|c| c.users.clear());
         let now = stored_time(now);
         let (set_display_name, display_name) = match &patch.display_name {
             Some(name) => (true, name.clone()),
@@ -142,7 +149,7 @@ impl UserStore for Db {
             columns!()
         );
         let backend = self.backend();
-        let row: Option<UserRow> = with_pool!(self, pool => {
+        let row: Option<UserRow> = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 if backend == Backend::Postgres && patch.is_admin == Some(false) {
@@ -179,8 +186,9 @@ impl UserStore for Db {
         revoke_tokens: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        let _cleared = self.caches.after(|c| c.users.clear());
         let now = stored_time(now);
-        let result = with_pool!(self, pool => {
+        let result = with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE users SET password_hash = $2, updated_at = $3,
                     token_version = CASE WHEN $4 THEN token_version + 1 ELSE token_version END
@@ -199,8 +207,9 @@ impl UserStore for Db {
     }
 
     async fn delete_user(&self, id: i64) -> StoreResult<Guarded<()>> {
+        let _cleared = self.caches.after(Caches::clear_all);
         let backend = self.backend();
-        let n_deleted = with_pool!(self, pool => {
+        let n_deleted = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 if backend == Backend::Postgres {

@@ -9,7 +9,7 @@ use domain::{
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::{Db, store_error, stored_time, with_pool};
+use crate::{Db, store_error, stored_time, with_pool, with_writer};
 
 macro_rules! columns {
     () => {
@@ -68,7 +68,7 @@ impl WidgetStore for Db {
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
             columns!()
         );
-        let row: WidgetRow = with_pool!(self, pool => {
+        let row: WidgetRow = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(&widget.slug)
                 .bind(&widget.title)
@@ -110,7 +110,7 @@ impl WidgetStore for Db {
              WHERE slug = $1 RETURNING ",
             columns!()
         );
-        let row: Option<WidgetRow> = with_pool!(self, pool => {
+        let row: Option<WidgetRow> = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(slug)
                 .bind(&widget.title)
@@ -126,7 +126,7 @@ impl WidgetStore for Db {
     }
 
     async fn delete_widget(&self, slug: &str) -> StoreResult<bool> {
-        let done = with_pool!(self, pool => {
+        let done = with_writer!(self, pool => {
             sqlx::query("DELETE FROM widgets WHERE slug = $1").bind(slug).execute(pool).await.map(|r| r.rows_affected())
         })
         .map_err(store_error)?;

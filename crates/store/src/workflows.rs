@@ -15,7 +15,7 @@ use domain::{
 };
 use sqlx::types::Json;
 
-use crate::{Backend, Db, store_error, stored_time, with_pool};
+use crate::{Backend, Db, cache::Caches, store_error, stored_time, with_pool, with_writer};
 
 macro_rules! workflow_columns {
     () => {
@@ -136,10 +136,11 @@ impl WorkflowStore for Db {
         publish: bool,
         now: DateTime<Utc>,
     ) -> StoreResult<(Workflow, Version)> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let now = stored_time(now);
         let published_at = publish.then_some(now);
         let published_by = if publish { version.created_by } else { None };
-        let (workflow_id, version_row) = with_pool!(self, pool => {
+        let (workflow_id, version_row) = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 let (id,): (i64,) = sqlx::query_as(
@@ -178,16 +179,21 @@ impl WorkflowStore for Db {
     }
 
     async fn workflow_by_id(&self, id: i64) -> StoreResult<Option<Workflow>> {
-        let sql = concat!(
-            "SELECT ",
-            workflow_columns!(),
-            " FROM workflows w WHERE w.id = $1"
-        );
-        let row: Option<WorkflowRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(id).fetch_optional(pool).await
-        })
-        .map_err(store_error)?;
-        Ok(row.map(Workflow::from))
+        self.caches
+            .workflows
+            .get_or(id, async {
+                let sql = concat!(
+                    "SELECT ",
+                    workflow_columns!(),
+                    " FROM workflows w WHERE w.id = $1"
+                );
+                let row: Option<WorkflowRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).bind(id).fetch_optional(pool).await
+                })
+                .map_err(store_error)?;
+                Ok(row.map(Workflow::from))
+            })
+            .await
     }
 
     async fn workflow_by_slug(&self, slug: &str) -> StoreResult<Option<Workflow>> {
@@ -241,11 +247,12 @@ impl WorkflowStore for Db {
         patch: &WorkflowPatch,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Workflow>> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let (set_description, description) = match &patch.description {
             Some(description) => (true, description.clone()),
             None => (false, None),
         };
-        let n_updated = with_pool!(self, pool => {
+        let n_updated = with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE workflows SET
                     slug = COALESCE($2, slug),
@@ -274,7 +281,8 @@ impl WorkflowStore for Db {
     }
 
     async fn delete_workflow(&self, id: i64) -> StoreResult<bool> {
-        let n_deleted = with_pool!(self, pool => {
+        let _cleared = self.caches.after(Caches::workflows_changed);
+        let n_deleted = with_writer!(self, pool => {
             sqlx::query("DELETE FROM workflows WHERE id = $1")
                 .bind(id)
                 .execute(pool)
@@ -329,7 +337,8 @@ impl WorkflowStore for Db {
         permission: Permission,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        with_pool!(self, pool => {
+        let _cleared = self.caches.after(Caches::workflows_changed);
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO workflow_shares (workflow_id, user_id, permission, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (workflow_id, user_id) DO UPDATE SET permission = excluded.permission",
@@ -346,7 +355,8 @@ impl WorkflowStore for Db {
     }
 
     async fn delete_share(&self, workflow_id: i64, user_id: i64) -> StoreResult<bool> {
-        let n_deleted = with_pool!(self, pool => {
+        let _cleared = self.caches.after(Caches::workflows_changed);
+        let n_deleted = with_writer!(self, pool => {
             sqlx::query("DELETE FROM workflow_shares WHERE workflow_id = $1 AND user_id = $2")
                 .bind(workflow_id)
                 .bind(user_id)
@@ -385,16 +395,21 @@ impl WorkflowStore for Db {
     }
 
     async fn production_version(&self, workflow_id: i64) -> StoreResult<Option<Version>> {
-        let sql = concat!(
-            "SELECT ",
-            version_columns!(),
-            " FROM workflow_versions WHERE workflow_id = $1 AND is_production"
-        );
-        let row: Option<VersionRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(workflow_id).fetch_optional(pool).await
-        })
-        .map_err(store_error)?;
-        Ok(row.map(Version::from))
+        self.caches
+            .production
+            .get_or(workflow_id, async {
+                let sql = concat!(
+                    "SELECT ",
+                    version_columns!(),
+                    " FROM workflow_versions WHERE workflow_id = $1 AND is_production"
+                );
+                let row: Option<VersionRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).bind(workflow_id).fetch_optional(pool).await
+                })
+                .map_err(store_error)?;
+                Ok(row.map(Version::from))
+            })
+            .await
     }
 
     async fn insert_version(
@@ -403,8 +418,9 @@ impl WorkflowStore for Db {
         version: &NewVersion,
         now: DateTime<Utc>,
     ) -> StoreResult<Version> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let now = stored_time(now);
-        let row: Option<VersionRow> = with_pool!(self, pool => {
+        let row: Option<VersionRow> = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 // Lock the workflow row first: concurrent inserts then number in turn.
@@ -444,6 +460,7 @@ impl WorkflowStore for Db {
         edit: &DraftEdit<'_>,
         now: DateTime<Utc>,
     ) -> StoreResult<DraftUpdate> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let sql = concat!(
             "UPDATE workflow_versions SET graph = $3, name = COALESCE($4, name), revision = revision + 1,
                 updated_by = $5, updated_at = $6
@@ -451,7 +468,7 @@ impl WorkflowStore for Db {
              RETURNING ",
             version_columns!()
         );
-        let row: Option<VersionRow> = with_pool!(self, pool => {
+        let row: Option<VersionRow> = with_writer!(self, pool => {
             sqlx::query_as(sql)
                 .bind(workflow_id)
                 .bind(version_id)
@@ -481,6 +498,7 @@ impl WorkflowStore for Db {
         published_by: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Version>> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let now = stored_time(now);
         let sql = concat!(
             "UPDATE workflow_versions SET is_production = TRUE,
@@ -489,7 +507,7 @@ impl WorkflowStore for Db {
              RETURNING ",
             version_columns!()
         );
-        let row: Option<VersionRow> = with_pool!(self, pool => {
+        let row: Option<VersionRow> = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 // Lock the workflow row: publishes of one workflow run one at a time.
@@ -523,8 +541,9 @@ impl WorkflowStore for Db {
     }
 
     async fn set_chatkit_default(&self, workflow_id: i64, now: DateTime<Utc>) -> StoreResult<bool> {
+        let _cleared = self.caches.after(Caches::workflows_changed);
         let backend = self.backend();
-        let n_set = with_pool!(self, pool => {
+        let n_set = with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
                 if backend == Backend::Postgres {
@@ -556,15 +575,20 @@ impl WorkflowStore for Db {
     }
 
     async fn chatkit_default(&self) -> StoreResult<Option<Workflow>> {
-        let sql = concat!(
-            "SELECT ",
-            workflow_columns!(),
-            " FROM workflows w WHERE w.is_chatkit_default"
-        );
-        let row: Option<WorkflowRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).fetch_optional(pool).await
-        })
-        .map_err(store_error)?;
-        Ok(row.map(Workflow::from))
+        self.caches
+            .workflows
+            .get_or(0, async {
+                let sql = concat!(
+                    "SELECT ",
+                    workflow_columns!(),
+                    " FROM workflows w WHERE w.is_chatkit_default"
+                );
+                let row: Option<WorkflowRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).fetch_optional(pool).await
+                })
+                .map_err(store_error)?;
+                Ok(row.map(Workflow::from))
+            })
+            .await
     }
 }

@@ -130,24 +130,29 @@ pub async fn respond(
                 }
             };
             let now = Utc::now();
+            // Without generated titles, the first message names the thread from the start.
+            let titled = titles::enabled(services).await.unwrap_or(true);
             let thread = ChatThread {
                 id: new_id("thr"),
                 user_id: actor.id,
                 end_user: who.end_user().map(str::to_string),
                 workflow_id: Some(workflow_id),
-                title: None,
+                title: if titled { None } else { titles::clean(&text) },
                 status: ThreadStatus::Active,
                 allowed_image_domains: None,
                 metadata: Map::new(),
                 created_at: now,
                 updated_at: now,
             };
-            services.store.insert_chat_thread(&thread).await?;
+            let item = new_user_item(&thread.id, &input, &files, base_url);
+            services
+                .store
+                .insert_chat_thread(&thread, Some(&item))
+                .await?;
+            bind_files(services, &thread.id, &files).await?;
             prelude.push(StreamEvent::ThreadCreated {
                 thread: thread.to_wire(Page::empty()),
             });
-            let item = user_item(services, &thread.id, &input, &files, base_url).await?;
-            services.store.insert_chat_item(&item).await?;
             prelude.push(StreamEvent::ItemDone { item });
             let engine = Engine::Start {
                 text: text.clone(),
@@ -155,7 +160,7 @@ pub async fn respond(
                 history: Vec::new(),
                 model: input.inference_options.model.clone(),
             };
-            (thread, engine, Some(text))
+            (thread, engine, titled.then_some(text))
         }
         Turn::UserMessage { thread_id, input } => {
             let thread = open_thread(services, who, &thread_id).await?;
@@ -349,6 +354,7 @@ pub async fn respond(
             open: None,
             work: None,
             gone: false,
+            stopped: false,
         };
         turn.run(prelude, engine, first_message).await;
     });
@@ -451,14 +457,40 @@ async fn user_item(
     files: &[StoredAttachment],
     base_url: &str,
 ) -> ChatResult<ThreadItem> {
-    let mut attachments = Vec::new();
+    bind_files(services, thread_id, files).await?;
+    Ok(new_user_item(thread_id, input, files, base_url))
+}
+
+/// Records that `files` were sent in the thread (each belongs to that one message).
+async fn bind_files(
+    services: &Services,
+    thread_id: &str,
+    files: &[StoredAttachment],
+) -> ChatResult<()> {
     for file in files {
         let mut file = file.clone();
         file.thread_id = Some(thread_id.to_string());
         services.store.update_chat_attachment(&file).await?;
-        attachments.push(file.to_wire(base_url));
     }
-    Ok(ThreadItem {
+    Ok(())
+}
+
+/// The user's message item (nothing saved).
+fn new_user_item(
+    thread_id: &str,
+    input: &UserMessageInput,
+    files: &[StoredAttachment],
+    base_url: &str,
+) -> ThreadItem {
+    let attachments = files
+        .iter()
+        .map(|file| {
+            let mut file = file.clone();
+            file.thread_id = Some(thread_id.to_string());
+            file.to_wire(base_url)
+        })
+        .collect();
+    ThreadItem {
         id: new_id("msg"),
         thread_id: thread_id.to_string(),
         created_at: Utc::now(),
@@ -468,7 +500,7 @@ async fn user_item(
             quoted_text: input.quoted_text.clone(),
             inference_options: input.inference_options.clone(),
         },
-    })
+    }
 }
 
 /// The conversation so far, as the engine's history: messages and hidden context, up to
@@ -543,6 +575,8 @@ struct TurnStream<'a> {
     work: Option<Work>,
     /// The client went away.
     gone: bool,
+    /// The last event handled stopped the run (it ended or waits): nothing follows.
+    stopped: bool,
 }
 
 /// A `workflow` item being built: its tasks (reasoning, tool calls) as they happen.
@@ -664,8 +698,11 @@ impl TurnStream<'_> {
                 Err(broadcast::error::RecvError::Closed) => break,
             }
         }
-        // What the live channel did not carry (a slow reader fell behind) is in the log.
-        if let Ok(rest) = runs::events(self.services, self.actor, &run.id, last).await {
+        // What the live channel did not carry (a slow reader fell behind, a writer
+        // elsewhere stopped the run) is in the log.
+        if !self.stopped
+            && let Ok(rest) = runs::events(self.services, self.actor, &run.id, last).await
+        {
             for event in rest {
                 self.handle(&event).await;
             }
@@ -698,6 +735,10 @@ impl TurnStream<'_> {
 
     /// Maps one engine event.
     async fn handle(&mut self, event: &Event) {
+        self.stopped = matches!(
+            event.kind.as_str(),
+            "run.completed" | "run.failed" | "run.cancelled" | "run.waiting"
+        );
         let node = event.node.clone();
         let text = |key: &str| {
             event
@@ -1087,15 +1128,27 @@ impl TurnStream<'_> {
                 None
             }
         };
-        let title = generated.or_else(|| titles::clean(first_message));
-        // The user may have renamed it meanwhile.
-        if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await
-            && stored.title.is_some()
-        {
+        let Some(title) = generated.or_else(|| titles::clean(first_message)) else {
             return;
-        }
-        if title.is_some() {
-            self.save_thread(None, title).await;
+        };
+        // Unless the user renamed it meanwhile.
+        match self
+            .services
+            .store
+            .title_chat_thread(&self.thread.id, &title, Utc::now())
+            .await
+        {
+            Ok(Some(thread)) => {
+                self.thread = thread;
+                self.send(StreamEvent::ThreadUpdated {
+                    thread: self.thread.to_wire(Page::empty()),
+                })
+                .await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(thread_id = %self.thread.id, error = %err, "could not title a thread");
+            }
         }
     }
 

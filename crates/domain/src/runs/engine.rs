@@ -325,7 +325,7 @@ pub async fn start(services: &Services, actor: &User, req: StartRun) -> RunResul
 }
 
 async fn start_here(services: &Services, actor: &User, req: StartRun) -> RunResult<Run> {
-    let (mut run, workflow, version) = begin(services, actor, req).await?;
+    let (mut run, workflow, version, _) = begin(services, actor, req).await?;
     let ctx = RunCtx::new(services, &workflow, &version, actor);
     advance_or_fail(&ctx, &mut run).await?;
     Ok(run)
@@ -339,9 +339,11 @@ pub async fn start_detached(
     actor: &User,
     req: StartRun,
 ) -> RunResult<(Run, Subscription)> {
-    let (run, workflow, version) = begin(services, actor, req).await?;
+    let (run, workflow, version, first) = begin(services, actor, req).await?;
     let started = run.clone();
-    let subscription = spawn_advance(services, run, workflow, version, actor.clone());
+    let mut subscription = spawn_advance(services, run, workflow, version, actor.clone());
+    // The events saved with the run come first, so a reader need not read them back.
+    subscription.unsaved.splice(0..0, first);
     Ok((started, subscription))
 }
 
@@ -368,12 +370,12 @@ fn spawn_advance(
     subscription
 }
 
-/// Creates a run and saves its `run.started` event.
+/// Creates a run and saves its `run.started` event; returns the events saved.
 async fn begin(
     services: &Services,
     actor: &User,
     req: StartRun,
-) -> RunResult<(Run, Workflow, Version)> {
+) -> RunResult<(Run, Workflow, Version, Vec<Event>)> {
     let (workflow, access) = workflows::access(services, actor, req.workflow_id).await?;
     let version = match req.version_id {
         Some(version_id) => {
@@ -472,7 +474,7 @@ async fn begin(
         }
         other => other?,
     }
-    Ok((run, workflow, version))
+    Ok((run, workflow, version, events))
 }
 
 /// Resumes a waiting run with the user's answer.
@@ -984,7 +986,8 @@ fn bypass_target(out: &[&Edge], node: &Node) -> Option<String> {
     }
 }
 
-/// Kinds whose steps have outside effects or take long: saved before and after.
+/// Kinds whose steps have outside effects or take long: one such step's record is saved
+/// before the next one starts.
 fn is_effectful(node: &Node) -> bool {
     node.is_enabled
         && matches!(
@@ -1002,13 +1005,17 @@ fn cancelled() -> RunError {
 /// Executes nodes until the run waits, ends or fails, saving after each.
 async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> RunResult<()> {
     let live = live.unwrap_or_else(|| ctx.services.live.open(&run.id));
-    // Steps of nodes without outside effects are saved in batches: at most `SAVE_EVERY`
-    // steps, and always before and after a node that has effects (a model call), and when
-    // the run stops running. A crash inside a batch loses only deterministic work; the run
-    // is then failed as interrupted at the next start, never resumed from a half-saved state.
+    // Steps are saved in batches: at most `SAVE_EVERY`, when the run stops running, and
+    // before a node with effects (a model call) when an earlier effect is not saved yet.
+    // So an effect is on record before the next one starts and the run goes on from
+    // there; the steps between are deterministic and take microseconds. A crash inside a
+    // batch loses only deterministic work or one effect's record; the run is then failed
+    // as interrupted at the next start, never resumed from a half-saved state. Readers in
+    // this process see unsaved events through the live hub.
     let mut saved = run.event_seq;
     let mut log = Log::new(run);
     log.live = Some(&live);
+    let mut unsaved_effect = false;
     while log.run.status == RunStatus::Running {
         if log.cancel_requested() {
             return Err(cancelled());
@@ -1017,14 +1024,17 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> Ru
             break;
         };
         let effectful = is_effectful(node);
-        if effectful && !log.events.is_empty() {
+        if effectful && unsaved_effect {
             save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
+            unsaved_effect = false;
         }
         run_node(ctx, &mut log, node).await?;
-        if effectful || log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
+        unsaved_effect |= effectful;
+        if log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
             save(ctx.services, &mut log, saved).await?;
             saved = log.run.event_seq;
+            unsaved_effect = false;
         }
     }
     if !log.events.is_empty() {

@@ -36,7 +36,8 @@ pub struct LiveRun {
     cancel: watch::Sender<bool>,
 }
 
-/// What a live subscriber gets: the unsaved events so far and the stream of what follows.
+/// What a live subscriber gets: the unsaved events so far (after the events saved with
+/// the run, for a run started with the subscription) and the stream of what follows.
 /// Events numbered up to `published` and not in `unsaved` are in the log; everything
 /// after comes through `events`.
 pub struct Subscription {

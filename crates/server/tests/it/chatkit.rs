@@ -509,8 +509,8 @@ async fn retry_replaces_the_answer(backend: TestBackend) {
     let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
     let user_id = events[1]["item"]["id"].as_str().unwrap().to_string();
     assert_eq!(events.last().unwrap()["thread"]["title"], "Title");
-    // With generated titles off, a new thread is named after its first message, no model
-    // call needed.
+    // With generated titles off, a new thread is named after its first message from the
+    // start, no model call needed.
     let off = app
         .patch(
             "/api/admin/settings",
@@ -528,9 +528,12 @@ async fn retry_replaces_the_answer(backend: TestBackend) {
     )
     .await;
     assert_eq!(fake.requests().len(), calls + 1, "one call: the answer");
-    assert_eq!(
-        frames(&plain.text).last().unwrap()["thread"]["title"],
-        "Where is my order?"
+    let plain = frames(&plain.text);
+    assert_eq!(plain[0]["type"], "thread.created");
+    assert_eq!(plain[0]["thread"]["title"], "Where is my order?");
+    assert!(
+        plain.iter().all(|e| e["type"] != "thread.updated"),
+        "nothing to update afterwards"
     );
     fake.push(Reply::Slow(
         Duration::from_millis(10),

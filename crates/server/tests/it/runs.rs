@@ -20,6 +20,7 @@ backend_tests!(
     node_errors_retry_continue_or_route,
     two_instances_share_runs,
     waiting_runs_follow_production_when_asked,
+    writes_are_all_or_nothing,
 );
 
 async fn waiting_runs_follow_production_when_asked(backend: TestBackend) {
@@ -388,6 +389,72 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
         .get(&format!("/api/runs/{waiting_id}"), Some(&token))
         .await;
     assert_eq!(still.body["status"], "waiting", "paused runs are kept");
+}
+
+/// A run's row and its events are written together or not at all, a save that lost the
+/// race changes nothing, and a failed write leaves the database usable.
+async fn writes_are_all_or_nothing(backend: TestBackend) {
+    use domain::runs::{Event, RunStatus};
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let waiting = start(&app, &token, id, json!({})).await;
+    let store = &app.app.services.store;
+    let template = store
+        .run(waiting.body["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let event = |seq: i64| Event {
+        seq,
+        kind: "test".into(),
+        node: None,
+        data: json!({"n": seq}),
+        at: chrono::Utc::now(),
+    };
+    let mut first = template.clone();
+    first.id = "run_first".into();
+    first.thread_id = Some("thr_shared".into());
+    first.status = RunStatus::Running;
+    first.event_seq = 1;
+    store.insert_run(&first, &[event(1)]).await.unwrap();
+    // A second unfinished run on the same thread is refused, its event with it.
+    let mut second = first.clone();
+    second.id = "run_second".into();
+    let refused = store.insert_run(&second, &[event(1), event(2)]).await;
+    assert!(
+        matches!(refused, Err(domain::store::StoreError::Conflict { .. })),
+        "{refused:?}"
+    );
+    assert!(store.run("run_second").await.unwrap().is_none());
+    assert!(store.run_events("run_second", 0).await.unwrap().is_empty());
+    // A save from a stale read changes nothing; one from the current read goes through.
+    let mut saved = first.clone();
+    saved.event_seq = 3;
+    saved.current_node = Some("elsewhere".into());
+    let stale = store
+        .save_run(&saved, &[], &[event(2), event(3)], 0)
+        .await
+        .unwrap();
+    assert!(!stale, "the expected sequence was 1");
+    let unchanged = store.run("run_first").await.unwrap().unwrap();
+    assert_eq!(unchanged.event_seq, 1);
+    assert_eq!(store.run_events("run_first", 0).await.unwrap().len(), 1);
+    assert!(
+        store
+            .save_run(&saved, &[], &[event(2), event(3)], 1)
+            .await
+            .unwrap()
+    );
+    let events = store.run_events("run_first", 0).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    // A save whose rows collide (an event number taken) fails whole, and writes go on.
+    saved.event_seq = 4;
+    let collided = store.save_run(&saved, &[], &[event(3), event(4)], 3).await;
+    assert!(collided.is_err(), "{collided:?}");
+    assert_eq!(store.run("run_first").await.unwrap().unwrap().event_seq, 3);
+    assert!(store.save_run(&saved, &[], &[event(4)], 3).await.unwrap());
+    assert_eq!(store.run_events("run_first", 3).await.unwrap().len(), 1);
 }
 
 /// A fake model server registered as the provider of the default model `fake-gpt`,
