@@ -159,6 +159,7 @@ impl ChatStore for Db {
         let data = first_item.map(item_json).transpose()?;
         let first = first_item.zip(data.as_ref());
         match &self.pool {
+            // Urgent: the thread's first event waits for it (see `Pool`).
             Pool::Sqlite { write, .. } => {
                 let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
                 push_insert_thread!(b, thread);

@@ -96,11 +96,17 @@ impl Backend {
 /// SQLite has one writer at a time. Its writes go through a pool of one connection, so
 /// they queue here in order instead of meeting a locked file and sleeping in SQLite's
 /// busy handler; reads use the other pool, side by side (WAL readers never wait).
+///
+/// Writes that hold up a user's first sight of an answer (a new thread) are urgent: the
+/// others pass one at a time through `lane` before queueing for the connection, so an
+/// urgent write waits for at most one of them (and the urgent ones before it), and none
+/// waits forever (the queue for the connection is first come, first served).
 #[derive(Clone)]
 pub(crate) enum Pool {
     Sqlite {
         read: sqlx::SqlitePool,
         write: sqlx::SqlitePool,
+        lane: std::sync::Arc<tokio::sync::Semaphore>,
     },
     Postgres(sqlx::PgPool),
 }
@@ -123,7 +129,12 @@ pub(crate) use with_pool;
 macro_rules! with_writer {
     ($db:expr, $pool:ident => $body:expr) => {
         match &$db.pool {
-            $crate::Pool::Sqlite { write: $pool, .. } => $body,
+            $crate::Pool::Sqlite {
+                write: $pool, lane, ..
+            } => {
+                let _lane = lane.acquire().await;
+                $body
+            }
             $crate::Pool::Postgres($pool) => $body,
         }
     };
@@ -175,10 +186,9 @@ impl Db {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_millis(settings.sqlite_busy_timeout_ms))
-                    // The WAL is copied back every 4,000 pages rather than 1,000: a page
-                    // written many times in between is copied once, and the copy's fsync
-                    // comes four times less often. The file is cut back to 64 MiB after.
-                    .pragma("wal_autocheckpoint", "4000")
+                    // SQLite's own checkpoint every 1,000 pages stays: a larger one saves
+                    // CPU but makes the write that runs it (and all queued behind) wait
+                    // tens of milliseconds. The WAL file is cut back to 64 MiB after.
                     .pragma("journal_size_limit", "67108864");
                 let parent = options.get_filename().parent().map(|p| p.to_path_buf());
                 if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
@@ -203,7 +213,11 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
-                Pool::Sqlite { read, write }
+                Pool::Sqlite {
+                    read,
+                    write,
+                    lane: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+                }
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)
@@ -233,7 +247,7 @@ impl Db {
     /// Waits for checked-out connections to return, then closes the pool.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite { read, write } => {
+            Pool::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -259,22 +273,6 @@ pub(crate) async fn sqlite_run(
     }
 }
 
-/// [`sqlite_run`] for a batch whose statements return rows (`RETURNING`); returns how
-/// many came back. (Counts of changed rows are not reliable across a batch: SQLite repeats
-/// the last count for statements that change nothing, such as `BEGIN`.)
-pub(crate) async fn sqlite_returned(
-    conn: &mut sqlx::SqliteConnection,
-    mut batch: sqlx::QueryBuilder<sqlx::Sqlite>,
-) -> domain::store::StoreResult<usize> {
-    match batch.build().fetch_all(&mut *conn).await {
-        Ok(rows) => Ok(rows.len()),
-        Err(err) => {
-            sqlite_rollback(conn).await;
-            Err(store_error(err))
-        }
-    }
-}
-
 /// Ends the connection's open transaction, if any, without its changes.
 pub(crate) async fn sqlite_rollback(conn: &mut sqlx::SqliteConnection) {
     // No transaction open (the failure came before `BEGIN` took effect) is fine.
@@ -291,6 +289,9 @@ pub(crate) async fn sqlite_batch(
     sqlite_run(conn, batch).await
 }
 
+/// How a NOT NULL violation's message starts (a stale run save is one; see `runs.rs`).
+pub(crate) const STALE_SAVE: &str = "a required value is missing";
+
 /// Maps a driver error onto the domain's classification. The one place that does so.
 pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
     match err {
@@ -301,6 +302,11 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
             StoreError::Conflict {
                 constraint: db_err.constraint().unwrap_or("unknown").to_string(),
             }
+        }
+        sqlx::Error::Database(db_err)
+            if db_err.kind() == sqlx::error::ErrorKind::NotNullViolation =>
+        {
+            StoreError::Other(format!("{STALE_SAVE}: {}", db_err.message()))
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(err.to_string())
@@ -357,7 +363,7 @@ impl Store for Db {
             }
         }
         match &self.pool {
-            Pool::Sqlite { read, write } => {
+            Pool::Sqlite { read, write, .. } => {
                 let (read, write) = (stats(read), stats(write));
                 PoolStats {
                     size: read.size + write.size,

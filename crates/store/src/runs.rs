@@ -11,10 +11,7 @@ use sqlx::types::Json;
 
 use sqlx::QueryBuilder;
 
-use crate::{
-    Db, Pool, sqlite_batch, sqlite_returned, sqlite_rollback, sqlite_run, store_error, stored_time,
-    with_pool, with_writer,
-};
+use crate::{Db, Pool, STALE_SAVE, sqlite_batch, store_error, stored_time, with_pool, with_writer};
 
 macro_rules! run_columns {
     () => {
@@ -135,7 +132,10 @@ macro_rules! push_insert_run {
 }
 
 /// The conditional save of a run's row: it changes only if no one saved since
-/// `expected` (the event sequence the saver last read).
+/// `expected` (the event sequence the saver last read). When someone did, the statement
+/// sets `event_seq` to NULL, which its NOT NULL constraint refuses: the whole batch or
+/// transaction fails at once, on both backends and in one round trip, and
+/// [`stale_save`] tells that failure apart.
 macro_rules! push_update_run {
     ($b:expr, $run:expr, $expected:expr) => {{
         let run = $run;
@@ -159,9 +159,11 @@ macro_rules! push_update_run {
             .push_bind(run.error.as_ref().map(Json))
             .push(", step_count = ")
             .push_bind(run.step_count)
-            .push(", event_seq = ")
+            .push(", event_seq = CASE WHEN event_seq = ")
+            .push_bind($expected)
+            .push(" THEN ")
             .push_bind(run.event_seq)
-            .push(", updated_at = ")
+            .push(" ELSE NULL END, updated_at = ")
             .push_bind(stored_time(run.updated_at))
             .push(", finished_at = ")
             .push_bind(run.finished_at.map(stored_time))
@@ -170,11 +172,14 @@ macro_rules! push_update_run {
             .push(", version_id = ")
             .push_bind(run.version_id)
             .push(" WHERE id = ")
-            .push_bind(&run.id)
-            .push(" AND event_seq = ")
-            .push_bind($expected)
-            .push(" RETURNING id");
+            .push_bind(&run.id);
     }};
+}
+
+/// Whether a save failed because the run was saved by someone else meanwhile (see
+/// [`push_update_run!`]): the only NOT NULL violation a save can cause.
+fn stale_save(err: &StoreError) -> bool {
+    matches!(err, StoreError::Other(message) if message.starts_with(STALE_SAVE))
 }
 
 /// Events of a run: one statement per chunk of 1,000 (well under the bound-value limits).
@@ -222,7 +227,8 @@ const STEP_CHUNK: usize = 500;
 impl RunStore for Db {
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
         match &self.pool {
-            Pool::Sqlite { write, .. } => {
+            Pool::Sqlite { write, lane, .. } => {
+                let _lane = lane.acquire().await;
                 let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
                 push_insert_run!(b, run);
                 for chunk in events.chunks(EVENT_CHUNK) {
@@ -264,37 +270,27 @@ impl RunStore for Db {
         events: &[Event],
         expected_event_seq: i64,
     ) -> StoreResult<bool> {
-        match &self.pool {
-            Pool::Sqlite { write, .. } => {
-                // Two batches on one connection: the conditional update, then (when it
-                // changed the row) the new rows with the commit.
-                let mut conn = write.acquire().await.map_err(store_error)?;
+        let saved = match &self.pool {
+            Pool::Sqlite { write, lane, .. } => {
+                let _lane = lane.acquire().await;
                 let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
                 push_update_run!(b, run, expected_event_seq);
-                if sqlite_returned(&mut conn, b).await? != 1 {
-                    sqlite_rollback(&mut conn).await;
-                    return Ok(false);
-                }
-                let mut b = QueryBuilder::new("");
                 for chunk in steps.chunks(STEP_CHUNK) {
-                    push_insert_steps!(b, &run.id, chunk);
                     b.push(";\n");
+                    push_insert_steps!(b, &run.id, chunk);
                 }
                 for chunk in events.chunks(EVENT_CHUNK) {
-                    push_insert_events!(b, &run.id, chunk);
                     b.push(";\n");
+                    push_insert_events!(b, &run.id, chunk);
                 }
-                b.push("COMMIT");
-                sqlite_run(&mut conn, b).await?;
-                Ok(true)
+                let mut conn = write.acquire().await.map_err(store_error)?;
+                sqlite_batch(&mut conn, b).await
             }
             Pool::Postgres(pool) => async {
                 let mut tx = pool.begin().await?;
                 let mut b = QueryBuilder::new("");
                 push_update_run!(b, run, expected_event_seq);
-                if b.build().fetch_optional(&mut *tx).await?.is_none() {
-                    return Ok(false);
-                }
+                b.build().execute(&mut *tx).await?;
                 for chunk in steps.chunks(STEP_CHUNK) {
                     let mut b = QueryBuilder::new("");
                     push_insert_steps!(b, &run.id, chunk);
@@ -305,11 +301,15 @@ impl RunStore for Db {
                     push_insert_events!(b, &run.id, chunk);
                     b.build().execute(&mut *tx).await?;
                 }
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(true)
+                tx.commit().await
             }
             .await
             .map_err(store_error),
+        };
+        match saved {
+            Ok(()) => Ok(true),
+            Err(err) if stale_save(&err) => Ok(false),
+            Err(err) => Err(err),
         }
     }
 
