@@ -294,7 +294,7 @@ fn event_stream(
         /// (the advance published one that was never saved) is sent too.
         unconfirmed: std::collections::BTreeMap<i64, String>,
         pending: VecDeque<Event>,
-        live: Option<broadcast::Receiver<Event>>,
+        live: Option<broadcast::Receiver<std::sync::Arc<Event>>>,
         done: bool,
         wait: Duration,
         idle_since: Instant,
@@ -392,7 +392,7 @@ fn event_stream(
                                 );
                             }
                         }
-                        c.queue(event);
+                        c.queue(std::sync::Arc::unwrap_or_clone(event));
                     }
                     // Fell behind, or the run stopped advancing here: read the log.
                     Ok(Err(_)) => c.live = None,

@@ -261,7 +261,7 @@ impl<'a> Log<'a> {
             at: Utc::now(),
         };
         if let Some(live) = self.live.filter(|_| !self.nested) {
-            live.publish(&event);
+            live.publish(event.clone());
         }
         self.events.push(event);
     }
@@ -269,7 +269,7 @@ impl<'a> Log<'a> {
     /// An event shown live and never saved (a text delta).
     pub fn ephemeral(&mut self, kind: &str, node: &str, data: Value) {
         if let Some(live) = self.live.filter(|l| l.has_readers()) {
-            live.publish(&Event {
+            live.publish(Event {
                 seq: 0,
                 kind: kind.into(),
                 node: Some(node.to_string()),

@@ -28,11 +28,12 @@ pub struct LiveRuns {
 }
 
 pub struct LiveRun {
-    sender: broadcast::Sender<Event>,
+    /// Events are shared, not copied, between the advance and its readers.
+    sender: broadcast::Sender<Arc<Event>>,
     /// The highest sequence number published.
     published: std::sync::atomic::AtomicI64,
     /// Events produced but not yet saved, in order.
-    unsaved: Mutex<Vec<Event>>,
+    unsaved: Mutex<Vec<Arc<Event>>>,
     cancel: watch::Sender<bool>,
 }
 
@@ -42,7 +43,7 @@ pub struct LiveRun {
 /// after comes through `events`.
 pub struct Subscription {
     pub unsaved: Vec<Event>,
-    pub events: broadcast::Receiver<Event>,
+    pub events: broadcast::Receiver<Arc<Event>>,
     /// The highest number published when the subscription was taken.
     pub published: i64,
 }
@@ -74,7 +75,7 @@ impl LiveRuns {
         let unsaved = run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         Some(Subscription {
             events: run.sender.subscribe(),
-            unsaved: unsaved.clone(),
+            unsaved: unsaved.iter().map(|e| Event::clone(e)).collect(),
             published: run.published.load(std::sync::atomic::Ordering::Acquire),
         })
     }
@@ -116,7 +117,8 @@ pub(crate) struct LiveGuard {
 }
 
 impl LiveGuard {
-    pub(crate) fn publish(&self, event: &Event) {
+    pub(crate) fn publish(&self, event: Event) {
+        let event = Arc::new(event);
         let mut unsaved = self.run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         if event.seq > 0 {
             unsaved.push(event.clone());
@@ -126,7 +128,7 @@ impl LiveGuard {
         }
         if self.run.sender.receiver_count() > 0 {
             // A subscriber that left meanwhile is not an error.
-            let _ = self.run.sender.send(event.clone());
+            let _ = self.run.sender.send(event);
         }
     }
 
@@ -187,17 +189,17 @@ mod tests {
         let runs = Arc::new(LiveRuns::default());
         assert!(runs.subscribe("r").is_none());
         let guard = runs.open("r");
-        guard.publish(&event(1));
+        guard.publish(event(1));
         assert!(!guard.has_readers());
-        guard.publish(&event(0));
-        guard.publish(&event(2));
+        guard.publish(event(0));
+        guard.publish(event(2));
         guard.saved(1);
         let mut sub = runs.subscribe("r").unwrap();
         assert_eq!(
             sub.unsaved.iter().map(|e| e.seq).collect::<Vec<_>>(),
             vec![2]
         );
-        guard.publish(&event(3));
+        guard.publish(event(3));
         assert_eq!(sub.events.recv().await.unwrap().seq, 3);
         assert!(runs.cancel("r"));
         assert!(*guard.cancelled().borrow());
