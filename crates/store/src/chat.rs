@@ -12,7 +12,9 @@ use sqlx::types::Json;
 
 use sqlx::QueryBuilder;
 
-use crate::{Db, Pool, sqlite_batch, store_error, stored_time, with_pool, with_writer};
+use crate::{
+    Db, Pool, group::BATCH_START, grouped_write, store_error, stored_time, with_pool, with_writer,
+};
 
 macro_rules! thread_columns {
     () => {
@@ -159,16 +161,14 @@ impl ChatStore for Db {
         let data = first_item.map(item_json).transpose()?;
         let first = first_item.zip(data.as_ref());
         match &self.pool {
-            // Urgent: the thread's first event waits for it (see `Pool`).
-            Pool::Sqlite { write, .. } => {
-                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+            Pool::Sqlite { group, .. } => {
+                let mut b = QueryBuilder::new(BATCH_START);
                 push_insert_thread!(b, thread);
                 if let Some((item, data)) = first {
                     b.push(";\n");
                     push_insert_item!(b, item, data);
                 }
-                let mut conn = write.acquire().await.map_err(store_error)?;
-                sqlite_batch(&mut conn, b).await
+                group.run(b, true).await
             }
             Pool::Postgres(pool) => async {
                 let mut tx = pool.begin().await?;
@@ -289,12 +289,9 @@ impl ChatStore for Db {
         // retried.
         let mut attempt = 0;
         loop {
-            let inserted = with_writer!(self, pool => {
-                let mut b = QueryBuilder::new("");
+            let inserted = grouped_write!(self, |b| {
                 push_insert_item!(b, item, &data);
-                b.build().execute(pool).await.map(|_| ())
-            })
-            .map_err(store_error);
+            });
             match inserted {
                 Err(StoreError::Conflict { .. }) if attempt < 5 => attempt += 1,
                 other => return other,

@@ -8,6 +8,7 @@
 mod blobs;
 mod cache;
 mod chat;
+mod group;
 mod keys;
 mod migrate;
 mod models;
@@ -107,6 +108,8 @@ pub(crate) enum Pool {
         read: sqlx::SqlitePool,
         write: sqlx::SqlitePool,
         lane: std::sync::Arc<tokio::sync::Semaphore>,
+        /// The hot writes (threads, runs' starts and saves) in shared transactions.
+        group: std::sync::Arc<group::GroupCommit>,
     },
     Postgres(sqlx::PgPool),
 }
@@ -124,6 +127,31 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// A write of one statement, pushed into the builder `$b` by `$push`: on SQLite it joins
+/// the next group commit (`group.rs`), on PostgreSQL it runs on its own. Evaluates to
+/// `StoreResult<()>`.
+macro_rules! grouped_write {
+    ($db:expr, |$b:ident| $push:block) => {
+        match &$db.pool {
+            $crate::Pool::Sqlite { group, .. } => {
+                let mut $b = sqlx::QueryBuilder::new($crate::group::BATCH_START);
+                $push;
+                group.run($b, false).await
+            }
+            $crate::Pool::Postgres(pool) => {
+                let mut $b = sqlx::QueryBuilder::new("");
+                $push;
+                $b.build()
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err($crate::store_error)
+            }
+        }
+    };
+}
+pub(crate) use grouped_write;
 
 /// [`with_pool!`] for statements and transactions that write.
 macro_rules! with_writer {
@@ -215,6 +243,7 @@ impl Db {
                     .map_err(connect_err)?;
                 Pool::Sqlite {
                     read,
+                    group: std::sync::Arc::new(group::GroupCommit::new(write.clone())),
                     write,
                     lane: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
                 }
@@ -254,39 +283,6 @@ impl Db {
             Pool::Postgres(pool) => pool.close().await,
         }
     }
-}
-
-/// Runs the statements of `batch` (separated by `;`) in one round trip to the SQLite
-/// connection's thread, where each round trip is a hand-over between threads that costs
-/// more than the statements themselves. When one fails, the transaction they opened (if
-/// any) is rolled back.
-pub(crate) async fn sqlite_run(
-    conn: &mut sqlx::SqliteConnection,
-    mut batch: sqlx::QueryBuilder<sqlx::Sqlite>,
-) -> domain::store::StoreResult<()> {
-    match batch.build().execute(&mut *conn).await {
-        Ok(_) => Ok(()),
-        Err(err) => {
-            sqlite_rollback(conn).await;
-            Err(store_error(err))
-        }
-    }
-}
-
-/// Ends the connection's open transaction, if any, without its changes.
-pub(crate) async fn sqlite_rollback(conn: &mut sqlx::SqliteConnection) {
-    // No transaction open (the failure came before `BEGIN` took effect) is fine.
-    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-}
-
-/// A batch that starts with `BEGIN IMMEDIATE;` and ends here with its `COMMIT`: one
-/// transaction, one round trip ([`sqlite_run`]).
-pub(crate) async fn sqlite_batch(
-    conn: &mut sqlx::SqliteConnection,
-    mut batch: sqlx::QueryBuilder<sqlx::Sqlite>,
-) -> domain::store::StoreResult<()> {
-    batch.push(";\nCOMMIT");
-    sqlite_run(conn, batch).await
 }
 
 /// How a NOT NULL violation's message starts (a stale run save is one; see `runs.rs`).

@@ -11,7 +11,9 @@ use sqlx::types::Json;
 
 use sqlx::QueryBuilder;
 
-use crate::{Db, Pool, STALE_SAVE, sqlite_batch, store_error, stored_time, with_pool, with_writer};
+use crate::{
+    Db, Pool, STALE_SAVE, group::BATCH_START, store_error, stored_time, with_pool, with_writer,
+};
 
 macro_rules! run_columns {
     () => {
@@ -227,16 +229,14 @@ const STEP_CHUNK: usize = 500;
 impl RunStore for Db {
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
         match &self.pool {
-            Pool::Sqlite { write, lane, .. } => {
-                let _lane = lane.acquire().await;
-                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+            Pool::Sqlite { group, .. } => {
+                let mut b = QueryBuilder::new(BATCH_START);
                 push_insert_run!(b, run);
                 for chunk in events.chunks(EVENT_CHUNK) {
                     b.push(";\n");
                     push_insert_events!(b, &run.id, chunk);
                 }
-                let mut conn = write.acquire().await.map_err(store_error)?;
-                sqlite_batch(&mut conn, b).await
+                group.run(b, false).await
             }
             Pool::Postgres(pool) => async {
                 let mut tx = pool.begin().await?;
@@ -271,9 +271,8 @@ impl RunStore for Db {
         expected_event_seq: i64,
     ) -> StoreResult<bool> {
         let saved = match &self.pool {
-            Pool::Sqlite { write, lane, .. } => {
-                let _lane = lane.acquire().await;
-                let mut b = QueryBuilder::new("BEGIN IMMEDIATE;\n");
+            Pool::Sqlite { group, .. } => {
+                let mut b = QueryBuilder::new(BATCH_START);
                 push_update_run!(b, run, expected_event_seq);
                 for chunk in steps.chunks(STEP_CHUNK) {
                     b.push(";\n");
@@ -283,8 +282,7 @@ impl RunStore for Db {
                     b.push(";\n");
                     push_insert_events!(b, &run.id, chunk);
                 }
-                let mut conn = write.acquire().await.map_err(store_error)?;
-                sqlite_batch(&mut conn, b).await
+                group.run(b, false).await
             }
             Pool::Postgres(pool) => async {
                 let mut tx = pool.begin().await?;

@@ -10,7 +10,7 @@ use domain::{
     store::{StoreResult, UsageStore},
 };
 
-use crate::{Backend, Db, store_error, stored_time, with_pool, with_writer};
+use crate::{Backend, Db, grouped_write, store_error, stored_time, with_pool};
 
 #[derive(sqlx::FromRow)]
 struct LineRow {
@@ -104,29 +104,26 @@ fn stored(value: u64) -> i64 {
 #[async_trait]
 impl UsageStore for Db {
     async fn insert_usage(&self, r: &UsageRecord) -> StoreResult<()> {
-        with_writer!(self, pool => {
-            sqlx::query(
+        grouped_write!(self, |b| {
+            b.push(
                 "INSERT INTO usage_records (at, user_id, workflow_id, run_id, provider_id, model, purpose, input_tokens,
-                    output_tokens, cached_input_tokens, reasoning_tokens, cost_usd)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(stored_time(r.at))
-            .bind(r.user_id)
-            .bind(r.workflow_id)
-            .bind(&r.run_id)
-            .bind(r.provider_id)
-            .bind(&r.model)
-            .bind(r.purpose.as_str())
-            .bind(stored(r.usage.input_tokens))
-            .bind(stored(r.usage.output_tokens))
-            .bind(stored(r.usage.cached_input_tokens))
-            .bind(stored(r.usage.reasoning_tokens))
-            .bind(r.cost_usd)
-            .execute(pool)
-            .await
-            .map(|_| ())
+                    output_tokens, cached_input_tokens, reasoning_tokens, cost_usd) VALUES (",
+            );
+            b.separated(", ")
+                .push_bind(stored_time(r.at))
+                .push_bind(r.user_id)
+                .push_bind(r.workflow_id)
+                .push_bind(r.run_id.clone())
+                .push_bind(r.provider_id)
+                .push_bind(r.model.clone())
+                .push_bind(r.purpose.as_str())
+                .push_bind(stored(r.usage.input_tokens))
+                .push_bind(stored(r.usage.output_tokens))
+                .push_bind(stored(r.usage.cached_input_tokens))
+                .push_bind(stored(r.usage.reasoning_tokens))
+                .push_bind(r.cost_usd);
+            b.push(")");
         })
-        .map_err(store_error)
     }
 
     async fn usage_summary(
