@@ -464,12 +464,6 @@ pub struct TranscriptionResult {
     pub text: String,
 }
 
-/// A new id with a ChatKit prefix (`thr`, `msg`, `tc`, `wf`, `atc`, `shcx`).
-pub fn new_id(prefix: &str, random: [u8; 8]) -> String {
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}_{hex}")
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;

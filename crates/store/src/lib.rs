@@ -98,17 +98,18 @@ impl Backend {
 /// they queue here in order instead of meeting a locked file and sleeping in SQLite's
 /// busy handler; reads use the other pool, side by side (WAL readers never wait).
 ///
-/// Writes that hold up a user's first sight of an answer (a new thread) are urgent: the
-/// others pass one at a time through `lane` before queueing for the connection, so an
-/// urgent write waits for at most one of them (and the urgent ones before it), and none
-/// waits forever (the queue for the connection is first come, first served).
+/// The hot writes share transactions through `group` (see `group.rs`), whose leader takes
+/// the connection directly; the other writes pass one at a time through `lane` before
+/// queueing for it, so a group waits for at most one of them, and none waits forever
+/// (the queue for the connection is first come, first served).
 #[derive(Clone)]
 pub(crate) enum Pool {
     Sqlite {
         read: sqlx::SqlitePool,
         write: sqlx::SqlitePool,
         lane: std::sync::Arc<tokio::sync::Semaphore>,
-        /// The hot writes (threads, runs' starts and saves) in shared transactions.
+        /// The hot writes (threads, runs' starts and saves, chat items, usage) in shared
+        /// transactions.
         group: std::sync::Arc<group::GroupCommit>,
     },
     Postgres(sqlx::PgPool),

@@ -148,9 +148,7 @@ pub type ChatResult<T> = Result<T, ChatError>;
 const MAX_PAGE: i64 = 100;
 
 pub(crate) fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
-    chatkit::new_id(prefix, bytes)
+    crate::ordered_id(prefix)
 }
 
 fn page_of(req: &PageRequest) -> PageRequest {

@@ -136,9 +136,7 @@ pub(super) fn node_error(code: &'static str, message: impl Into<String>) -> Node
 }
 
 fn new_run_id() -> String {
-    let mut bytes = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
-    format!("run_{}", hex::encode(bytes))
+    crate::ordered_id("run")
 }
 
 /// The state a run starts with: the schema's defaults, then the caller's values.
