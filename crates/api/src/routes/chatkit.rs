@@ -683,14 +683,21 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
         let mut wait = matches!(first, StreamEvent::ItemUpdated { .. });
         let mut buf = Vec::with_capacity(1024);
         push(&mut buf, &first);
-        let deadline = tokio::time::Instant::now() + COALESCE;
+        // One timer for the whole window, set only if the window is waited for.
+        let mut window: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         while buf.len() < CHUNK {
             let next = match events.try_recv() {
                 Ok(event) => event,
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) if wait => {
-                    match tokio::time::timeout_at(deadline, events.recv()).await {
-                        Ok(Some(event)) => event,
-                        _ => break,
+                    let timer =
+                        window.get_or_insert_with(|| Box::pin(tokio::time::sleep(COALESCE)));
+                    tokio::select! {
+                        biased;
+                        event = events.recv() => match event {
+                            Some(event) => event,
+                            None => break,
+                        },
+                        () = timer.as_mut() => break,
                     }
                 }
                 Err(_) => break,
