@@ -10,11 +10,7 @@ use domain::{
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use sqlx::QueryBuilder;
-
-use crate::{
-    Db, Pool, group::BATCH_START, grouped_write, store_error, stored_time, with_pool, with_writer,
-};
+use crate::{Db, grouped_write, store_error, stored_time, together, with_pool, with_writer};
 
 macro_rules! thread_columns {
     () => {
@@ -160,31 +156,14 @@ impl ChatStore for Db {
     ) -> StoreResult<()> {
         let data = first_item.map(item_json).transpose()?;
         let first = first_item.zip(data.as_ref());
-        match &self.pool {
-            Pool::Sqlite { group, .. } => {
-                let mut b = QueryBuilder::new(BATCH_START);
-                push_insert_thread!(b, thread);
-                if let Some((item, data)) = first {
-                    b.push(";\n");
-                    push_insert_item!(b, item, data);
-                }
-                group.run(b, true).await
+        // Urgent: the thread's first event waits for it.
+        together!(self, urgent: true, |b| {
+            push_insert_thread!(b, thread);
+            if let Some((item, data)) = first {
+                next!();
+                push_insert_item!(b, item, data);
             }
-            Pool::Postgres(pool) => async {
-                let mut tx = pool.begin().await?;
-                let mut b = QueryBuilder::new("");
-                push_insert_thread!(b, thread);
-                b.build().execute(&mut *tx).await?;
-                if let Some((item, data)) = first {
-                    let mut b = QueryBuilder::new("");
-                    push_insert_item!(b, item, data);
-                    b.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await
-            }
-            .await
-            .map_err(store_error),
-        }
+        })
     }
 
     async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>> {

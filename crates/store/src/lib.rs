@@ -129,6 +129,45 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Statements written together, pushed by `$body` into the query builder `$b` with
+/// `next!()` between two of them (each statement's SQL is written once, for both
+/// backends): on SQLite one batch in a group commit (`group.rs`), ahead of other batches
+/// when `urgent`; on PostgreSQL one transaction. Evaluates to `StoreResult<()>`.
+macro_rules! together {
+    ($db:expr, urgent: $urgent:expr, |$b:ident| $body:block) => {
+        match &$db.pool {
+            $crate::Pool::Sqlite { group, .. } => {
+                let mut $b = sqlx::QueryBuilder::<sqlx::Sqlite>::new($crate::group::BATCH_START);
+                #[allow(unused_macros)]
+                macro_rules! next {
+                    () => {
+                        $b.push(";\n");
+                    };
+                }
+                $body
+                group.run($b, $urgent).await
+            }
+            $crate::Pool::Postgres(pool) => async {
+                let mut tx = pool.begin().await?;
+                let mut $b = sqlx::QueryBuilder::<sqlx::Postgres>::new("");
+                #[allow(unused_macros)]
+                macro_rules! next {
+                    () => {
+                        $b.build().execute(&mut *tx).await?;
+                        $b = sqlx::QueryBuilder::new("");
+                    };
+                }
+                $body
+                $b.build().execute(&mut *tx).await?;
+                tx.commit().await
+            }
+            .await
+            .map_err($crate::store_error),
+        }
+    };
+}
+pub(crate) use together;
+
 /// A write of one statement, pushed into the builder `$b` by `$push`: on SQLite it joins
 /// the next group commit (`group.rs`), on PostgreSQL it runs on its own. Evaluates to
 /// `StoreResult<()>`.

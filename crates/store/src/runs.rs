@@ -9,11 +9,7 @@ use domain::{
 use serde_json::Value;
 use sqlx::types::Json;
 
-use sqlx::QueryBuilder;
-
-use crate::{
-    Db, Pool, STALE_SAVE, group::BATCH_START, store_error, stored_time, with_pool, with_writer,
-};
+use crate::{Db, STALE_SAVE, store_error, stored_time, together, with_pool, with_writer};
 
 macro_rules! run_columns {
     () => {
@@ -228,31 +224,13 @@ const STEP_CHUNK: usize = 500;
 #[async_trait]
 impl RunStore for Db {
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
-        match &self.pool {
-            Pool::Sqlite { group, .. } => {
-                let mut b = QueryBuilder::new(BATCH_START);
-                push_insert_run!(b, run);
-                for chunk in events.chunks(EVENT_CHUNK) {
-                    b.push(";\n");
-                    push_insert_events!(b, &run.id, chunk);
-                }
-                group.run(b, false).await
+        together!(self, urgent: false, |b| {
+            push_insert_run!(b, run);
+            for chunk in events.chunks(EVENT_CHUNK) {
+                next!();
+                push_insert_events!(b, &run.id, chunk);
             }
-            Pool::Postgres(pool) => async {
-                let mut tx = pool.begin().await?;
-                let mut b = QueryBuilder::new("");
-                push_insert_run!(b, run);
-                b.build().execute(&mut *tx).await?;
-                for chunk in events.chunks(EVENT_CHUNK) {
-                    let mut b = QueryBuilder::new("");
-                    push_insert_events!(b, &run.id, chunk);
-                    b.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await
-            }
-            .await
-            .map_err(store_error),
-        }
+        })
     }
 
     async fn run(&self, id: &str) -> StoreResult<Option<Run>> {
@@ -270,40 +248,17 @@ impl RunStore for Db {
         events: &[Event],
         expected_event_seq: i64,
     ) -> StoreResult<bool> {
-        let saved = match &self.pool {
-            Pool::Sqlite { group, .. } => {
-                let mut b = QueryBuilder::new(BATCH_START);
-                push_update_run!(b, run, expected_event_seq);
-                for chunk in steps.chunks(STEP_CHUNK) {
-                    b.push(";\n");
-                    push_insert_steps!(b, &run.id, chunk);
-                }
-                for chunk in events.chunks(EVENT_CHUNK) {
-                    b.push(";\n");
-                    push_insert_events!(b, &run.id, chunk);
-                }
-                group.run(b, false).await
+        let saved = together!(self, urgent: false, |b| {
+            push_update_run!(b, run, expected_event_seq);
+            for chunk in steps.chunks(STEP_CHUNK) {
+                next!();
+                push_insert_steps!(b, &run.id, chunk);
             }
-            Pool::Postgres(pool) => async {
-                let mut tx = pool.begin().await?;
-                let mut b = QueryBuilder::new("");
-                push_update_run!(b, run, expected_event_seq);
-                b.build().execute(&mut *tx).await?;
-                for chunk in steps.chunks(STEP_CHUNK) {
-                    let mut b = QueryBuilder::new("");
-                    push_insert_steps!(b, &run.id, chunk);
-                    b.build().execute(&mut *tx).await?;
-                }
-                for chunk in events.chunks(EVENT_CHUNK) {
-                    let mut b = QueryBuilder::new("");
-                    push_insert_events!(b, &run.id, chunk);
-                    b.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await
+            for chunk in events.chunks(EVENT_CHUNK) {
+                next!();
+                push_insert_events!(b, &run.id, chunk);
             }
-            .await
-            .map_err(store_error),
-        };
+        });
         match saved {
             Ok(()) => Ok(true),
             Err(err) if stale_save(&err) => Ok(false),
