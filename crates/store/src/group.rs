@@ -120,7 +120,13 @@ impl GroupCommit {
         };
         if lead {
             let this = self.clone();
-            tokio::spawn(async move { this.lead().await });
+            tokio::spawn(async move {
+                // Should the leader ever stop early (a panic), the next writer leads.
+                let mut reset = Reset(Some(&this));
+                this.lead().await;
+                // It stopped because nothing was waiting, and said so itself.
+                reset.0 = None;
+            });
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
@@ -187,6 +193,17 @@ impl GroupCommit {
                     let _ = done.send(Err(StoreError::Unavailable(message.clone())));
                 }
             }
+        }
+    }
+}
+
+/// Clears `leading` if the leader's task ends without doing so.
+struct Reset<'a>(Option<&'a GroupCommit>);
+
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            group.lock().leading = false;
         }
     }
 }
