@@ -129,9 +129,10 @@ impl KeyStore for Db {
                     key_columns!(),
                     " FROM api_keys WHERE key_hash = $1"
                 );
-                let row: Option<KeyRow> =
-                with_pool!(self, pool => sqlx::query_as(sql).bind(hash).fetch_optional(pool).await)
-                    .map_err(store_error)?;
+                let row: Option<KeyRow> = with_pool!(self, pool => {
+                    sqlx::query_as(sql).bind(hash).fetch_optional(pool).await
+                })
+                .map_err(store_error)?;
                 Ok(row.map(Into::into))
             })
             .await

@@ -962,7 +962,7 @@ impl TurnStream<'_> {
                     _ => ThreadStatus::Active,
                 };
                 if new != self.thread.status {
-                    self.save_thread(Some(new), None).await;
+                    self.save_status(new).await;
                 }
             }
             _ => {}
@@ -1084,18 +1084,13 @@ impl TurnStream<'_> {
         self.done(item).await;
     }
 
-    /// Saves what this turn changed (`status`, `title`) onto the stored thread, so a rename
-    /// made meanwhile is kept.
-    async fn save_thread(&mut self, status: Option<ThreadStatus>, title: Option<String>) {
+    /// Saves the thread's new status onto the stored thread, so a rename made meanwhile is
+    /// kept.
+    async fn save_status(&mut self, status: ThreadStatus) {
         if let Ok(Some(stored)) = self.services.store.chat_thread(&self.thread.id).await {
             self.thread = stored;
         }
-        if let Some(status) = status {
-            self.thread.status = status;
-        }
-        if let Some(title) = title {
-            self.thread.title = Some(title);
-        }
+        self.thread.status = status;
         self.thread.updated_at = Utc::now();
         if let Err(err) = self.services.store.update_chat_thread(&self.thread).await {
             tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread");
@@ -1107,16 +1102,13 @@ impl TurnStream<'_> {
         .await;
     }
 
-    /// Titles a new thread from its first message once the answer is out (a model call
-    /// with the title prompt; the message itself when no model is set up).
+    /// Titles a new thread from its first message once the answer is out, when generated
+    /// titles are on (a model call with the title prompt; the message itself when no model
+    /// is set up). With them off, the thread was named at creation.
     async fn name_thread(&mut self, first_message: &str) {
-        let wanted = titles::enabled(self.services).await.unwrap_or(true);
-        let generated = if wanted {
-            titles::generate(self.services, Some(self.actor.id), first_message).await
-        } else {
-            Ok(Ok(None))
-        };
-        let generated = match generated {
+        let generated = match titles::generate(self.services, Some(self.actor.id), first_message)
+            .await
+        {
             Ok(Ok(Some(title))) => Some(title),
             Ok(Ok(None)) => None,
             Ok(Err(err)) => {
