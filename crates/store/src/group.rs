@@ -4,7 +4,9 @@
 //! Each write is a batch of statements. The first writer to find no group running spawns
 //! a leader task, which takes the write connection and runs queued batches inside one
 //! `BEGIN IMMEDIATE … COMMIT`, each in its own savepoint, then answers each writer. A batch
-//! that fails is rolled back to its savepoint and only its writer gets the error.
+//! that fails is rolled back to its savepoint and only its writer gets the error. The
+//! `BEGIN` travels in the first batch's call and, when no other batch is waiting, the
+//! `COMMIT` too: a lone write is one hand-over to the connection's thread, not three.
 //!
 //! Invariants:
 //! - A writer is answered only after the commit that made its batch durable (or with the
@@ -26,7 +28,7 @@ use std::{
 };
 
 use domain::store::{StoreError, StoreResult};
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, Execute, QueryBuilder, Sqlite, SqlitePool, sqlite::SqliteArguments};
 use tokio::sync::oneshot;
 
 use crate::store_error;
@@ -40,8 +42,31 @@ const MAX_GROUP: usize = 64;
 const MIN_OTHERS: usize = 16;
 
 struct Job {
-    batch: QueryBuilder<Sqlite>,
+    sql: String,
+    args: SqliteArguments,
     done: oneshot::Sender<StoreResult<()>>,
+}
+
+impl Job {
+    /// Runs the batch, after `before` and followed by `after` in the same call: one
+    /// hand-over to the connection's thread however many statements it holds.
+    async fn execute(
+        &mut self,
+        conn: &mut sqlx::SqliteConnection,
+        before: &str,
+        after: &str,
+    ) -> Result<(), sqlx::Error> {
+        let args = std::mem::take(&mut self.args);
+        let sql = if before.is_empty() && after.is_empty() {
+            std::mem::take(&mut self.sql)
+        } else {
+            format!("{before}{}{after}", self.sql)
+        };
+        sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(conn)
+            .await
+            .map(drop)
+    }
 }
 
 #[derive(Default)]
@@ -107,10 +132,17 @@ impl GroupCommit {
         urgent: bool,
     ) -> StoreResult<()> {
         batch.push(";\nRELEASE batch");
+        let args = batch
+            .build()
+            .take_arguments()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let sql = batch.into_string();
         let (done, answer) = oneshot::channel();
         let lead = {
             let mut state = self.lock();
-            let job = Job { batch, done };
+            let job = Job { sql, args, done };
             if urgent {
                 state.urgent.push_back(job);
             } else {
@@ -139,17 +171,19 @@ impl GroupCommit {
     async fn lead(&self) {
         loop {
             let mut taken = Taken::default();
-            let Some(first) = ({
+            let Some((first, alone)) = ({
                 let mut state = self.lock();
                 let first = state.next(&mut taken);
                 if first.is_none() {
                     state.leading = false;
                 }
-                first
+                let alone = state.urgent.is_empty() && state.others.is_empty();
+                first.map(|job| (job, alone))
             }) else {
                 return;
             };
             match self.pool.acquire().await {
+                Ok(mut conn) if alone => Self::commit_alone(&mut conn, first).await,
                 Ok(mut conn) => self.commit(&mut conn, first, taken).await,
                 Err(err) => {
                     let _ = first.done.send(Err(store_error(err)));
@@ -158,16 +192,33 @@ impl GroupCommit {
         }
     }
 
+    /// Runs a batch that nothing else was waiting to join: transaction, batch and commit in
+    /// one call. Whatever failed (the batch or the commit), nothing of it stays.
+    async fn commit_alone(conn: &mut sqlx::SqliteConnection, mut job: Job) {
+        let result = job
+            .execute(&mut *conn, "BEGIN IMMEDIATE;\n", ";\nCOMMIT")
+            .await;
+        if result.is_err() {
+            // Fails harmlessly when the failure already ended the transaction.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        let _ = job.done.send(result.map_err(store_error));
+    }
+
     /// Runs `first` and the batches that join it in one transaction.
-    async fn commit(&self, conn: &mut sqlx::SqliteConnection, first: Job, mut taken: Taken) {
-        if let Err(err) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+    async fn commit(&self, conn: &mut sqlx::SqliteConnection, mut first: Job, mut taken: Taken) {
+        // The transaction begins in the first batch's call; should that batch fail, its
+        // transaction holds nothing else and is rolled back whole, and the batches that
+        // were waiting form the next group.
+        if let Err(err) = first.execute(&mut *conn, "BEGIN IMMEDIATE;\n", "").await {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             let _ = first.done.send(Err(store_error(err)));
             return;
         }
-        let mut answers = Vec::new();
-        let mut next = Some(first);
+        let mut answers = vec![(first.done, Ok(()))];
+        let mut next = self.lock().next(&mut taken);
         while let Some(mut job) = next {
-            let result = match job.batch.build().execute(&mut *conn).await {
+            let result = match job.execute(&mut *conn, "", "").await {
                 Ok(_) => Ok(()),
                 Err(err) => {
                     // Undo what the batch did before its failing statement; the rest stays.
@@ -214,7 +265,8 @@ mod tests {
 
     fn job() -> Job {
         Job {
-            batch: QueryBuilder::new(""),
+            sql: String::new(),
+            args: SqliteArguments::default(),
             done: oneshot::channel().0,
         }
     }
