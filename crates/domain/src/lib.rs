@@ -7,6 +7,7 @@ pub mod auth;
 pub mod chat;
 pub mod crypto;
 pub mod error;
+pub mod knowledge;
 pub mod llm;
 pub mod models;
 pub mod runs;
@@ -35,6 +36,8 @@ pub struct Services {
     pub chat: chat::ChatSettings,
     /// Per-session request counts of embedded ChatKit sessions.
     pub chat_limits: Arc<chat::sessions::SessionLimits>,
+    /// Wakes this process's knowledge job workers when a job is queued.
+    pub knowledge_jobs: knowledge::jobs::Wake,
 }
 
 /// A new id for a thread, item or run: the prefix, the time in milliseconds (12 hex

@@ -5,6 +5,10 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     chat::{ChatThread, PageRequest, StoredAttachment},
+    knowledge::{
+        Chunk, ChunkHit, Document, DocumentStatus, Job, NewChunk, NewDocument, NewJob,
+        NewVectorStore, VectorStore,
+    },
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
@@ -452,6 +456,117 @@ pub trait KeyStore: Send + Sync {
     async fn cancel_chat_session(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()>;
 }
 
+/// Knowledge bases: stores, documents, chunks with their indexes, and ingestion jobs.
+#[async_trait]
+pub trait KnowledgeStore: Send + Sync {
+    async fn insert_vector_store(
+        &self,
+        store: &NewVectorStore,
+        now: DateTime<Utc>,
+    ) -> StoreResult<VectorStore>;
+    /// Every store, with its document count, by slug.
+    async fn vector_stores(&self) -> StoreResult<Vec<VectorStore>>;
+    async fn vector_store(&self, slug: &str) -> StoreResult<Option<VectorStore>>;
+    async fn vector_store_by_id(&self, id: i64) -> StoreResult<Option<VectorStore>>;
+    /// Writes the store's fields. `drop_vectors` removes every vector of the store (its
+    /// model changed) and queues `job` in the same transaction.
+    async fn update_vector_store(
+        &self,
+        store: &VectorStore,
+        drop_vectors: bool,
+        job: Option<&NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<VectorStore>>;
+    async fn delete_vector_store(&self, id: i64) -> StoreResult<bool>;
+
+    /// Replaces the document with the same `doc_id` (its chunks go with it) by `doc` and
+    /// `chunks`, and queues `job` for it, in one transaction. Returns the document and the
+    /// job's id. Refuses vectors whose dimension differs from the store's
+    /// (`Conflict { constraint: "vector_dimensions" }`).
+    async fn put_document(
+        &self,
+        store_id: i64,
+        doc: &NewDocument,
+        status: DocumentStatus,
+        chunks: &[NewChunk],
+        job: Option<&NewJob>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<(Document, Option<i64>)>;
+    /// Replaces a document's chunks and marks it ready.
+    async fn set_document_chunks(
+        &self,
+        document_id: i64,
+        chunks: &[NewChunk],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn set_document_status(
+        &self,
+        document_id: i64,
+        status: DocumentStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn documents(&self, store_id: i64) -> StoreResult<Vec<Document>>;
+    async fn document(&self, store_id: i64, doc_id: &str) -> StoreResult<Option<Document>>;
+    async fn document_by_id(&self, id: i64) -> StoreResult<Option<Document>>;
+    async fn document_chunks(&self, document_id: i64) -> StoreResult<Vec<Chunk>>;
+    async fn delete_document(&self, document_id: i64) -> StoreResult<bool>;
+
+    /// The `limit` chunks nearest to `vector` (cosine), as `(chunk id, similarity)`, best
+    /// first: through the vector index, or exactly within `documents` when given.
+    async fn dense_search(
+        &self,
+        store_id: i64,
+        dims: i32,
+        vector: &[f32],
+        limit: usize,
+        documents: Option<&[i64]>,
+    ) -> StoreResult<Vec<(i64, f64)>>;
+    /// The `limit` chunks that best match any of `terms`, as `(chunk id, relevance)`.
+    async fn text_search(
+        &self,
+        store_id: i64,
+        terms: &[String],
+        limit: usize,
+        documents: Option<&[i64]>,
+    ) -> StoreResult<Vec<(i64, f64)>>;
+    /// The cosine similarity of `vector` to each of `chunks` that has a vector of `dims`.
+    async fn dense_scores(
+        &self,
+        dims: i32,
+        vector: &[f32],
+        chunks: &[i64],
+    ) -> StoreResult<Vec<(i64, f64)>>;
+    async fn chunk_hits(&self, chunks: &[i64]) -> StoreResult<Vec<ChunkHit>>;
+    async fn count_store_chunks(&self, store_id: i64) -> StoreResult<i64>;
+    async fn count_chunks_without_vectors(&self, store_id: i64) -> StoreResult<i64>;
+    /// `(id, text)` of chunks without a vector, by id after `after`.
+    async fn chunks_without_vectors(
+        &self,
+        store_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String)>>;
+    async fn set_chunk_vectors(
+        &self,
+        store_id: i64,
+        vectors: &[(i64, Vec<f32>)],
+    ) -> StoreResult<()>;
+
+    /// Claims the oldest job that is due, or whose worker's lease ran out.
+    async fn claim_knowledge_job(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Job>>;
+    /// Saves a job's state, unless another worker has claimed it since.
+    async fn update_knowledge_job(&self, job: &Job) -> StoreResult<bool>;
+    async fn knowledge_job(&self, id: i64) -> StoreResult<Option<Job>>;
+    /// A store's jobs, newest first (at most 100).
+    async fn knowledge_jobs(&self, store_id: i64) -> StoreResult<Vec<Job>>;
+}
+
 #[async_trait]
 pub trait Store:
     UserStore
@@ -463,6 +578,7 @@ pub trait Store:
     + WidgetStore
     + ChatStore
     + KeyStore
+    + KnowledgeStore
     + Send
     + Sync
 {

@@ -45,6 +45,7 @@ impl App {
             blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
             chat: config.chat.clone(),
             chat_limits: Arc::default(),
+            knowledge_jobs: Arc::default(),
         };
         Ok(App {
             config,

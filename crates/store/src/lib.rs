@@ -10,6 +10,7 @@ mod cache;
 mod chat;
 mod group;
 mod keys;
+mod knowledge;
 mod migrate;
 mod models;
 mod runs;
@@ -247,6 +248,7 @@ impl Db {
         };
         let pool = match backend {
             Backend::Sqlite => {
+                knowledge::register_sqlite_vec();
                 let options = SqliteConnectOptions::from_str(url)
                     .map_err(|err| ConnectError::BadUrl(err.to_string()))?
                     .create_if_missing(true)
