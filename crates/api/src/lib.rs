@@ -113,6 +113,7 @@ impl AppState {
         (name = "runs", description = "Workflow runs: start, inspect, resume, cancel"),
         (name = "api-keys", description = "Keys for servers calling the API"),
         (name = "chatkit", description = "The ChatKit server protocol: threads, items and streamed turns"),
+        (name = "vector-stores", description = "Knowledge bases: documents, ingestion jobs and hybrid search"),
         (name = "widgets", description = "The widget library: ChatKit widgets that workflows show"),
         (name = "settings", description = "Instance settings and usage reports"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
@@ -152,6 +153,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::widgets::router())
         .merge(routes::chatkit::router(max_upload))
         .merge(routes::api_keys::router())
+        .merge(routes::vector_stores::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

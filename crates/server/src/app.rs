@@ -107,6 +107,24 @@ impl App {
         Ok(())
     }
 
+    /// Starts this process's knowledge job workers (`knowledge.workers`); they stop when
+    /// the returned handle is dropped or stopped.
+    pub fn start_workers(&self) -> Workers {
+        self.start_workers_with(self.config.knowledge)
+    }
+
+    /// [`App::start_workers`] with other settings.
+    pub fn start_workers_with(
+        &self,
+        settings: domain::knowledge::jobs::KnowledgeSettings,
+    ) -> Workers {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let instance = format!("{}-{}", hostname(), std::process::id());
+        let handles =
+            domain::knowledge::jobs::spawn_workers(&self.services, settings, &instance, stopped);
+        Workers { stop, handles }
+    }
+
     pub fn router(&self) -> axum::Router {
         api::router(AppState::new(
             self.services.clone(),
@@ -123,6 +141,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.config.http.shutdown_timeout_secs);
         let router = self.router();
+        let workers = self.start_workers();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         // Streams write small events: without TCP_NODELAY, Nagle's algorithm and delayed
         // ACKs hold the first ones back for 40 ms.
@@ -153,10 +172,36 @@ impl App {
             result = server => result.context("the HTTP server failed")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
         }
+        workers.stop().await;
         self.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Background workers of this process.
+pub struct Workers {
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Asks the workers to stop and waits for their current jobs (a job cut short is
+    /// taken over by a worker once its lease runs out).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for handle in self.handles {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchyard".into())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

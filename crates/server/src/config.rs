@@ -35,6 +35,7 @@ pub struct Config {
     pub models: ModelSettings,
     pub engine: domain::runs::EngineSettings,
     pub chat: domain::chat::ChatSettings,
+    pub knowledge: domain::knowledge::jobs::KnowledgeSettings,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             models: ModelSettings::default(),
             engine: domain::runs::EngineSettings::default(),
             chat: domain::chat::ChatSettings::default(),
+            knowledge: domain::knowledge::jobs::KnowledgeSettings::default(),
         }
     }
 }
@@ -239,6 +241,9 @@ impl Config {
             && domain::users::normalize_email(email).is_err()
         {
             return Err(setting("auth.admin_email", "is not a valid email address"));
+        }
+        if self.knowledge.workers > 16 {
+            return Err(setting("knowledge.workers", "must be at most 16"));
         }
         if self.engine.max_steps < 1 {
             return Err(setting("engine.max_steps", "must be at least 1"));

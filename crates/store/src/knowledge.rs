@@ -10,8 +10,6 @@
 //!
 //! Every other statement is written once for both.
 
-use std::{collections::HashSet, sync::Mutex};
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
@@ -41,9 +39,6 @@ pub(crate) fn register_sqlite_vec() {
         }
     });
 }
-
-/// The dimensions whose index this process has made sure of.
-static INDEXED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 macro_rules! store_columns {
     () => {
@@ -269,10 +264,10 @@ impl Db {
     /// Makes sure the vector index for `dims` exists (once per process and dimension).
     async fn ensure_vector_index(&self, dims: i32) -> StoreResult<()> {
         check_dims(dims)?;
-        if INDEXED
+        if self
+            .vector_indexes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashSet::new)
             .contains(&dims)
         {
             return Ok(());
@@ -304,10 +299,9 @@ impl Db {
                 }
             }
         }
-        INDEXED
+        self.vector_indexes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(HashSet::new)
             .insert(dims);
         Ok(())
     }
@@ -485,11 +479,11 @@ impl KnowledgeStore for Db {
                         .await?;
                 }
                 if let Some(job) = job {
-                    sqlx::query(concat!(
+                    sqlx::query(
                         "INSERT INTO knowledge_jobs (kind, store_id, document_id, status, attempts, max_attempts, run_after,
                              lease_until, worker, done, total, error, created_at, updated_at)
-                         VALUES ($1, $2, NULL, 'queued', 0, $3, $4, NULL, NULL, 0, 0, NULL, $4, $4)"
-                    ))
+                         VALUES ($1, $2, NULL, 'queued', 0, $3, $4, NULL, NULL, 0, 0, NULL, $4, $4)",
+                    )
                     .bind(job.kind.as_str())
                     .bind(job.store_id)
                     .bind(job.max_attempts)
@@ -807,22 +801,23 @@ impl KnowledgeStore for Db {
             return Ok(Vec::new());
         }
         let limit = limit.clamp(1, 4096) as i64;
-        let (sql, query) = match self.backend {
-            // Any of the words; FTS5 ranks by BM25 (lower is better, so negated).
-            Backend::Sqlite => (
+        if self.backend == Backend::Postgres {
+            return self
+                .pg_text_search(store_id, &terms, limit, documents)
+                .await;
+        }
+        // Any of the words; FTS5 ranks by BM25 (lower is better, so negated).
+        let query = terms
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let rows: Vec<(i64, f64)> = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new(
                 "SELECT c.id, -bm25(vector_chunks_fts) AS score FROM vector_chunks_fts
                  JOIN vector_chunks c ON c.id = vector_chunks_fts.rowid
-                 WHERE vector_chunks_fts MATCH $1 AND c.store_id = $2",
-                terms.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" OR "),
-            ),
-            Backend::Postgres => (
-                "SELECT c.id, ts_rank_cd(c.tsv, q)::float8 AS score FROM vector_chunks c, to_tsquery('simple', $1) q
-                 WHERE c.tsv @@ q AND c.store_id = $2",
-                terms.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(" | "),
-            ),
-        };
-        let rows: Vec<(i64, f64)> = with_pool!(self, pool => {
-            let mut b = sqlx::QueryBuilder::new(sql);
+                 WHERE vector_chunks_fts MATCH ",
+            );
             b.push_bind(query.clone()).push(" AND c.store_id = ").push_bind(store_id);
             if let Some(documents) = documents {
                 b.push(" AND c.document_id IN (");
@@ -1080,6 +1075,74 @@ impl KnowledgeStore for Db {
     }
 }
 
+/// Document frequencies past this are not counted further (such words weigh little).
+const PG_DF_CAP: i64 = 10_000;
+
+impl Db {
+    /// PostgreSQL full text with the rarity of words taken into account, as BM25 does
+    /// (`ts_rank_cd` alone has no notion of it): a chunk scores the sum of the inverse
+    /// document frequencies of the query words it holds, plus up to 1 from `ts_rank_cd`
+    /// for how densely it holds them.
+    async fn pg_text_search(
+        &self,
+        store_id: i64,
+        terms: &[&String],
+        limit: i64,
+        documents: Option<&[i64]>,
+    ) -> StoreResult<Vec<(i64, f64)>> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(Vec::new());
+        };
+        let words: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+        let total: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(chunk_count)::bigint FROM vector_documents WHERE store_id = $1",
+        )
+        .bind(store_id)
+        .fetch_one(pool)
+        .await
+        .map_err(store_error)?;
+        let total = total.unwrap_or(0) as f64;
+        let frequencies: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t.term, (SELECT COUNT(*) FROM (SELECT 1 FROM vector_chunks c
+                 WHERE c.store_id = $1 AND c.tsv @@ to_tsquery('simple', switchyard_unaccent(t.term)) LIMIT $3) s)
+             FROM unnest($2::text[]) AS t(term)",
+        )
+        .bind(store_id)
+        .bind(&words)
+        .bind(PG_DF_CAP)
+        .fetch_all(pool)
+        .await
+        .map_err(store_error)?;
+        let mut b = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT c.id, (");
+        for (i, (term, df)) in frequencies.iter().enumerate() {
+            let df = *df as f64;
+            let idf = ((total - df + 0.5) / (df + 0.5) + 1.0).ln().max(0.0);
+            if i > 0 {
+                b.push(" + ");
+            }
+            b.push("CASE WHEN c.tsv @@ to_tsquery('simple', switchyard_unaccent(")
+                .push_bind(term.clone())
+                .push(")) THEN ")
+                .push_bind(idf)
+                .push("::float8 ELSE 0 END");
+        }
+        b.push(") + ts_rank_cd(c.tsv, q, 32)::float8 AS score FROM vector_chunks c, to_tsquery('simple', switchyard_unaccent(")
+            .push_bind(words.join(" | "))
+            .push(")) q WHERE c.tsv @@ q AND c.store_id = ")
+            .push_bind(store_id);
+        if let Some(documents) = documents {
+            b.push(" AND c.document_id = ANY(")
+                .push_bind(documents.to_vec())
+                .push(")");
+        }
+        b.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(limit);
+        b.build_query_as()
+            .fetch_all(pool)
+            .await
+            .map_err(store_error)
+    }
+}
+
 /// Which chunks an exact similarity scan covers.
 enum Scope<'a> {
     Store(i64),
@@ -1098,7 +1161,7 @@ impl Db {
     ) -> StoreResult<Vec<(i64, f64)>> {
         check_dims(dims)?;
         let head = match self.backend {
-            Backend::Sqlite => format!("SELECT c.id, 1 - vec_distance_cosine(v.embedding, "),
+            Backend::Sqlite => "SELECT c.id, 1 - vec_distance_cosine(v.embedding, ".to_string(),
             Backend::Postgres => "SELECT c.id, 1 - (c.embedding <=> ".to_string(),
         };
         let from = match self.backend {

@@ -216,6 +216,8 @@ pub struct Db {
     pub(crate) pool: Pool,
     backend: Backend,
     pub(crate) caches: std::sync::Arc<cache::Caches>,
+    /// The vector dimensions whose index this pool has made sure of.
+    pub(crate) vector_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +307,7 @@ impl Db {
         Ok(Db {
             pool,
             backend,
+            vector_indexes: std::sync::Arc::default(),
             caches: std::sync::Arc::new(cache::Caches::new(Duration::from_millis(
                 settings.cache_ttl_ms,
             ))),

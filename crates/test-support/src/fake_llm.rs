@@ -68,6 +68,7 @@ struct Shared {
     api_key: Option<String>,
     disconnects: AtomicUsize,
     responses: AtomicUsize,
+    embedding_failures: AtomicUsize,
 }
 
 /// A running fake; stops when dropped.
@@ -129,6 +130,11 @@ impl FakeLlm {
 
     pub fn requests(&self) -> Vec<Logged> {
         self.shared.log.lock().expect("lock").clone()
+    }
+
+    /// The next `n` embeddings requests fail with a 500.
+    pub fn fail_embeddings(&self, n: usize) {
+        self.shared.embedding_failures.store(n, Ordering::SeqCst);
     }
 
     /// How many streams the client abandoned before they ended.
@@ -421,17 +427,35 @@ async fn model_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
     }
 }
 
-/// A deterministic vector per text, so tests can compare.
+/// A deterministic vector per text that behaves like a (crude) semantic embedding: each
+/// word adds a signed unit to a dimension picked by its hash, so texts that share words
+/// point the same way and unrelated texts are nearly orthogonal. Clients normalise.
 fn vector(text: &str, dimensions: usize) -> Vec<f32> {
-    let mut state: u64 = 1469598103934665603;
-    (0..dimensions)
-        .map(|i| {
-            for byte in text.bytes().chain([i as u8]) {
-                state = (state ^ u64::from(byte)).wrapping_mul(1099511628211);
-            }
-            ((state % 2000) as f32 / 1000.0) - 1.0
-        })
-        .collect()
+    let dimensions = dimensions.max(1);
+    let mut out = vec![0.0f32; dimensions];
+    let hash = |word: &str, salt: u8| {
+        let mut state: u64 = 1469598103934665603;
+        for byte in word.bytes().chain([salt]) {
+            state = (state ^ u64::from(byte)).wrapping_mul(1099511628211);
+        }
+        state
+    };
+    let mut words = 0;
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let word = word.to_lowercase();
+        let h = hash(&word, 0);
+        let sign = if hash(&word, 1) & 1 == 0 { 1.0 } else { -1.0 };
+        out[(h % dimensions as u64) as usize] += sign;
+        words += 1;
+    }
+    if words == 0 {
+        // No words: still a fixed, non-zero vector.
+        out[0] = 1.0;
+    }
+    out
 }
 
 async fn embeddings(
@@ -444,7 +468,19 @@ async fn embeddings(
         Err(response) => return *response,
     };
     log(&shared, "/v1/embeddings", &body, authorization);
-    let dimensions = body["dimensions"].as_u64().unwrap_or(8) as usize;
+    let failing = shared
+        .embedding_failures
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": "the embedding backend is down", "type": "server_error"}})),
+        )
+            .into_response();
+    }
+    // 64 dimensions unless asked: enough for word overlap to dominate hash collisions.
+    let dimensions = body["dimensions"].as_u64().unwrap_or(64) as usize;
     let inputs: Vec<String> = match &body["input"] {
         Value::String(text) => vec![text.clone()],
         Value::Array(items) => items

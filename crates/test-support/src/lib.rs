@@ -144,6 +144,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub dir: TempDir,
     pub backend: TestBackend,
+    /// The knowledge job workers (stopped when the app is dropped).
+    pub workers: Option<server::app::Workers>,
 }
 
 /// A response with its body parsed as JSON (or `Value::Null` when empty or not JSON).
@@ -173,6 +175,16 @@ impl TestApp {
 
     /// Like [`TestApp::new`], after `adjust` has changed the configuration.
     pub async fn with_config(backend: TestBackend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        // `TEST_LOG=debug cargo test … -- --nocapture` shows the server's log.
+        static LOG: Once = Once::new();
+        LOG.call_once(|| {
+            if let Ok(filter) = std::env::var("TEST_LOG") {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_test_writer()
+                    .try_init();
+            }
+        });
         let dir = tempfile::Builder::new()
             .prefix("sy")
             .tempdir()
@@ -190,7 +202,9 @@ impl TestApp {
         let app = App::build(config.clone()).await.expect("the app builds");
         app.bootstrap().await.expect("bootstrap succeeds");
         let router = app.router();
+        let workers = app.start_workers();
         TestApp {
+            workers: Some(workers),
             app,
             router,
             config,

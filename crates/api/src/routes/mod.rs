@@ -9,5 +9,6 @@ pub mod models;
 pub mod runs;
 pub mod settings;
 pub mod users;
+pub mod vector_stores;
 pub mod widgets;
 pub mod workflows;

@@ -25,7 +25,6 @@ use crate::{Services, store::StoreError};
 /// How long a claim lasts without news from its worker.
 pub const LEASE: Duration = Duration::from_secs(60);
 const ATTEMPTS: i32 = 4;
-const FIRST_RETRY_SECS: i64 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -131,7 +130,12 @@ impl NewJob {
 /// Runs jobs until `stop` is set: claims the next ready job, runs it, and sleeps until
 /// woken (a job queued by this process) or a second passes (one queued elsewhere, or a
 /// retry coming due).
-pub async fn work(services: Services, worker: String, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn work(
+    services: Services,
+    worker: String,
+    settings: KnowledgeSettings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let wake = services.knowledge_jobs.clone();
     loop {
         if *stop.borrow() {
@@ -143,7 +147,7 @@ pub async fn work(services: Services, worker: String, stop: tokio::sync::watch::
             .await
         {
             Ok(Some(job)) => {
-                run_claimed(&services, job).await;
+                run_claimed(&services, job, settings.retry_base_secs).await;
                 continue;
             }
             Ok(None) => {}
@@ -153,13 +157,16 @@ pub async fn work(services: Services, worker: String, stop: tokio::sync::watch::
         tokio::select! {
             () = wake.notified() => {}
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => {}
+            changed = stop.changed() => if changed.is_err() {
+                // The sender is gone: nobody will ever ask again.
+                return;
+            },
         }
     }
 }
 
 /// Runs one claimed job and records how it ended.
-pub async fn run_claimed(services: &Services, mut job: Job) {
+pub async fn run_claimed(services: &Services, mut job: Job, retry_base_secs: u64) {
     let started = std::time::Instant::now();
     let result = match job.kind {
         JobKind::Ingest => ingest(services, &mut job).await,
@@ -189,7 +196,7 @@ pub async fn run_claimed(services: &Services, mut job: Job) {
                 tracing::warn!(job = job.id, kind = job.kind.as_str(), error = %message, "knowledge job failed");
             } else {
                 job.status = JobStatus::Queued;
-                let delay = FIRST_RETRY_SECS << (job.attempts.clamp(1, 10) - 1);
+                let delay = (retry_base_secs as i64) << (job.attempts.clamp(1, 10) - 1);
                 job.run_after = now + chrono::Duration::seconds(delay);
                 tracing::warn!(job = job.id, kind = job.kind.as_str(), error = %message,
                     retry_in_secs = delay, "knowledge job attempt failed");
@@ -338,17 +345,36 @@ async fn reembed(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
 /// Starts `workers` job workers; they stop when `stop` is set.
 pub fn spawn_workers(
     services: &Services,
-    workers: usize,
+    settings: KnowledgeSettings,
     instance: &str,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..workers)
+    (0..settings.workers)
         .map(|n| {
             let services = services.clone();
             let name = format!("{instance}/{n}");
-            tokio::spawn(work(services, name, stop.clone()))
+            tokio::spawn(work(services, name, settings, stop.clone()))
         })
         .collect()
+}
+
+/// How many job workers each replica runs (the `[knowledge]` table of the configuration).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// Ingestion workers in this process; 0 leaves ingestion to other replicas.
+    pub workers: usize,
+    /// The delay before a failed job's first retry, in seconds; it doubles at each retry.
+    pub retry_base_secs: u64,
+}
+
+impl Default for KnowledgeSettings {
+    fn default() -> Self {
+        KnowledgeSettings {
+            workers: 2,
+            retry_base_secs: 5,
+        }
+    }
 }
 
 /// Shared so a new job wakes an idle worker of this process at once.

@@ -395,7 +395,7 @@ pub async fn delete_store(services: &Services, actor: &User, slug: &str) -> Know
 
 /// Where an uploaded file's bytes are kept until (and after) ingestion.
 pub fn blob_key(store_id: i64, document_id: i64) -> String {
-    format!("knowledge/{store_id}/{document_id}")
+    format!("knowledge-{store_id}-{document_id}")
 }
 
 pub async fn list_documents(services: &Services, slug: &str) -> KnowledgeResult<Vec<Document>> {

@@ -4,6 +4,13 @@
 -- `embedding::vector(<dims>)`) is created when a store first embeds at that dimension.
 
 CREATE EXTENSION IF NOT EXISTS vector;
+CREATE EXTENSION IF NOT EXISTS unaccent;
+
+-- Full text folds accents ("été" finds "ete") as SQLite's FTS5 does; a generated column
+-- needs an immutable function, and unaccent() alone is only stable.
+CREATE FUNCTION switchyard_unaccent(text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    AS $$ SELECT public.unaccent('public.unaccent'::regdictionary, $1) $$;
 
 CREATE TABLE vector_stores (
     id BIGSERIAL PRIMARY KEY,
@@ -48,7 +55,7 @@ CREATE TABLE vector_chunks (
     metadata JSONB NOT NULL,
     dims INTEGER,
     embedding vector,
-    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED,
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', switchyard_unaccent(text))) STORED,
     UNIQUE (document_id, chunk_index)
 );
 CREATE INDEX vector_chunks_store_idx ON vector_chunks (store_id);

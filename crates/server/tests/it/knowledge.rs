@@ -1,0 +1,951 @@
+//! Knowledge bases: stores and documents, JSON and file ingestion (background jobs with
+//! retries and takeover), and hybrid search, on both databases, through the API.
+
+use std::time::Duration;
+
+use axum::{
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use serde_json::{Value, json};
+use test_support::{TestApp, TestBackend, TestResponse, backend_tests, fake_llm::FakeLlm};
+
+backend_tests!(
+    stores_documents_and_full_text_search,
+    hybrid_search_with_an_embedding_model,
+    files_ingest_in_background_jobs,
+    failed_jobs_retry_and_give_up,
+    a_job_left_by_a_dead_worker_is_taken_over,
+);
+
+/// A fake OpenAI-compatible server as a provider (no client retries, so scripted failures
+/// reach the job) with an embedding model; returns the fake and the model's id.
+async fn embedding_model(app: &TestApp, token: &str) -> (FakeLlm, i64) {
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(token),
+            json!({"kind": "openai_compatible", "label": format!("Embeddings {}", fake.base_url), "api_base": fake.base_url, "max_retries": 0}),
+        )
+        .await;
+    assert_eq!(provider.status, StatusCode::CREATED, "{}", provider.text);
+    let model = app
+        .post(
+            "/api/admin/models",
+            Some(token),
+            json!({"provider_id": provider.body["id"], "name": "fake-embed"}),
+        )
+        .await;
+    assert_eq!(model.status, StatusCode::CREATED, "{}", model.text);
+    (fake, model.body["id"].as_i64().unwrap())
+}
+
+async fn search(app: &TestApp, token: &str, slug: &str, body: Value) -> TestResponse {
+    let response = app
+        .post(
+            &format!("/api/vector-stores/{slug}/search_json"),
+            Some(token),
+            body,
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    response
+}
+
+fn doc_ids(results: &Value) -> Vec<&str> {
+    results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["doc_id"].as_str().unwrap())
+        .collect()
+}
+
+/// Posts a file as `multipart/form-data` with extra text fields.
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    slug: &str,
+    filename: &str,
+    content: &[u8],
+    fields: &[(&str, &str)],
+) -> TestResponse {
+    let boundary = "switchyard-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(content);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/vector-stores/{slug}/files"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap();
+    app.send(request).await
+}
+
+/// Polls a job until it is done or failed.
+async fn finished_job(app: &TestApp, token: &str, slug: &str, id: i64) -> Value {
+    for _ in 0..200 {
+        let job = app
+            .get(&format!("/api/vector-stores/{slug}/jobs/{id}"), Some(token))
+            .await;
+        assert_eq!(job.status, StatusCode::OK, "{}", job.text);
+        if matches!(job.body["status"].as_str(), Some("done" | "failed")) {
+            return job.body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+async fn stores_documents_and_full_text_search(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (_, user) = app
+        .create_user("reader@example.com", "reader-password", false)
+        .await;
+
+    // Stores: validation, conflicts, and administrators only.
+    let created = app
+        .post(
+            "/api/vector-stores",
+            Some(&admin),
+            json!({"slug": "handbook", "title": "Handbook", "metadata": {"team": "ops"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["documents_count"], 0);
+    assert_eq!(created.body["embedding_model_id"], Value::Null);
+    assert_eq!(created.body["chunk_tokens"], 400);
+    let again = app
+        .post(
+            "/api/vector-stores",
+            Some(&admin),
+            json!({"slug": "handbook"}),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "vector_store_exists")
+    );
+    for bad in [
+        json!({"slug": "Bad Slug"}),
+        json!({"slug": "x", "chunk_tokens": 10}),
+        json!({"slug": "x", "chunk_tokens": 100, "chunk_overlap": 80}),
+        json!({"slug": "x", "metadata": [1]}),
+        json!({"slug": "x", "embedding_model_id": 999}),
+    ] {
+        let refused = app
+            .post("/api/vector-stores", Some(&admin), bad.clone())
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            refused.text
+        );
+        assert!(!refused.code().is_empty());
+    }
+    let forbidden = app
+        .post("/api/vector-stores", Some(&user), json!({"slug": "mine"}))
+        .await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/api/vector-stores", Some(&user)).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // JSON ingestion, as the seed does it: flattened lines, chunked by entries.
+    let ingest = |doc_id: &str, document: Value, metadata: Value| {
+        let body = json!({"doc_id": doc_id, "document": document, "metadata": metadata});
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            app.post("/api/vector-stores/handbook/documents", Some(&admin), body)
+                .await
+        }
+    };
+    let vpn = ingest(
+        "vpn",
+        json!({"title": "VPN access", "steps": ["Install the client", "Sign in with your badge"], "owner": "it"}),
+        json!({"lang": "en", "year": 2023}),
+    )
+    .await;
+    assert_eq!(vpn.status, StatusCode::CREATED, "{}", vpn.text);
+    assert_eq!(vpn.body["doc_id"], "vpn");
+    assert_eq!(vpn.body["chunk_count"], 1);
+    assert_eq!(vpn.body["metadata"]["line_count"], 4);
+    let many: Value = (0..100)
+        .map(|i| {
+            (
+                format!("rule{i:03}"),
+                json!(format!("Expense rule {i} about travel")),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let expenses = ingest("expenses", many, json!({"lang": "en", "year": 2025})).await;
+    assert_eq!(
+        expenses.body["chunk_count"], 3,
+        "windows of 40 entries with 8 repeated"
+    );
+    let holidays = ingest(
+        "holidays",
+        json!({"title": "Jours fériés", "text": "Le bureau ferme pendant les congés d'été."}),
+        json!({"lang": "fr", "year": 2024}),
+    )
+    .await;
+    assert_eq!(holidays.status, StatusCode::CREATED);
+    let bad = app
+        .post(
+            "/api/vector-stores/handbook/documents",
+            Some(&admin),
+            json!({"doc_id": "", "document": {}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Full-text search without a model says so, and ranks by the query's words.
+    let found = search(
+        &app,
+        &user,
+        "handbook",
+        json!({"query": "badge client install"}),
+    )
+    .await;
+    assert_eq!(found.headers["x-search-mode"], "full_text");
+    assert!(
+        found.headers["x-search-notice"]
+            .to_str()
+            .unwrap()
+            .contains("no embedding model")
+    );
+    assert_eq!(doc_ids(&found.body), ["vpn"]);
+    let hit = &found.body[0];
+    assert_eq!(hit["dense_score"], Value::Null);
+    assert!(hit["bm25_score"].as_f64().unwrap() > 0.0);
+    assert_eq!(hit["title"], "VPN access");
+    assert_eq!(hit["document_metadata"]["lang"], "en");
+    assert_eq!(hit["metadata"]["chunk_index"], 0);
+    assert!(
+        hit["text"]
+            .as_str()
+            .unwrap()
+            .contains("steps[1]: Sign in with your badge")
+    );
+    // Accents fold, words are matched whole.
+    let accents = search(&app, &user, "handbook", json!({"query": "ete conges"})).await;
+    assert_eq!(doc_ids(&accents.body), ["holidays"], "{}", accents.text);
+
+    // Filters on document metadata: equality, lists, ranges; and top_k.
+    let filtered = search(&app, &user, "handbook", json!({"query": "travel badge bureau", "top_k": 10, "metadata_filters": {"year": {"gte": 2024}}})).await;
+    let ids = doc_ids(&filtered.body);
+    assert!(
+        ids.contains(&"expenses") && ids.contains(&"holidays") && !ids.contains(&"vpn"),
+        "{ids:?}"
+    );
+    let french = search(
+        &app,
+        &user,
+        "handbook",
+        json!({"query": "travel badge bureau", "metadata_filters": {"lang": {"in": ["fr"]}}}),
+    )
+    .await;
+    assert_eq!(doc_ids(&french.body), ["holidays"]);
+    let none = search(
+        &app,
+        &user,
+        "handbook",
+        json!({"query": "travel", "metadata_filters": {"lang": "de"}}),
+    )
+    .await;
+    assert_eq!(none.body, json!([]));
+    let two = search(
+        &app,
+        &user,
+        "handbook",
+        json!({"query": "expense travel rule", "top_k": 2}),
+    )
+    .await;
+    assert_eq!(doc_ids(&two.body), ["expenses", "expenses"]);
+
+    // Documents, grouped with their best chunks; and search inside one document.
+    let docs = app
+        .post(
+            "/api/vector-stores/handbook/search_documents",
+            Some(&user),
+            json!({"query": "expense rule travel badge", "chunks_per_document": 2}),
+        )
+        .await;
+    assert_eq!(docs.status, StatusCode::OK, "{}", docs.text);
+    assert_eq!(docs.body[0]["doc_id"], "expenses");
+    assert_eq!(docs.body[0]["matches"].as_array().unwrap().len(), 2);
+    let score: f64 = docs.body[0]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["score"].as_f64().unwrap())
+        .sum();
+    assert!(docs.body[0]["score"].as_f64().unwrap() >= score - 1e-9);
+    let inside = app
+        .post(
+            "/api/vector-stores/handbook/documents/expenses/search",
+            Some(&user),
+            json!({"query": "rule 99"}),
+        )
+        .await;
+    assert_eq!(inside.status, StatusCode::OK, "{}", inside.text);
+    assert!(doc_ids(&inside.body).iter().all(|d| *d == "expenses"));
+    assert_eq!(
+        inside.body[0]["chunk_index"], 2,
+        "rule 99 is in the last window"
+    );
+    let missing = app
+        .post(
+            "/api/vector-stores/handbook/documents/nope/search",
+            Some(&user),
+            json!({"query": "x"}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Bad searches are refused clearly.
+    for body in [
+        json!({"query": " "}),
+        json!({"query": "x", "top_k": 0}),
+        json!({"query": "x", "top_k": 51}),
+        json!({"query": "x", "ranking": "magic"}),
+        json!({"query": "x", "metadata_filters": {"year": {"in": 3}}}),
+    ] {
+        let refused = app
+            .post(
+                "/api/vector-stores/handbook/search_json",
+                Some(&user),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            refused.text
+        );
+    }
+    let unknown = app
+        .post(
+            "/api/vector-stores/nope/search_json",
+            Some(&user),
+            json!({"query": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::NOT_FOUND, "vector_store_not_found")
+    );
+
+    // Re-ingesting a doc_id replaces it: the old words are gone from the index.
+    let replaced = ingest(
+        "vpn",
+        json!({"title": "VPN access", "steps": ["Use the new portal"]}),
+        json!({"lang": "en"}),
+    )
+    .await;
+    assert_eq!(replaced.status, StatusCode::CREATED);
+    let old = search(&app, &user, "handbook", json!({"query": "badge"})).await;
+    assert_eq!(old.body, json!([]), "{}", old.text);
+    let new = search(&app, &user, "handbook", json!({"query": "portal"})).await;
+    assert_eq!(doc_ids(&new.body), ["vpn"]);
+
+    // A document with its content and chunks (users may read it), listing, deletion.
+    let detail = app
+        .get(
+            "/api/vector-stores/handbook/documents/expenses",
+            Some(&user),
+        )
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(
+        detail.body["document"]["rule000"],
+        "Expense rule 0 about travel"
+    );
+    assert_eq!(detail.body["chunks"].as_array().unwrap().len(), 3);
+    assert_eq!(detail.body["chunks"][1]["embedded"], false);
+    assert_eq!(detail.body["status"], "ready");
+    let listed = app
+        .get("/api/vector-stores/handbook/documents", Some(&admin))
+        .await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 3);
+    let store = app.get("/api/vector-stores/handbook", Some(&admin)).await;
+    assert_eq!(store.body["documents_count"], 3);
+    assert_eq!(
+        app.delete(
+            "/api/vector-stores/handbook/documents/expenses",
+            Some(&user)
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.delete(
+            "/api/vector-stores/handbook/documents/expenses",
+            Some(&admin)
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete(
+            "/api/vector-stores/handbook/documents/expenses",
+            Some(&admin)
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let gone = search(&app, &user, "handbook", json!({"query": "expense travel"})).await;
+    assert_eq!(gone.body, json!([]));
+
+    // Ingestion creates a missing store; a protected store cannot be deleted.
+    let auto = app
+        .post(
+            "/api/vector-stores/faq/documents",
+            Some(&admin),
+            json!({"doc_id": "q1", "document": {"q": "Where?"}, "store_title": "FAQ"}),
+        )
+        .await;
+    assert_eq!(auto.status, StatusCode::CREATED, "{}", auto.text);
+    assert_eq!(
+        app.get("/api/vector-stores/faq", Some(&admin)).await.body["title"],
+        "FAQ"
+    );
+    let protect = app
+        .patch(
+            "/api/vector-stores/faq",
+            Some(&admin),
+            json!({"protected": true, "description": "Questions"}),
+        )
+        .await;
+    assert_eq!(protect.status, StatusCode::OK, "{}", protect.text);
+    assert_eq!(protect.body["description"], "Questions");
+    let refused = app.delete("/api/vector-stores/faq", Some(&admin)).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "vector_store_protected")
+    );
+    assert_eq!(
+        app.delete("/api/vector-stores/handbook", Some(&admin))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get("/api/vector-stores/handbook", Some(&admin))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let stores = app.get("/api/vector-stores", Some(&admin)).await;
+    assert_eq!(stores.body.as_array().unwrap().len(), 1);
+}
+
+async fn hybrid_search_with_an_embedding_model(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (fake, model) = embedding_model(&app, &admin).await;
+    let created = app
+        .post(
+            "/api/vector-stores",
+            Some(&admin),
+            json!({"slug": "kb", "embedding_model_id": model}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let docs = [
+        (
+            "solar",
+            "Solar panels turn sunlight into electric energy for the house roof",
+        ),
+        (
+            "cake",
+            "Chocolate cake recipe with butter sugar eggs and flour baked slowly",
+        ),
+        (
+            "garden",
+            "Planting tomatoes in the garden needs sunlight water and patience",
+        ),
+        (
+            "bikes",
+            "Repairing bicycle brakes and chains with simple workshop tools",
+        ),
+    ];
+    for (id, text) in docs {
+        let done = app
+            .post(
+                "/api/vector-stores/kb/documents",
+                Some(&admin),
+                json!({"doc_id": id, "document": {"text": text}}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::CREATED, "{}", done.text);
+    }
+    let store = app.get("/api/vector-stores/kb", Some(&admin)).await;
+    assert_eq!(store.body["dimensions"], 64);
+    let embedded = app
+        .get("/api/vector-stores/kb/documents/cake", Some(&admin))
+        .await;
+    assert_eq!(embedded.body["chunks"][0]["embedded"], true);
+
+    // Hybrid: both scores on every result; the closest meaning ranks first even with no
+    // shared rare word, and the nearest vectors come from the index.
+    let found = search(
+        &app,
+        &admin,
+        "kb",
+        json!({"query": "electric energy from sunlight", "top_k": 4}),
+    )
+    .await;
+    assert_eq!(found.headers["x-search-mode"], "hybrid");
+    assert!(found.headers.get("x-search-notice").is_none());
+    let ids = doc_ids(&found.body);
+    assert_eq!(ids[0], "solar", "{}", found.text);
+    assert_eq!(ids.len(), 4, "every document is a vector candidate");
+    for hit in found.body.as_array().unwrap() {
+        let dense = hit["dense_score"]
+            .as_f64()
+            .expect("every result has its similarity");
+        assert!((-1.0..=1.0001).contains(&dense));
+    }
+    let scores: Vec<f64> = found
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // Dense alone (no shared word at all with "garden"): the vector still finds it.
+    let semantic = search(&app, &admin, "kb", json!({"query": "tomatoes patience", "top_k": 1, "ranking": "weighted", "dense_weight": 1.0, "sparse_weight": 0.0})).await;
+    assert_eq!(doc_ids(&semantic.body), ["garden"]);
+    // The seed's weighted scores: (w_d·(dense+1)/2 + w_s·bm25/max) / (w_d + w_s).
+    let weighted = search(
+        &app,
+        &admin,
+        "kb",
+        json!({"query": "chocolate cake", "dense_weight": 0.5, "sparse_weight": 0.5}),
+    )
+    .await;
+    let top = &weighted.body[0];
+    assert_eq!(top["doc_id"], "cake");
+    let expected = (0.5 * (top["dense_score"].as_f64().unwrap() + 1.0) / 2.0 + 0.5 * 1.0) / 1.0;
+    assert!(
+        (top["score"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{top}"
+    );
+    // Queries are embedded with the store's model.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path == "/v1/embeddings" && r.body["input"] == json!(["chocolate cake"]))
+    );
+
+    // The embedding service down: search falls back to full text and says so.
+    fake.fail_embeddings(1);
+    let degraded = search(&app, &admin, "kb", json!({"query": "bicycle brakes"})).await;
+    assert_eq!(degraded.headers["x-search-mode"], "full_text");
+    assert!(
+        degraded.headers["x-search-notice"]
+            .to_str()
+            .unwrap()
+            .contains("semantic search is unavailable")
+    );
+    assert_eq!(doc_ids(&degraded.body)[0], "bikes");
+
+    // Another model: the vectors are dropped at once and rebuilt by a job.
+    let (_other, second) = embedding_model(&app, &admin).await;
+    let changed = app
+        .patch(
+            "/api/vector-stores/kb",
+            Some(&admin),
+            json!({"embedding_model_id": second}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let jobs = app.get("/api/vector-stores/kb/jobs", Some(&admin)).await;
+    let job = jobs.body[0].clone();
+    assert_eq!(job["kind"], "reembed");
+    let job = finished_job(&app, &admin, "kb", job["id"].as_i64().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(
+        (job["done"].clone(), job["total"].clone()),
+        (json!(4), json!(4))
+    );
+    let after = search(
+        &app,
+        &admin,
+        "kb",
+        json!({"query": "electric energy from sunlight"}),
+    )
+    .await;
+    assert_eq!(after.headers["x-search-mode"], "hybrid");
+    assert_eq!(doc_ids(&after.body)[0], "solar");
+    let store = app.get("/api/vector-stores/kb", Some(&admin)).await;
+    assert_eq!(
+        (
+            store.body["embedding_model_id"].as_i64(),
+            store.body["dimensions"].as_i64()
+        ),
+        (Some(second), Some(64))
+    );
+    // No model: full-text only again.
+    let off = app
+        .patch(
+            "/api/vector-stores/kb",
+            Some(&admin),
+            json!({"embedding_model_id": null}),
+        )
+        .await;
+    assert_eq!(off.body["dimensions"], Value::Null);
+    let plain = search(&app, &admin, "kb", json!({"query": "chocolate"})).await;
+    assert_eq!(plain.headers["x-search-mode"], "full_text");
+    assert_eq!(doc_ids(&plain.body), ["cake"]);
+}
+
+async fn files_ingest_in_background_jobs(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (_fake, model) = embedding_model(&app, &admin).await;
+    app.post("/api/vector-stores", Some(&admin), json!({"slug": "docs", "embedding_model_id": model, "chunk_tokens": 60, "chunk_overlap": 10}))
+        .await;
+
+    let mut markdown = String::from("# Installation\n\n");
+    for i in 0..20 {
+        markdown.push_str(&format!(
+            "Step {i} copies the program files into the target folder. "
+        ));
+    }
+    markdown.push_str(
+        "\n\n## Network\n\nOpen port 8443 on the firewall. Then restart the gateway service.\n",
+    );
+    let accepted = upload(
+        &app,
+        &admin,
+        "docs",
+        "guide.md",
+        markdown.as_bytes(),
+        &[
+            ("title", "Install guide"),
+            ("metadata", r#"{"product": "gateway"}"#),
+        ],
+    )
+    .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    assert_eq!(accepted.body["document"]["status"], "pending");
+    assert_eq!(accepted.body["document"]["doc_id"], "guide.md");
+    assert_eq!(accepted.body["job"]["kind"], "ingest");
+    let job = finished_job(
+        &app,
+        &admin,
+        "docs",
+        accepted.body["job"]["id"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["doc_id"], "guide.md");
+    assert!(job["total"].as_i64().unwrap() > 3);
+    assert_eq!(job["done"], job["total"]);
+    let doc = app
+        .get("/api/vector-stores/docs/documents/guide.md", Some(&admin))
+        .await;
+    assert_eq!(doc.body["status"], "ready", "{}", doc.text);
+    assert_eq!(doc.body["title"], "Install guide");
+    assert_eq!(doc.body["mime_type"], "text/markdown");
+    let chunks = doc.body["chunks"].as_array().unwrap();
+    assert!(chunks.len() > 3);
+    assert!(chunks.iter().all(|c| c["embedded"] == true));
+    let network = chunks
+        .iter()
+        .find(|c| c["text"].as_str().unwrap().contains("8443"))
+        .unwrap();
+    assert!(network["text"].as_str().unwrap().starts_with("## Network"));
+    assert_eq!(network["metadata"]["section"], "Installation > Network");
+    let found = search(
+        &app,
+        &admin,
+        "docs",
+        json!({"query": "firewall port", "metadata_filters": {"product": "gateway"}}),
+    )
+    .await;
+    assert_eq!(
+        found.body[0]["chunk_index"], network["chunk_index"],
+        "{}",
+        found.text
+    );
+    assert_eq!(found.body[0]["filename"], "guide.md");
+
+    // HTML and CSV, with an explicit doc_id.
+    let html = b"<html><head><style>x{}</style></head><body><h1>Prices</h1><p>The premium plan costs &euro;20 &amp; includes support.</p></body></html>";
+    let page = upload(
+        &app,
+        &admin,
+        "docs",
+        "prices.html",
+        html,
+        &[("doc_id", "prices")],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::ACCEPTED, "{}", page.text);
+    let csv = b"city,country\nLyon,France\nOsaka,Japan\n";
+    let table = upload(&app, &admin, "docs", "cities.csv", csv, &[]).await;
+    for response in [&page, &table] {
+        let job = finished_job(
+            &app,
+            &admin,
+            "docs",
+            response.body["job"]["id"].as_i64().unwrap(),
+        )
+        .await;
+        assert_eq!(job["status"], "done", "{job}");
+    }
+    let prices = search(
+        &app,
+        &admin,
+        "docs",
+        json!({"query": "premium plan support"}),
+    )
+    .await;
+    assert_eq!(prices.body[0]["doc_id"], "prices");
+    assert!(
+        prices.body[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("# Prices")
+    );
+    let cities = search(&app, &admin, "docs", json!({"query": "Osaka"})).await;
+    assert_eq!(cities.body[0]["doc_id"], "cities.csv");
+    assert!(
+        cities.body[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("row 2.city: Osaka")
+    );
+
+    // Refusals: an unknown type, a broken file (the job fails without retrying), no file.
+    let exe = upload(&app, &admin, "docs", "tool.exe", b"MZ", &[]).await;
+    assert_eq!(
+        (exe.status, exe.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_file")
+    );
+    let broken = upload(&app, &admin, "docs", "broken.json", b"{not json", &[]).await;
+    assert_eq!(broken.status, StatusCode::ACCEPTED);
+    let job = finished_job(
+        &app,
+        &admin,
+        "docs",
+        broken.body["job"]["id"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("failed"), Some(1))
+    );
+    assert!(job["error"].as_str().unwrap().contains("not valid JSON"));
+    let doc = app
+        .get(
+            "/api/vector-stores/docs/documents/broken.json",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(doc.body["status"], "failed");
+    let bad_meta = upload(&app, &admin, "docs", "a.txt", b"hi", &[("metadata", "[1]")]).await;
+    assert_eq!(
+        bad_meta.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bad_meta.text
+    );
+    let no_file = app
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/api/vector-stores/docs/files")
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(no_file.status, StatusCode::BAD_REQUEST, "{}", no_file.text);
+    let (_, user) = app
+        .create_user("u@example.com", "user-password", false)
+        .await;
+    assert_eq!(
+        upload(&app, &user, "docs", "a.txt", b"hi", &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+async fn failed_jobs_retry_and_give_up(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| config.knowledge.retry_base_secs = 0).await;
+    let admin = app.admin_token().await;
+    let (fake, model) = embedding_model(&app, &admin).await;
+    app.post(
+        "/api/vector-stores",
+        Some(&admin),
+        json!({"slug": "kb", "embedding_model_id": model}),
+    )
+    .await;
+
+    // Two failed attempts, then it works: the document is ready after the third.
+    fake.fail_embeddings(2);
+    let accepted = upload(
+        &app,
+        &admin,
+        "kb",
+        "notes.txt",
+        b"The quarterly report is due on Friday.",
+        &[],
+    )
+    .await;
+    let job = finished_job(
+        &app,
+        &admin,
+        "kb",
+        accepted.body["job"]["id"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("done"), Some(3)),
+        "{job}"
+    );
+    assert_eq!(job["error"], Value::Null);
+    let doc = app
+        .get("/api/vector-stores/kb/documents/notes.txt", Some(&admin))
+        .await;
+    assert_eq!(doc.body["status"], "ready");
+
+    // Always failing: it gives up after four attempts, with the error, and other
+    // documents go on.
+    fake.fail_embeddings(1000);
+    let doomed = upload(
+        &app,
+        &admin,
+        "kb",
+        "doomed.txt",
+        b"Nothing will embed this.",
+        &[],
+    )
+    .await;
+    let job = finished_job(
+        &app,
+        &admin,
+        "kb",
+        doomed.body["job"]["id"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("failed"), Some(4)),
+        "{job}"
+    );
+    assert!(
+        job["error"].as_str().unwrap().contains("embedding"),
+        "{job}"
+    );
+    let doc = app
+        .get("/api/vector-stores/kb/documents/doomed.txt", Some(&admin))
+        .await;
+    assert_eq!(doc.body["status"], "failed");
+    assert!(doc.body["error"].as_str().is_some());
+    fake.fail_embeddings(0);
+    let fine = upload(&app, &admin, "kb", "fine.txt", b"This one embeds.", &[]).await;
+    let job = finished_job(&app, &admin, "kb", fine.body["job"]["id"].as_i64().unwrap()).await;
+    assert_eq!(job["status"], "done");
+    let found = search(&app, &admin, "kb", json!({"query": "quarterly report"})).await;
+    assert_eq!(doc_ids(&found.body)[0], "notes.txt");
+}
+
+async fn a_job_left_by_a_dead_worker_is_taken_over(backend: TestBackend) {
+    // No workers at first: the job stays queued.
+    let mut app = TestApp::with_config(backend, |config| config.knowledge.workers = 0).await;
+    let admin = app.admin_token().await;
+    app.post("/api/vector-stores", Some(&admin), json!({"slug": "kb"}))
+        .await;
+    let accepted = upload(
+        &app,
+        &admin,
+        "kb",
+        "a.md",
+        b"# Title\n\nSome words to find.",
+        &[],
+    )
+    .await;
+    let id = accepted.body["job"]["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = app
+        .get(&format!("/api/vector-stores/kb/jobs/{id}"), Some(&admin))
+        .await;
+    assert_eq!(queued.body["status"], "queued");
+
+    // A worker claims it and dies; its lease ends at once.
+    let store = &app.app.services.store;
+    let now = chrono::Utc::now();
+    let claimed = store
+        .claim_knowledge_job("dead-worker", now, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("the queued job is claimed");
+    assert_eq!((claimed.id, claimed.attempts), (id, 1));
+    // While the lease lasts, nobody else takes it.
+    assert!(
+        store
+            .claim_knowledge_job("other", now, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A restarted replica's workers take the job over and finish it.
+    app.workers = Some(
+        app.app
+            .start_workers_with(domain::knowledge::jobs::KnowledgeSettings {
+                workers: 1,
+                retry_base_secs: 0,
+            }),
+    );
+    let job = finished_job(&app, &admin, "kb", id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("done"), Some(2)),
+        "{job}"
+    );
+    // The dead worker's late report is ignored.
+    let mut late = claimed.clone();
+    late.status = domain::knowledge::JobStatus::Failed;
+    assert!(!store.update_knowledge_job(&late).await.unwrap());
+    let found = search(&app, &admin, "kb", json!({"query": "words"})).await;
+    assert_eq!(doc_ids(&found.body), ["a.md"]);
+}
