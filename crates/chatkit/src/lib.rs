@@ -445,6 +445,12 @@ pub enum ItemUpdate {
     },
     #[serde(rename = "assistant_message.content_part.text_delta")]
     TextDelta { content_index: usize, delta: String },
+    #[serde(rename = "assistant_message.content_part.annotation_added")]
+    AnnotationAdded {
+        content_index: usize,
+        annotation_index: usize,
+        annotation: Value,
+    },
     #[serde(rename = "assistant_message.content_part.done")]
     ContentPartDone {
         content_index: usize,

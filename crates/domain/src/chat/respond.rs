@@ -787,13 +787,16 @@ impl TurnStream<'_> {
             }
             "assistant_message" => {
                 let full = text("text");
+                let annotations = annotations(&event.data["sources"]);
                 if self.open.as_ref().is_some_and(|o| o.node == node) {
-                    self.close_open(Some(full)).await;
+                    self.close_open_cited(Some(full), annotations).await;
                 } else {
                     self.close_open(None).await;
                     self.close_work().await;
+                    let mut content = OutputText::new(full);
+                    content.annotations = annotations;
                     let item = self.item(ItemBody::AssistantMessage {
-                        content: vec![OutputText::new(full)],
+                        content: vec![content],
                     });
                     self.done(item).await;
                 }
@@ -1063,12 +1066,29 @@ impl TurnStream<'_> {
     }
 
     async fn close_open(&mut self, full: Option<String>) {
+        self.close_open_cited(full, Vec::new()).await;
+    }
+
+    /// Closes the streamed assistant message, adding its citations first.
+    async fn close_open_cited(&mut self, full: Option<String>, annotations: Vec<Value>) {
         let Some(open) = self.open.take() else {
             return;
         };
         self.close_work().await;
+        for (annotation_index, annotation) in annotations.iter().enumerate() {
+            self.send(StreamEvent::ItemUpdated {
+                item_id: open.item.id.clone(),
+                update: ItemUpdate::AnnotationAdded {
+                    content_index: 0,
+                    annotation_index,
+                    annotation: annotation.clone(),
+                },
+            })
+            .await;
+        }
         let text = full.unwrap_or(open.text);
-        let content = OutputText::new(text);
+        let mut content = OutputText::new(text);
+        content.annotations = annotations;
         self.send(StreamEvent::ItemUpdated {
             item_id: open.item.id.clone(),
             update: ItemUpdate::ContentPartDone {
@@ -1172,4 +1192,15 @@ impl TurnStream<'_> {
             let _ = self.services.store.insert_chat_item(&context).await;
         }
     }
+}
+
+/// ChatKit annotations for the sources an answer cites (`[n]` is the n-th source).
+fn annotations(sources: &Value) -> Vec<Value> {
+    sources
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("type").and_then(Value::as_str).is_some())
+        .map(|source| json!({"type": "annotation", "source": source, "index": null}))
+        .collect()
 }

@@ -467,11 +467,34 @@ pub async fn ingest_json(
     input: JsonIngest,
 ) -> KnowledgeResult<Document> {
     require_admin(actor)?;
+    ingest_json_into(services, Some(actor), actor.id, slug, input).await
+}
+
+/// JSON ingestion for a workflow step (`json_vector_store`): the store must exist, and the
+/// run's user needs no administrator rights (the workflow's author chose the store).
+pub async fn ingest_json_from_workflow(
+    services: &Services,
+    user_id: i64,
+    slug: &str,
+    input: JsonIngest,
+) -> KnowledgeResult<Document> {
+    ingest_json_into(services, None, user_id, slug, input).await
+}
+
+/// Ingests a JSON document; `creator` (an administrator) creates the store when missing.
+async fn ingest_json_into(
+    services: &Services,
+    creator: Option<&User>,
+    user_id: i64,
+    slug: &str,
+    input: JsonIngest,
+) -> KnowledgeResult<Document> {
     check_doc_id(&input.doc_id)?;
     check_metadata(&input.metadata)?;
-    let store = match services.store.vector_store(slug).await? {
-        Some(store) => store,
-        None => {
+    let store = match (services.store.vector_store(slug).await?, creator) {
+        (Some(store), _) => store,
+        (None, None) => return Err(KnowledgeError::StoreNotFound(slug.to_string())),
+        (None, Some(actor)) => {
             let new = NewVectorStore {
                 slug: slug.to_string(),
                 title: input.store_title.clone(),
@@ -495,7 +518,7 @@ pub async fn ingest_json(
         metadata.insert("redactions".into(), json!(flat.redactions));
     }
     let texts = chunking::chunk_entries(&flat.entries);
-    let chunks = embed_chunks(services, &store, &input.doc_id, texts, Some(actor.id)).await?;
+    let chunks = embed_chunks(services, &store, &input.doc_id, texts, Some(user_id)).await?;
     let new = NewDocument {
         doc_id: input.doc_id,
         title: input

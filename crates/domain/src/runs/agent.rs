@@ -38,6 +38,8 @@ enum AgentTool {
     Client(ToolSpec),
     /// Runs another published workflow with the model's message as its input.
     Workflow(ToolSpec, WorkflowRef),
+    /// Searches knowledge bases; what it finds is cited by the answer.
+    Knowledge(ToolSpec, KnowledgeTool),
     /// Checks a workflow graph and returns its problems.
     ValidateWorkflowGraph(ToolSpec),
 }
@@ -47,7 +49,8 @@ impl AgentTool {
         match self {
             AgentTool::Client(spec)
             | AgentTool::Workflow(spec, _)
-            | AgentTool::ValidateWorkflowGraph(spec) => spec,
+            | AgentTool::ValidateWorkflowGraph(spec)
+            | AgentTool::Knowledge(spec, _) => spec,
         }
     }
 }
@@ -67,6 +70,9 @@ struct Turn {
     /// The client's result for the first pending call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_output: Option<Value>,
+    /// Documents the knowledge tool found, cited by the answer (ChatKit `file` sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<Value>,
 }
 
 /// Hands a client tool's result to the agent step waiting for it.
@@ -171,6 +177,9 @@ pub(super) async fn run(
                     Some(output) => output,
                     None => return Ok(pause_for_client(log, node, turn, &call)),
                 },
+                Some(AgentTool::Knowledge(_, knowledge)) => {
+                    search_knowledge(ctx, knowledge, &call, &mut turn.sources).await?
+                }
                 Some(tool) => run_tool(ctx, log, tool, &call).await?,
                 None => json!({"error": format!("there is no tool named `{}`", call.name)}),
             };
@@ -250,7 +259,7 @@ pub(super) async fn run(
         turn.pending = completion.tool_calls;
     };
     if show && !completion.text.is_empty() {
-        log.say("assistant", &node.slug, completion.text.clone());
+        log.say_cited(&node.slug, completion.text.clone(), &turn.sources);
     } else {
         log.run.history.push(HistoryEntry {
             role: "assistant".into(),
@@ -272,10 +281,126 @@ pub(super) async fn run(
             parsed.clone()
         },
     );
+    let mut output = json!({"output_text": completion.text, "output_parsed": parsed});
+    if !turn.sources.is_empty() {
+        output["sources"] = Value::Array(turn.sources.clone());
+    }
     Ok(Outcome {
-        output: json!({"output_text": completion.text, "output_parsed": parsed}),
+        output,
         next: Next::Follow(None),
     })
+}
+
+/// A knowledge tool's settings (the seed's `file_search` tool entry).
+#[derive(Debug, Clone)]
+struct KnowledgeTool {
+    stores: Vec<String>,
+    top_k: usize,
+    documents: bool,
+    chunks_per_document: Option<usize>,
+}
+
+impl KnowledgeTool {
+    /// Reads `{type: "file_search", file_search: {vector_store_slug | vector_store_ids |
+    /// store: {slug}, max_num_results, return_documents, chunks_per_document}}`, or the
+    /// same keys at the top level (Agent Builder's form).
+    fn parse(entry: &Value) -> Option<KnowledgeTool> {
+        let config = entry.get("file_search").unwrap_or(entry);
+        let mut stores: Vec<String> = Vec::new();
+        let mut add = |slug: &str| {
+            let slug = slug.trim().to_ascii_lowercase();
+            if !slug.is_empty() && !stores.contains(&slug) {
+                stores.push(slug);
+            }
+        };
+        for key in ["vector_store_slug", "vector_store_id"] {
+            if let Some(slug) = config.get(key).and_then(Value::as_str) {
+                add(slug);
+            }
+        }
+        for key in ["vector_store_slugs", "vector_store_ids"] {
+            for slug in config
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(slug) = slug.as_str() {
+                    add(slug);
+                }
+            }
+        }
+        if let Some(slug) = config.pointer("/store/slug").and_then(Value::as_str) {
+            add(slug);
+        }
+        if stores.is_empty() {
+            return None;
+        }
+        Some(KnowledgeTool {
+            stores,
+            top_k: config
+                .get("max_num_results")
+                .or_else(|| config.get("top_k"))
+                .and_then(Value::as_u64)
+                .map_or(5, |n| n.clamp(1, 50) as usize),
+            documents: config.get("return_documents").and_then(Value::as_bool) == Some(true),
+            chunks_per_document: config
+                .get("chunks_per_document")
+                .and_then(Value::as_u64)
+                .map(|n| n.clamp(1, 50) as usize),
+        })
+    }
+}
+
+/// Runs the knowledge tool: the passages go back to the model, numbered by source, and
+/// the documents they come from join the answer's citations. A failed search is told to
+/// the model, which can answer without it.
+async fn search_knowledge(
+    ctx: &RunCtx<'_>,
+    tool: &KnowledgeTool,
+    call: &ToolCall,
+    sources: &mut Vec<Value>,
+) -> Result<Value, NodeError> {
+    let arguments = arguments_of(call);
+    let query = arguments
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if query.trim().is_empty() {
+        return Ok(json!({"error": "give a `query` to search for"}));
+    }
+    let mut req = crate::knowledge::search::SearchRequest::new(query, tool.top_k);
+    req.chunks_per_document = tool.chunks_per_document;
+    let found = match super::knowledge::search_stores(ctx, &tool.stores, &req, tool.documents).await
+    {
+        Ok(found) => found,
+        Err(err) => return Ok(json!({"error": err.message})),
+    };
+    // Sources are numbered across the whole answer: [1] stays the first document cited.
+    let mut results = Vec::new();
+    for result in &found.results {
+        let local = result["source"].as_u64().unwrap_or(1) as usize;
+        let source = &found.sources[local - 1];
+        let number = match sources.iter().position(|s| s == source) {
+            Some(index) => index + 1,
+            None => {
+                sources.push(source.clone());
+                sources.len()
+            }
+        };
+        results.push(json!({
+            "source": number,
+            "title": result["title"].as_str().or_else(|| result["filename"].as_str()).or_else(|| result["doc_id"].as_str()),
+            "text": result["text"],
+        }));
+    }
+    if results.is_empty() {
+        return Ok(
+            json!({"results": [], "note": "nothing matched; answer from what you know or say you did not find it"}),
+        );
+    }
+    Ok(json!({"results": results, "note": "cite sources as [n]"}))
 }
 
 /// Keeps the step's conversation and waits for the client to run `call`.
@@ -309,6 +434,7 @@ async fn run_tool(
     let arguments = arguments_of(call);
     match tool {
         AgentTool::Client(_) => unreachable!("client tools are answered by the client"),
+        AgentTool::Knowledge(..) => unreachable!("the knowledge tool is run with its sources"),
         AgentTool::ValidateWorkflowGraph(_) => {
             let graph = match arguments.get("graph") {
                 Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
@@ -390,6 +516,27 @@ fn resolve_tools(log: &mut Log<'_>, node: &Node, entries: &[Value]) -> Vec<Agent
                     strict: false,
                 }))
             }
+            ("file_search" | "knowledge", _) => KnowledgeTool::parse(entry).map(|knowledge| {
+                AgentTool::Knowledge(
+                    ToolSpec {
+                        name: entry
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .map(tool_name)
+                            .unwrap_or_else(|| "file_search".into()),
+                        description: description.or_else(|| {
+                            Some(format!(
+                                "Searches the knowledge base{} {} for passages relevant to a query; cite what you use as [n].",
+                                if knowledge.stores.len() > 1 { "s" } else { "" },
+                                knowledge.stores.join(", ")
+                            ))
+                        }),
+                        parameters: json!({"type": "object", "properties": {"query": {"type": "string", "description": "What to look for, in a few words"}}, "required": ["query"]}),
+                        strict: false,
+                    },
+                    knowledge,
+                )
+            }),
             ("workflow", _) => WorkflowRef::parse(entry.get("workflow").unwrap_or(entry)).map(|reference| {
                 let label = reference.label();
                 let name = entry

@@ -287,6 +287,24 @@ impl<'a> Log<'a> {
         self.live.is_some_and(LiveGuard::is_cancelled)
     }
 
+    /// An assistant message citing `sources` (ChatKit sources, numbered from 1 in order).
+    pub fn say_cited(&mut self, node: &str, text: String, sources: &[Value]) {
+        if sources.is_empty() {
+            return self.say("assistant", node, text);
+        }
+        let text = text.replace('\0', "");
+        self.event(
+            "assistant_message",
+            Some(node),
+            json!({"text": text, "sources": sources}),
+        );
+        self.run.history.push(HistoryEntry {
+            role: "assistant".into(),
+            text,
+            ..Default::default()
+        });
+    }
+
     pub fn say(&mut self, role: &str, node: &str, text: String) {
         // PostgreSQL cannot store NUL characters; a model may produce them.
         let text = if text.contains('\0') {
@@ -990,7 +1008,7 @@ fn is_effectful(node: &Node) -> bool {
     node.is_enabled
         && matches!(
             Kind::parse(&node.kind),
-            Some(Kind::Agent | Kind::ParallelSplit)
+            Some(Kind::Agent | Kind::ParallelSplit | Kind::FileSearch | Kind::JsonVectorStore)
         )
 }
 
@@ -1647,6 +1665,10 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
             })
         }
         Kind::Agent => agent::run(ctx, log, node, &scope).await,
+        Kind::FileSearch => super::knowledge::file_search(ctx, log, node, &scope).await,
+        Kind::JsonVectorStore => {
+            super::knowledge::json_vector_store(ctx, log, node, &scope, input.clone()).await
+        }
         Kind::Widget => widget::run(ctx, log, node, &scope).await,
         Kind::ParallelSplit => compose::split(ctx, log, node).await,
         Kind::ParallelJoin => compose::join(log, node),

@@ -12,6 +12,7 @@
 mod agent;
 mod compose;
 mod engine;
+mod knowledge;
 pub mod live;
 mod widget;
 

@@ -468,8 +468,45 @@ impl AbImport<'_> {
             }
             "FileSearch" => {
                 ports.insert("on_result".into(), String::new());
-                params = config.as_object().cloned().unwrap_or_default();
-                "vector_store_search"
+                // Agent Builder's store ids become slugs: create a knowledge base with
+                // that slug (or change the node) before running it.
+                for key in ["vector_store_id", "vector_store_slug"] {
+                    if let Some(id) = config.get(key).and_then(Value::as_str) {
+                        params.insert("vector_store_slug".into(), json!(id.to_ascii_lowercase()));
+                    }
+                }
+                if let Some(ids) = config.get("vector_store_ids").and_then(Value::as_array) {
+                    let slugs: Vec<Value> = ids
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|s| json!(s.to_ascii_lowercase()))
+                        .collect();
+                    params.insert("vector_store_slugs".into(), Value::Array(slugs));
+                }
+                match config.get("query") {
+                    Some(Value::String(text)) => {
+                        params.insert("query".into(), json!(text));
+                    }
+                    Some(Value::Object(query)) => {
+                        if let Some(expression) = query.get("expression").and_then(Value::as_str) {
+                            let template = if expression.contains("{{") {
+                                expression.to_string()
+                            } else {
+                                format!("{{{{ {expression} }}}}")
+                            };
+                            params.insert("query".into(), json!(template));
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(k) = config
+                    .get("max_results")
+                    .or_else(|| config.get("max_num_results"))
+                    .and_then(Value::as_u64)
+                {
+                    params.insert("top_k".into(), json!(k.clamp(1, 50)));
+                }
+                "file_search"
             }
             "MCP" => {
                 ports.insert("out".into(), String::new());

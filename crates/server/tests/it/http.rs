@@ -232,6 +232,22 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/api-keys", &["get", "post"]),
         ("/api/admin/api-keys/{id}", &["delete"]),
         ("/api/admin/chat-feedback", &["get"]),
+        ("/api/vector-stores", &["get", "post"]),
+        ("/api/vector-stores/{slug}", &["get", "patch", "delete"]),
+        ("/api/vector-stores/{slug}/documents", &["get", "post"]),
+        (
+            "/api/vector-stores/{slug}/documents/{doc_id}",
+            &["get", "delete"],
+        ),
+        (
+            "/api/vector-stores/{slug}/documents/{doc_id}/search",
+            &["post"],
+        ),
+        ("/api/vector-stores/{slug}/files", &["post"]),
+        ("/api/vector-stores/{slug}/jobs", &["get"]),
+        ("/api/vector-stores/{slug}/jobs/{id}", &["get"]),
+        ("/api/vector-stores/{slug}/search_json", &["post"]),
+        ("/api/vector-stores/{slug}/search_documents", &["post"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

@@ -8,7 +8,10 @@ use axum::{
     http::{Method, Request, StatusCode, header},
 };
 use serde_json::{Value, json};
-use test_support::{TestApp, TestBackend, TestResponse, backend_tests, fake_llm::FakeLlm};
+use test_support::{
+    TestApp, TestBackend, TestResponse, backend_tests,
+    fake_llm::{FakeLlm, Reply},
+};
 
 backend_tests!(
     stores_documents_and_full_text_search,
@@ -16,6 +19,7 @@ backend_tests!(
     files_ingest_in_background_jobs,
     failed_jobs_retry_and_give_up,
     a_job_left_by_a_dead_worker_is_taken_over,
+    workflows_search_ingest_and_cite,
 );
 
 /// A fake OpenAI-compatible server as a provider (no client retries, so scripted failures
@@ -948,4 +952,233 @@ async fn a_job_left_by_a_dead_worker_is_taken_over(backend: TestBackend) {
     assert!(!store.update_knowledge_job(&late).await.unwrap());
     let found = search(&app, &admin, "kb", json!({"query": "words"})).await;
     assert_eq!(doc_ids(&found.body), ["a.md"]);
+}
+
+async fn workflows_search_ingest_and_cite(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let chat = crate::runs::fake_default_model(&app, &admin, json!({})).await;
+    let (_embeddings, model) = embedding_model(&app, &admin).await;
+    app.post(
+        "/api/vector-stores",
+        Some(&admin),
+        json!({"slug": "kb", "embedding_model_id": model}),
+    )
+    .await;
+    for (id, title, text) in [
+        (
+            "solar",
+            "Solar guide",
+            "Solar panels turn sunlight into electric energy",
+        ),
+        ("cake", "Baking", "Chocolate cake needs butter and eggs"),
+    ] {
+        let done = app
+            .post(
+                "/api/vector-stores/kb/documents",
+                Some(&admin),
+                json!({"doc_id": id, "document": {"title": title, "text": text}}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::CREATED, "{}", done.text);
+    }
+    let (_, user) = app
+        .create_user("member@example.com", "member-password", false)
+        .await;
+    // Published by the administrator, shared with the member, who runs it.
+    let publish = |graph: Value| {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let id = crate::runs::publish(app, &admin, graph).await;
+            let shared = app
+                .post(
+                    &format!("/api/workflows/{id}/shares"),
+                    Some(&admin),
+                    json!({"email": "member@example.com", "permission": "read"}),
+                )
+                .await;
+            assert_eq!(shared.status, StatusCode::OK, "{}", shared.text);
+            id
+        }
+    };
+
+    // A file_search step: its results are the next step's input.
+    let search_graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "search", "kind": "file_search", "parameters": {"vector_store_slug": "kb", "top_k": 1}},
+            {"slug": "end", "kind": "end", "parameters": {"output": "input"}}
+        ],
+        "edges": [{"source": "start", "target": "search"}, {"source": "search", "target": "end"}]
+    });
+    let id = publish(search_graph).await;
+    let run = crate::runs::start(
+        &app,
+        &user,
+        id,
+        json!({"input_as_text": "electric energy from the sun"}),
+    )
+    .await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    let output = &run.body["output"];
+    assert_eq!(output["query"], "electric energy from the sun");
+    assert_eq!(output["semantic"], true);
+    assert_eq!(output["results"][0]["doc_id"], "solar", "{output}");
+    assert_eq!(output["results"][0]["source"], 1);
+    assert_eq!(output["sources"][0]["title"], "Solar guide");
+    assert!(
+        output["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[1] Solar guide\n")
+    );
+    // A store that does not exist is the step's error.
+    let broken = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "search", "kind": "file_search", "parameters": {"vector_store_slug": "nope", "query": "x"}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [{"source": "start", "target": "search"}, {"source": "search", "target": "end"}]
+    });
+    let id = publish(broken).await;
+    let failed = crate::runs::start(&app, &user, id, json!({"input_as_text": "x"})).await;
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(
+        failed.body["error"]["code"], "vector_store_not_found",
+        "{}",
+        failed.text
+    );
+    // A search step without a store does not validate.
+    let invalid = app
+        .post("/api/workflows", Some(&admin), json!({"display_name": "Bad", "publish": true, "graph": {
+            "nodes": [{"slug": "start", "kind": "start"}, {"slug": "s", "kind": "file_search", "parameters": {"top_k": 0}}],
+            "edges": [{"source": "start", "target": "s"}]}}))
+        .await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        invalid.text
+    );
+
+    // A json_vector_store step ingests what the workflow computed, as the run's user.
+    let ingest_graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "keep", "kind": "json_vector_store", "display_name": "Keep the ticket", "parameters": {
+                "vector_store_slug": "kb", "doc_id_expression": "'ticket-7'",
+                "document_expression": "{'subject': 'Printer jammed', 'body': input.input_as_text}",
+                "metadata_expression": "{'channel': 'chat'}"}},
+            {"slug": "end", "kind": "end", "parameters": {"output": "input.ingested"}}
+        ],
+        "edges": [{"source": "start", "target": "keep"}, {"source": "keep", "target": "end"}]
+    });
+    let id = publish(ingest_graph).await;
+    let run = crate::runs::start(
+        &app,
+        &user,
+        id,
+        json!({"input_as_text": "paper stuck in tray two"}),
+    )
+    .await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(
+        run.body["output"],
+        json!({"store": "kb", "doc_id": "ticket-7", "chunk_count": 1})
+    );
+    let stored = app
+        .get("/api/vector-stores/kb/documents/ticket-7", Some(&admin))
+        .await;
+    assert_eq!(stored.body["document"]["body"], "paper stuck in tray two");
+    assert_eq!(stored.body["metadata"]["channel"], "chat");
+    assert_eq!(stored.body["metadata"]["workflow_step"], "keep");
+    assert_eq!(
+        stored.body["metadata"]["workflow_step_title"],
+        "Keep the ticket"
+    );
+
+    // An agent with the knowledge tool, in ChatKit: it searches, answers, and the answer
+    // cites the document it used.
+    let agent_graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer from the knowledge base.",
+                "tools": [{"type": "file_search", "file_search": {"vector_store_slug": "kb", "max_num_results": 2}}]}}
+        ],
+        "edges": [{"source": "start", "target": "agent"}]
+    });
+    let id = publish(agent_graph).await;
+    let chosen = app
+        .post(
+            "/api/workflows/chatkit",
+            Some(&admin),
+            json!({"workflow_id": id}),
+        )
+        .await;
+    assert!(chosen.status.is_success(), "{}", chosen.text);
+    chat.push(Reply::ToolCalls(vec![(
+        "file_search".into(),
+        r#"{"query": "solar electric energy"}"#.into(),
+    )]));
+    chat.push(Reply::Text(
+        "Panels turn sunlight into electricity [1].".into(),
+    ));
+    let created = crate::chatkit::chatkit(
+        &app,
+        &user,
+        json!({"type": "threads.create", "params": {"input": crate::chatkit::message("How do solar panels help?")}}),
+    )
+    .await;
+    let events = crate::chatkit::frames(&created.text);
+    let added: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["update"]["type"] == "assistant_message.content_part.annotation_added")
+        .collect();
+    assert!(!added.is_empty(), "{}", created.text);
+    assert_eq!(added[0]["update"]["annotation"]["source"]["type"], "file");
+    assert_eq!(
+        added[0]["update"]["annotation"]["source"]["title"],
+        "Solar guide"
+    );
+    let answer = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message")
+        .expect("an answer");
+    let annotations = answer["item"]["content"][0]["annotations"]
+        .as_array()
+        .unwrap();
+    assert_eq!(annotations[0]["source"]["filename"], "solar");
+    assert_eq!(annotations[0]["source"]["group"], "kb");
+    // The model saw the passages, numbered.
+    let second = chat
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/responses") || r.path.ends_with("/chat/completions"))
+        .nth(1)
+        .expect("a second model call");
+    let sent = second.body.to_string();
+    assert!(
+        sent.contains("Solar panels turn sunlight") && sent.contains("\\\"source\\\":1"),
+        "{sent}"
+    );
+    // Stored, the answer keeps its citations.
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap();
+    let items = crate::chatkit::chatkit(
+        &app,
+        &user,
+        json!({"type": "items.list", "params": {"thread_id": thread_id, "order": "asc"}}),
+    )
+    .await;
+    let stored_answer = items.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "assistant_message")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        stored_answer["content"][0]["annotations"][0]["source"]["title"],
+        "Solar guide"
+    );
 }

@@ -156,8 +156,17 @@ async fn node_kinds_are_listed(backend: TestBackend) {
         .filter(|k| k["runnable"] == true)
         .map(|k| k["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(runnable.len(), 16);
-    for kind in ["start", "end", "agent", "while", "user_approval", "note"] {
+    assert_eq!(runnable.len(), 18);
+    for kind in [
+        "start",
+        "end",
+        "agent",
+        "while",
+        "user_approval",
+        "note",
+        "file_search",
+        "json_vector_store",
+    ] {
         assert!(runnable.contains(&kind), "{kind}");
     }
     assert!(
@@ -1010,18 +1019,11 @@ async fn seed_exports_import(backend: TestBackend) {
     let graph = &imported.body["version"]["graph"];
     assert_eq!(graph["nodes"].as_array().unwrap().len(), 13);
     assert_eq!(graph["edges"].as_array().unwrap().len(), 15);
-    // The vector-store node cannot run yet: kept, disabled, and said so.
-    assert_eq!(node(graph, "indexer")["is_enabled"], false);
+    // The vector-store ingestion node runs, as authored.
+    assert_ne!(node(graph, "indexer")["is_enabled"], false);
     assert_eq!(
         node(graph, "indexer")["parameters"]["vector_store_slug"],
         "faq"
-    );
-    let warnings = imported.body["warnings"].as_array().unwrap();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w["code"] == "node_disabled" && w["node"] == "indexer"),
-        "{warnings:?}"
     );
     // Everything else arrives as authored.
     assert_eq!(
@@ -1125,8 +1127,21 @@ async fn agent_builder_exports_import(backend: TestBackend) {
     assert_eq!(by_kind("transform").len(), 1);
     assert_eq!(by_kind("note").len(), 1);
 
-    // Guardrails, file search and MCP cannot run yet: kept disabled, with a warning each.
-    for kind in ["guardrails", "vector_store_search", "mcp"] {
+    // File search runs, against the knowledge base named by the store's id.
+    let search = by_kind("file_search");
+    assert_eq!(search.len(), 1);
+    assert_ne!(search[0]["is_enabled"], false);
+    assert_eq!(
+        search[0]["parameters"]["vector_store_slug"],
+        "vs_68f0aa11bb22cc33dd44ee55ff660011"
+    );
+    assert_eq!(search[0]["parameters"]["top_k"], 5);
+    assert_eq!(
+        search[0]["parameters"]["query"],
+        "shipping and returns policy {{state.customer.last_message}}"
+    );
+    // Guardrails and MCP cannot run yet: kept disabled, with a warning each.
+    for kind in ["guardrails", "mcp"] {
         let parked = by_kind(kind);
         assert_eq!(parked.len(), 1, "{kind}");
         assert_eq!(parked[0]["is_enabled"], false, "{kind}");
@@ -1137,7 +1152,7 @@ async fn agent_builder_exports_import(backend: TestBackend) {
             .iter()
             .filter(|w| w["code"] == "node_disabled")
             .count(),
-        3,
+        2,
         "{warnings:?}"
     );
 

@@ -9,6 +9,8 @@ pub mod assistant_message;
 pub mod common;
 pub mod condition;
 pub mod end;
+pub mod file_search;
+pub mod json_vector_store;
 pub mod note;
 pub mod parallel;
 pub mod start;
@@ -54,6 +56,8 @@ pub enum Kind {
     UserApproval,
     Watch,
     Note,
+    FileSearch,
+    JsonVectorStore,
 }
 
 impl Kind {
@@ -74,6 +78,8 @@ impl Kind {
         Kind::UserApproval,
         Kind::Watch,
         Kind::Note,
+        Kind::FileSearch,
+        Kind::JsonVectorStore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,12 +100,18 @@ impl Kind {
             Kind::UserApproval => "user_approval",
             Kind::Watch => "watch",
             Kind::Note => "note",
+            Kind::FileSearch => "file_search",
+            Kind::JsonVectorStore => "json_vector_store",
         }
     }
 
     /// Parses a kind name; case-insensitive, as the seed system lower-cases kinds.
     pub fn parse(name: &str) -> Option<Kind> {
         let name = name.trim().to_ascii_lowercase();
+        // The seed's planned name for a store search.
+        if name == "vector_store_search" {
+            return Some(Kind::FileSearch);
+        }
         Kind::ALL.iter().copied().find(|k| k.as_str() == name)
     }
 
@@ -122,6 +134,8 @@ impl Kind {
             Kind::UserApproval => user_approval::EXAMPLE,
             Kind::Watch => watch::EXAMPLE,
             Kind::Note => note::EXAMPLE,
+            Kind::FileSearch => file_search::EXAMPLE,
+            Kind::JsonVectorStore => json_vector_store::EXAMPLE,
         }
     }
 }
@@ -129,8 +143,6 @@ impl Kind {
 /// Kinds that later parts of the platform add. A graph may hold them disabled (imports do
 /// that); enabled, they cannot run yet.
 pub const PLANNED_KINDS: &[&str] = &[
-    "vector_store_search",
-    "json_vector_store",
     "mcp",
     "computer_use",
     "voice_agent",
@@ -255,6 +267,12 @@ pub fn check(kind: Kind, params: &Map<String, Value>, problems: &mut Problems) -
             .map(|()| Config::Other),
         Kind::Watch => parse::<watch::Watch>(params, problems).map(|_| Config::Other),
         Kind::Note => parse::<note::Note>(params, problems).map(|_| Config::Other),
+        Kind::FileSearch => parse::<file_search::FileSearch>(params, problems)
+            .map(|c| c.check(problems))
+            .map(|()| Config::Other),
+        Kind::JsonVectorStore => parse::<json_vector_store::JsonVectorStore>(params, problems)
+            .map(|c| c.check(problems))
+            .map(|()| Config::Other),
     }
 }
 

@@ -1,0 +1,92 @@
+//! `file_search`: searches knowledge bases (vector stores) and passes the results on as
+//! `input` (`{query, results: [...], text}`), for an agent to read or a widget to show.
+//!
+//! ```json
+//! {"vector_store_slug": "handbook", "query": "{{ input.output_text }}", "top_k": 5,
+//!  "metadata_filters": {"lang": "en"}}
+//! ```
+//! Without `query`, the user's latest message is searched. `vector_store_slugs` searches
+//! several stores and merges their results by score.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Problems, has_extra};
+use crate::{knowledge::search::MAX_TOP_K, workflows::expr};
+
+pub(crate) const EXAMPLE: &str = r#"{"vector_store_slug": "handbook", "query": "{{ input.output_text }}", "top_k": 5, "metadata_filters": {"lang": "en"}}"#;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileSearch {
+    /// What to search for (a template); the latest user message when absent.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub vector_store_slug: Option<String>,
+    #[serde(default, alias = "vector_store_ids")]
+    pub vector_store_slugs: Option<Vec<String>>,
+    #[serde(default, alias = "max_num_results")]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub metadata_filters: Option<Map<String, Value>>,
+    /// Results as documents (each with its best chunks) instead of chunks.
+    #[serde(default)]
+    pub return_documents: Option<bool>,
+    #[serde(default)]
+    pub chunks_per_document: Option<usize>,
+    /// `rrf` (default) or `weighted`.
+    #[serde(default)]
+    pub ranking: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+has_extra!(FileSearch);
+
+impl FileSearch {
+    /// The stores to search, in order, each once.
+    pub fn stores(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for slug in self
+            .vector_store_slug
+            .iter()
+            .chain(self.vector_store_slugs.iter().flatten())
+        {
+            let slug = slug.trim().to_string();
+            if !slug.is_empty() && !out.contains(&slug) {
+                out.push(slug);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn check(&self, problems: &mut Problems) {
+        if self.stores().is_empty() {
+            problems.error(
+                "invalid_parameter",
+                Some("parameters.vector_store_slug"),
+                "a file search needs `vector_store_slug` (or `vector_store_slugs`)",
+            );
+        }
+        if let Some(query) = &self.query {
+            expr::check_template(query, "parameters.query", problems);
+        }
+        if let Some(k) = self.top_k
+            && !(1..=MAX_TOP_K).contains(&k)
+        {
+            problems.error(
+                "invalid_parameter",
+                Some("parameters.top_k"),
+                format!("must be between 1 and {MAX_TOP_K}"),
+            );
+        }
+        if let Some(ranking) = self.ranking.as_deref()
+            && !matches!(ranking, "rrf" | "weighted")
+        {
+            problems.error(
+                "invalid_parameter",
+                Some("parameters.ranking"),
+                "must be `rrf` or `weighted`",
+            );
+        }
+    }
+}
