@@ -11,6 +11,8 @@ pub enum FileKind {
     Html,
     Json,
     Csv,
+    Pdf,
+    Docx,
 }
 
 /// What a file yields: prose (cut by tokens) or entries (cut by lines, as JSON is).
@@ -21,7 +23,7 @@ pub enum Extracted {
 }
 
 impl FileKind {
-    pub const SUPPORTED: &'static str = ".txt, .md, .html, .json or .csv";
+    pub const SUPPORTED: &'static str = ".txt, .md, .html, .json, .csv, .pdf or .docx";
 
     /// The kind of a file from its extension, else its declared type.
     pub fn detect(filename: &str, mime_type: Option<&str>) -> Option<FileKind> {
@@ -34,6 +36,8 @@ impl FileKind {
             Some("html" | "htm") => Some(FileKind::Html),
             Some("json") => Some(FileKind::Json),
             Some("csv") => Some(FileKind::Csv),
+            Some("pdf") => Some(FileKind::Pdf),
+            Some("docx") => Some(FileKind::Docx),
             _ => None,
         };
         by_extension.or_else(|| {
@@ -44,6 +48,10 @@ impl FileKind {
                 "text/html" => Some(FileKind::Html),
                 "application/json" => Some(FileKind::Json),
                 "text/csv" => Some(FileKind::Csv),
+                "application/pdf" => Some(FileKind::Pdf),
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => {
+                    Some(FileKind::Docx)
+                }
                 _ => None,
             }
         })
@@ -56,11 +64,21 @@ impl FileKind {
             FileKind::Html => "text/html",
             FileKind::Json => "application/json",
             FileKind::Csv => "text/csv",
+            FileKind::Pdf => "application/pdf",
+            FileKind::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+            }
         }
     }
 
-    /// The file's content, or why it cannot be read.
+    /// The file's content, or why it cannot be read. PDF parsing is CPU work: call this
+    /// off the async threads.
     pub fn extract(self, bytes: &[u8]) -> Result<Extracted, String> {
+        match self {
+            FileKind::Pdf => return pdf_text(bytes).map(Extracted::Text),
+            FileKind::Docx => return docx_text(bytes).map(Extracted::Text),
+            _ => {}
+        }
         let text = decode(bytes)?;
         Ok(match self {
             FileKind::Text | FileKind::Markdown => Extracted::Text(text),
@@ -71,8 +89,105 @@ impl FileKind {
                 Extracted::Entries(chunking::flatten_json(&value).entries)
             }
             FileKind::Csv => Extracted::Entries(csv_entries(&text)?),
+            FileKind::Pdf | FileKind::Docx => unreachable!("read above"),
         })
     }
+}
+
+/// The text of a PDF's pages. A malformed file is an error, never a crash: the parser's
+/// panics are caught.
+fn pdf_text(bytes: &[u8]) -> Result<String, String> {
+    if !bytes.starts_with(b"%PDF") {
+        return Err("the file is not a PDF (it does not start with %PDF)".into());
+    }
+    let owned = bytes.to_vec();
+    let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
+    let text = match result {
+        Ok(Ok(text)) => text,
+        Ok(Err(err)) => return Err(format!("the PDF could not be read: {err}")),
+        Err(_) => return Err("the PDF could not be read (it is malformed)".into()),
+    };
+    let text = text.replace('\0', "");
+    if text.trim().is_empty() {
+        return Err("the PDF has no text layer (a scan needs OCR first)".into());
+    }
+    Ok(text)
+}
+
+/// The text of a Word document (`word/document.xml`): paragraphs on their own lines,
+/// headings (styles `Heading1`…`Heading6`, `Title`) as Markdown headings, tabs and breaks
+/// kept.
+fn docx_text(bytes: &[u8]) -> Result<String, String> {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|err| format!("the file is not a .docx (zip) document: {err}"))?;
+    let mut xml = String::new();
+    archive
+        .by_name("word/document.xml")
+        .map_err(|_| "the .docx has no word/document.xml".to_string())?
+        .take(64 * 1024 * 1024)
+        .read_to_string(&mut xml)
+        .map_err(|err| format!("the .docx could not be read: {err}"))?;
+    Ok(docx_xml_text(&xml))
+}
+
+fn docx_xml_text(xml: &str) -> String {
+    let mut out = String::new();
+    let mut paragraph = String::new();
+    let mut heading: Option<usize> = None;
+    let mut in_text = false;
+    let mut rest = xml;
+    while let Some(lt) = rest.find('<') {
+        if in_text {
+            push_text(&mut paragraph, &rest[..lt]);
+        }
+        let after = &rest[lt + 1..];
+        let Some(gt) = after.find('>') else { break };
+        let tag = &after[..gt];
+        rest = &after[gt + 1..];
+        let closing = tag.starts_with('/');
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or_default();
+        match name {
+            "w:t" => in_text = !closing && !tag.ends_with('/'),
+            "w:tab" if !closing => paragraph.push('\t'),
+            "w:br" | "w:cr" if !closing => paragraph.push('\n'),
+            "w:pStyle" => {
+                let value = tag
+                    .split("w:val=\"")
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                heading = if value == "title" {
+                    Some(1)
+                } else {
+                    value
+                        .strip_prefix("heading")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|n| (1..=6).contains(n))
+                };
+            }
+            "w:p" if closing => {
+                let text = paragraph.trim();
+                if !text.is_empty() {
+                    if let Some(level) = heading {
+                        out.push_str(&"#".repeat(level));
+                        out.push(' ');
+                    }
+                    out.push_str(text);
+                    out.push_str("\n\n");
+                }
+                paragraph.clear();
+                heading = None;
+            }
+            _ => {}
+        }
+    }
+    out.trim_end().to_string()
 }
 
 /// UTF-8 (with or without a byte-order mark), or UTF-16 with one.
@@ -360,6 +475,27 @@ mod tests {
             ]
         );
         assert!(FileKind::Csv.extract(b"a\n\"open").is_err());
+    }
+
+    #[test]
+    fn word_paragraphs_and_headings_are_read() {
+        let xml = r#"<w:document><w:body><w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Leave</w:t></w:r></w:p>
+            <w:p><w:r><w:t xml:space="preserve">Ask your </w:t></w:r><w:r><w:t>manager &amp; HR.</w:t><w:tab/><w:t>Done</w:t></w:r></w:p><w:p/></w:body></w:document>"#;
+        assert_eq!(
+            docx_xml_text(xml),
+            "# Leave\n\nAsk your manager & HR.\tDone"
+        );
+        assert!(FileKind::Docx.extract(b"not a zip").is_err());
+    }
+
+    #[test]
+    fn broken_pdfs_are_errors_not_crashes() {
+        assert!(FileKind::Pdf.extract(b"hello").is_err());
+        assert!(
+            FileKind::Pdf
+                .extract(b"%PDF-1.4\n garbage garbage")
+                .is_err()
+        );
     }
 
     #[test]

@@ -754,6 +754,59 @@ async fn files_ingest_in_background_jobs(backend: TestBackend) {
             .contains("row 2.city: Osaka")
     );
 
+    // PDF and Word documents.
+    let pdf = upload(
+        &app,
+        &admin,
+        "docs",
+        "manual.pdf",
+        &minimal_pdf("Warranty covers two years of repairs"),
+        &[],
+    )
+    .await;
+    let word = upload(
+        &app,
+        &admin,
+        "docs",
+        "policy.docx",
+        &minimal_docx(&[
+            ("Heading1", "Remote work"),
+            ("", "Employees may work from home on Fridays."),
+        ]),
+        &[],
+    )
+    .await;
+    for response in [&pdf, &word] {
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text);
+        let job = finished_job(
+            &app,
+            &admin,
+            "docs",
+            response.body["job"]["id"].as_i64().unwrap(),
+        )
+        .await;
+        assert_eq!(job["status"], "done", "{job}");
+    }
+    let warranty = search(&app, &admin, "docs", json!({"query": "warranty repairs"})).await;
+    assert_eq!(
+        warranty.body[0]["doc_id"], "manual.pdf",
+        "{}",
+        warranty.text
+    );
+    assert!(
+        warranty.body[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Warranty covers two years")
+    );
+    let remote = search(&app, &admin, "docs", json!({"query": "home Fridays"})).await;
+    assert_eq!(remote.body[0]["doc_id"], "policy.docx");
+    assert_eq!(
+        remote.body[0]["text"],
+        "# Remote work\n\nEmployees may work from home on Fridays."
+    );
+    assert_eq!(remote.body[0]["metadata"]["section"], "Remote work");
+
     // Refusals: an unknown type, a broken file (the job fails without retrying), no file.
     let exe = upload(&app, &admin, "docs", "tool.exe", b"MZ", &[]).await;
     assert_eq!(
@@ -1181,4 +1234,63 @@ async fn workflows_search_ingest_and_cite(backend: TestBackend) {
         stored_answer["content"][0]["annotations"][0]["source"]["title"],
         "Solar guide"
     );
+}
+
+/// A one-page PDF showing `text` in Helvetica, with a correct cross-reference table.
+fn minimal_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// A .docx with one paragraph per `(style, text)`.
+fn minimal_docx(paragraphs: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut body = String::new();
+    for (style, text) in paragraphs {
+        let props = if style.is_empty() {
+            String::new()
+        } else {
+            format!("<w:pPr><w:pStyle w:val=\"{style}\"/></w:pPr>")
+        };
+        body.push_str(&format!("<w:p>{props}<w:r><w:t>{text}</w:t></w:r></w:p>"));
+    }
+    let document = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?><w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body>{body}</w:body></w:document>"
+    );
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("[Content_Types].xml", options).unwrap();
+    zip.write_all(br#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#).unwrap();
+    zip.start_file("word/document.xml", options).unwrap();
+    zip.write_all(document.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    out.into_inner()
 }
