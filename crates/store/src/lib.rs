@@ -17,6 +17,7 @@ mod runs;
 mod settings;
 mod usage;
 mod users;
+mod vector_index;
 mod widgets;
 mod workflows;
 
@@ -216,8 +217,11 @@ pub struct Db {
     pub(crate) pool: Pool,
     backend: Backend,
     pub(crate) caches: std::sync::Arc<cache::Caches>,
-    /// The vector dimensions whose index this pool has made sure of.
-    pub(crate) vector_indexes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>,
+    /// The (store, dimension) pairs whose vector index this pool has made sure of.
+    pub(crate) vector_indexes:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(i64, i32)>>>,
+    /// SQLite: stores' vectors as bits in memory, for the first pass of a vector search.
+    pub(crate) bit_indexes: std::sync::Arc<vector_index::BitIndexes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +312,7 @@ impl Db {
             pool,
             backend,
             vector_indexes: std::sync::Arc::default(),
+            bit_indexes: std::sync::Arc::default(),
             caches: std::sync::Arc::new(cache::Caches::new(Duration::from_millis(
                 settings.cache_ttl_ms,
             ))),

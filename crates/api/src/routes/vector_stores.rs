@@ -1,6 +1,6 @@
 //! `/api/vector-stores`: knowledge bases. Administrators manage stores and documents (JSON
-//! ingestion as the seed offers it, and file uploads ingested by background jobs); every
-//! signed-in user searches them.
+//! ingestion as the seed offers it, and file uploads ingested by background jobs); users
+//! search the stores that workflows they can use search.
 
 use axum::{
     Json,
@@ -651,9 +651,10 @@ async fn upload_file(
     responses((status = 200, body = DocumentDetail), (status = 404, body = ErrorBody)))]
 async fn get_document(
     State(state): State<AppState>,
-    _user: AuthUser,
+    AuthUser(user): AuthUser,
     AppPath((slug, doc_id)): AppPath<(String, String)>,
 ) -> ApiResult<Json<DocumentDetail>> {
+    knowledge::check_search(&state.services, &user, &slug).await?;
     let (mut doc, chunks) = knowledge::get_document(&state.services, &slug, &doc_id).await?;
     let document = doc.raw_json.take();
     Ok(Json(DocumentDetail {
@@ -730,6 +731,7 @@ async fn search_json(
     AppPath(slug): AppPath<String>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
+    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
     let outcome = search::search_chunks(&state.services, &slug, &req, None, Some(user.id)).await?;
     Ok(search_response::<SearchHit, ChunkResult>(outcome))
@@ -745,6 +747,7 @@ async fn search_documents(
     AppPath(slug): AppPath<String>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
+    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
     let outcome = search::search_documents(&state.services, &slug, &req, Some(user.id)).await?;
     Ok(search_response::<DocumentHit, DocumentResult>(outcome))
@@ -760,6 +763,7 @@ async fn search_document(
     AppPath((slug, doc_id)): AppPath<(String, String)>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
+    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
     let outcome =
         search::search_chunks(&state.services, &slug, &req, Some(&doc_id), Some(user.id)).await?;

@@ -398,6 +398,84 @@ pub fn blob_key(store_id: i64, document_id: i64) -> String {
     format!("knowledge-{store_id}-{document_id}")
 }
 
+/// Whether `user` may search the store `slug` (and read its documents): administrators
+/// always; other users when a workflow they can use (their own, one shared with them, or
+/// the ChatKit default) searches it, in a `file_search` step or an agent's knowledge tool.
+pub async fn can_search(services: &Services, user: &User, slug: &str) -> KnowledgeResult<bool> {
+    if user.is_admin {
+        return Ok(true);
+    }
+    let mut workflows: Vec<i64> = services
+        .store
+        .list_workflows(Some(user.id))
+        .await?
+        .into_iter()
+        .map(|(w, _)| w.id)
+        .collect();
+    if let Some(default) = services.store.chatkit_default().await? {
+        workflows.push(default.id);
+    }
+    for id in workflows {
+        if let Some(version) = services.store.production_version(id).await?
+            && uses_store(&version.graph, slug)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a graph searches the store `slug`.
+fn uses_store(graph: &crate::workflows::Graph, slug: &str) -> bool {
+    fn names(value: &Value, slug: &str) -> bool {
+        let config = value.get("file_search").unwrap_or(value);
+        ["vector_store_slug", "vector_store_id"].iter().any(|k| {
+            config
+                .get(*k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(slug))
+        }) || ["vector_store_slugs", "vector_store_ids"].iter().any(|k| {
+            config
+                .get(*k)
+                .and_then(Value::as_array)
+                .is_some_and(|list| {
+                    list.iter()
+                        .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(slug)))
+                })
+        }) || config
+            .pointer("/store/slug")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case(slug))
+    }
+    graph.nodes.iter().filter(|n| n.is_enabled).any(|node| {
+        let params = Value::Object(node.parameters.clone());
+        match node.kind.as_str() {
+            "file_search" | "vector_store_search" => names(&params, slug),
+            "agent" => params
+                .get("tools")
+                .and_then(Value::as_array)
+                .is_some_and(|tools| {
+                    tools.iter().any(|t| {
+                        matches!(
+                            t.get("type").and_then(Value::as_str),
+                            Some("file_search" | "knowledge")
+                        ) && names(t, slug)
+                    })
+                }),
+            _ => false,
+        }
+    })
+}
+
+/// Refuses a user who may not search `slug` (as if the store did not exist).
+pub async fn check_search(services: &Services, user: &User, slug: &str) -> KnowledgeResult<()> {
+    if can_search(services, user, slug).await? {
+        Ok(())
+    } else {
+        Err(KnowledgeError::StoreNotFound(slug.to_string()))
+    }
+}
+
 pub async fn list_documents(services: &Services, slug: &str) -> KnowledgeResult<Vec<Document>> {
     let store = get_store(services, slug).await?;
     Ok(services.store.documents(store.id).await?)
@@ -532,6 +610,47 @@ async fn ingest_json_into(
         size: None,
         raw_json: Some(input.document),
         metadata: Value::Object(metadata),
+    };
+    let (doc, _) = services
+        .store
+        .put_document(
+            store.id,
+            &new,
+            DocumentStatus::Ready,
+            &chunks,
+            None,
+            Utc::now(),
+        )
+        .await?;
+    Ok(doc)
+}
+
+/// Ingests a document already cut into chunks (importers, benchmarks): the texts are
+/// embedded with the store's model, in batches, and replace any document with that id.
+pub async fn ingest_chunks(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+    doc_id: &str,
+    title: Option<String>,
+    texts: Vec<String>,
+    metadata: Value,
+) -> KnowledgeResult<Document> {
+    require_admin(actor)?;
+    check_doc_id(doc_id)?;
+    check_metadata(&metadata)?;
+    let store = get_store(services, slug).await?;
+    let texts = texts.into_iter().map(|t| (t, Map::new())).collect();
+    let chunks = embed_chunks(services, &store, doc_id, texts, Some(actor.id)).await?;
+    let new = NewDocument {
+        doc_id: doc_id.to_string(),
+        title,
+        source: "json",
+        filename: None,
+        mime_type: Some("text/plain".into()),
+        size: None,
+        raw_json: None,
+        metadata,
     };
     let (doc, _) = services
         .store

@@ -287,29 +287,39 @@ async fn candidates(
         text: None,
         text_rank: None,
     };
-    if let Some(vector) = &query_vector {
-        let dims = vector.len() as i32;
-        let dense = services
-            .store
-            .dense_search(store.id, dims, vector, depth, documents)
-            .await?;
-        for (rank, (id, similarity)) in dense.into_iter().enumerate() {
-            let c = found.entry(id).or_insert_with(blank);
-            c.dense = Some(similarity);
-            c.dense_rank = Some(rank + 1);
-        }
-    }
+    // Both lists at once, on two connections: the query waits for the slower one only.
     let words = terms(&req.query);
-    if !words.is_empty() {
-        let text = services
-            .store
-            .text_search(store.id, &words, depth, documents)
-            .await?;
-        for (rank, (id, relevance)) in text.into_iter().enumerate() {
-            let c = found.entry(id).or_insert_with(blank);
-            c.text = Some(relevance);
-            c.text_rank = Some(rank + 1);
+    let dense = async {
+        match &query_vector {
+            Some(vector) => {
+                services
+                    .store
+                    .dense_search(store.id, vector.len() as i32, vector, depth, documents)
+                    .await
+            }
+            None => Ok(Vec::new()),
         }
+    };
+    let text = async {
+        if words.is_empty() {
+            Ok(Vec::new())
+        } else {
+            services
+                .store
+                .text_search(store.id, &words, depth, documents)
+                .await
+        }
+    };
+    let (dense, text) = tokio::join!(dense, text);
+    for (rank, (id, similarity)) in dense?.into_iter().enumerate() {
+        let c = found.entry(id).or_insert_with(blank);
+        c.dense = Some(similarity);
+        c.dense_rank = Some(rank + 1);
+    }
+    for (rank, (id, relevance)) in text?.into_iter().enumerate() {
+        let c = found.entry(id).or_insert_with(blank);
+        c.text = Some(relevance);
+        c.text_rank = Some(rank + 1);
     }
     // Text-only candidates get their exact similarity, so every result has both scores.
     if let Some(vector) = &query_vector {

@@ -228,6 +228,32 @@ async fn stores_documents_and_full_text_search(backend: TestBackend) {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // Users search the stores their workflows search: none yet, so the store is not theirs.
+    let hidden = app
+        .post(
+            "/api/vector-stores/handbook/search_json",
+            Some(&user),
+            json!({"query": "badge"}),
+        )
+        .await;
+    assert_eq!(
+        (hidden.status, hidden.code()),
+        (StatusCode::NOT_FOUND, "vector_store_not_found")
+    );
+    let detail = app
+        .get("/api/vector-stores/handbook/documents/vpn", Some(&user))
+        .await;
+    assert_eq!(detail.status, StatusCode::NOT_FOUND);
+    // The ChatKit default workflow searches it: now every user may.
+    crate::chatkit::serve(
+        &app,
+        &admin,
+        json!({"nodes": [{"slug": "start", "kind": "start"},
+                          {"slug": "agent", "kind": "agent", "parameters": {"tools": [{"type": "file_search", "file_search": {"vector_store_slug": "handbook"}}]}}],
+               "edges": [{"source": "start", "target": "agent"}]}),
+    )
+    .await;
+
     // Full-text search without a model says so, and ranks by the query's words.
     let found = search(
         &app,

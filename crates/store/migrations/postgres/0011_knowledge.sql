@@ -23,6 +23,8 @@ CREATE TABLE vector_stores (
     chunk_tokens INTEGER NOT NULL,
     chunk_overlap INTEGER NOT NULL,
     protected BOOLEAN NOT NULL,
+    -- Moves with every change to the store's chunks (SQLite's in-memory bits follow it).
+    vectors_version BIGINT NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );

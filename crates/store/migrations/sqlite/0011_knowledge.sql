@@ -1,6 +1,8 @@
 -- Knowledge bases ("vector stores"): documents, their chunks, full-text and vector indexes,
--- and the durable ingestion jobs. Vectors live in one sqlite-vec `vec0` table per
--- dimension (`vec_chunks_<dims>`), created when a store first embeds at that dimension.
+-- and the durable ingestion jobs. A chunk's vector is kept as float32 bytes in
+-- `vector_chunks.embedding`; for search, one sqlite-vec `vec0` table per dimension
+-- (`vec_chunks_<dims>`, created when a store first embeds at that dimension) holds it as
+-- bits for a fast first pass.
 
 CREATE TABLE vector_stores (
     id INTEGER PRIMARY KEY,
@@ -13,6 +15,8 @@ CREATE TABLE vector_stores (
     chunk_tokens INTEGER NOT NULL,
     chunk_overlap INTEGER NOT NULL,
     protected INTEGER NOT NULL,
+    -- Moves with every change to the store's chunks (SQLite's in-memory bits follow it).
+    vectors_version INTEGER NOT NULL,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -44,6 +48,7 @@ CREATE TABLE vector_chunks (
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
     dims INTEGER,
+    embedding BLOB,
     UNIQUE (document_id, chunk_index)
 );
 CREATE INDEX vector_chunks_store_idx ON vector_chunks (store_id);
