@@ -553,13 +553,16 @@ pub trait KnowledgeStore: Send + Sync {
         vectors: &[(i64, Vec<f32>)],
     ) -> StoreResult<()>;
 
-    /// Claims the oldest job that is due, or whose worker's lease ran out.
+    /// Claims the oldest job that is due, whose worker's lease ran out, or that was held
+    /// for its bytes for over a minute.
     async fn claim_knowledge_job(
         &self,
         worker: &str,
         now: DateTime<Utc>,
         lease: std::time::Duration,
     ) -> StoreResult<Option<Job>>;
+    /// Lets a held job run (its upload's bytes have landed).
+    async fn release_knowledge_job(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()>;
     /// Saves a job's state, unless another worker has claimed it since.
     async fn update_knowledge_job(&self, job: &Job) -> StoreResult<bool>;
     async fn knowledge_job(&self, id: i64) -> StoreResult<Option<Job>>;

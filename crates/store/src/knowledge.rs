@@ -344,6 +344,10 @@ impl Db {
     }
 }
 
+/// Records the store's vector dimension (`$1`) on its first vectors; changes nothing when
+/// the store already holds vectors of another dimension (the caller then refuses).
+const SETTLE_DIMENSIONS: &str = "UPDATE vector_stores SET dimensions = $1 WHERE id = $2 AND (dimensions IS NULL OR dimensions = $1)";
+
 /// Marks a store's chunks as changed (`$1` the store).
 const BUMP: &str = "UPDATE vector_stores SET vectors_version = vectors_version + 1 WHERE id = $1";
 
@@ -354,13 +358,11 @@ macro_rules! insert_chunks {
         async {
             sqlx::query(BUMP).bind($store_id).execute(&mut *$tx).await?;
             if let Some(dims) = $dims {
-                let settled = sqlx::query(
-                    "UPDATE vector_stores SET dimensions = $1 WHERE id = $2 AND (dimensions IS NULL OR dimensions = $1)",
-                )
-                .bind(dims)
-                .bind($store_id)
-                .execute(&mut *$tx)
-                .await?;
+                let settled = sqlx::query(SETTLE_DIMENSIONS)
+                    .bind(dims)
+                    .bind($store_id)
+                    .execute(&mut *$tx)
+                    .await?;
                 if settled.rows_affected() == 0 {
                     return Err(sqlx::Error::Protocol("vector_dimensions".into()));
                 }
@@ -624,11 +626,12 @@ impl KnowledgeStore for Db {
                         sqlx::query_scalar(
                             "INSERT INTO knowledge_jobs (kind, store_id, document_id, status, attempts, max_attempts, run_after,
                                  lease_until, worker, done, total, error, created_at, updated_at)
-                             VALUES ($1, $2, $3, 'queued', 0, $4, $5, NULL, NULL, 0, 0, NULL, $5, $5) RETURNING id",
+                             VALUES ($1, $2, $3, $4, 0, $5, $6, NULL, NULL, 0, 0, NULL, $6, $6) RETURNING id",
                         )
                         .bind(job.kind.as_str())
                         .bind(store_id)
                         .bind(row.id)
+                        .bind(if job.held { "held" } else { "queued" })
                         .bind(job.max_attempts)
                         .bind(now)
                         .fetch_one(&mut *tx)
@@ -1064,7 +1067,7 @@ impl KnowledgeStore for Db {
             async {
                 let mut tx = pool.begin().await?;
                 let settled = sqlx::query(
-                    "UPDATE vector_stores SET dimensions = $1 WHERE id = $2 AND (dimensions IS NULL OR dimensions = $1)",
+                    SETTLE_DIMENSIONS,
                 )
                 .bind(dims)
                 .bind(store_id)
@@ -1117,6 +1120,7 @@ impl KnowledgeStore for Db {
             "UPDATE knowledge_jobs SET status = 'running', attempts = attempts + 1, worker = $1, lease_until = $2, updated_at = $3
              WHERE id = (SELECT id FROM knowledge_jobs
                          WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_until < $3)
+                            OR (status = 'held' AND created_at < $4)
                          ORDER BY id LIMIT 1 {lock})
              RETURNING {}",
             job_columns!()
@@ -1126,11 +1130,27 @@ impl KnowledgeStore for Db {
                 .bind(worker)
                 .bind(until)
                 .bind(now)
+                // A job held for its bytes longer than this was left by a stopped upload:
+                // it runs, and fails cleanly if the bytes never landed.
+                .bind(now - chrono::Duration::seconds(60))
                 .fetch_optional(pool)
                 .await
         })
         .map_err(store_error)?;
         Ok(row.map(Into::into))
+    }
+
+    async fn release_knowledge_job(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()> {
+        with_writer!(self, pool => {
+            sqlx::query("UPDATE knowledge_jobs SET status = 'queued', run_after = $2, updated_at = $2 WHERE id = $1 AND status = 'held'")
+                .bind(id)
+                .bind(stored_time(now))
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(())
     }
 
     async fn update_knowledge_job(&self, job: &Job) -> StoreResult<bool> {

@@ -212,7 +212,7 @@ pub struct JobResponse {
     /// `ingest` or `reembed`.
     pub kind: String,
     pub doc_id: Option<String>,
-    /// `queued`, `running`, `done` or `failed`.
+    /// `held` (its file is being stored), `queued`, `running`, `done` or `failed`.
     pub status: String,
     pub attempts: i32,
     pub max_attempts: i32,

@@ -53,6 +53,8 @@ impl JobKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Waiting for its upload's bytes to be stored.
+    Held,
     Queued,
     Running,
     Done,
@@ -62,6 +64,7 @@ pub enum JobStatus {
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::Held => "held",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Done => "done",
@@ -71,6 +74,7 @@ impl JobStatus {
 
     pub fn parse(text: &str) -> Option<JobStatus> {
         Some(match text {
+            "held" => JobStatus::Held,
             "queued" => JobStatus::Queued,
             "running" => JobStatus::Running,
             "done" => JobStatus::Done,
@@ -107,14 +111,18 @@ pub struct NewJob {
     pub kind: JobKind,
     pub store_id: i64,
     pub max_attempts: i32,
+    /// Created held: it runs once released (or a minute later, if nobody releases it).
+    pub held: bool,
 }
 
 impl NewJob {
+    /// A file's ingestion, held until its bytes are stored.
     pub fn ingest(store_id: i64) -> NewJob {
         NewJob {
             kind: JobKind::Ingest,
             store_id,
             max_attempts: ATTEMPTS,
+            held: true,
         }
     }
 
@@ -123,6 +131,7 @@ impl NewJob {
             kind: JobKind::Reembed,
             store_id,
             max_attempts: ATTEMPTS,
+            held: false,
         }
     }
 }

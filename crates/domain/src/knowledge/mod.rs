@@ -209,7 +209,20 @@ pub enum KnowledgeError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for KnowledgeError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { constraint } if constraint == "vector_dimensions" => {
+                KnowledgeError::Invalid(
+                    "the embedding model's vectors differ in dimension from the store's; set the store's model again to re-embed it".into(),
+                )
+            }
+            other => KnowledgeError::Store(other),
+        }
+    }
 }
 
 impl DomainError for KnowledgeError {
@@ -611,18 +624,39 @@ async fn ingest_json_into(
         raw_json: Some(input.document),
         metadata: Value::Object(metadata),
     };
+    put_ready(services, store.id, &new, &chunks).await
+}
+
+/// Stores a document whose chunks are ready, replacing one with the same `doc_id`.
+async fn put_ready(
+    services: &Services,
+    store_id: i64,
+    new: &NewDocument,
+    chunks: &[NewChunk],
+) -> KnowledgeResult<Document> {
+    let replaced = services.store.document(store_id, &new.doc_id).await?;
     let (doc, _) = services
         .store
         .put_document(
-            store.id,
-            &new,
+            store_id,
+            new,
             DocumentStatus::Ready,
-            &chunks,
+            chunks,
             None,
             Utc::now(),
         )
         .await?;
+    forget_file(services, replaced.filter(|r| r.id != doc.id)).await;
     Ok(doc)
+}
+
+/// Deletes the kept bytes of a document that was replaced or deleted, if it was a file.
+async fn forget_file(services: &Services, doc: Option<Document>) {
+    if let Some(doc) = doc.filter(|d| d.source == "file")
+        && let Err(err) = services.blobs.delete(&blob_key(doc.store_id, doc.id)).await
+    {
+        tracing::warn!(doc_id = %doc.doc_id, error = %err, "could not delete a replaced file's bytes");
+    }
 }
 
 /// Ingests a document already cut into chunks (importers, benchmarks): the texts are
@@ -652,18 +686,7 @@ pub async fn ingest_chunks(
         raw_json: None,
         metadata,
     };
-    let (doc, _) = services
-        .store
-        .put_document(
-            store.id,
-            &new,
-            DocumentStatus::Ready,
-            &chunks,
-            None,
-            Utc::now(),
-        )
-        .await?;
-    Ok(doc)
+    put_ready(services, store.id, &new, &chunks).await
 }
 
 /// An uploaded file for ingestion.
@@ -716,6 +739,7 @@ pub async fn upload_file(
         metadata: upload.metadata.clone(),
     };
     let job = NewJob::ingest(store.id);
+    let replaced = services.store.document(store.id, &new.doc_id).await?;
     let (doc, job_id) = services
         .store
         .put_document(
@@ -732,7 +756,13 @@ pub async fn upload_file(
         .blobs
         .put(&blob_key(store.id, doc.id), &upload.bytes)
         .await?;
+    forget_file(services, replaced.filter(|r| r.id != doc.id)).await;
     let job_id = job_id.ok_or_else(|| StoreError::Other("the job was not created".into()))?;
+    // The job was held so no worker could look for the bytes before they landed.
+    services
+        .store
+        .release_knowledge_job(job_id, Utc::now())
+        .await?;
     let job = services
         .store
         .knowledge_job(job_id)

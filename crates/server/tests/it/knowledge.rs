@@ -733,6 +733,44 @@ async fn files_ingest_in_background_jobs(backend: TestBackend) {
     );
     assert_eq!(found.body[0]["filename"], "guide.md");
 
+    // Uploading the same doc_id again replaces the document and its kept bytes.
+    let blobs = || {
+        std::fs::read_dir(app.data_dir().join("attachments"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("knowledge-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(blobs(), 1);
+    let again = upload(
+        &app,
+        &admin,
+        "docs",
+        "guide.md",
+        b"# Installation\n\nRun the installer.",
+        &[],
+    )
+    .await;
+    let job = finished_job(
+        &app,
+        &admin,
+        "docs",
+        again.body["job"]["id"].as_i64().unwrap(),
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(blobs(), 1, "the replaced file's bytes are gone");
+    let doc = app
+        .get("/api/vector-stores/docs/documents/guide.md", Some(&admin))
+        .await;
+    assert_eq!(doc.body["chunks"].as_array().unwrap().len(), 1);
+    let docs = app
+        .get("/api/vector-stores/docs/documents", Some(&admin))
+        .await;
+    assert_eq!(docs.body.as_array().unwrap().len(), 1);
+
     // HTML and CSV, with an explicit doc_id.
     let html = b"<html><head><style>x{}</style></head><body><h1>Prices</h1><p>The premium plan costs &euro;20 &amp; includes support.</p></body></html>";
     let page = upload(
@@ -1031,6 +1069,67 @@ async fn a_job_left_by_a_dead_worker_is_taken_over(backend: TestBackend) {
     assert!(!store.update_knowledge_job(&late).await.unwrap());
     let found = search(&app, &admin, "kb", json!({"query": "words"})).await;
     assert_eq!(doc_ids(&found.body), ["a.md"]);
+
+    // A job held for its upload's bytes is not claimed, unless the upload stopped over a
+    // minute ago.
+    let later = chrono::Utc::now();
+    let store_id = app
+        .app
+        .services
+        .store
+        .vector_store("kb")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let held = domain::knowledge::NewDocument {
+        doc_id: "held.txt".into(),
+        title: None,
+        source: "file",
+        filename: Some("held.txt".into()),
+        mime_type: Some("text/plain".into()),
+        size: Some(1),
+        raw_json: None,
+        metadata: json!({}),
+    };
+    let (_, held_job) = store
+        .put_document(
+            store_id,
+            &held,
+            domain::knowledge::DocumentStatus::Pending,
+            &[],
+            Some(&domain::knowledge::NewJob::ingest(store_id)),
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_knowledge_job(
+                "w",
+                later + chrono::Duration::seconds(30),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stale = store
+        .claim_knowledge_job(
+            "w",
+            later + chrono::Duration::seconds(61),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .expect("a job held too long runs");
+    assert_eq!(Some(stale.id), held_job);
+    assert!(
+        store
+            .delete_document(stale.document_id.unwrap())
+            .await
+            .unwrap()
+    );
 }
 
 async fn workflows_search_ingest_and_cite(backend: TestBackend) {

@@ -2,10 +2,11 @@
 -- and the durable ingestion jobs. A chunk's vector is kept as float32 bytes in
 -- `vector_chunks.embedding`; for search, one sqlite-vec `vec0` table per dimension
 -- (`vec_chunks_<dims>`, created when a store first embeds at that dimension) holds it as
--- bits for a fast first pass.
+-- bits for a fast first pass. Store, document and job ids are never reused
+-- (`AUTOINCREMENT`): file bytes, cached bits and late job reports are keyed by them.
 
 CREATE TABLE vector_stores (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     slug TEXT NOT NULL UNIQUE,
     title TEXT,
     description TEXT,
@@ -22,7 +23,7 @@ CREATE TABLE vector_stores (
 );
 
 CREATE TABLE vector_documents (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     store_id INTEGER NOT NULL REFERENCES vector_stores (id) ON DELETE CASCADE,
     doc_id TEXT NOT NULL,
     title TEXT,
@@ -69,7 +70,7 @@ CREATE TRIGGER vector_chunks_fts_update AFTER UPDATE OF text ON vector_chunks BE
 END;
 
 CREATE TABLE knowledge_jobs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
     store_id INTEGER NOT NULL REFERENCES vector_stores (id) ON DELETE CASCADE,
     document_id INTEGER REFERENCES vector_documents (id) ON DELETE CASCADE,
