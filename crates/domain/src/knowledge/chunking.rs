@@ -91,7 +91,7 @@ pub fn chunk_entries(entries: &[(String, String)]) -> Vec<(String, Map<String, V
         if line.len() <= MAX_CHUNK_CHARS {
             lines.push(line);
         } else {
-            for (part, piece) in split_chars(value, MAX_CHUNK_CHARS - path.len() - 16)
+            for (part, piece) in split_chars(value, MAX_CHUNK_CHARS.saturating_sub(path.len() + 16))
                 .into_iter()
                 .enumerate()
             {
@@ -422,6 +422,9 @@ mod tests {
         assert!(long.len() >= 2);
         assert!(long[0].0.starts_with("p (part 1): "));
         assert!(long.iter().all(|(t, _)| t.len() <= MAX_CHUNK_CHARS));
+        // A path longer than a chunk does not break the cut.
+        let deep = chunk_entries(&[("p".repeat(MAX_CHUNK_CHARS + 10), "value".into())]);
+        assert!(!deep.is_empty());
     }
 
     #[test]

@@ -177,9 +177,18 @@ pub async fn work(
 /// Runs one claimed job and records how it ended.
 pub async fn run_claimed(services: &Services, mut job: Job, retry_base_secs: u64) {
     let started = std::time::Instant::now();
-    let result = match job.kind {
-        JobKind::Ingest => ingest(services, &mut job).await,
-        JobKind::Reembed => reembed(services, &mut job).await,
+    // Taken over more times than it may run: its workers keep dying on it (a file that
+    // hangs the parser or exhausts memory). It fails instead of running again.
+    let result = if job.attempts > job.max_attempts {
+        Err(KnowledgeError::Invalid(format!(
+            "the job was interrupted {} times; giving up",
+            job.attempts - 1
+        )))
+    } else {
+        match job.kind {
+            JobKind::Ingest => ingest(services, &mut job).await,
+            JobKind::Reembed => reembed(services, &mut job).await,
+        }
     };
     let now = Utc::now();
     job.lease_until = None;
@@ -277,8 +286,10 @@ async fn ingest(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
         doc.mime_type.as_deref(),
     )
     .ok_or_else(|| KnowledgeError::UnsupportedFile("unsupported file type".into()))?;
-    let extracted = kind
-        .extract(&bytes)
+    // Parsing (PDF above all) is CPU work: off the async threads.
+    let extracted = tokio::task::spawn_blocking(move || kind.extract(&bytes))
+        .await
+        .map_err(|_| KnowledgeError::UnsupportedFile("the file could not be read".into()))?
         .map_err(KnowledgeError::UnsupportedFile)?;
     let texts: Vec<(String, Map<String, Value>)> = match extracted {
         Extracted::Text(text) => chunking::chunk_text(

@@ -413,29 +413,51 @@ pub fn blob_key(store_id: i64, document_id: i64) -> String {
 
 /// Whether `user` may search the store `slug` (and read its documents): administrators
 /// always; other users when a workflow they can use (their own, one shared with them, or
-/// the ChatKit default) searches it, in a `file_search` step or an agent's knowledge tool.
+/// the ChatKit default) and that an administrator owns searches it, in a `file_search`
+/// step or an agent's knowledge tool.
 pub async fn can_search(services: &Services, user: &User, slug: &str) -> KnowledgeResult<bool> {
     if user.is_admin {
         return Ok(true);
     }
-    let mut workflows: Vec<i64> = services
+    let mut workflows: Vec<crate::workflows::Workflow> = services
         .store
         .list_workflows(Some(user.id))
         .await?
         .into_iter()
-        .map(|(w, _)| w.id)
+        .map(|(w, _)| w)
         .collect();
     if let Some(default) = services.store.chatkit_default().await? {
-        workflows.push(default.id);
+        workflows.push(default);
     }
-    for id in workflows {
-        if let Some(version) = services.store.production_version(id).await?
+    for workflow in workflows {
+        // Only an administrator's workflow opens a store: a user cannot reach a store by
+        // naming it in a workflow of their own.
+        if !workflow_may_use_stores(services, &workflow).await? {
+            continue;
+        }
+        if let Some(version) = services.store.production_version(workflow.id).await?
             && uses_store(&version.graph, slug)
         {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether a workflow's steps may search and write knowledge bases: its owner is an
+/// administrator (administrators manage knowledge, and choose where it is used).
+pub async fn workflow_may_use_stores(
+    services: &Services,
+    workflow: &crate::workflows::Workflow,
+) -> KnowledgeResult<bool> {
+    let Some(owner) = workflow.owner_id else {
+        return Ok(false);
+    };
+    Ok(services
+        .store
+        .user_by_id(owner)
+        .await?
+        .is_some_and(|u| u.is_admin))
 }
 
 /// Whether a graph searches the store `slug`.

@@ -57,6 +57,7 @@ pub(super) async fn search_stores(
     documents: bool,
 ) -> Result<Found, NodeError> {
     let fail = |err: knowledge::KnowledgeError| node_error(err.code(), err.to_string());
+    check_owner(ctx).await?;
     let mut hits: Vec<(String, SearchHit)> = Vec::new();
     let mut semantic = false;
     for slug in stores {
@@ -131,6 +132,18 @@ pub(super) async fn search_stores(
         sources,
         semantic,
     })
+}
+
+/// Knowledge bases are used by administrators' workflows only.
+async fn check_owner(ctx: &RunCtx<'_>) -> Result<(), NodeError> {
+    match knowledge::workflow_may_use_stores(ctx.services, ctx.workflow).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(node_error(
+            "forbidden",
+            "only workflows owned by an administrator use knowledge bases",
+        )),
+        Err(err) => Err(node_error(err.code(), err.to_string())),
+    }
 }
 
 fn ranking(text: Option<&str>) -> Option<Ranking> {
@@ -211,6 +224,7 @@ pub(super) async fn json_vector_store(
     input: Value,
 ) -> Result<Outcome, NodeError> {
     let config: nodes::json_vector_store::JsonVectorStore = parse(node)?;
+    check_owner(ctx).await?;
     let slug = config.vector_store_slug.clone().unwrap_or_default();
     let eval = |source: &Option<String>| -> Result<Option<Value>, NodeError> {
         match source.as_deref().filter(|s| !s.trim().is_empty()) {

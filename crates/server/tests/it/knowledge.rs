@@ -244,6 +244,24 @@ async fn stores_documents_and_full_text_search(backend: TestBackend) {
         .get("/api/vector-stores/handbook/documents/vpn", Some(&user))
         .await;
     assert_eq!(detail.status, StatusCode::NOT_FOUND);
+    // Naming the store in a workflow of one's own opens nothing, and such a run is refused.
+    let own = json!({"nodes": [{"slug": "start", "kind": "start"},
+                               {"slug": "s", "kind": "file_search", "parameters": {"vector_store_slug": "handbook", "query": "badge"}},
+                               {"slug": "end", "kind": "end", "parameters": {"output": "input"}}],
+                     "edges": [{"source": "start", "target": "s"}, {"source": "s", "target": "end"}]});
+    let mine = crate::runs::publish(&app, &user, own).await;
+    let still = app
+        .post(
+            "/api/vector-stores/handbook/search_json",
+            Some(&user),
+            json!({"query": "badge"}),
+        )
+        .await;
+    assert_eq!(still.status, StatusCode::NOT_FOUND);
+    let run = crate::runs::start(&app, &user, mine, json!({"input_as_text": "x"})).await;
+    assert_eq!(run.body["status"], "failed", "{}", run.text);
+    assert_eq!(run.body["error"]["code"], "forbidden");
+
     // The ChatKit default workflow searches it: now every user may.
     crate::chatkit::serve(
         &app,

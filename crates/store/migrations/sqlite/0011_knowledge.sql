@@ -2,7 +2,7 @@
 -- and the durable ingestion jobs. A chunk's vector is kept as float32 bytes in
 -- `vector_chunks.embedding`; for search, one sqlite-vec `vec0` table per dimension
 -- (`vec_chunks_<dims>`, created when a store first embeds at that dimension) holds it as
--- bits for a fast first pass. Store, document and job ids are never reused
+-- bits for a fast first pass. Store, document, chunk and job ids are never reused
 -- (`AUTOINCREMENT`): file bytes, cached bits and late job reports are keyed by them.
 
 CREATE TABLE vector_stores (
@@ -42,7 +42,7 @@ CREATE TABLE vector_documents (
 );
 
 CREATE TABLE vector_chunks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     store_id INTEGER NOT NULL REFERENCES vector_stores (id) ON DELETE CASCADE,
     document_id INTEGER NOT NULL REFERENCES vector_documents (id) ON DELETE CASCADE,
     chunk_index INTEGER NOT NULL,
