@@ -3,7 +3,9 @@
 //! an in-process embedder, and measures ingestion throughput and hybrid top-10 query
 //! latency (p50, p99) at 10k chunks and at the full size.
 //!
-//! `cargo run --release -p knowledge-bench -- [CHUNKS] [sqlite|postgres|both]`
+//! `cargo run --release -p knowledge-bench -- [CHUNKS] [sqlite|postgres|both]`; and
+//! `cargo run --release -p knowledge-bench -- local [MODELS_DIR]` times the local
+//! embedding model (all-MiniLM-L6-v2) alone.
 //! PostgreSQL (with pgvector) is reached at `BENCH_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); a scratch database is created and
 //! dropped there.
@@ -305,9 +307,67 @@ async fn run(backend: &str, url: String, total: usize) -> Vec<String> {
     rows
 }
 
+/// The local model alone: chunks of about 250 tokens embedded per second, and the latency
+/// of embedding one short query (what a search adds when its store uses the local model).
+async fn local_model(dir: &str) {
+    let models = local_models::LocalModels::new(dir);
+    let name = "all-MiniLM-L6-v2";
+    let mut rng = Rng(7);
+    let words = vocabulary(6_000, &mut rng);
+    let chunk = |rng: &mut Rng| {
+        (0..WORDS_PER_CHUNK * 3)
+            .map(|_| words[rng.below(words.len())].as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let warm = models
+        .encode(name, &[chunk(&mut rng)])
+        .await
+        .expect("the local model loads (scripts/fetch-local-model.sh)");
+    assert_eq!(warm.vectors[0].len(), DIMS);
+    let batch: Vec<String> = (0..256).map(|_| chunk(&mut rng)).collect();
+    let started = Instant::now();
+    let encoded = models.encode(name, &batch).await.expect("embeds");
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for i in 0..QUERIES {
+        let query = format!(
+            "{} {} {}",
+            words[i % words.len()],
+            words[(i * 7) % words.len()],
+            words[(i * 13) % words.len()]
+        );
+        let started = Instant::now();
+        models.encode(name, &[query]).await.expect("embeds");
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| local model | chunks/s (256 chunks, {} tokens) | query p50 ms | p99 ms |",
+        encoded.tokens
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| {name} | {:.0} | {:.2} | {:.2} |",
+        batch.len() as f64 / elapsed,
+        ms(latencies[latencies.len() / 2]),
+        ms(latencies[latencies.len() * 99 / 100]),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
+    if let Some(mode) = std::env::args().nth(1)
+        && mode == "local"
+    {
+        let dir = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "data/models".into());
+        local_model(&dir).await;
+        return;
+    }
     let total: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let which = args.next().unwrap_or_else(|| "both".into());
     let mut rows = Vec::new();

@@ -10,7 +10,10 @@
 
 mod chat;
 mod responses;
+mod route;
 mod sse;
+
+pub use route::Clients;
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 

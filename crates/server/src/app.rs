@@ -10,6 +10,21 @@ use tokio::net::TcpListener;
 
 use crate::{config::Config, keys};
 
+/// The in-process models, when this build has them.
+fn local_models(config: &Config) -> Option<Arc<dyn domain::llm::LlmClient>> {
+    #[cfg(feature = "local-models")]
+    {
+        Some(Arc::new(local_models::LocalModels::new(
+            config.local_models_dir(),
+        )))
+    }
+    #[cfg(not(feature = "local-models"))]
+    {
+        let _ = config;
+        None
+    }
+}
+
 /// A built application: its services and database, ready to serve.
 pub struct App {
     pub config: Config,
@@ -39,7 +54,10 @@ impl App {
             store: Arc::new(db.clone()),
             auth: Arc::new(Auth::new(&config.auth, &keys.jwt_secret)),
             secret_box: Arc::new(keys.secret_box),
-            llm: Arc::new(providers::HttpLlm::new()),
+            llm: Arc::new(providers::Clients::new(
+                providers::HttpLlm::new(),
+                local_models(&config),
+            )),
             engine: config.engine,
             live: Arc::default(),
             blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
@@ -97,12 +115,41 @@ impl App {
         {
             tracing::info!(label = %provider.label, api_base = %provider.api_base, "created the default model provider from the environment");
         }
+        self.bootstrap_local_models().await?;
         if self.services.store.count_users().await? == 0 {
             tracing::warn!(
                 "no users exist yet. Create an administrator with \
                  `switchyard users create --email you@example.com --admin`, \
                  or set SWITCHYARD_ADMIN_EMAIL and SWITCHYARD_ADMIN_PASSWORD and restart"
             );
+        }
+        Ok(())
+    }
+
+    /// Registers the models of the local models folder under a `local` provider the first
+    /// time the folder has any.
+    async fn bootstrap_local_models(&self) -> anyhow::Result<()> {
+        #[cfg(feature = "local-models")]
+        {
+            let dir = self.config.local_models_dir();
+            let names = local_models::LocalModels::new(&dir)
+                .names()
+                .unwrap_or_default();
+            if names.is_empty() {
+                tracing::debug!(dir = %dir.display(), "no local models");
+                return Ok(());
+            }
+            if let Some((provider, counts)) = domain::models::bootstrap_local(&self.services)
+                .await
+                .context("could not register the local models")?
+            {
+                tracing::info!(
+                    provider = %provider.label,
+                    dir = %dir.display(),
+                    imported = counts.imported,
+                    "registered the local models folder as a provider"
+                );
+            }
         }
         Ok(())
     }

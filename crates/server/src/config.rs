@@ -98,6 +98,9 @@ pub struct ModelSettings {
     pub openai_api_key: Option<Secret>,
     /// With `openai_api_key`: another OpenAI-compatible endpoint.
     pub openai_base_url: Option<String>,
+    /// Folder of local embedding models (one sub-folder per model, as sentence-transformers
+    /// saves them); `<data_dir>/models` when unset.
+    pub local_dir: Option<PathBuf>,
 }
 
 /// Short environment names for common settings, after the `SWITCHYARD_` prefix.
@@ -110,6 +113,7 @@ pub const ENV_ALIASES: &[(&str, &str)] = &[
     ("log_level", "log.level"),
     ("log_format", "log.format"),
     ("cors_allowed_origins", "http.cors_allowed_origins"),
+    ("models_dir", "models.local_dir"),
 ];
 
 /// Values given on the command line; they win over every other layer.
@@ -183,6 +187,14 @@ impl Config {
             Some(url) if !url.is_empty() => url.expose().to_string(),
             _ => format!("sqlite://{}", self.data_dir.join("switchyard.db").display()),
         }
+    }
+
+    /// The local models folder in effect: the configured one, or `models` in the data folder.
+    pub fn local_models_dir(&self) -> PathBuf {
+        self.models
+            .local_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -164,6 +164,43 @@ impl TestResponse {
     }
 }
 
+/// The local embedding model the tests use (`scripts/fetch-local-model.sh target/test-models`).
+pub const LOCAL_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// The folder holding [`LOCAL_MODEL`]: `SWITCHYARD_TEST_MODELS`, else `target/test-models`.
+/// `None`, with a notice, when the model is missing; a failure instead when
+/// `LOCAL_MODEL_TESTS=required` (as in CI).
+pub fn local_models_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SWITCHYARD_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-models")
+        });
+    let model = dir.join(LOCAL_MODEL);
+    if ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .all(|f| model.join(f).is_file())
+    {
+        return Some(dir);
+    }
+    let message = format!(
+        "the local model is missing from {}; run scripts/fetch-local-model.sh target/test-models",
+        dir.display()
+    );
+    assert!(
+        std::env::var("LOCAL_MODEL_TESTS").as_deref() != Ok("required"),
+        "{message}"
+    );
+    static NOTICE: Once = Once::new();
+    NOTICE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE: local model tests skipped: {message}"
+        );
+    });
+    None
+}
+
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password";
 

@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderResponse {
     pub id: i64,
-    /// `openai`, `openai_compatible` or `litellm`.
+    /// `openai`, `openai_compatible`, `litellm` or `local` (models run inside the server).
     pub kind: String,
     pub label: String,
     pub api_base: String,
@@ -125,7 +125,7 @@ impl TryFrom<ProviderRequest> for ProviderInput {
                 .kind
                 .map(|k| {
                     ProviderKind::parse(&k)
-                        .ok_or_else(|| bad("kind", "openai, openai_compatible, litellm"))
+                        .ok_or_else(|| bad("kind", "openai, openai_compatible, litellm, local"))
                 })
                 .transpose()?,
             label: r.label,

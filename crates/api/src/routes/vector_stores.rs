@@ -100,7 +100,8 @@ pub struct CreateStoreRequest {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub embedding_model_id: Option<i64>,
-    /// Tokens per chunk of an uploaded file (default 400).
+    /// Tokens per chunk of an uploaded file (default 400; 200 with a local model, which
+    /// reads at most 256 word pieces).
     #[serde(default)]
     pub chunk_tokens: Option<i32>,
     /// Tokens a chunk repeats from the one before (default 60).
@@ -448,7 +449,12 @@ async fn create_store(
         description: req.description,
         metadata: req.metadata.unwrap_or_else(|| json!({})),
         embedding_model_id: req.embedding_model_id,
-        chunk_tokens: req.chunk_tokens.unwrap_or(knowledge::DEFAULT_CHUNK_TOKENS),
+        chunk_tokens: match req.chunk_tokens {
+            Some(tokens) => tokens,
+            None => {
+                knowledge::default_chunk_tokens(&state.services, req.embedding_model_id).await?
+            }
+        },
         chunk_overlap: req
             .chunk_overlap
             .unwrap_or(knowledge::DEFAULT_CHUNK_OVERLAP),

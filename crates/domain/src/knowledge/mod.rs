@@ -36,6 +36,9 @@ pub use jobs::{Job, JobKind, JobStatus, NewJob};
 /// The most tokens a file chunk holds by default, and how many the next one repeats.
 pub const DEFAULT_CHUNK_TOKENS: i32 = 400;
 pub const DEFAULT_CHUNK_OVERLAP: i32 = 60;
+/// The default for stores embedded by a local model: sentence-transformers models read 256
+/// word pieces (about 200 of our tokens) and ignore the rest.
+pub const LOCAL_CHUNK_TOKENS: i32 = 200;
 /// The largest file accepted for ingestion.
 pub const MAX_FILE_BYTES: usize = 32 * 1024 * 1024;
 /// Texts per embeddings call.
@@ -309,6 +312,29 @@ async fn check_model(services: &Services, model_id: Option<i64>) -> KnowledgeRes
         }
     }
     Ok(())
+}
+
+/// The chunk size a new store gets when none is given: smaller for local models.
+pub async fn default_chunk_tokens(
+    services: &Services,
+    model_id: Option<i64>,
+) -> KnowledgeResult<i32> {
+    let Some(id) = model_id else {
+        return Ok(DEFAULT_CHUNK_TOKENS);
+    };
+    let Some(model) = services.store.model(id).await? else {
+        return Ok(DEFAULT_CHUNK_TOKENS);
+    };
+    let local = services
+        .store
+        .provider(model.provider_id)
+        .await?
+        .is_some_and(|p| p.kind == crate::models::ProviderKind::Local);
+    Ok(if local {
+        LOCAL_CHUNK_TOKENS
+    } else {
+        DEFAULT_CHUNK_TOKENS
+    })
 }
 
 pub async fn list_stores(services: &Services) -> KnowledgeResult<Vec<VectorStore>> {

@@ -374,7 +374,15 @@ async fn candidates(
             (id, c, score)
         })
         .collect();
-    scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    // Equal fused scores (common with rank fusion: first in one list and second in the
+    // other) go to the closer meaning, then the better text match.
+    let value = |v: Option<f64>| v.unwrap_or(f64::MIN);
+    scored.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| value(b.1.dense).total_cmp(&value(a.1.dense)))
+            .then_with(|| value(b.1.text).total_cmp(&value(a.1.text)))
+            .then(a.0.cmp(&b.0))
+    });
     Ok((scored, semantic, notice))
 }
 

@@ -31,6 +31,8 @@ pub enum ProviderKind {
     OpenAiCompatible,
     /// A LiteLLM proxy: Chat Completions, plus its model list with prices.
     LiteLlm,
+    /// Embedding models run inside the server from its models folder (`models.local_dir`).
+    Local,
 }
 
 impl ProviderKind {
@@ -38,6 +40,7 @@ impl ProviderKind {
         ProviderKind::OpenAi,
         ProviderKind::OpenAiCompatible,
         ProviderKind::LiteLlm,
+        ProviderKind::Local,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::OpenAiCompatible => "openai_compatible",
             ProviderKind::LiteLlm => "litellm",
+            ProviderKind::Local => "local",
         }
     }
 
@@ -59,7 +63,9 @@ impl ProviderKind {
     pub fn default_style(self) -> ApiStyle {
         match self {
             ProviderKind::OpenAi => ApiStyle::Responses,
-            ProviderKind::OpenAiCompatible | ProviderKind::LiteLlm => ApiStyle::ChatCompletions,
+            ProviderKind::OpenAiCompatible | ProviderKind::LiteLlm | ProviderKind::Local => {
+                ApiStyle::ChatCompletions
+            }
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct ProviderInput {
 
 /// The default base URL of OpenAI's API.
 pub const OPENAI_API_BASE: &str = "https://api.openai.com/v1";
+/// What a `local` provider shows as its `api_base`: its models are in the server's folder.
+pub const LOCAL_API_BASE: &str = "local";
 
 fn invalid(message: impl Into<String>) -> ModelError {
     ModelError::Invalid(message.into())
@@ -87,7 +89,7 @@ fn provider_record(
     let kind = input
         .kind
         .or(base.map(|b| b.kind))
-        .ok_or_else(|| invalid("kind is required: openai, openai_compatible or litellm"))?;
+        .ok_or_else(|| invalid("kind is required: openai, openai_compatible, litellm or local"))?;
     if let (Some(base), Some(new_kind)) = (base, input.kind)
         && base.kind != new_kind
     {
@@ -101,7 +103,17 @@ fn provider_record(
         }
         _ => return Err(invalid("label must be 1 to 128 characters")),
     };
+    if kind == ProviderKind::Local
+        && (input.api_base.is_some()
+            || matches!(&input.api_key, Some(Some(_)))
+            || input.extra_headers.is_some())
+    {
+        return Err(invalid(
+            "local providers run the models of the server's models folder (`models.local_dir`); they take no api_base, api_key or headers",
+        ));
+    }
     let api_base = match input.api_base.or(base.map(|b| b.api_base.clone())) {
+        _ if kind == ProviderKind::Local => LOCAL_API_BASE.to_string(),
         Some(api_base) => check_api_base(&api_base)?,
         None if kind == ProviderKind::OpenAi => OPENAI_API_BASE.to_string(),
         None => return Err(invalid("api_base is required for this kind of provider")),
@@ -332,6 +344,39 @@ pub async fn bootstrap_from_env(
         Err(ModelError::Conflict(_)) => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+/// Creates the `local` provider and imports the models of the server's models folder, when
+/// the folder has models and no local provider exists yet. Returns what it did.
+pub async fn bootstrap_local(services: &Services) -> ModelResult<Option<(Provider, ImportCounts)>> {
+    if services
+        .store
+        .providers()
+        .await?
+        .iter()
+        .any(|p| p.kind == ProviderKind::Local)
+    {
+        return Ok(None);
+    }
+    let input = ProviderInput {
+        kind: Some(ProviderKind::Local),
+        label: Some("Local models".into()),
+        ..ProviderInput::default()
+    };
+    let provider = match create_provider(services, input).await {
+        Ok(provider) => provider,
+        // Another replica created it at the same moment, or an administrator took the label.
+        Err(ModelError::Conflict(_)) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let counts = match import_from_provider(services, provider.id).await? {
+        Ok(counts) => counts,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not list the local models");
+            ImportCounts::default()
+        }
+    };
+    Ok(Some((provider, counts)))
 }
 
 /// What a caller sets on a model; `None` leaves a field as it is (or takes the default).

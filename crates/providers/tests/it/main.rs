@@ -713,6 +713,34 @@ async fn secrets_never_reach_the_logs() {
     }
 }
 
+/// `Clients` sends other kinds over HTTP, and says so when a build has no local models
+/// rather than calling the provider's address.
+#[tokio::test]
+async fn clients_route_by_provider_kind() {
+    let fake = FakeLlm::start().await;
+    let clients = providers::Clients::new(HttpLlm::new(), None);
+    let remote = provider(
+        &fake,
+        ProviderKind::OpenAiCompatible,
+        ApiStyle::ChatCompletions,
+        None,
+    );
+    let embedded = clients
+        .embed(&remote, "fake-embed", &["hello".to_string()], None)
+        .await
+        .unwrap();
+    assert_eq!(embedded.vectors.len(), 1);
+    let local = provider(&fake, ProviderKind::Local, ApiStyle::ChatCompletions, None);
+    let err = clients
+        .embed(&local, "all-MiniLM-L6-v2", &["hello".to_string()], None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Misconfigured(m) if m.contains("without local models")),
+        "{err}"
+    );
+}
+
 /// A real call to OpenAI, only when `SWITCHYARD_LIVE_OPENAI_KEY` is set (never in CI).
 #[tokio::test]
 async fn live_openai_when_a_key_is_given() {

@@ -9,7 +9,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 use test_support::{
-    TestApp, TestBackend, TestResponse, backend_tests,
+    LOCAL_MODEL, TestApp, TestBackend, TestResponse, backend_tests,
     fake_llm::{FakeLlm, Reply},
 };
 
@@ -20,6 +20,7 @@ backend_tests!(
     failed_jobs_retry_and_give_up,
     a_job_left_by_a_dead_worker_is_taken_over,
     workflows_search_ingest_and_cite,
+    the_local_model_searches_by_meaning_offline,
 );
 
 /// A fake OpenAI-compatible server as a provider (no client retries, so scripted failures
@@ -1436,4 +1437,125 @@ fn minimal_docx(paragraphs: &[(&str, &str)]) -> Vec<u8> {
     zip.write_all(document.as_bytes()).unwrap();
     zip.finish().unwrap();
     out.into_inner()
+}
+
+/// The real all-MiniLM-L6-v2 in the server's models folder: registered at start under a
+/// `local` provider, it embeds a store's documents with no API key, and a question finds
+/// the document that answers it although they share no word.
+async fn the_local_model_searches_by_meaning_offline(backend: TestBackend) {
+    let Some(models) = test_support::local_models_dir() else {
+        return;
+    };
+    let app = TestApp::with_config(backend, |config| config.models.local_dir = Some(models)).await;
+    let admin = app.admin_token().await;
+    let providers = app.get("/api/admin/model-providers", Some(&admin)).await;
+    let local: Vec<&Value> = providers
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "local")
+        .collect();
+    assert_eq!(local.len(), 1, "{}", providers.text);
+    assert_eq!(local[0]["api_base"], "local");
+    let listed = app.get("/api/admin/models", Some(&admin)).await;
+    let model = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == LOCAL_MODEL)
+        .unwrap_or_else(|| panic!("the local model was imported: {}", listed.text))
+        .clone();
+    let probe = app
+        .post(
+            &format!("/api/admin/model-providers/{}/test", local[0]["id"]),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe.body["status"], "ok", "{}", probe.text);
+    // A local provider takes no address or key: its models are the server's folder.
+    let refused = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "local", "label": "Elsewhere", "api_base": "http://127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+
+    let created = app
+        .post(
+            "/api/vector-stores",
+            Some(&admin),
+            json!({"slug": "help", "title": "Help centre", "embedding_model_id": model["id"]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let docs = [
+        (
+            "account",
+            "To change the secret you sign in with, open Settings, choose Security and follow the e-mailed link.",
+        ),
+        (
+            "shipping",
+            "Parcels leave our warehouse within two working days and arrive by courier.",
+        ),
+        (
+            "leave",
+            "Staff receive twenty-five days of paid holiday each year, plus public holidays.",
+        ),
+        (
+            "kitchen",
+            "Whisk two eggs with sugar, fold in the flour and bake for forty minutes.",
+        ),
+    ];
+    for (id, text) in docs {
+        let done = app
+            .post(
+                "/api/vector-stores/help/documents",
+                Some(&admin),
+                json!({"doc_id": id, "document": {"text": text}}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::CREATED, "{}", done.text);
+    }
+    let store = app.get("/api/vector-stores/help", Some(&admin)).await;
+    assert_eq!(store.body["dimensions"], 384, "{}", store.text);
+    // Chunks fit what the model reads (256 word pieces).
+    assert_eq!(store.body["chunk_tokens"], 200);
+
+    for (question, expected) in [
+        ("I forgot my password and cannot log in", "account"),
+        ("when will my order be delivered?", "shipping"),
+        ("how many vacation days do employees get", "leave"),
+        ("cake recipe", "kitchen"),
+    ] {
+        let found = search(&app, &admin, "help", json!({"query": question, "top_k": 4})).await;
+        assert_eq!(found.headers["x-search-mode"], "hybrid");
+        assert_eq!(
+            doc_ids(&found.body)[0],
+            expected,
+            "{question}: {}",
+            found.text
+        );
+        let hits = found.body.as_array().unwrap();
+        let best = hits[0]["dense_score"].as_f64().unwrap();
+        let rest = hits[1..]
+            .iter()
+            .map(|h| h["dense_score"].as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!(best > rest + 0.1, "{question}: {best} vs {rest}");
+    }
+    // Usage is recorded against the local model, at no cost.
+    let usage = app
+        .get("/api/admin/usage?group_by=model", Some(&admin))
+        .await;
+    assert!(usage.text.contains(LOCAL_MODEL), "{}", usage.text);
 }
