@@ -482,21 +482,25 @@ pub trait KnowledgeStore: Send + Sync {
     /// Replaces the document with the same `doc_id` (its chunks go with it) by `doc` and
     /// `chunks`, and queues `job` for it, in one transaction. Returns the document and the
     /// job's id. Refuses vectors whose dimension differs from the store's
-    /// (`Conflict { constraint: "vector_dimensions" }`).
+    /// (`Conflict { constraint: "vector_dimensions" }`), and vectors made by `embedded_by`
+    /// when that is no longer the store's model (`Conflict { constraint: "vector_model" }`).
+    #[allow(clippy::too_many_arguments)] // one row and its parts, written in one transaction
     async fn put_document(
         &self,
         store_id: i64,
         doc: &NewDocument,
         status: DocumentStatus,
         chunks: &[NewChunk],
+        embedded_by: Option<i64>,
         job: Option<&NewJob>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Document, Option<i64>)>;
-    /// Replaces a document's chunks and marks it ready.
+    /// Replaces a document's chunks and marks it ready; refuses vectors as `put_document`.
     async fn set_document_chunks(
         &self,
         document_id: i64,
         chunks: &[NewChunk],
+        embedded_by: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn set_document_status(
@@ -547,10 +551,12 @@ pub trait KnowledgeStore: Send + Sync {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<(i64, String)>>;
+    /// Sets the vectors of chunks that have none; refuses them as `put_document`.
     async fn set_chunk_vectors(
         &self,
         store_id: i64,
         vectors: &[(i64, Vec<f32>)],
+        embedded_by: i64,
     ) -> StoreResult<()>;
 
     /// Claims the oldest job that is due, whose worker's lease ran out, or that was held
@@ -563,7 +569,8 @@ pub trait KnowledgeStore: Send + Sync {
     ) -> StoreResult<Option<Job>>;
     /// Lets a held job run (its upload's bytes have landed).
     async fn release_knowledge_job(&self, id: i64, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Saves a job's state, unless another worker has claimed it since.
+    /// Saves a running job's state; `false` when it is no longer this worker's running job
+    /// (another worker claimed it since, or it was superseded).
     async fn update_knowledge_job(&self, job: &Job) -> StoreResult<bool>;
     async fn knowledge_job(&self, id: i64) -> StoreResult<Option<Job>>;
     /// A store's jobs, newest first (at most 100).

@@ -346,7 +346,40 @@ impl Db {
 
 /// Records the store's vector dimension (`$1`) on its first vectors; changes nothing when
 /// the store already holds vectors of another dimension (the caller then refuses).
-const SETTLE_DIMENSIONS: &str = "UPDATE vector_stores SET dimensions = $1 WHERE id = $2 AND (dimensions IS NULL OR dimensions = $1)";
+const SETTLE_DIMENSIONS: &str = "UPDATE vector_stores SET dimensions = $1
+     WHERE id = $2 AND (dimensions IS NULL OR dimensions = $1) AND embedding_model_id IS NOT DISTINCT FROM $3";
+
+/// Settles the store's dimension for vectors of `$dims` made by the model `$model`, in the
+/// caller's transaction, or fails with `vector_model` (the store's model changed since they
+/// were made) or `vector_dimensions`. On PostgreSQL the row lock this takes orders the write
+/// with a model change: whichever commits second sees the first.
+macro_rules! settle_vectors {
+    ($tx:expr, $store_id:expr, $dims:expr, $model:expr) => {
+        async {
+            let settled = sqlx::query(SETTLE_DIMENSIONS)
+                .bind($dims)
+                .bind($store_id)
+                .bind($model)
+                .execute(&mut *$tx)
+                .await?;
+            if settled.rows_affected() == 0 {
+                let current: Option<Option<i64>> = sqlx::query_scalar(
+                    "SELECT embedding_model_id FROM vector_stores WHERE id = $1",
+                )
+                .bind($store_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+                let reason = if current.flatten() == $model {
+                    "vector_dimensions"
+                } else {
+                    "vector_model"
+                };
+                return Err(sqlx::Error::Protocol(reason.into()));
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+    };
+}
 
 /// Marks a store's chunks as changed (`$1` the store).
 const BUMP: &str = "UPDATE vector_stores SET vectors_version = vectors_version + 1 WHERE id = $1";
@@ -354,18 +387,11 @@ const BUMP: &str = "UPDATE vector_stores SET vectors_version = vectors_version +
 /// Inserts `chunks` of a document, their vectors, and settles the store's dimension; in
 /// the caller's transaction `$tx` (the body is compiled once per backend).
 macro_rules! insert_chunks {
-    ($self:expr, $tx:expr, $store_id:expr, $document_id:expr, $chunks:expr, $dims:expr) => {
+    ($self:expr, $tx:expr, $store_id:expr, $document_id:expr, $chunks:expr, $dims:expr, $model:expr) => {
         async {
             sqlx::query(BUMP).bind($store_id).execute(&mut *$tx).await?;
             if let Some(dims) = $dims {
-                let settled = sqlx::query(SETTLE_DIMENSIONS)
-                    .bind(dims)
-                    .bind($store_id)
-                    .execute(&mut *$tx)
-                    .await?;
-                if settled.rows_affected() == 0 {
-                    return Err(sqlx::Error::Protocol("vector_dimensions".into()));
-                }
+                settle_vectors!($tx, $store_id, dims, $model).await?;
             }
             let vec_sql = match $self.backend {
                 Backend::Sqlite => $dims.map(sqlite_vec_insert_sql),
@@ -402,9 +428,13 @@ macro_rules! insert_chunks {
 /// Maps the dimension refusal raised inside [`insert_chunks!`].
 fn chunk_error(err: sqlx::Error) -> StoreError {
     match err {
-        sqlx::Error::Protocol(message) if message == "vector_dimensions" => StoreError::Conflict {
-            constraint: "vector_dimensions".into(),
-        },
+        sqlx::Error::Protocol(message)
+            if message == "vector_dimensions" || message == "vector_model" =>
+        {
+            StoreError::Conflict {
+                constraint: message,
+            }
+        }
         other => store_error(other),
     }
 }
@@ -576,12 +606,14 @@ impl KnowledgeStore for Db {
         Ok(done > 0)
     }
 
+    #[allow(clippy::too_many_arguments)] // one row and its parts, written in one transaction
     async fn put_document(
         &self,
         store_id: i64,
         doc: &NewDocument,
         status: DocumentStatus,
         chunks: &[NewChunk],
+        embedded_by: Option<i64>,
         job: Option<&NewJob>,
         now: DateTime<Utc>,
     ) -> StoreResult<(Document, Option<i64>)> {
@@ -620,7 +652,7 @@ impl KnowledgeStore for Db {
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                insert_chunks!(self, tx, store_id, row.id, chunks, dims).await?;
+                insert_chunks!(self, tx, store_id, row.id, chunks, dims, embedded_by).await?;
                 let job_id: Option<i64> = match job {
                     Some(job) => Some(
                         sqlx::query_scalar(
@@ -652,6 +684,7 @@ impl KnowledgeStore for Db {
         &self,
         document_id: i64,
         chunks: &[NewChunk],
+        embedded_by: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let dims = chunks_dims(chunks)?;
@@ -683,7 +716,7 @@ impl KnowledgeStore for Db {
                     .bind(document_id)
                     .execute(&mut *tx)
                     .await?;
-                insert_chunks!(self, tx, store_id, document_id, chunks, dims).await?;
+                insert_chunks!(self, tx, store_id, document_id, chunks, dims, embedded_by).await?;
                 tx.commit().await
             }
             .await
@@ -1043,6 +1076,7 @@ impl KnowledgeStore for Db {
         &self,
         store_id: i64,
         vectors: &[(i64, Vec<f32>)],
+        embedded_by: i64,
     ) -> StoreResult<()> {
         let Some(dims) = vectors.first().map(|(_, v)| v.len() as i32) else {
             return Ok(());
@@ -1066,16 +1100,7 @@ impl KnowledgeStore for Db {
         with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
-                let settled = sqlx::query(
-                    SETTLE_DIMENSIONS,
-                )
-                .bind(dims)
-                .bind(store_id)
-                .execute(&mut *tx)
-                .await?;
-                if settled.rows_affected() == 0 {
-                    return Err(sqlx::Error::Protocol("vector_dimensions".into()));
-                }
+                settle_vectors!(tx, store_id, dims, Some(embedded_by)).await?;
                 sqlx::query(BUMP).bind(store_id).execute(&mut *tx).await?;
                 for (id, v) in vectors {
                     // Only a chunk still without a vector (a concurrent job may have set it).
@@ -1158,7 +1183,7 @@ impl KnowledgeStore for Db {
             sqlx::query(
                 "UPDATE knowledge_jobs SET status = $3, run_after = $4, lease_until = $5, done = $6, total = $7, error = $8,
                      updated_at = $9
-                 WHERE id = $1 AND attempts = $2 AND worker IS NOT DISTINCT FROM $10",
+                 WHERE id = $1 AND attempts = $2 AND worker IS NOT DISTINCT FROM $10 AND status = 'running'",
             )
             .bind(job.id)
             .bind(job.attempts)

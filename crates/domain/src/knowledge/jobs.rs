@@ -190,6 +190,15 @@ pub async fn run_claimed(services: &Services, mut job: Job, retry_base_secs: u64
             JobKind::Reembed => reembed(services, &mut job).await,
         }
     };
+    if let Err(KnowledgeError::JobLost) = result {
+        // Another worker holds it now, or a newer job replaced it: theirs is the record.
+        tracing::info!(
+            job = job.id,
+            kind = job.kind.as_str(),
+            "stopped a knowledge job this worker no longer holds"
+        );
+        return;
+    }
     let now = Utc::now();
     job.lease_until = None;
     job.updated_at = now;
@@ -254,8 +263,11 @@ async fn progress(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
     let now = Utc::now();
     job.lease_until = Some(now + chrono::Duration::from_std(LEASE).unwrap_or_default());
     job.updated_at = now;
-    services.store.update_knowledge_job(job).await?;
-    Ok(())
+    if services.store.update_knowledge_job(job).await? {
+        Ok(())
+    } else {
+        Err(KnowledgeError::JobLost)
+    }
 }
 
 async fn ingest(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
@@ -321,7 +333,7 @@ async fn ingest(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
     }
     services
         .store
-        .set_document_chunks(doc.id, &chunks, Utc::now())
+        .set_document_chunks(doc.id, &chunks, store.embedding_model_id, Utc::now())
         .await?;
     Ok(())
 }
@@ -349,7 +361,10 @@ async fn reembed(services: &Services, job: &mut Job) -> KnowledgeResult<()> {
         let texts: Vec<String> = batch.iter().map(|(_, text)| text.clone()).collect();
         let vectors = embed(services, model_id, &texts, None).await?;
         let items: Vec<(i64, Vec<f32>)> = batch.iter().map(|(id, _)| *id).zip(vectors).collect();
-        services.store.set_chunk_vectors(store.id, &items).await?;
+        services
+            .store
+            .set_chunk_vectors(store.id, &items, model_id)
+            .await?;
         job.done = (job.total
             - services
                 .store

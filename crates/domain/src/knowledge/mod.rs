@@ -201,6 +201,13 @@ pub enum KnowledgeError {
     Protected(String),
     #[error("{0}")]
     Invalid(String),
+    /// A concurrent change came first; sending the request again succeeds.
+    #[error("{0}")]
+    Changed(String),
+    /// This worker no longer holds the job (its lease ran out and another took it, or it
+    /// was superseded); it stops without writing.
+    #[error("the job was taken over or superseded")]
+    JobLost,
     #[error("{0}")]
     UnsupportedFile(String),
     #[error("the file is larger than {} MiB", MAX_FILE_BYTES / (1024 * 1024))]
@@ -223,6 +230,16 @@ impl From<StoreError> for KnowledgeError {
                     "the embedding model's vectors differ in dimension from the store's; set the store's model again to re-embed it".into(),
                 )
             }
+            StoreError::Conflict { constraint } if constraint == "vector_model" => {
+                KnowledgeError::Changed(
+                    "the store's embedding model changed while the document was embedded; send it again".into(),
+                )
+            }
+            StoreError::Conflict { constraint } if constraint.contains("vector_documents") => {
+                KnowledgeError::Changed(
+                    "another request wrote a document with this doc_id at the same moment; send it again".into(),
+                )
+            }
             other => KnowledgeError::Store(other),
         }
     }
@@ -234,7 +251,8 @@ impl DomainError for KnowledgeError {
             KnowledgeError::StoreNotFound(_)
             | KnowledgeError::DocumentNotFound(_)
             | KnowledgeError::JobNotFound(_) => ErrorKind::NotFound,
-            KnowledgeError::Exists(_) => ErrorKind::Conflict,
+            KnowledgeError::Exists(_) | KnowledgeError::Changed(_) => ErrorKind::Conflict,
+            KnowledgeError::JobLost => ErrorKind::Conflict,
             KnowledgeError::Protected(_)
             | KnowledgeError::Invalid(_)
             | KnowledgeError::UnsupportedFile(_)
@@ -255,6 +273,8 @@ impl DomainError for KnowledgeError {
             KnowledgeError::Exists(_) => "vector_store_exists",
             KnowledgeError::Protected(_) => "vector_store_protected",
             KnowledgeError::Invalid(_) => "invalid_request",
+            KnowledgeError::Changed(_) => "write_conflict",
+            KnowledgeError::JobLost => "job_lost",
             KnowledgeError::UnsupportedFile(_) => "unsupported_file",
             KnowledgeError::TooLarge => "file_too_large",
             KnowledgeError::Forbidden => "forbidden",
@@ -672,24 +692,25 @@ async fn ingest_json_into(
         raw_json: Some(input.document),
         metadata: Value::Object(metadata),
     };
-    put_ready(services, store.id, &new, &chunks).await
+    put_ready(services, &store, &new, &chunks).await
 }
 
 /// Stores a document whose chunks are ready, replacing one with the same `doc_id`.
 async fn put_ready(
     services: &Services,
-    store_id: i64,
+    store: &VectorStore,
     new: &NewDocument,
     chunks: &[NewChunk],
 ) -> KnowledgeResult<Document> {
-    let replaced = services.store.document(store_id, &new.doc_id).await?;
+    let replaced = services.store.document(store.id, &new.doc_id).await?;
     let (doc, _) = services
         .store
         .put_document(
-            store_id,
+            store.id,
             new,
             DocumentStatus::Ready,
             chunks,
+            store.embedding_model_id,
             None,
             Utc::now(),
         )
@@ -734,7 +755,7 @@ pub async fn ingest_chunks(
         raw_json: None,
         metadata,
     };
-    put_ready(services, store.id, &new, &chunks).await
+    put_ready(services, &store, &new, &chunks).await
 }
 
 /// An uploaded file for ingestion.
@@ -795,6 +816,7 @@ pub async fn upload_file(
             &new,
             DocumentStatus::Pending,
             &[],
+            None,
             Some(&job),
             Utc::now(),
         )

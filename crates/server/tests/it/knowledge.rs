@@ -21,6 +21,7 @@ backend_tests!(
     a_job_left_by_a_dead_worker_is_taken_over,
     workflows_search_ingest_and_cite,
     the_local_model_searches_by_meaning_offline,
+    writes_that_lose_a_race_are_refused_cleanly,
 );
 
 /// A fake OpenAI-compatible server as a provider (no client retries, so scripted failures
@@ -1117,6 +1118,7 @@ async fn a_job_left_by_a_dead_worker_is_taken_over(backend: TestBackend) {
             &held,
             domain::knowledge::DocumentStatus::Pending,
             &[],
+            None,
             Some(&domain::knowledge::NewJob::ingest(store_id)),
             later,
         )
@@ -1558,4 +1560,159 @@ async fn the_local_model_searches_by_meaning_offline(backend: TestBackend) {
         .get("/api/admin/usage?group_by=model", Some(&admin))
         .await;
     assert!(usage.text.contains(LOCAL_MODEL), "{}", usage.text);
+}
+
+/// Vectors made by a store's previous model are refused, a superseded job stops writing,
+/// and concurrent writes of one document end in 201 or 409, never a 500.
+async fn writes_that_lose_a_race_are_refused_cleanly(backend: TestBackend) {
+    let app = TestApp::with_config(backend, |config| config.knowledge.workers = 0).await;
+    let admin = app.admin_token().await;
+    let (_first_fake, first) = embedding_model(&app, &admin).await;
+    let (_second_fake, second) = embedding_model(&app, &admin).await;
+    let created = app
+        .post(
+            "/api/vector-stores",
+            Some(&admin),
+            json!({"slug": "kb", "embedding_model_id": first}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let store = &app.app.services.store;
+    let store_id = store.vector_store("kb").await.unwrap().unwrap().id;
+    let doc = |id: &str| domain::knowledge::NewDocument {
+        doc_id: id.into(),
+        title: None,
+        source: "json",
+        filename: None,
+        mime_type: None,
+        size: None,
+        raw_json: None,
+        metadata: json!({}),
+    };
+    let chunks = vec![domain::knowledge::NewChunk {
+        index: 0,
+        text: "embedded by the first model".into(),
+        metadata: json!({}),
+        embedding: Some(vec![0.125; 64]),
+    }];
+    let now = chrono::Utc::now();
+    store
+        .put_document(
+            store_id,
+            &doc("a"),
+            domain::knowledge::DocumentStatus::Ready,
+            &chunks,
+            Some(first),
+            None,
+            now,
+        )
+        .await
+        .expect("vectors of the store's model are taken");
+
+    // The model changes while another write's vectors (of the first model) are on the way.
+    let changed = app
+        .patch(
+            "/api/vector-stores/kb",
+            Some(&admin),
+            json!({"embedding_model_id": second}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let late = store
+        .put_document(
+            store_id,
+            &doc("b"),
+            domain::knowledge::DocumentStatus::Ready,
+            &chunks,
+            Some(first),
+            None,
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&late, domain::store::StoreError::Conflict { constraint } if constraint == "vector_model"),
+        "{late:?}"
+    );
+    let pending = store.chunks_without_vectors(store_id, 0, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "the first model's vectors were dropped");
+    let stale = store
+        .set_chunk_vectors(store_id, &[(pending[0].0, vec![0.5; 64])], first)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stale, domain::store::StoreError::Conflict { constraint } if constraint == "vector_model"),
+        "{stale:?}"
+    );
+    let documents = app
+        .get("/api/vector-stores/kb/documents", Some(&admin))
+        .await;
+    assert_eq!(
+        documents.body.as_array().unwrap().len(),
+        1,
+        "{}",
+        documents.text
+    );
+
+    // A re-embedding job superseded by another model change stops writing.
+    let claimed = store
+        .claim_knowledge_job("w1", chrono::Utc::now(), Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the re-embedding job is claimed");
+    assert_eq!(claimed.kind, domain::knowledge::JobKind::Reembed);
+    let changed = app
+        .patch(
+            "/api/vector-stores/kb",
+            Some(&admin),
+            json!({"embedding_model_id": first}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert!(
+        !store.update_knowledge_job(&claimed).await.unwrap(),
+        "a superseded job's progress is refused"
+    );
+    let jobs = app.get("/api/vector-stores/kb/jobs", Some(&admin)).await;
+    let superseded = jobs
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"].as_i64() == Some(claimed.id))
+        .unwrap()
+        .clone();
+    assert_eq!(superseded["status"], "failed", "{superseded}");
+
+    // Writers of one document at the same moment: each is stored or told to send again.
+    let app = std::sync::Arc::new(app);
+    let writers: Vec<_> = (0..6)
+        .map(|n| {
+            let (app, admin) = (app.clone(), admin.clone());
+            tokio::spawn(async move {
+                app.post(
+                    "/api/vector-stores/kb/documents",
+                    Some(&admin),
+                    json!({"doc_id": "same", "document": {"text": format!("version {n}")}}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for writer in writers {
+        let response = writer.await.unwrap();
+        match response.status {
+            StatusCode::CREATED => stored += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(response.code(), "write_conflict", "{}", response.text)
+            }
+            other => panic!("{other}: {}", response.text),
+        }
+    }
+    assert!(stored >= 1);
+    let one = app
+        .get("/api/vector-stores/kb/documents/same", Some(&admin))
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.text);
 }
