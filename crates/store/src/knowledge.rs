@@ -953,12 +953,8 @@ impl KnowledgeStore for Db {
             );
             b.push_bind(query.clone()).push(" AND c.store_id = ").push_bind(store_id);
             if let Some(documents) = documents {
-                b.push(" AND c.document_id IN (");
-                let mut list = b.separated(", ");
-                for id in documents {
-                    list.push_bind(*id);
-                }
-                b.push(")");
+                let (open, close) = id_list(self.backend);
+                b.push(" AND c.document_id").push(open).push_bind(id_json(documents)).push(close);
             }
             b.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(limit);
             b.build_query_as().fetch_all(pool).await
@@ -998,13 +994,10 @@ impl KnowledgeStore for Db {
         let rows: Vec<Row> = with_pool!(self, pool => {
             let mut b = sqlx::QueryBuilder::new(
                 "SELECT c.id, c.document_id, d.doc_id, d.title, d.filename, c.chunk_index, c.text, c.metadata, d.metadata
-                 FROM vector_chunks c JOIN vector_documents d ON d.id = c.document_id WHERE c.id IN (",
+                 FROM vector_chunks c JOIN vector_documents d ON d.id = c.document_id WHERE c.id",
             );
-            let mut list = b.separated(", ");
-            for id in chunks {
-                list.push_bind(*id);
-            }
-            b.push(")");
+            let (open, close) = id_list(self.backend);
+            b.push(open).push_bind(id_json(chunks)).push(close);
             b.build_query_as().fetch_all(pool).await
         })
         .map_err(store_error)?;
@@ -1276,6 +1269,22 @@ impl Db {
     }
 }
 
+/// `IN` over a list of ids bound as one JSON array (see [`id_json`]), so a list of any
+/// length takes one parameter (SQLite allows 32,766, PostgreSQL 65,535).
+fn id_list(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Sqlite => (" IN (SELECT value FROM json_each(", "))"),
+        Backend::Postgres => (
+            " IN (SELECT value::bigint FROM jsonb_array_elements_text(",
+            "::jsonb))",
+        ),
+    }
+}
+
+fn id_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("integers serialise")
+}
+
 /// Document frequencies past this are not counted further (such words weigh little).
 const PG_DF_CAP: i64 = 10_000;
 
@@ -1377,17 +1386,21 @@ impl Db {
                 Backend::Postgres => b.push_bind(vector_text(vector)),
             };
             b.push(from.clone());
-            let (column, ids) = match &scope {
-                Scope::Store(id) => ("c.store_id", std::slice::from_ref(id)),
-                Scope::Documents(ids) => ("c.document_id", *ids),
-                Scope::Chunks(ids) => ("c.id", *ids),
-            };
-            b.push(column).push(" IN (");
-            let mut list = b.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
+            match &scope {
+                // A constant, so PostgreSQL's planner matches the store's partial index.
+                Scope::Store(id) => {
+                    b.push("c.store_id = ").push_bind(*id);
+                }
+                Scope::Documents(ids) => {
+                    let (open, close) = id_list(self.backend);
+                    b.push("c.document_id").push(open).push_bind(id_json(ids)).push(close);
+                }
+                Scope::Chunks(ids) => {
+                    let (open, close) = id_list(self.backend);
+                    b.push("c.id").push(open).push_bind(id_json(ids)).push(close);
+                }
             }
-            b.push(") ORDER BY similarity DESC, c.id LIMIT ").push_bind(limit);
+            b.push(" ORDER BY similarity DESC, c.id LIMIT ").push_bind(limit);
             b.build_query_as().fetch_all(pool).await
         });
         match rows {

@@ -1684,6 +1684,33 @@ async fn writes_that_lose_a_race_are_refused_cleanly(backend: TestBackend) {
         .clone();
     assert_eq!(superseded["status"], "failed", "{superseded}");
 
+    // Lists of ids longer than either database's parameter limit are one parameter.
+    let document_id = store.document(store_id, "a").await.unwrap().unwrap().id;
+    let mut many: Vec<i64> = (1_000_000..1_070_000).collect();
+    many.push(document_id);
+    let text = store
+        .text_search(store_id, &["model".to_string()], 10, Some(&many))
+        .await
+        .unwrap();
+    assert_eq!(text.len(), 1);
+    let chunk_id = text[0].0;
+    let dense = store
+        .dense_search(store_id, 64, &[0.125; 64], 10, Some(&many))
+        .await
+        .unwrap();
+    assert!(dense.len() <= 1, "{dense:?}");
+    let mut chunk_ids: Vec<i64> = (1_000_000..1_070_000).collect();
+    chunk_ids.push(chunk_id);
+    assert_eq!(store.chunk_hits(&chunk_ids).await.unwrap().len(), 1);
+    assert!(
+        store
+            .dense_scores(64, &[0.125; 64], &chunk_ids)
+            .await
+            .unwrap()
+            .len()
+            <= 1
+    );
+
     // Writers of one document at the same moment: each is stored or told to send again.
     let app = std::sync::Arc::new(app);
     let writers: Vec<_> = (0..6)
