@@ -317,10 +317,12 @@ impl Db {
             Pool::Postgres(pool) => {
                 // One HNSW graph per store: a search walks its own store's graph, with no
                 // other store's chunks to filter out. pgvector indexes at most 2,000
-                // dimensions with HNSW; larger vectors are searched exactly.
+                // dimensions with HNSW; larger vectors are searched exactly. Built
+                // concurrently: the build reads the whole table, and other stores' writes
+                // must not wait for it.
                 if dims <= 2000 {
                     let sql = format!(
-                        "CREATE INDEX IF NOT EXISTS {} ON vector_chunks
+                        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON vector_chunks
                          USING hnsw ((embedding::vector({dims})) vector_cosine_ops)
                          WHERE store_id = {store_id} AND dims = {dims}",
                         pg_index_name(store_id, dims)
