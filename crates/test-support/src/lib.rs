@@ -6,6 +6,7 @@
 //! PostgreSQL variants of [`backend_tests!`] report that they were skipped.
 
 pub mod fake_llm;
+pub mod mcp_peer;
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Once};
 

@@ -1,0 +1,83 @@
+//! The reference Python MCP SDK as a test peer: `peers/mcp_server.py` served over stdio,
+//! SSE or streamable HTTP, from the virtualenv `scripts/setup-test-peers.sh` makes.
+
+use std::{io::Write, path::PathBuf, sync::Once, time::Duration};
+
+use tokio::process::{Child, Command};
+
+/// The Python with the `mcp` package: `MCP_PYTHON`, else `target/mcp-venv/bin/python`.
+/// `None`, with a notice, when there is none; a failure instead when `MCP_TESTS=required`.
+pub fn mcp_python() -> Option<PathBuf> {
+    let python = std::env::var_os("MCP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/mcp-venv/bin/python")
+        });
+    if python.is_file() {
+        return Some(python);
+    }
+    let message = format!(
+        "no Python with the MCP SDK at {}; run scripts/setup-test-peers.sh",
+        python.display()
+    );
+    assert!(
+        std::env::var("MCP_TESTS").as_deref() != Ok("required"),
+        "{message}"
+    );
+    static NOTICE: Once = Once::new();
+    NOTICE.call_once(|| {
+        let _ = writeln!(std::io::stderr(), "NOTE: MCP tests skipped: {message}");
+    });
+    None
+}
+
+/// The peer's script.
+pub fn mcp_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/mcp_server.py")
+}
+
+/// A running HTTP peer; stopped when dropped.
+pub struct McpPeer {
+    pub url: String,
+    child: Child,
+}
+
+impl McpPeer {
+    /// Serves the peer over `sse` or `streamable-http` on a free loopback port; with
+    /// `token`, requests need `Authorization: Bearer <token>`.
+    pub async fn start(python: &std::path::Path, transport: &str, token: Option<&str>) -> McpPeer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(python);
+        command
+            .arg(mcp_script())
+            .arg(transport)
+            .arg(port.to_string())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("MCP_TEST_TOKEN", token);
+        }
+        let child = command.spawn().expect("the MCP peer starts");
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                let path = if transport == "sse" { "sse" } else { "mcp" };
+                return McpPeer {
+                    url: format!("http://127.0.0.1:{port}/{path}"),
+                    child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the MCP peer did not listen on {port} within 15 s");
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
