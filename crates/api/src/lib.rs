@@ -114,6 +114,7 @@ impl AppState {
         (name = "api-keys", description = "Keys for servers calling the API"),
         (name = "chatkit", description = "The ChatKit server protocol: threads, items and streamed turns"),
         (name = "vector-stores", description = "Knowledge bases: documents, ingestion jobs and hybrid search"),
+        (name = "mcp", description = "MCP servers: registration, probing and their tools"),
         (name = "widgets", description = "The widget library: ChatKit widgets that workflows show"),
         (name = "settings", description = "Instance settings and usage reports"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
@@ -154,6 +155,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::chatkit::router(max_upload))
         .merge(routes::api_keys::router())
         .merge(routes::vector_stores::router())
+        .merge(routes::mcp::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod error;
 pub mod knowledge;
 pub mod llm;
+pub mod mcp;
 pub mod models;
 pub mod runs;
 pub mod secret;
@@ -38,6 +39,9 @@ pub struct Services {
     pub chat_limits: Arc<chat::sessions::SessionLimits>,
     /// Wakes this process's knowledge job workers when a job is queued.
     pub knowledge_jobs: knowledge::jobs::Wake,
+    /// Speaks to MCP servers.
+    pub mcp: Arc<dyn mcp::McpConnector>,
+    pub mcp_settings: mcp::McpSettings,
 }
 
 /// A new id for a thread, item or run: the prefix, the time in milliseconds (12 hex

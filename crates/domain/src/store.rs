@@ -9,6 +9,7 @@ use crate::{
         Chunk, ChunkHit, Document, DocumentStatus, Job, NewChunk, NewDocument, NewJob,
         NewVectorStore, VectorStore,
     },
+    mcp::{McpServer, McpTool},
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
@@ -577,6 +578,20 @@ pub trait KnowledgeStore: Send + Sync {
     async fn knowledge_jobs(&self, store_id: i64) -> StoreResult<Vec<Job>>;
 }
 
+/// Registered MCP servers; secrets arrive sealed.
+#[async_trait]
+pub trait McpStore {
+    /// A taken label is `Conflict`.
+    async fn insert_mcp_server(&self, server: &McpServer) -> StoreResult<McpServer>;
+    async fn mcp_servers(&self) -> StoreResult<Vec<McpServer>>;
+    async fn mcp_server(&self, id: i64) -> StoreResult<Option<McpServer>>;
+    /// Saves every field but the tool cache and creation time; `None` when it is gone.
+    async fn update_mcp_server(&self, server: &McpServer) -> StoreResult<Option<McpServer>>;
+    async fn delete_mcp_server(&self, id: i64) -> StoreResult<bool>;
+    async fn set_mcp_tools(&self, id: i64, tools: &[McpTool], at: DateTime<Utc>)
+    -> StoreResult<()>;
+}
+
 #[async_trait]
 pub trait Store:
     UserStore
@@ -589,6 +604,7 @@ pub trait Store:
     + ChatStore
     + KeyStore
     + KnowledgeStore
+    + McpStore
     + Send
     + Sync
 {

@@ -1,5 +1,6 @@
 //! A Model Context Protocol client: connects to a server over streamable HTTP, the older
-//! HTTP+SSE transport or a stdio child process, lists its tools and calls them.
+//! HTTP+SSE transport or a stdio child process, lists its tools and calls them; and
+//! `Connector`, the platform's `domain::mcp::McpConnector` over it.
 //!
 //! Invariants:
 //! - Every request has a deadline (`ServerConfig::timeout`); a late answer is dropped.
@@ -10,6 +11,7 @@
 //!   environment, and is killed when the client is dropped.
 //! - HTTP redirects are not followed, so the configured headers never reach another host.
 
+mod connector;
 mod http;
 mod rpc;
 mod sse;
@@ -26,6 +28,8 @@ use std::{
 
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
+
+pub use connector::Connector;
 
 /// The protocol version we ask for; servers may answer with an older one we also speak.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";

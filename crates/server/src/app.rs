@@ -64,6 +64,8 @@ impl App {
             chat: config.chat.clone(),
             chat_limits: Arc::default(),
             knowledge_jobs: Arc::default(),
+            mcp: Arc::new(mcp::Connector::new()),
+            mcp_settings: config.mcp,
         };
         Ok(App {
             config,

@@ -36,6 +36,7 @@ pub struct Config {
     pub engine: domain::runs::EngineSettings,
     pub chat: domain::chat::ChatSettings,
     pub knowledge: domain::knowledge::jobs::KnowledgeSettings,
+    pub mcp: domain::mcp::McpSettings,
 }
 
 impl Default for Config {
@@ -52,6 +53,7 @@ impl Default for Config {
             engine: domain::runs::EngineSettings::default(),
             chat: domain::chat::ChatSettings::default(),
             knowledge: domain::knowledge::jobs::KnowledgeSettings::default(),
+            mcp: domain::mcp::McpSettings::default(),
         }
     }
 }

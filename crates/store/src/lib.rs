@@ -11,6 +11,7 @@ mod chat;
 mod group;
 mod keys;
 mod knowledge;
+mod mcp;
 mod migrate;
 mod models;
 mod runs;

@@ -57,6 +57,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(9, "keys_sessions", "0009_keys_sessions.sql"),
     migration!(10, "attachment_end_user", "0010_attachment_end_user.sql"),
     migration!(11, "knowledge", "0011_knowledge.sql"),
+    migration!(12, "mcp", "0012_mcp.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod chatkit;
 pub mod health;
+pub mod mcp;
 pub mod models;
 pub mod runs;
 pub mod settings;

@@ -7,6 +7,7 @@ mod cli;
 mod http;
 mod knowledge;
 mod lifecycle;
+mod mcp;
 mod models;
 mod runs;
 mod runs_more;

@@ -1,0 +1,310 @@
+//! MCP servers through the API: registration over each transport with probing and tool
+//! caching, refusals, secrets kept out of answers and encrypted at rest, and calls through
+//! the platform's connector.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use test_support::{
+    TestApp, TestBackend, backend_tests,
+    mcp_peer::{McpPeer, mcp_python, mcp_script},
+};
+
+backend_tests!(
+    servers_are_registered_probed_and_listed,
+    bad_servers_are_refused_or_reported,
+);
+
+const TOKEN: &str = "peer-token-123456789";
+
+fn names(tools: &Value) -> Vec<&str> {
+    tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect()
+}
+
+async fn servers_are_registered_probed_and_listed(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let http = McpPeer::start(&python, "streamable-http", Some(TOKEN)).await;
+    let sse = McpPeer::start(&python, "sse", None).await;
+
+    let created = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Peer HTTP", "transport": "streamable_http", "server_url": http.url, "authorization": TOKEN}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.body["probe"]["status"], "ok", "{}", created.text);
+    assert_eq!(
+        names(&created.body["tools_cache"]),
+        ["add", "echo", "sleep", "fail", "die"]
+    );
+    assert_eq!(created.body["authorization_hint"], "••••6789");
+    assert!(!created.text.contains(TOKEN));
+    let http_id = created.body["id"].as_i64().unwrap();
+
+    // The seed's name for SSE is accepted.
+    let sse_server = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Peer SSE", "transport": "http_sse", "server_url": sse.url}),
+        )
+        .await;
+    assert_eq!(
+        sse_server.status,
+        StatusCode::CREATED,
+        "{}",
+        sse_server.text
+    );
+    assert_eq!(sse_server.body["transport"], "sse");
+    assert_eq!(
+        sse_server.body["probe"]["status"], "ok",
+        "{}",
+        sse_server.text
+    );
+
+    let stdio = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Peer stdio", "transport": "stdio", "command": python.display().to_string(),
+                   "args": [mcp_script().display().to_string(), "stdio"], "env": {"PEER_SECRET": "hidden-value"}}),
+        )
+        .await;
+    assert_eq!(stdio.status, StatusCode::CREATED, "{}", stdio.text);
+    assert_eq!(stdio.body["probe"]["status"], "ok", "{}", stdio.text);
+    assert_eq!(stdio.body["env_names"], json!(["PEER_SECRET"]));
+    assert!(!stdio.text.contains("hidden-value"));
+
+    // Secrets are encrypted at rest.
+    let stored = app
+        .app
+        .services
+        .store
+        .mcp_server(http_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored.authorization_encrypted.unwrap().contains(TOKEN));
+
+    // A wrong token: the probe says so and the cached tools stay.
+    let changed = app
+        .patch(
+            &format!("/api/admin/mcp-servers/{http_id}"),
+            Some(&admin),
+            json!({"authorization": "Bearer wrong-token"}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    assert_eq!(
+        changed.body["probe"]["status"], "forbidden",
+        "{}",
+        changed.text
+    );
+    assert_eq!(names(&changed.body["tools_cache"]).len(), 5);
+    let fixed = app
+        .patch(
+            &format!("/api/admin/mcp-servers/{http_id}"),
+            Some(&admin),
+            json!({"authorization": TOKEN, "refresh_tools": false}),
+        )
+        .await;
+    assert!(fixed.body.get("probe").is_none());
+    let probed = app
+        .post(
+            &format!("/api/admin/mcp-servers/{http_id}/probe"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probed.body["status"], "ok", "{}", probed.text);
+
+    // Calls go through one kept session per server.
+    let server = domain::mcp::get_server(&app.app.services, http_id)
+        .await
+        .unwrap();
+    let connection = domain::mcp::connection(&app.app.services, &server).unwrap();
+    let sum = app
+        .app
+        .services
+        .mcp
+        .call_tool(&connection, "add", json!({"a": 20, "b": 22}))
+        .await
+        .unwrap();
+    assert_eq!((sum.text.as_str(), sum.is_error), ("42", false));
+    let failed = app
+        .app
+        .services
+        .mcp
+        .call_tool(&connection, "fail", json!({"message": "no"}))
+        .await
+        .unwrap();
+    assert!(failed.is_error);
+
+    // Users see the active servers and their tools, never secrets or command lines.
+    let (_, user) = app
+        .create_user("user@example.com", "user-password", false)
+        .await;
+    let public = app.get("/api/mcp/servers", Some(&user)).await;
+    assert_eq!(public.status, StatusCode::OK, "{}", public.text);
+    assert_eq!(public.body.as_array().unwrap().len(), 3, "{}", public.text);
+    assert!(!public.text.contains("PEER_SECRET") && !public.text.contains("mcp_server.py"));
+    let http_public = public
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_i64() == Some(http_id))
+        .unwrap();
+    assert_eq!(http_public["has_authorization"], true);
+    assert_eq!(
+        app.get("/api/admin/mcp-servers", Some(&user)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/api/mcp/servers", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Deleting.
+    let gone = app
+        .delete(&format!("/api/admin/mcp-servers/{http_id}"), Some(&admin))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let missing = app
+        .get(&format!("/api/admin/mcp-servers/{http_id}"), Some(&admin))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.code(), "mcp_server_not_found");
+}
+
+async fn bad_servers_are_refused_or_reported(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    for (body, needle) in [
+        (json!({"label": "x", "transport": "stdio"}), "command"),
+        (
+            json!({"label": "x", "server_url": "https://user:pw@example.com/mcp"}),
+            "credentials",
+        ),
+        (
+            json!({"label": "x", "server_url": "ftp://example.com"}),
+            "http",
+        ),
+        (
+            json!({"label": "x", "transport": "websocket", "server_url": "https://example.com"}),
+            "transport",
+        ),
+        (
+            json!({"label": "", "server_url": "https://example.com"}),
+            "label",
+        ),
+        (
+            json!({"label": "x", "server_url": "https://example.com", "timeout_secs": 0}),
+            "timeout",
+        ),
+        (
+            json!({"label": "x", "server_url": "https://example.com", "headers": {"Authorization": "Bearer x"}}),
+            "authorization",
+        ),
+    ] {
+        let refused = app
+            .post("/api/admin/mcp-servers", Some(&admin), body.clone())
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            refused.text
+        );
+        assert!(
+            refused.text.to_lowercase().contains(needle),
+            "{body}: {}",
+            refused.text
+        );
+    }
+    let first = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Same", "server_url": "http://127.0.0.1:9/mcp", "refresh_tools": false}),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    let again = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Same", "server_url": "http://127.0.0.1:9/mcp"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+
+    // Probes of configurations that are not saved report what went wrong.
+    let peer = McpPeer::start(&python, "streamable-http", Some(TOKEN)).await;
+    let probe = |body: Value| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let response = app
+                .post("/api/admin/mcp-servers/probe", Some(&admin), body)
+                .await;
+            assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+            response.body
+        }
+    };
+    assert_eq!(
+        probe(json!({"server_url": peer.url})).await["status"],
+        "unauthorized"
+    );
+    assert_eq!(
+        probe(json!({"server_url": peer.url, "authorization": TOKEN})).await["tool_names"][0],
+        "add"
+    );
+    assert_eq!(
+        probe(json!({"server_url": "http://127.0.0.1:9/mcp"})).await["status"],
+        "unreachable"
+    );
+    // A server that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    assert_eq!(
+        probe(json!({"server_url": silent_url, "timeout_secs": 1})).await["status"],
+        "timeout"
+    );
+    holder.abort();
+    // Not JSON-RPC at all.
+    let fake = test_support::fake_llm::FakeLlm::start().await;
+    let not_mcp = probe(json!({"server_url": format!("{}/models", fake.base_url)})).await;
+    assert!(
+        matches!(not_mcp["status"].as_str(), Some("protocol_error")),
+        "{not_mcp}"
+    );
+    // The saved server's secret is used when probing changes to it.
+    let saved = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Saved", "server_url": peer.url, "authorization": TOKEN}),
+        )
+        .await;
+    let id = saved.body["id"].as_i64().unwrap();
+    assert_eq!(
+        probe(json!({"server_id": id, "timeout_secs": 5})).await["status"],
+        "ok"
+    );
+}

@@ -1,0 +1,32 @@
+-- MCP servers: how to reach them (secrets encrypted), OAuth state, and their cached tools.
+
+CREATE TABLE mcp_servers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    label TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    url TEXT,
+    command TEXT,
+    args TEXT NOT NULL DEFAULT '[]',
+    env_encrypted TEXT,
+    env_names TEXT NOT NULL DEFAULT '[]',
+    headers_encrypted TEXT,
+    header_names TEXT NOT NULL DEFAULT '[]',
+    authorization_encrypted TEXT,
+    authorization_hint TEXT,
+    access_token_encrypted TEXT,
+    access_token_hint TEXT,
+    refresh_token_encrypted TEXT,
+    token_expires_at TEXT,
+    oauth_client_id TEXT,
+    oauth_client_secret_encrypted TEXT,
+    oauth_scope TEXT,
+    oauth_metadata TEXT,
+    is_active BOOLEAN NOT NULL DEFAULT 1,
+    timeout_secs INTEGER NOT NULL,
+    max_concurrency INTEGER NOT NULL,
+    tools_cache TEXT,
+    tools_cache_updated_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX mcp_servers_label_key ON mcp_servers (label);
