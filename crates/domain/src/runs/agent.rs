@@ -42,6 +42,18 @@ enum AgentTool {
     Knowledge(ToolSpec, KnowledgeTool),
     /// Checks a workflow graph and returns its problems.
     ValidateWorkflowGraph(ToolSpec),
+    /// A tool of an MCP server.
+    Mcp(ToolSpec, McpBinding),
+}
+
+/// Which server and tool an MCP tool calls, and whether a person approves each call.
+#[derive(Debug, Clone)]
+struct McpBinding {
+    server_id: i64,
+    server_label: String,
+    /// The tool's name on the server (the model may see another).
+    tool: String,
+    approval: bool,
 }
 
 impl AgentTool {
@@ -50,7 +62,8 @@ impl AgentTool {
             AgentTool::Client(spec)
             | AgentTool::Workflow(spec, _)
             | AgentTool::ValidateWorkflowGraph(spec)
-            | AgentTool::Knowledge(spec, _) => spec,
+            | AgentTool::Knowledge(spec, _)
+            | AgentTool::Mcp(spec, _) => spec,
         }
     }
 }
@@ -73,6 +86,9 @@ struct Turn {
     /// Documents the knowledge tool found, cited by the answer (ChatKit `file` sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sources: Vec<Value>,
+    /// A person's decision on the first pending call, which needed approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    approval: Option<bool>,
 }
 
 /// Hands a client tool's result to the agent step waiting for it.
@@ -84,6 +100,22 @@ pub(super) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> 
         .ok_or_else(|| RunError::Invalid("no agent step waits for a client tool".into()))?;
     turn["client_output"] = output;
     Ok(())
+}
+
+/// Hands a person's decision to the agent step waiting for it, when an agent waits; `false`
+/// when the approval belongs to an approval step instead.
+pub(super) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool {
+    match run
+        .scratch
+        .get_mut("agent")
+        .filter(|t| t.get("node").and_then(Value::as_str) == Some(node))
+    {
+        Some(turn) => {
+            turn["approval"] = json!(approved);
+            true
+        }
+        None => false,
+    }
 }
 
 pub(super) async fn run(
@@ -109,7 +141,9 @@ pub(super) async fn run(
         .await
         .map_err(|err| node_error("provider_unavailable", err.to_string()))?;
     let settings = config.model_settings.clone().unwrap_or_default();
-    let tools = resolve_tools(log, node, config.tools.as_deref().unwrap_or_default());
+    let entries = config.tools.as_deref().unwrap_or_default();
+    let mut tools = resolve_tools(log, node, entries);
+    resolve_mcp_tools(ctx, log, node, entries, &mut tools).await;
     let mut turn = match log
         .run
         .scratch
@@ -179,6 +213,21 @@ pub(super) async fn run(
                 },
                 Some(AgentTool::Knowledge(_, knowledge)) => {
                     search_knowledge(ctx, knowledge, &call, &mut turn.sources).await?
+                }
+                Some(AgentTool::Mcp(_, binding)) => {
+                    let approved = if binding.approval {
+                        match turn.approval.take() {
+                            Some(decision) => decision,
+                            None => return Ok(pause_for_approval(log, node, turn, &call, binding)),
+                        }
+                    } else {
+                        true
+                    };
+                    if approved {
+                        call_mcp(ctx, binding, &call).await
+                    } else {
+                        json!({"error": "the user refused this call; do not try it again, answer without it"})
+                    }
                 }
                 Some(tool) => run_tool(ctx, log, tool, &call).await?,
                 None => json!({"error": format!("there is no tool named `{}`", call.name)}),
@@ -403,6 +452,209 @@ async fn search_knowledge(
     Ok(json!({"results": results, "note": "cite sources as [n]"}))
 }
 
+/// Keeps the step's conversation and waits for a person to approve `call` (an approval
+/// card in chat, or a `POST /api/runs/{id}/resume {approved}` for headless runs).
+fn pause_for_approval(
+    log: &mut Log<'_>,
+    node: &Node,
+    turn: Turn,
+    call: &ToolCall,
+    binding: &McpBinding,
+) -> Outcome {
+    let arguments = arguments_of(call);
+    let shown = serde_json::to_string(&arguments).unwrap_or_default();
+    let shown: String = shown.chars().take(500).collect();
+    let data = json!({"call_id": call.id, "name": call.name, "tool": binding.tool,
+        "server": binding.server_label, "server_id": binding.server_id, "arguments": arguments});
+    log.run.scratch["agent"] = serde_json::to_value(&turn).unwrap_or(Value::Null);
+    Outcome {
+        output: json!({"approval_request": data.clone()}),
+        next: Next::Wait(Wait {
+            kind: "approval".into(),
+            node: node.slug.clone(),
+            prompt: Some(format!(
+                "Allow the tool `{}` of {} to run with {shown}?",
+                binding.tool, binding.server_label
+            )),
+            data: Some(data),
+        }),
+    }
+}
+
+/// Calls an MCP tool. Every failure (the server gone, refused, slow, the tool's own error)
+/// goes back to the model as the tool's output, so it can answer without it.
+async fn call_mcp(ctx: &RunCtx<'_>, binding: &McpBinding, call: &ToolCall) -> Value {
+    let server = match crate::mcp::get_server(ctx.services, binding.server_id).await {
+        Ok(server) if server.is_active => server,
+        Ok(_) => {
+            return json!({"error": format!("the MCP server {} is turned off", binding.server_label)});
+        }
+        Err(err) => return json!({"error": err.to_string()}),
+    };
+    let connection = match crate::mcp::connection(ctx.services, &server) {
+        Ok(connection) => connection,
+        Err(err) => return json!({"error": err.to_string()}),
+    };
+    let arguments = match arguments_of(call) {
+        Value::Object(map) => Value::Object(map),
+        Value::Null => json!({}),
+        _ => return json!({"error": "the arguments must be a JSON object"}),
+    };
+    match ctx
+        .services
+        .mcp
+        .call_tool(&connection, &binding.tool, arguments)
+        .await
+    {
+        Ok(result) if result.is_error => json!({"error": result.text}),
+        Ok(result) if result.text.is_empty() => result.structured.unwrap_or(json!("")),
+        Ok(result) => Value::String(result.text),
+        Err(err) => json!({"error": err.to_string()}),
+    }
+}
+
+/// Whether a call of `tool` needs approval under an entry's `require_approval`: `never`
+/// (the default), `always`, or OpenAI's `{"always": {"tool_names": [...]}, "never":
+/// {"tool_names": [...]}}` (tools named in neither list need it only when `never` is the
+/// list given).
+fn needs_approval(policy: Option<&Value>, tool: &str) -> bool {
+    let listed = |key: &str| -> Option<bool> {
+        let names = policy?.get(key)?;
+        let names = names.get("tool_names").unwrap_or(names);
+        Some(
+            names
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n.as_str() == Some(tool))),
+        )
+    };
+    match policy {
+        None | Some(Value::Null) => false,
+        Some(Value::String(mode)) => mode == "always",
+        Some(Value::Bool(always)) => *always,
+        Some(_) => match (listed("always"), listed("never")) {
+            (Some(true), _) => true,
+            (_, Some(true)) => false,
+            (Some(false), None) => false,
+            (None, Some(false)) => true,
+            _ => false,
+        },
+    }
+}
+
+/// Adds the tools of the MCP servers the node's `{type: "mcp", server_id, allow: {tools}}`
+/// entries name: the tools the server listed (cached, or listed now when it never was),
+/// only those of the allow-list when there is one. Servers that are gone, turned off or
+/// unreachable are reported and left out.
+async fn resolve_mcp_tools(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    entries: &[Value],
+    tools: &mut Vec<AgentTool>,
+) {
+    for entry in entries {
+        if entry.get("type").and_then(Value::as_str) != Some("mcp") {
+            continue;
+        }
+        let id = entry
+            .get("server_id")
+            .or_else(|| entry.pointer("/server/id"))
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            });
+        let mut warn = |message: String| {
+            log.event("warning", Some(&node.slug), json!({"message": message}));
+        };
+        let Some(id) = id else {
+            warn("an MCP tool entry names no `server_id`; the agent runs without it".into());
+            continue;
+        };
+        let server = match crate::mcp::get_server(ctx.services, id).await {
+            Ok(server) if server.is_active => server,
+            Ok(server) => {
+                warn(format!(
+                    "the MCP server {} is turned off; the agent runs without its tools",
+                    server.label
+                ));
+                continue;
+            }
+            Err(err) => {
+                warn(format!("{err}; the agent runs without its tools"));
+                continue;
+            }
+        };
+        let offered = match server.tools_cache.clone() {
+            Some(cached) => cached,
+            None => match crate::mcp::probe_server(ctx.services, id).await {
+                Ok(report) if report.status == "ok" => report.tools,
+                Ok(report) => {
+                    warn(format!(
+                        "the MCP server {} did not list its tools ({}); the agent runs without them",
+                        server.label, report.message
+                    ));
+                    continue;
+                }
+                Err(err) => {
+                    warn(format!("{err}; the agent runs without its tools"));
+                    continue;
+                }
+            },
+        };
+        let allow: Option<Vec<String>> = ["/allow/tools", "/allowed_tools", "/tool_names"]
+            .iter()
+            .find_map(|p| entry.pointer(p))
+            .and_then(Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            });
+        if let Some(allow) = &allow {
+            for name in allow {
+                if !offered.iter().any(|t| &t.name == name) {
+                    warn(format!(
+                        "the MCP server {} offers no tool `{name}`",
+                        server.label
+                    ));
+                }
+            }
+        }
+        let policy = entry.get("require_approval");
+        for tool in offered {
+            if allow.as_ref().is_some_and(|a| !a.contains(&tool.name)) {
+                continue;
+            }
+            let mut name = tool_name(&tool.name);
+            if tools.iter().any(|t| t.spec().name == name) {
+                name = tool_name(&format!("{}_{}", server.label, tool.name));
+            }
+            let mut parameters = tool.input_schema.clone();
+            if parameters.get("properties").is_none()
+                && let Some(object) = parameters.as_object_mut()
+            {
+                object.insert("properties".into(), json!({}));
+            }
+            tools.push(AgentTool::Mcp(
+                ToolSpec {
+                    name,
+                    description: tool.description.clone().or(tool.title.clone()),
+                    parameters,
+                    strict: false,
+                },
+                McpBinding {
+                    server_id: server.id,
+                    server_label: server.label.clone(),
+                    approval: needs_approval(policy, &tool.name),
+                    tool: tool.name,
+                },
+            ));
+        }
+    }
+}
+
 /// Keeps the step's conversation and waits for the client to run `call`.
 fn pause_for_client(log: &mut Log<'_>, node: &Node, turn: Turn, call: &ToolCall) -> Outcome {
     let data = json!({"call_id": call.id, "name": call.name, "arguments": arguments_of(call)});
@@ -435,6 +687,7 @@ async fn run_tool(
     match tool {
         AgentTool::Client(_) => unreachable!("client tools are answered by the client"),
         AgentTool::Knowledge(..) => unreachable!("the knowledge tool is run with its sources"),
+        AgentTool::Mcp(..) => unreachable!("MCP tools are run with their approvals"),
         AgentTool::ValidateWorkflowGraph(_) => {
             let graph = match arguments.get("graph") {
                 Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
@@ -556,6 +809,8 @@ fn resolve_tools(log: &mut Log<'_>, node: &Node, entries: &[Value]) -> Vec<Agent
                     reference,
                 )
             }),
+            // Resolved by `resolve_mcp_tools`, which reads the servers.
+            ("mcp", _) => continue,
             _ => None,
         };
         match tool {
@@ -910,4 +1165,22 @@ async fn record_usage(
         "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
         "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approval_policies() {
+        assert!(!needs_approval(None, "x"));
+        assert!(needs_approval(Some(&json!("always")), "x"));
+        assert!(!needs_approval(Some(&json!("never")), "x"));
+        let some = json!({"always": {"tool_names": ["delete"]}});
+        assert!(needs_approval(Some(&some), "delete"));
+        assert!(!needs_approval(Some(&some), "read"));
+        let others = json!({"never": {"tool_names": ["read"]}});
+        assert!(!needs_approval(Some(&others), "read"));
+        assert!(needs_approval(Some(&others), "delete"));
+    }
 }

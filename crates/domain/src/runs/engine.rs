@@ -606,8 +606,14 @@ async fn reopen(
         }
         ("approval", Resume::Approval(approved)) => {
             log.event("approval", Some(&node.slug), json!({"approved": approved}));
-            log.run.last_output = json!({"approved": approved});
-            Some(if approved { "approve" } else { "reject" }.to_string())
+            if agent::accept_approval(log.run, &node.slug, approved) {
+                // A tool call an agent waits on: the agent goes on with the decision.
+                reenter = true;
+                None
+            } else {
+                log.run.last_output = json!({"approved": approved});
+                Some(if approved { "approve" } else { "reject" }.to_string())
+            }
         }
         ("widget_action", Resume::WidgetAction(action)) => {
             let action = widget::action_context(action, wait.data.as_ref())?;

@@ -3,15 +3,19 @@
 //! the platform's connector.
 
 use axum::http::StatusCode;
+
+use crate::runs::{fake_default_model, publish, start, texts};
 use serde_json::{Value, json};
 use test_support::{
     TestApp, TestBackend, backend_tests,
+    fake_llm::Reply,
     mcp_peer::{McpPeer, mcp_python, mcp_script},
 };
 
 backend_tests!(
     servers_are_registered_probed_and_listed,
     bad_servers_are_refused_or_reported,
+    agents_call_mcp_tools_with_allow_lists_and_approvals,
 );
 
 const TOKEN: &str = "peer-token-123456789";
@@ -306,5 +310,167 @@ async fn bad_servers_are_refused_or_reported(backend: TestBackend) {
     assert_eq!(
         probe(json!({"server_id": id, "timeout_secs": 5})).await["status"],
         "ok"
+    );
+}
+
+fn agent_graph(tools: Value) -> Value {
+    json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Use the tools.", "tools": tools}},
+            {"slug": "end", "kind": "end"},
+        ],
+        "edges": [{"source": "start", "target": "agent"}, {"source": "agent", "target": "end"}],
+    })
+}
+
+/// The `tool` message the model was sent in request `n`.
+fn tool_result(fake: &test_support::fake_llm::FakeLlm, n: usize) -> String {
+    let request = &fake.requests()[n].body;
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    let peer = McpPeer::start(&python, "streamable-http", Some(TOKEN)).await;
+    let server = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Calc", "server_url": peer.url, "authorization": TOKEN}),
+        )
+        .await;
+    let server_id = server.body["id"].as_i64().unwrap();
+
+    // The allow-list decides what the model sees and what runs.
+    let id = publish(
+        &app,
+        &admin,
+        agent_graph(
+            json!([{"type": "mcp", "server_id": server_id, "allow": {"tools": ["add", "echo"]}}]),
+        ),
+    )
+    .await;
+    fake.push(Reply::ToolCalls(vec![(
+        "add".into(),
+        r#"{"a": 2, "b": 3}"#.into(),
+    )]));
+    fake.push(Reply::ToolCalls(vec![("die".into(), "{}".into())]));
+    fake.push(Reply::Text("The sum is 5.".into()));
+    let run = start(&app, &admin, id, json!("What is 2 + 3?")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(texts(&run.body).last().unwrap(), "assistant: The sum is 5.");
+    let first = fake.requests()[0].body.clone();
+    let offered: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["add", "echo"]);
+    assert_eq!(tool_result(&fake, 1), "5");
+    assert!(tool_result(&fake, 2).contains("no tool named `die`"));
+    // `die` never ran: the server still answers.
+    let probe = app
+        .post(
+            &format!("/api/admin/mcp-servers/{server_id}/probe"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe.body["status"], "ok");
+    let events = app
+        .get(
+            &format!("/api/runs/{}/events", run.body["id"].as_str().unwrap()),
+            Some(&admin),
+        )
+        .await;
+    let finished: Vec<&Value> = events
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "tool_call.finished")
+        .collect();
+    assert_eq!(finished[0]["data"]["name"], "add");
+    assert_eq!(finished[0]["data"]["output"], "5");
+
+    // A tool that needs approval pauses the run until a person decides.
+    let id = publish(
+        &app,
+        &admin,
+        agent_graph(json!([{"type": "mcp", "server_id": server_id,
+            "require_approval": {"always": {"tool_names": ["echo"]}}}])),
+    )
+    .await;
+    for (decision, expected) in [("approve", "hello"), ("reject", "refused")] {
+        let before = fake.requests().len();
+        fake.push(Reply::ToolCalls(vec![(
+            "echo".into(),
+            r#"{"text": "hello"}"#.into(),
+        )]));
+        fake.push(Reply::Text("Done.".into()));
+        let run = start(&app, &admin, id, json!("Say hello")).await;
+        assert_eq!(run.body["status"], "waiting", "{}", run.text);
+        assert_eq!(run.body["wait"]["kind"], "approval");
+        assert_eq!(run.body["wait"]["data"]["tool"], "echo");
+        assert_eq!(run.body["wait"]["data"]["server"], "Calc");
+        assert!(
+            run.body["wait"]["prompt"]
+                .as_str()
+                .unwrap()
+                .contains("echo")
+        );
+        let run_id = run.body["id"].as_str().unwrap();
+        let resumed = app
+            .post(
+                &format!("/api/runs/{run_id}/resume"),
+                Some(&admin),
+                json!({"approval": decision}),
+            )
+            .await;
+        assert_eq!(resumed.body["status"], "completed", "{}", resumed.text);
+        assert!(
+            tool_result(&fake, before + 1).contains(expected),
+            "{decision}: {}",
+            tool_result(&fake, before + 1)
+        );
+    }
+    // `add` needs no approval under that policy.
+    fake.push(Reply::ToolCalls(vec![(
+        "add".into(),
+        r#"{"a": 1, "b": 1}"#.into(),
+    )]));
+    fake.push(Reply::Text("2".into()));
+    let run = start(&app, &admin, id, json!("1 + 1")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+
+    // A server turned off: the agent runs without its tools, and says why in a warning.
+    app.patch(
+        &format!("/api/admin/mcp-servers/{server_id}"),
+        Some(&admin),
+        json!({"is_active": false}),
+    )
+    .await;
+    fake.push(Reply::Text("No tools today.".into()));
+    let run = start(&app, &admin, id, json!("1 + 1")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert!(
+        fake.requests()
+            .last()
+            .unwrap()
+            .body
+            .get("tools")
+            .is_none_or(|t| t.as_array().is_none_or(Vec::is_empty))
     );
 }
