@@ -1014,7 +1014,13 @@ fn is_effectful(node: &Node) -> bool {
     node.is_enabled
         && matches!(
             Kind::parse(&node.kind),
-            Some(Kind::Agent | Kind::ParallelSplit | Kind::FileSearch | Kind::JsonVectorStore)
+            Some(
+                Kind::Agent
+                    | Kind::ParallelSplit
+                    | Kind::FileSearch
+                    | Kind::JsonVectorStore
+                    | Kind::Mcp
+            )
         )
 }
 
@@ -1672,6 +1678,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
         }
         Kind::Agent => agent::run(ctx, log, node, &scope).await,
         Kind::FileSearch => super::knowledge::file_search(ctx, log, node, &scope).await,
+        Kind::Mcp => super::mcp_step::call(ctx, log, node, &scope).await,
         Kind::JsonVectorStore => {
             super::knowledge::json_vector_store(ctx, log, node, &scope, input.clone()).await
         }

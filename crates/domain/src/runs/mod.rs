@@ -14,6 +14,7 @@ mod compose;
 mod engine;
 mod knowledge;
 pub mod live;
+mod mcp_step;
 mod widget;
 
 use chrono::{DateTime, Utc};

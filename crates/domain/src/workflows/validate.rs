@@ -617,7 +617,7 @@ mod tests {
             (
                 "unsupported_kind",
                 graph(
-                    json!([start(), end(), {"slug": "x", "kind": "mcp"}]),
+                    json!([start(), end(), {"slug": "x", "kind": "computer_use"}]),
                     json!([{"source": "start", "target": "end"}]),
                 ),
             ),

@@ -248,6 +248,11 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/vector-stores/{slug}/jobs/{id}", &["get"]),
         ("/api/vector-stores/{slug}/search_json", &["post"]),
         ("/api/vector-stores/{slug}/search_documents", &["post"]),
+        ("/api/admin/mcp-servers", &["get", "post"]),
+        ("/api/admin/mcp-servers/{id}", &["get", "patch", "delete"]),
+        ("/api/admin/mcp-servers/{id}/probe", &["post"]),
+        ("/api/admin/mcp-servers/probe", &["post"]),
+        ("/api/mcp/servers", &["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

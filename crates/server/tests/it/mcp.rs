@@ -16,6 +16,7 @@ backend_tests!(
     servers_are_registered_probed_and_listed,
     bad_servers_are_refused_or_reported,
     agents_call_mcp_tools_with_allow_lists_and_approvals,
+    mcp_steps_call_one_tool,
 );
 
 const TOKEN: &str = "peer-token-123456789";
@@ -473,4 +474,67 @@ async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBacke
             .get("tools")
             .is_none_or(|t| t.as_array().is_none_or(Vec::is_empty))
     );
+}
+
+async fn mcp_steps_call_one_tool(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let server = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Calc", "transport": "stdio", "command": python.display().to_string(),
+                   "args": [mcp_script().display().to_string(), "stdio"]}),
+        )
+        .await;
+    let server_id = server.body["id"].as_i64().unwrap();
+    let graph = |tool: &str| {
+        json!({
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "numbers", "kind": "transform", "parameters": {"expressions": {"x": 40}}},
+                {"slug": "call", "kind": "mcp", "parameters": {"server_id": server_id, "tool": tool,
+                    "arguments": {"a": "input.x", "b": 2, "message": "failed at {{ input.x }}"}, "on_error": "route"}},
+                {"slug": "done", "kind": "end", "parameters": {"output": "input"}},
+                {"slug": "sorry", "kind": "end", "parameters": {"message": "Sorry ({{ input.error.code }})"}}
+            ],
+            "edges": [
+                {"source": "start", "target": "numbers"}, {"source": "numbers", "target": "call"},
+                {"source": "call", "target": "done"}, {"source": "call", "target": "sorry", "condition": "error"}
+            ]
+        })
+    };
+    let id = publish(&app, &admin, graph("add")).await;
+    let run = start(&app, &admin, id, json!("go")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(run.body["output"]["text"], "42", "{}", run.text);
+    assert_eq!(run.body["output"]["structured"], json!({"result": 42}));
+
+    // The tool's own failure takes the error edge.
+    let id = publish(&app, &admin, graph("fail")).await;
+    let run = start(&app, &admin, id, json!("go")).await;
+    assert_eq!(run.body["status"], "completed", "{}", run.text);
+    assert_eq!(
+        texts(&run.body).last().unwrap(),
+        "assistant: Sorry (mcp_tool_error)"
+    );
+
+    // A step without its tool is refused when the workflow is saved.
+    let invalid = app
+        .post(
+            "/api/workflows",
+            Some(&admin),
+            json!({"display_name": "Broken", "publish": true, "graph": {
+                "nodes": [{"slug": "start", "kind": "start"}, {"slug": "call", "kind": "mcp", "parameters": {"server_id": server_id}}],
+                "edges": [{"source": "start", "target": "call"}]}}),
+        )
+        .await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        invalid.text
+    );
+    assert!(invalid.text.contains("parameters.tool"), "{}", invalid.text);
 }

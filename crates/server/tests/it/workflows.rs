@@ -156,7 +156,7 @@ async fn node_kinds_are_listed(backend: TestBackend) {
         .filter(|k| k["runnable"] == true)
         .map(|k| k["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(runnable.len(), 18);
+    assert_eq!(runnable.len(), 19);
     for kind in [
         "start",
         "end",
@@ -166,12 +166,13 @@ async fn node_kinds_are_listed(backend: TestBackend) {
         "note",
         "file_search",
         "json_vector_store",
+        "mcp",
     ] {
         assert!(runnable.contains(&kind), "{kind}");
     }
     assert!(
         list.iter()
-            .any(|k| k["kind"] == "mcp" && k["runnable"] == false)
+            .any(|k| k["kind"] == "computer_use" && k["runnable"] == false)
     );
 }
 
@@ -1140,7 +1141,8 @@ async fn agent_builder_exports_import(backend: TestBackend) {
         search[0]["parameters"]["query"],
         "shipping and returns policy {{state.customer.last_message}}"
     );
-    // Guardrails and MCP cannot run yet: kept disabled, with a warning each.
+    // Guardrails cannot run yet, and an MCP node names no registered server: both are kept
+    // disabled, with a warning each.
     for kind in ["guardrails", "mcp"] {
         let parked = by_kind(kind);
         assert_eq!(parked.len(), 1, "{kind}");

@@ -11,6 +11,7 @@ pub mod condition;
 pub mod end;
 pub mod file_search;
 pub mod json_vector_store;
+pub mod mcp;
 pub mod note;
 pub mod parallel;
 pub mod start;
@@ -58,6 +59,7 @@ pub enum Kind {
     Note,
     FileSearch,
     JsonVectorStore,
+    Mcp,
 }
 
 impl Kind {
@@ -80,6 +82,7 @@ impl Kind {
         Kind::Note,
         Kind::FileSearch,
         Kind::JsonVectorStore,
+        Kind::Mcp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +105,7 @@ impl Kind {
             Kind::Note => "note",
             Kind::FileSearch => "file_search",
             Kind::JsonVectorStore => "json_vector_store",
+            Kind::Mcp => "mcp",
         }
     }
 
@@ -136,6 +140,7 @@ impl Kind {
             Kind::Note => note::EXAMPLE,
             Kind::FileSearch => file_search::EXAMPLE,
             Kind::JsonVectorStore => json_vector_store::EXAMPLE,
+            Kind::Mcp => mcp::EXAMPLE,
         }
     }
 }
@@ -143,7 +148,6 @@ impl Kind {
 /// Kinds that later parts of the platform add. A graph may hold them disabled (imports do
 /// that); enabled, they cannot run yet.
 pub const PLANNED_KINDS: &[&str] = &[
-    "mcp",
     "computer_use",
     "voice_agent",
     "outbound_call",
@@ -271,6 +275,9 @@ pub fn check(kind: Kind, params: &Map<String, Value>, problems: &mut Problems) -
             .map(|c| c.check(problems))
             .map(|()| Config::Other),
         Kind::JsonVectorStore => parse::<json_vector_store::JsonVectorStore>(params, problems)
+            .map(|c| c.check(problems))
+            .map(|()| Config::Other),
+        Kind::Mcp => parse::<mcp::McpCall>(params, problems)
             .map(|c| c.check(problems))
             .map(|()| Config::Other),
     }

@@ -1,0 +1,62 @@
+//! `mcp`: calls one tool of a registered MCP server as a step; its arguments are
+//! templates and expressions (as in `transform`), and its result is the next step's
+//! `input` (`{text, structured, content, is_error}`).
+//!
+//! ```json
+//! {"server_id": 1, "tool": "add", "arguments": {"a": "{{ state.count }}", "b": "input.output_parsed.b"}}
+//! ```
+//! A failure (the server unreachable, the tool's own error) follows the `error` edge when
+//! there is one.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Problems, has_extra};
+use crate::workflows::expr;
+
+pub(crate) const EXAMPLE: &str =
+    r#"{"server_id": 1, "tool": "add", "arguments": {"a": "{{ state.count }}", "b": 2}}"#;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct McpCall {
+    #[serde(default)]
+    pub server_id: Option<i64>,
+    #[serde(default, alias = "tool_name")]
+    pub tool: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+has_extra!(McpCall);
+
+impl McpCall {
+    pub(crate) fn check(&self, problems: &mut Problems) {
+        if self.server_id.is_none() {
+            problems.error(
+                "invalid_parameter",
+                Some("parameters.server_id"),
+                "an MCP step needs the `server_id` of a registered server",
+            );
+        }
+        if self.tool.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            problems.error(
+                "invalid_parameter",
+                Some("parameters.tool"),
+                "an MCP step needs the `tool` to call",
+            );
+        }
+        match &self.arguments {
+            None | Some(Value::Object(_)) => {}
+            Some(Value::String(_)) => {}
+            Some(_) => problems.error(
+                "invalid_parameter",
+                Some("parameters.arguments"),
+                "must be an object (or a template giving one)",
+            ),
+        }
+        if let Some(arguments) = &self.arguments {
+            expr::check_templates_in(arguments, "parameters.arguments", problems);
+        }
+    }
+}
