@@ -156,6 +156,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::vector_stores::router())
         .merge(routes::mcp::router())
+        .merge(routes::mcp_endpoint::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

@@ -10,6 +10,7 @@ use crate::{
         NewVectorStore, VectorStore,
     },
     mcp::{McpServer, McpTool},
+    mcp_server::ExposedWorkflow,
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
@@ -590,6 +591,17 @@ pub trait McpStore {
     async fn delete_mcp_server(&self, id: i64) -> StoreResult<bool>;
     async fn set_mcp_tools(&self, id: i64, tools: &[McpTool], at: DateTime<Utc>)
     -> StoreResult<()>;
+
+    /// Offers a workflow as a tool, or renames it; a name another workflow has is `Conflict`.
+    async fn expose_workflow(
+        &self,
+        workflow_id: i64,
+        tool_name: &str,
+        description: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ExposedWorkflow>;
+    async fn unexpose_workflow(&self, workflow_id: i64) -> StoreResult<bool>;
+    async fn exposed_workflows(&self) -> StoreResult<Vec<ExposedWorkflow>>;
 }
 
 #[async_trait]

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     mcp::{McpServer, McpTool, McpTransport},
+    mcp_server::ExposedWorkflow,
     store::{McpStore, StoreError, StoreResult},
 };
 use serde_json::Value;
@@ -89,6 +90,27 @@ impl TryFrom<ServerRow> for McpServer {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ExposedRow {
+    workflow_id: i64,
+    tool_name: String,
+    description: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ExposedRow> for ExposedWorkflow {
+    fn from(row: ExposedRow) -> Self {
+        ExposedWorkflow {
+            workflow_id: row.workflow_id,
+            tool_name: row.tool_name,
+            description: row.description,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
     }
 }
 
@@ -202,6 +224,57 @@ impl McpStore for Db {
         })
         .map_err(store_error)?;
         Ok(done > 0)
+    }
+
+    async fn expose_workflow(
+        &self,
+        workflow_id: i64,
+        tool_name: &str,
+        description: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ExposedWorkflow> {
+        let row: ExposedRow = with_writer!(self, pool => {
+            sqlx::query_as(
+                "INSERT INTO mcp_exposed_workflows (workflow_id, tool_name, description, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4)
+                 ON CONFLICT (workflow_id) DO UPDATE SET tool_name = EXCLUDED.tool_name,
+                     description = EXCLUDED.description, updated_at = EXCLUDED.updated_at
+                 RETURNING workflow_id, tool_name, description, created_at, updated_at",
+            )
+            .bind(workflow_id)
+            .bind(tool_name)
+            .bind(description)
+            .bind(stored_time(now))
+            .fetch_one(pool)
+            .await
+        })
+        .map_err(store_error)?;
+        Ok(row.into())
+    }
+
+    async fn unexpose_workflow(&self, workflow_id: i64) -> StoreResult<bool> {
+        let done = with_writer!(self, pool => {
+            sqlx::query("DELETE FROM mcp_exposed_workflows WHERE workflow_id = $1")
+                .bind(workflow_id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
+    }
+
+    async fn exposed_workflows(&self) -> StoreResult<Vec<ExposedWorkflow>> {
+        let rows: Vec<ExposedRow> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT workflow_id, tool_name, description, created_at, updated_at
+                 FROM mcp_exposed_workflows ORDER BY tool_name",
+            )
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn set_mcp_tools(

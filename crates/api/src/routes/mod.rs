@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chatkit;
 pub mod health;
 pub mod mcp;
+pub mod mcp_endpoint;
 pub mod models;
 pub mod runs;
 pub mod settings;

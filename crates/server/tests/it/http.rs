@@ -253,6 +253,9 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/mcp-servers/{id}/probe", &["post"]),
         ("/api/admin/mcp-servers/probe", &["post"]),
         ("/api/mcp/servers", &["get"]),
+        ("/api/admin/mcp-tools", &["get"]),
+        ("/api/admin/mcp-tools/{workflow_id}", &["put", "delete"]),
+        ("/mcp", &["post", "get", "delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

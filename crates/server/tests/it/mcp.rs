@@ -17,6 +17,7 @@ backend_tests!(
     bad_servers_are_refused_or_reported,
     agents_call_mcp_tools_with_allow_lists_and_approvals,
     mcp_steps_call_one_tool,
+    external_clients_run_workflows_as_tools,
 );
 
 const TOKEN: &str = "peer-token-123456789";
@@ -537,4 +538,157 @@ async fn mcp_steps_call_one_tool(backend: TestBackend) {
         invalid.text
     );
     assert!(invalid.text.contains("parameters.tool"), "{}", invalid.text);
+}
+
+/// Our `/mcp` endpoint, driven over a real socket by the Python SDK's client.
+async fn external_clients_run_workflows_as_tools(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "greet", "kind": "transform", "parameters": {"expressions": {"greeting": "Hello {{ input.city }}"}}},
+            {"slug": "end", "kind": "end", "parameters": {"output": "input"}}
+        ],
+        "edges": [{"source": "start", "target": "greet"}, {"source": "greet", "target": "end"}],
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    });
+    let id = publish(&app, &admin, graph).await;
+    let hidden = publish(&app, &admin, agent_graph(json!([]))).await;
+    let exposed = app
+        .request(
+            axum::http::Method::PUT,
+            &format!("/api/admin/mcp-tools/{id}"),
+            Some(&admin),
+            Some(json!({"tool_name": "greet_city", "description": "Greets a city."})),
+        )
+        .await;
+    assert_eq!(exposed.status, StatusCode::OK, "{}", exposed.text);
+    // Names are unique.
+    let taken = app
+        .request(
+            axum::http::Method::PUT,
+            &format!("/api/admin/mcp-tools/{hidden}"),
+            Some(&admin),
+            Some(json!({"tool_name": "greet_city"})),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    let key = app
+        .post(
+            "/api/admin/api-keys",
+            Some(&admin),
+            json!({"name": "mcp client"}),
+        )
+        .await;
+    let secret = key.body["secret"].as_str().unwrap().to_string();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let url = format!("http://{address}/mcp");
+    let output = tokio::process::Command::new(&python)
+        .arg(mcp_script().with_file_name("mcp_client.py"))
+        .args([
+            url.as_str(),
+            secret.as_str(),
+            "greet_city",
+            r#"{"city": "Lyon"}"#,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["server"], "switchyard");
+    assert_eq!(names(&answer["tools"]), ["greet_city"]);
+    assert_eq!(answer["tools"][0]["description"], "Greets a city.");
+    assert_eq!(
+        answer["tools"][0]["inputSchema"]["required"],
+        json!(["city"])
+    );
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"],
+        json!({"greeting": "Hello Lyon"})
+    );
+    server.abort();
+
+    // Without a key there is no answer; a stream or a session end is not offered.
+    let anonymous = app
+        .post(
+            "/mcp",
+            None,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/mcp", Some(&secret)).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    // Unknown tools and methods are JSON-RPC errors; notifications are accepted.
+    let unknown = app
+        .post(
+            "/mcp",
+            Some(&secret),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "nope"}}),
+        )
+        .await;
+    assert_eq!(unknown.body["error"]["code"], -32602, "{}", unknown.text);
+    let method = app
+        .post(
+            "/mcp",
+            Some(&secret),
+            json!({"jsonrpc": "2.0", "id": "x", "method": "resources/list"}),
+        )
+        .await;
+    assert_eq!(method.body["error"]["code"], -32601);
+    assert_eq!(method.body["id"], "x");
+    let note = app
+        .post(
+            "/mcp",
+            Some(&secret),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::ACCEPTED);
+
+    // A user sees only the tools of workflows they may run.
+    let (_, user) = app
+        .create_user("user@example.com", "user-password", false)
+        .await;
+    let listed = app
+        .post(
+            "/mcp",
+            Some(&user),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(listed.body["result"]["tools"], json!([]), "{}", listed.text);
+    // No longer offered.
+    let removed = app
+        .delete(&format!("/api/admin/mcp-tools/{id}"), Some(&admin))
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let listed = app
+        .post(
+            "/mcp",
+            Some(&secret),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(listed.body["result"]["tools"], json!([]));
 }

@@ -30,3 +30,13 @@ CREATE TABLE mcp_servers (
     updated_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT mcp_servers_label_key UNIQUE (label)
 );
+
+-- Published workflows that Switchyard's own `/mcp` endpoint offers as tools.
+CREATE TABLE mcp_exposed_workflows (
+    workflow_id BIGINT PRIMARY KEY REFERENCES workflows (id) ON DELETE CASCADE,
+    tool_name VARCHAR(64) NOT NULL,
+    description TEXT,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    CONSTRAINT mcp_exposed_workflows_tool_name_key UNIQUE (tool_name)
+);

@@ -30,3 +30,13 @@ CREATE TABLE mcp_servers (
     updated_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX mcp_servers_label_key ON mcp_servers (label);
+
+-- Published workflows that Switchyard's own `/mcp` endpoint offers as tools.
+CREATE TABLE mcp_exposed_workflows (
+    workflow_id INTEGER PRIMARY KEY REFERENCES workflows (id) ON DELETE CASCADE,
+    tool_name TEXT NOT NULL,
+    description TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX mcp_exposed_workflows_tool_name_key ON mcp_exposed_workflows (tool_name);
