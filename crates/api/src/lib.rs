@@ -114,7 +114,8 @@ impl AppState {
         (name = "api-keys", description = "Keys for servers calling the API"),
         (name = "chatkit", description = "The ChatKit server protocol: threads, items and streamed turns"),
         (name = "vector-stores", description = "Knowledge bases: documents, ingestion jobs and hybrid search"),
-        (name = "mcp", description = "MCP servers: registration, probing and their tools"),
+        (name = "mcp", description = "MCP servers, and Switchyard's own MCP endpoint with the workflows it offers"),
+        (name = "tools", description = "Defined tools: HTTP, client, workflow and knowledge tools agents use by name"),
         (name = "widgets", description = "The widget library: ChatKit widgets that workflows show"),
         (name = "settings", description = "Instance settings and usage reports"),
         (name = "workflows", description = "Workflow graphs, versions, publishing, sharing, import and export"),
@@ -157,6 +158,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::vector_stores::router())
         .merge(routes::mcp::router())
         .merge(routes::mcp_endpoint::router())
+        .merge(routes::tools::router())
 }
 
 /// The OpenAPI document, as served at `/api/openapi.json`.

@@ -15,6 +15,7 @@ pub mod models;
 pub mod runs;
 pub mod secret;
 pub mod store;
+pub mod tools;
 pub mod users;
 pub mod widgets;
 pub mod workflows;
@@ -43,6 +44,8 @@ pub struct Services {
     /// Speaks to MCP servers.
     pub mcp: Arc<dyn mcp::McpConnector>,
     pub mcp_settings: mcp::McpSettings,
+    /// Makes defined tools' HTTP calls.
+    pub outbound: Arc<dyn tools::OutboundHttp>,
 }
 
 /// A new id for a thread, item or run: the prefix, the time in milliseconds (12 hex

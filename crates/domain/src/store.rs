@@ -16,6 +16,7 @@ use crate::{
         usage::{GroupBy, UsageLine, UsageRecord},
     },
     runs::{Event, Run, RunFilter, Step},
+    tools::ToolDef,
     users::{NewUser, User, UserCredentials, UserPatch},
     widgets::{NewWidget, Widget, WidgetPatch},
     workflows::{Graph, Permission, Share, Version, Workflow},
@@ -604,6 +605,18 @@ pub trait McpStore {
     async fn exposed_workflows(&self) -> StoreResult<Vec<ExposedWorkflow>>;
 }
 
+/// Defined tools; secret header values arrive sealed.
+#[async_trait]
+pub trait ToolStore {
+    /// A taken name is `Conflict`.
+    async fn insert_tool(&self, tool: &ToolDef) -> StoreResult<ToolDef>;
+    async fn tools(&self) -> StoreResult<Vec<ToolDef>>;
+    async fn tool(&self, id: i64) -> StoreResult<Option<ToolDef>>;
+    async fn tool_by_name(&self, name: &str) -> StoreResult<Option<ToolDef>>;
+    async fn update_tool(&self, tool: &ToolDef) -> StoreResult<Option<ToolDef>>;
+    async fn delete_tool(&self, id: i64) -> StoreResult<bool>;
+}
+
 #[async_trait]
 pub trait Store:
     UserStore
@@ -617,6 +630,7 @@ pub trait Store:
     + KeyStore
     + KnowledgeStore
     + McpStore
+    + ToolStore
     + Send
     + Sync
 {

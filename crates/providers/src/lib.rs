@@ -9,10 +9,12 @@
 //! - Keys and header values never appear in errors or logs.
 
 mod chat;
+mod outbound;
 mod responses;
 mod route;
 mod sse;
 
+pub use outbound::{Outbound, is_public};
 pub use route::Clients;
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};

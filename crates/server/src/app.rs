@@ -66,6 +66,7 @@ impl App {
             knowledge_jobs: Arc::default(),
             mcp: Arc::new(mcp::Connector::new()),
             mcp_settings: config.mcp,
+            outbound: Arc::new(providers::Outbound::new()),
         };
         Ok(App {
             config,

@@ -1,12 +1,14 @@
-//! `McpStore` on both backends: registered MCP servers (secrets already sealed by the
-//! domain) and their cached tool lists.
+//! `McpStore` and `ToolStore` on both backends: registered MCP servers (secrets already
+//! sealed by the domain) and their cached tool lists, the workflows offered at `/mcp`, and
+//! defined tools.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     mcp::{McpServer, McpTool, McpTransport},
     mcp_server::ExposedWorkflow,
-    store::{McpStore, StoreError, StoreResult},
+    store::{McpStore, StoreError, StoreResult, ToolStore},
+    tools::{ToolDef, ToolKind},
 };
 use serde_json::Value;
 use sqlx::types::Json;
@@ -141,6 +143,23 @@ macro_rules! bind_server {
             .bind(i64::try_from($s.timeout_secs).unwrap_or(i64::MAX))
             .bind(i64::from($s.max_concurrency))
             .bind(stored_time($s.updated_at))
+    };
+}
+
+/// Binds a tool's writable fields as `$1`…`$10`, in the order of the INSERT and UPDATE.
+macro_rules! bind_tool {
+    ($query:expr, $t:expr) => {
+        $query
+            .bind(&$t.name)
+            .bind($t.kind.as_str())
+            .bind(&$t.description)
+            .bind(Json(&$t.parameters))
+            .bind(Json(&$t.config))
+            .bind(&$t.secret_headers_encrypted)
+            .bind(Json(&$t.secret_header_names))
+            .bind(&$t.approval)
+            .bind($t.is_active)
+            .bind(stored_time($t.updated_at))
     };
 }
 
@@ -294,5 +313,124 @@ impl McpStore for Db {
         })
         .map_err(store_error)?;
         Ok(())
+    }
+}
+
+macro_rules! tool_columns {
+    () => {
+        "id, name, kind, description, parameters, config, secret_headers_encrypted, secret_header_names,
+         approval, is_active, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct ToolRow {
+    id: i64,
+    name: String,
+    kind: String,
+    description: Option<String>,
+    parameters: Json<Value>,
+    config: Json<Value>,
+    secret_headers_encrypted: Option<String>,
+    secret_header_names: Json<Vec<String>>,
+    approval: String,
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<ToolRow> for ToolDef {
+    type Error = StoreError;
+
+    fn try_from(row: ToolRow) -> Result<ToolDef, StoreError> {
+        Ok(ToolDef {
+            id: row.id,
+            name: row.name,
+            kind: ToolKind::parse(&row.kind)
+                .ok_or_else(|| StoreError::Other(format!("unknown tool kind `{}`", row.kind)))?,
+            description: row.description,
+            parameters: row.parameters.0,
+            config: row.config.0,
+            secret_headers_encrypted: row.secret_headers_encrypted,
+            secret_header_names: row.secret_header_names.0,
+            approval: row.approval,
+            is_active: row.is_active,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[async_trait]
+impl ToolStore for Db {
+    async fn insert_tool(&self, tool: &ToolDef) -> StoreResult<ToolDef> {
+        let sql = concat!(
+            "INSERT INTO tools (name, kind, description, parameters, config, secret_headers_encrypted,
+                 secret_header_names, approval, is_active, updated_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
+            tool_columns!()
+        );
+        let row: ToolRow = with_writer!(self, pool => {
+            bind_tool!(sqlx::query_as(sql), tool)
+                .bind(stored_time(tool.created_at))
+                .fetch_one(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        row.try_into()
+    }
+
+    async fn tools(&self) -> StoreResult<Vec<ToolDef>> {
+        let sql = concat!("SELECT ", tool_columns!(), " FROM tools ORDER BY name");
+        let rows: Vec<ToolRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
+                .map_err(store_error)?;
+        rows.into_iter().map(ToolDef::try_from).collect()
+    }
+
+    async fn tool(&self, id: i64) -> StoreResult<Option<ToolDef>> {
+        let sql = concat!("SELECT ", tool_columns!(), " FROM tools WHERE id = $1");
+        let row: Option<ToolRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        row.map(ToolDef::try_from).transpose()
+    }
+
+    async fn tool_by_name(&self, name: &str) -> StoreResult<Option<ToolDef>> {
+        let sql = concat!("SELECT ", tool_columns!(), " FROM tools WHERE name = $1");
+        let row: Option<ToolRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(name).fetch_optional(pool).await)
+                .map_err(store_error)?;
+        row.map(ToolDef::try_from).transpose()
+    }
+
+    async fn update_tool(&self, tool: &ToolDef) -> StoreResult<Option<ToolDef>> {
+        let sql = concat!(
+            "UPDATE tools SET name = $1, kind = $2, description = $3, parameters = $4, config = $5,
+                 secret_headers_encrypted = $6, secret_header_names = $7, approval = $8, is_active = $9,
+                 updated_at = $10
+             WHERE id = $11 RETURNING ",
+            tool_columns!()
+        );
+        let row: Option<ToolRow> = with_writer!(self, pool => {
+            bind_tool!(sqlx::query_as(sql), tool)
+                .bind(tool.id)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        row.map(ToolDef::try_from).transpose()
+    }
+
+    async fn delete_tool(&self, id: i64) -> StoreResult<bool> {
+        let done = with_writer!(self, pool => {
+            sqlx::query("DELETE FROM tools WHERE id = $1")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
     }
 }

@@ -44,6 +44,8 @@ enum AgentTool {
     ValidateWorkflowGraph(ToolSpec),
     /// A tool of an MCP server.
     Mcp(ToolSpec, McpBinding),
+    /// A defined `http` tool, called by the server.
+    Http(ToolSpec, Box<crate::tools::ToolDef>),
 }
 
 /// Which server and tool an MCP tool calls, and whether a person approves each call.
@@ -63,7 +65,8 @@ impl AgentTool {
             | AgentTool::Workflow(spec, _)
             | AgentTool::ValidateWorkflowGraph(spec)
             | AgentTool::Knowledge(spec, _)
-            | AgentTool::Mcp(spec, _) => spec,
+            | AgentTool::Mcp(spec, _)
+            | AgentTool::Http(spec, _) => spec,
         }
     }
 }
@@ -144,6 +147,7 @@ pub(super) async fn run(
     let entries = config.tools.as_deref().unwrap_or_default();
     let mut tools = resolve_tools(log, node, entries);
     resolve_mcp_tools(ctx, log, node, entries, &mut tools).await;
+    resolve_defined_tools(ctx, log, node, entries, &mut tools).await;
     let mut turn = match log
         .run
         .scratch
@@ -214,11 +218,46 @@ pub(super) async fn run(
                 Some(AgentTool::Knowledge(_, knowledge)) => {
                     search_knowledge(ctx, knowledge, &call, &mut turn.sources).await?
                 }
+                Some(AgentTool::Http(_, tool)) => {
+                    let approved = if tool.approval == "always" {
+                        match turn.approval.take() {
+                            Some(decision) => decision,
+                            None => {
+                                let data = json!({"tool": tool.name, "tool_id": tool.id});
+                                return Ok(pause_for_approval(
+                                    log,
+                                    node,
+                                    turn,
+                                    &call,
+                                    "the server",
+                                    data,
+                                ));
+                            }
+                        }
+                    } else {
+                        true
+                    };
+                    if approved {
+                        crate::tools::run_http(ctx.services, tool, arguments_of(&call)).await
+                    } else {
+                        json!({"error": "the user refused this call; do not try it again, answer without it"})
+                    }
+                }
                 Some(AgentTool::Mcp(_, binding)) => {
                     let approved = if binding.approval {
                         match turn.approval.take() {
                             Some(decision) => decision,
-                            None => return Ok(pause_for_approval(log, node, turn, &call, binding)),
+                            None => {
+                                let data = json!({"tool": binding.tool, "server": binding.server_label, "server_id": binding.server_id});
+                                return Ok(pause_for_approval(
+                                    log,
+                                    node,
+                                    turn,
+                                    &call,
+                                    &binding.server_label,
+                                    data,
+                                ));
+                            }
                         }
                     } else {
                         true
@@ -454,18 +493,23 @@ async fn search_knowledge(
 
 /// Keeps the step's conversation and waits for a person to approve `call` (an approval
 /// card in chat, or a `POST /api/runs/{id}/resume {approved}` for headless runs).
+/// `data` says which tool (`tool`, and `server` for an MCP tool); `place` names where it
+/// runs, for the question.
 fn pause_for_approval(
     log: &mut Log<'_>,
     node: &Node,
     turn: Turn,
     call: &ToolCall,
-    binding: &McpBinding,
+    place: &str,
+    mut data: Value,
 ) -> Outcome {
     let arguments = arguments_of(call);
     let shown = serde_json::to_string(&arguments).unwrap_or_default();
     let shown: String = shown.chars().take(500).collect();
-    let data = json!({"call_id": call.id, "name": call.name, "tool": binding.tool,
-        "server": binding.server_label, "server_id": binding.server_id, "arguments": arguments});
+    let tool = data["tool"].as_str().unwrap_or(&call.name).to_string();
+    data["call_id"] = json!(call.id);
+    data["name"] = json!(call.name);
+    data["arguments"] = arguments;
     log.run.scratch["agent"] = serde_json::to_value(&turn).unwrap_or(Value::Null);
     Outcome {
         output: json!({"approval_request": data.clone()}),
@@ -473,8 +517,7 @@ fn pause_for_approval(
             kind: "approval".into(),
             node: node.slug.clone(),
             prompt: Some(format!(
-                "Allow the tool `{}` of {} to run with {shown}?",
-                binding.tool, binding.server_label
+                "Allow the tool `{tool}` of {place} to run with {shown}?"
             )),
             data: Some(data),
         }),
@@ -538,6 +581,85 @@ fn needs_approval(policy: Option<&Value>, tool: &str) -> bool {
             (None, Some(false)) => true,
             _ => false,
         },
+    }
+}
+
+/// Adds the defined tools the node names: `{type: "tool", tool_id | name}`, or a function
+/// entry whose name is a defined tool (`{type: "function", function: {name}}`).
+async fn resolve_defined_tools(
+    ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
+    entries: &[Value],
+    tools: &mut Vec<AgentTool>,
+) {
+    use crate::tools::{self as defined, ToolKind};
+    for entry in entries {
+        let kind = entry
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let function = entry.get("function").unwrap_or(entry);
+        let name = function.get("name").and_then(Value::as_str);
+        let found = match (kind, entry.get("tool_id").and_then(Value::as_i64), name) {
+            ("tool", Some(id), _) => defined::get_tool(ctx.services, id).await,
+            ("tool", None, Some(name)) => defined::tool_by_name(ctx.services, name).await,
+            ("function", _, Some(name)) if name != "validate_workflow_graph" => {
+                defined::tool_by_name(ctx.services, name).await
+            }
+            ("tool", None, None) => Err(defined::ToolError::Invalid(
+                "a tool entry needs `tool_id` or `name`".into(),
+            )),
+            _ => continue,
+        };
+        let tool = match found {
+            Ok(tool) if tool.is_active => tool,
+            Ok(tool) => {
+                log.event("warning", Some(&node.slug), json!({"message": format!("the tool `{}` is turned off; the agent runs without it", tool.name)}));
+                continue;
+            }
+            Err(err) => {
+                log.event(
+                    "warning",
+                    Some(&node.slug),
+                    json!({"message": format!("{err}; the agent runs without it")}),
+                );
+                continue;
+            }
+        };
+        let spec = |parameters: Value| ToolSpec {
+            name: tool_name(&tool.name),
+            description: tool.description.clone(),
+            parameters,
+            strict: false,
+        };
+        let resolved = match tool.kind {
+            ToolKind::Http => Some(AgentTool::Http(spec(tool.parameters.clone()), Box::new(tool.clone()))),
+            ToolKind::Client => Some(AgentTool::Client(spec(tool.parameters.clone()))),
+            ToolKind::Workflow => {
+                let reference = match tool.config.get("workflow_id").and_then(Value::as_i64) {
+                    Some(id) => WorkflowRef::Id(id),
+                    None => WorkflowRef::Slug(tool.config["workflow_slug"].as_str().unwrap_or_default().to_string()),
+                };
+                Some(AgentTool::Workflow(
+                    spec(json!({"type": "object", "properties": {"initial_message": {"type": "string", "description": "The message the workflow starts with"}}, "required": ["initial_message"]})),
+                    reference,
+                ))
+            }
+            ToolKind::Knowledge => KnowledgeTool::parse(&tool.config).map(|knowledge| {
+                AgentTool::Knowledge(
+                    spec(json!({"type": "object", "properties": {"query": {"type": "string", "description": "What to look for, in a few words"}}, "required": ["query"]})),
+                    knowledge,
+                )
+            }),
+        };
+        match resolved {
+            Some(resolved) if !tools.iter().any(|t| t.spec().name == resolved.spec().name) => {
+                tools.push(resolved)
+            }
+            Some(_) => log.event("warning", Some(&node.slug), json!({"message": format!("two tools are named `{}`; the second is left out", tool.name)})),
+            None => log.event("warning", Some(&node.slug), json!({"message": format!("the tool `{}` is misconfigured; the agent runs without it", tool.name)})),
+        }
     }
 }
 
@@ -687,7 +809,9 @@ async fn run_tool(
     match tool {
         AgentTool::Client(_) => unreachable!("client tools are answered by the client"),
         AgentTool::Knowledge(..) => unreachable!("the knowledge tool is run with its sources"),
-        AgentTool::Mcp(..) => unreachable!("MCP tools are run with their approvals"),
+        AgentTool::Mcp(..) | AgentTool::Http(..) => {
+            unreachable!("MCP and http tools are run with their approvals")
+        }
         AgentTool::ValidateWorkflowGraph(_) => {
             let graph = match arguments.get("graph") {
                 Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
@@ -761,7 +885,10 @@ fn resolve_tools(log: &mut Log<'_>, node: &Node, entries: &[Value]) -> Vec<Agent
                 parameters,
                 strict: false,
             })),
-            ("function", Some(name)) if name == "validate_workflow_graph" => {
+            // A defined tool, by name or id: resolved by `resolve_defined_tools`.
+            ("tool", _) => continue,
+            ("function", Some(name)) if name != "validate_workflow_graph" => continue,
+            ("function", Some(name)) => {
                 Some(AgentTool::ValidateWorkflowGraph(ToolSpec {
                     name,
                     description: description.or_else(|| Some("Checks a workflow graph (nodes and edges) and lists its problems.".into())),

@@ -256,6 +256,8 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/mcp-tools", &["get"]),
         ("/api/admin/mcp-tools/{workflow_id}", &["put", "delete"]),
         ("/mcp", &["post", "get", "delete"]),
+        ("/api/tools", &["get", "post"]),
+        ("/api/tools/{id}", &["get", "patch", "delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

@@ -11,5 +11,6 @@ mod mcp;
 mod models;
 mod runs;
 mod runs_more;
+mod tools;
 mod users;
 mod workflows;

@@ -40,3 +40,20 @@ CREATE TABLE mcp_exposed_workflows (
     updated_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX mcp_exposed_workflows_tool_name_key ON mcp_exposed_workflows (tool_name);
+
+-- Defined tools: function tools agents use by name (secret header values encrypted).
+CREATE TABLE tools (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    description TEXT,
+    parameters TEXT NOT NULL,
+    config TEXT NOT NULL,
+    secret_headers_encrypted TEXT,
+    secret_header_names TEXT NOT NULL DEFAULT '[]',
+    approval TEXT NOT NULL,
+    is_active BOOLEAN NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tools_name_key ON tools (name);
