@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use mcp::{Client, McpError, ServerConfig, Transport};
 use serde_json::json;
-use test_support::mcp_peer::{McpPeer, mcp_python, mcp_script};
+use test_support::mcp_peer::{McpPeer, everything_server, mcp_python, mcp_script};
 
 fn config(transport: Transport, url: Option<String>, python: &Path) -> ServerConfig {
     ServerConfig {
@@ -152,4 +152,48 @@ async fn a_server_that_dies_fails_the_call_and_is_restarted() {
     peer.kill().await;
     let gone = client.call_tool("echo", json!({"text": "x"})).await;
     assert!(gone.is_err(), "{gone:?}");
+}
+
+/// A second, independent implementation: npm's everything server (TypeScript SDK).
+#[tokio::test]
+async fn the_everything_server_over_each_transport() {
+    let Some(script) = everything_server() else {
+        return;
+    };
+    let stdio = ServerConfig {
+        label: "everything".into(),
+        transport: Transport::Stdio,
+        url: None,
+        headers: Vec::new(),
+        command: Some("node".into()),
+        args: vec![script.display().to_string(), "stdio".into()],
+        env: BTreeMap::new(),
+        timeout: Duration::from_secs(15),
+    };
+    let mut configs = vec![(stdio.clone(), None)];
+    for (transport, name) in [
+        (Transport::Sse, "sse"),
+        (Transport::StreamableHttp, "streamableHttp"),
+    ] {
+        let peer = McpPeer::start_everything(&script, name).await;
+        let mut config = stdio.clone();
+        config.transport = transport;
+        config.url = Some(peer.url.clone());
+        configs.push((config, Some(peer)));
+    }
+    for (config, _peer) in configs {
+        let transport = config.transport;
+        let client = Client::connect(config)
+            .await
+            .unwrap_or_else(|err| panic!("{transport:?}: {err}"));
+        assert_eq!(client.server_info().await.name, "mcp-servers/everything");
+        let tools = client.list_tools().await.unwrap();
+        assert!(tools.iter().any(|t| t.name == "echo"), "{transport:?}");
+        let echoed = client
+            .call_tool("echo", json!({"message": "hi"}))
+            .await
+            .unwrap();
+        assert_eq!(echoed.text(), "Echo: hi", "{transport:?}");
+        client.close().await;
+    }
 }
