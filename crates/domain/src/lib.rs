@@ -10,6 +10,7 @@ pub mod error;
 pub mod knowledge;
 pub mod llm;
 pub mod mcp;
+pub mod mcp_oauth;
 pub mod mcp_server;
 pub mod models;
 pub mod runs;

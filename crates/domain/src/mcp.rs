@@ -195,6 +195,13 @@ pub trait McpConnector: Send + Sync {
         name: &str,
         arguments: Value,
     ) -> Result<McpToolResult, McpFailure>;
+    /// GETs a JSON document (OAuth discovery); a status other than 2xx is `Rejected`.
+    async fn fetch_json(&self, url: &str) -> Result<Value, McpFailure>;
+    /// POSTs a JSON body and returns the JSON answer (client registration).
+    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, McpFailure>;
+    /// POSTs a form and returns the JSON answer (token requests); an OAuth error answer is
+    /// `Rejected` with its `error` and `error_description`.
+    async fn post_form(&self, url: &str, form: &[(String, String)]) -> Result<Value, McpFailure>;
 }
 
 /// Settings of the `[mcp]` table.
@@ -669,7 +676,8 @@ async fn probe(services: &Services, connection: &McpConnection) -> ProbeReport {
 /// Probes a saved server and, when it answers, caches its tools.
 pub async fn probe_server(services: &Services, id: i64) -> McpResult<ProbeReport> {
     let server = get_server(services, id).await?;
-    let report = probe(services, &connection(services, &server)?).await;
+    let connection = crate::mcp_oauth::connect_info(services, server).await?;
+    let report = probe(services, &connection).await;
     if report.status == "ok" {
         services
             .store

@@ -10,6 +10,7 @@ use crate::{
         NewVectorStore, VectorStore,
     },
     mcp::{McpServer, McpTool},
+    mcp_oauth::OAuthSession,
     mcp_server::ExposedWorkflow,
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
@@ -603,6 +604,16 @@ pub trait McpStore {
     ) -> StoreResult<ExposedWorkflow>;
     async fn unexpose_workflow(&self, workflow_id: i64) -> StoreResult<bool>;
     async fn exposed_workflows(&self) -> StoreResult<Vec<ExposedWorkflow>>;
+
+    async fn insert_oauth_session(&self, session: &OAuthSession) -> StoreResult<()>;
+    async fn oauth_session(&self, state: &str) -> StoreResult<Option<OAuthSession>>;
+    /// Ends a pending authorisation once: `false` when it was not pending any more.
+    async fn finish_oauth_session(
+        &self,
+        state: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> StoreResult<bool>;
 }
 
 /// Defined tools; secret header values arrive sealed.

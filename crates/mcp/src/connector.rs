@@ -26,10 +26,24 @@ struct Kept {
     used: Instant,
 }
 
-/// Sessions by server id; cheap to share.
-#[derive(Default)]
+/// Sessions by server id, and a client for OAuth requests; cheap to share.
 pub struct Connector {
     sessions: Mutex<HashMap<i64, Kept>>,
+    http: reqwest::Client,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector {
+            sessions: Mutex::default(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .expect("an HTTP client builds"),
+        }
+    }
 }
 
 fn config(server: &McpConnection) -> ServerConfig {
@@ -167,4 +181,86 @@ impl McpConnector for Connector {
             is_error: result.is_error,
         })
     }
+
+    async fn fetch_json(&self, url: &str) -> Result<Value, McpFailure> {
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|err| McpFailure::Unreachable(err.to_string()))?;
+        json_answer(response).await
+    }
+
+    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, McpFailure> {
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|err| McpFailure::Unreachable(err.to_string()))?;
+        json_answer(response).await
+    }
+
+    async fn post_form(&self, url: &str, form: &[(String, String)]) -> Result<Value, McpFailure> {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect();
+        let response = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body.join("&"))
+            .send()
+            .await
+            .map_err(|err| McpFailure::Unreachable(err.to_string()))?;
+        json_answer(response).await
+    }
+}
+
+fn form_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A JSON answer, or why there is none (an OAuth error answer's code and description).
+async fn json_answer(response: reqwest::Response) -> Result<Value, McpFailure> {
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|err| McpFailure::Unreachable(err.to_string()))?;
+    let value: Option<Value> = serde_json::from_str(&text).ok();
+    if !status.is_success() {
+        let reason = value
+            .as_ref()
+            .and_then(|v| v["error"].as_str())
+            .map(|e| {
+                let description = value
+                    .as_ref()
+                    .and_then(|v| v["error_description"].as_str())
+                    .unwrap_or("");
+                format!("{e} {description}").trim().to_string()
+            })
+            .unwrap_or_else(|| text.chars().take(200).collect());
+        return Err(McpFailure::Rejected(format!(
+            "HTTP {}: {reason}",
+            status.as_u16()
+        )));
+    }
+    value.ok_or_else(|| McpFailure::Protocol("the answer is not JSON".into()))
 }

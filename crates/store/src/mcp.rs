@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     mcp::{McpServer, McpTool, McpTransport},
+    mcp_oauth::OAuthSession,
     mcp_server::ExposedWorkflow,
     store::{McpStore, StoreError, StoreResult, ToolStore},
     tools::{ToolDef, ToolKind},
@@ -93,6 +94,19 @@ impl TryFrom<ServerRow> for McpServer {
             updated_at: row.updated_at,
         })
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    state: String,
+    server_id: i64,
+    code_verifier_encrypted: String,
+    redirect_uri: String,
+    token_endpoint: String,
+    status: String,
+    error: Option<String>,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -294,6 +308,75 @@ impl McpStore for Db {
         })
         .map_err(store_error)?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn insert_oauth_session(&self, session: &OAuthSession) -> StoreResult<()> {
+        with_writer!(self, pool => {
+            sqlx::query(
+                "INSERT INTO mcp_oauth_sessions (state, server_id, code_verifier_encrypted, redirect_uri,
+                     token_endpoint, status, error, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&session.state)
+            .bind(session.server_id)
+            .bind(&session.code_verifier_encrypted)
+            .bind(&session.redirect_uri)
+            .bind(&session.token_endpoint)
+            .bind(&session.status)
+            .bind(&session.error)
+            .bind(stored_time(session.expires_at))
+            .bind(stored_time(session.created_at))
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn oauth_session(&self, state: &str) -> StoreResult<Option<OAuthSession>> {
+        let row: Option<SessionRow> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT state, server_id, code_verifier_encrypted, redirect_uri, token_endpoint, status, error,
+                     expires_at, created_at
+                 FROM mcp_oauth_sessions WHERE state = $1",
+            )
+            .bind(state)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(|r| OAuthSession {
+            state: r.state,
+            server_id: r.server_id,
+            code_verifier_encrypted: r.code_verifier_encrypted,
+            redirect_uri: r.redirect_uri,
+            token_endpoint: r.token_endpoint,
+            status: r.status,
+            error: r.error,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+        }))
+    }
+
+    async fn finish_oauth_session(
+        &self,
+        state: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> StoreResult<bool> {
+        let done = with_writer!(self, pool => {
+            sqlx::query(
+                "UPDATE mcp_oauth_sessions SET status = $2, error = $3 WHERE state = $1 AND status = 'pending'",
+            )
+            .bind(state)
+            .bind(status)
+            .bind(error)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
     }
 
     async fn set_mcp_tools(

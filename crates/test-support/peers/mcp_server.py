@@ -4,11 +4,14 @@
     python mcp_server.py sse PORT
     python mcp_server.py streamable-http PORT
 
-With MCP_TEST_TOKEN set, HTTP requests without `Authorization: Bearer <token>` get 401,
-and with a wrong token 403.
+With MCP_TEST_TOKEN set (one token, or several separated by commas), HTTP requests without
+`Authorization: Bearer <token>` get 401, and with a wrong token 403. With MCP_TEST_AS set
+to an OAuth authorization server's URL, the server publishes it as its protected resource
+metadata (`/.well-known/oauth-protected-resource`).
 """
 
 import asyncio
+import json
 import os
 import sys
 
@@ -48,15 +51,24 @@ def die() -> str:
     os._exit(3)
 
 
-def guarded(app, token):
+def guarded(app, token, issuer):
+    tokens = [f"Bearer {t}" for t in token.split(",")]
+
     async def guard(scope, receive, send):
+        if scope["type"] == "http" and issuer and scope["path"].startswith("/.well-known/oauth-protected-resource"):
+            body = json.dumps({"resource": f"http://127.0.0.1:{scope['server'][1]}/mcp",
+                               "authorization_servers": [issuer]}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"").decode()
             status = None
             if not given:
                 status = 401
-            elif given != f"Bearer {token}":
+            elif given not in tokens:
                 status = 403
             if status:
                 await send({"type": "http.response.start", "status": status,
@@ -82,7 +94,7 @@ def main():
         app = server.streamable_http_app()
     token = os.environ.get("MCP_TEST_TOKEN")
     if token:
-        app = guarded(app, token)
+        app = guarded(app, token, os.environ.get("MCP_TEST_AS"))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -70,6 +70,16 @@ impl McpPeer {
     /// Serves the peer over `sse` or `streamable-http` on a free loopback port; with
     /// `token`, requests need `Authorization: Bearer <token>`.
     pub async fn start(python: &std::path::Path, transport: &str, token: Option<&str>) -> McpPeer {
+        McpPeer::start_with(python, transport, token, None).await
+    }
+
+    /// [`McpPeer::start`], naming `issuer` as its OAuth authorization server.
+    pub async fn start_with(
+        python: &std::path::Path,
+        transport: &str,
+        token: Option<&str>,
+        issuer: Option<&str>,
+    ) -> McpPeer {
         let port = free_port();
         let mut command = Command::new(python);
         command
@@ -79,6 +89,9 @@ impl McpPeer {
             .kill_on_drop(true);
         if let Some(token) = token {
             command.env("MCP_TEST_TOKEN", token);
+        }
+        if let Some(issuer) = issuer {
+            command.env("MCP_TEST_AS", issuer);
         }
         let child = quiet(&mut command).spawn().expect("the MCP peer starts");
         let path = if transport == "sse" { "sse" } else { "mcp" };

@@ -4,7 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
 use domain::mcp::{self, McpError, McpServer, McpServerInput, McpTool, McpTransport, ProbeReport};
 use serde::{Deserialize, Serialize};
@@ -15,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AdminUser, AppJson, AppPath, AuthUser},
+    extract::{AdminUser, AppJson, AppPath, AppQuery, AuthUser},
     routes::users::double_option,
 };
 
@@ -26,6 +31,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(probe_server))
         .routes(routes!(probe_unsaved))
         .routes(routes!(list_public))
+        .routes(routes!(oauth_start))
+        .routes(routes!(oauth_callback))
+        .routes(routes!(oauth_status))
 }
 
 impl From<McpError> for ApiError {
@@ -403,4 +411,171 @@ async fn list_public(
             })
             .collect(),
     ))
+}
+
+/// Starts OAuth for a server.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthStartRequest {
+    /// Where the authorization server sends the browser back; by default this server's
+    /// `/api/mcp/oauth/callback`, as the request reached it.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthStartResponse {
+    /// Open this in the administrator's browser.
+    pub authorization_url: String,
+    pub state: String,
+    pub redirect_uri: String,
+    pub expires_in: i64,
+}
+
+/// Starts authorising the server with OAuth 2.1: discovers its authorization server,
+/// registers a client when it has no `oauth_client_id`, and answers the URL to open. The
+/// flow ends at the callback, on any replica.
+#[utoipa::path(post, path = "/api/admin/mcp-servers/{id}/oauth/start", tag = "mcp", security(("bearer" = [])),
+    params(("id" = i64, Path)),
+    request_body = OAuthStartRequest,
+    responses((status = 200, body = OAuthStartResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn oauth_start(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppPath(id): AppPath<i64>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<OAuthStartRequest>,
+) -> ApiResult<Json<OAuthStartResponse>> {
+    let redirect_uri = match req.redirect_uri {
+        Some(uri) => uri,
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = if state.http.trust_proxy_headers {
+                headers
+                    .get("x-forwarded-proto")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("http")
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}/api/mcp/oauth/callback")
+        }
+    };
+    let started = domain::mcp_oauth::start(&state.services, id, &redirect_uri, req.scope).await?;
+    Ok(Json(OAuthStartResponse {
+        authorization_url: started.authorization_url,
+        state: started.state,
+        redirect_uri,
+        expires_in: started.expires_in,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CallbackQuery {
+    pub state: Option<String>,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Where the authorization server sends the browser back. It needs no login: the
+/// unguessable, single-use `state` ties it to the flow an administrator started.
+#[utoipa::path(get, path = "/api/mcp/oauth/callback", tag = "mcp",
+    params(CallbackQuery),
+    responses((status = 200, description = "An HTML page saying the server is connected", content_type = "text/html"),
+              (status = 400, description = "An HTML page saying why not", content_type = "text/html")))]
+async fn oauth_callback(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<CallbackQuery>,
+) -> Response {
+    let page = |status: StatusCode, title: &str, detail: &str| {
+        (
+            status,
+            Html(format!(
+                "<!doctype html><meta charset=\"utf-8\"><title>{0}</title><h1>{0}</h1><p>{1}</p>",
+                escape(title),
+                escape(detail)
+            )),
+        )
+            .into_response()
+    };
+    let Some(flow) = query.state.as_deref() else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Authorisation failed",
+            "The callback carries no state.",
+        );
+    };
+    let error = query
+        .error
+        .as_ref()
+        .map(|e| match &query.error_description {
+            Some(d) => format!("{e}: {d}"),
+            None => e.clone(),
+        });
+    match domain::mcp_oauth::callback(
+        &state.services,
+        flow,
+        query.code.as_deref(),
+        error.as_deref(),
+    )
+    .await
+    {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Connected",
+            "The MCP server is authorised. You can close this window.",
+        ),
+        Err(err) => page(
+            StatusCode::BAD_REQUEST,
+            "Authorisation failed",
+            &err.to_string(),
+        ),
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthStatusResponse {
+    pub state: String,
+    pub server_id: i64,
+    /// `pending`, `done` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an authorisation is going (poll it while the browser is away).
+#[utoipa::path(get, path = "/api/admin/mcp-servers/oauth/{state}", tag = "mcp", security(("bearer" = [])),
+    params(("state" = String, Path)),
+    responses((status = 200, body = OAuthStatusResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn oauth_status(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    AppPath(flow): AppPath<String>,
+) -> ApiResult<Json<OAuthStatusResponse>> {
+    let session = domain::mcp_oauth::session(&state.services, &flow).await?;
+    let status = if session.status == "pending" && session.expires_at <= Utc::now() {
+        "expired".to_string()
+    } else {
+        session.status
+    };
+    Ok(Json(OAuthStatusResponse {
+        state: session.state,
+        server_id: session.server_id,
+        status,
+        error: session.error,
+        expires_at: session.expires_at,
+    }))
 }

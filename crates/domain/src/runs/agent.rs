@@ -534,7 +534,7 @@ async fn call_mcp(ctx: &RunCtx<'_>, binding: &McpBinding, call: &ToolCall) -> Va
         }
         Err(err) => return json!({"error": err.to_string()}),
     };
-    let connection = match crate::mcp::connection(ctx.services, &server) {
+    let connection = match crate::mcp_oauth::connect_info(ctx.services, server).await {
         Ok(connection) => connection,
         Err(err) => return json!({"error": err.to_string()}),
     };

@@ -50,12 +50,14 @@ pub(super) async fn call(
             format!("the MCP server {} is turned off", server.label),
         ));
     }
-    let connection = mcp::connection(ctx.services, &server)
+    let label = server.label.clone();
+    let connection = crate::mcp_oauth::connect_info(ctx.services, server)
+        .await
         .map_err(|err| node_error("mcp_unavailable", err.to_string()))?;
     log.event(
         "tool_call.started",
         Some(&node.slug),
-        json!({"call_id": format!("mcp_{}", node.slug), "name": tool, "server": server.label, "arguments": arguments}),
+        json!({"call_id": format!("mcp_{}", node.slug), "name": tool, "server": label, "arguments": arguments}),
     );
     let result = ctx
         .services

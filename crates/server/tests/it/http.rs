@@ -257,6 +257,9 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/mcp-tools/{workflow_id}", &["put", "delete"]),
         ("/mcp", &["post", "get", "delete"]),
         ("/api/tools", &["get", "post"]),
+        ("/api/admin/mcp-servers/{id}/oauth/start", &["post"]),
+        ("/api/admin/mcp-servers/oauth/{state}", &["get"]),
+        ("/api/mcp/oauth/callback", &["get"]),
         ("/api/tools/{id}", &["get", "patch", "delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();

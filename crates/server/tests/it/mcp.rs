@@ -18,6 +18,7 @@ backend_tests!(
     agents_call_mcp_tools_with_allow_lists_and_approvals,
     mcp_steps_call_one_tool,
     external_clients_run_workflows_as_tools,
+    oauth_authorises_and_refreshes,
 );
 
 const TOKEN: &str = "peer-token-123456789";
@@ -691,4 +692,247 @@ async fn external_clients_run_workflows_as_tools(backend: TestBackend) {
         )
         .await;
     assert_eq!(listed.body["result"]["tools"], json!([]));
+}
+
+/// A small OAuth 2.1 authorization server: metadata, dynamic registration, an authorize
+/// endpoint that approves at once (the browser's part), and a token endpoint that checks
+/// PKCE and issues `tok-a` (expiring at once) then, on refresh, `tok-b`.
+async fn authorization_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{
+        Json, Router,
+        extract::Query,
+        response::Redirect,
+        routing::{get, post},
+    };
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex},
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let challenges: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let metadata = json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+        "registration_endpoint": format!("{base}/register"),
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["tools"],
+    });
+    let app = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(move || async move { Json(metadata) }),
+        )
+        .route(
+            "/register",
+            post({
+                let log = log.clone();
+                move |Json(body): Json<Value>| async move {
+                    log.lock().unwrap().push(format!("register {}", body["redirect_uris"][0]));
+                    Json(json!({"client_id": "client-1"}))
+                }
+            }),
+        )
+        .route(
+            "/authorize",
+            get({
+                let challenges = challenges.clone();
+                move |Query(q): Query<HashMap<String, String>>| async move {
+                    assert_eq!(q["code_challenge_method"], "S256");
+                    assert_eq!(q["client_id"], "client-1");
+                    challenges
+                        .lock()
+                        .unwrap()
+                        .insert("code-1".into(), q["code_challenge"].clone());
+                    Redirect::to(&format!("{}?code=code-1&state={}", q["redirect_uri"], q["state"]))
+                }
+            }),
+        )
+        .route(
+            "/token",
+            post({
+                let log = log.clone();
+                move |body: String| async move {
+                    let form = form_fields(&body);
+                    log.lock().unwrap().push(format!("token {}", form["grant_type"]));
+                    if form["grant_type"] == "authorization_code" {
+                        let challenge = challenges.lock().unwrap().remove(&form["code"]);
+                        let digest = aws_lc_rs::digest::digest(
+                            &aws_lc_rs::digest::SHA256,
+                            form["code_verifier"].as_bytes(),
+                        );
+                        if challenge != Some(URL_SAFE_NO_PAD.encode(digest.as_ref())) {
+                            return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"})));
+                        }
+                        (StatusCode::OK, Json(json!({"access_token": "tok-a", "refresh_token": "r-1", "expires_in": 0, "token_type": "Bearer"})))
+                    } else if form.get("refresh_token").map(String::as_str) == Some("r-1") {
+                        (StatusCode::OK, Json(json!({"access_token": "tok-b", "refresh_token": "r-2", "expires_in": 3600, "token_type": "Bearer"})))
+                    } else {
+                        (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid_grant"})))
+                    }
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, log)
+}
+
+async fn oauth_authorises_and_refreshes(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let (issuer, log) = authorization_server().await;
+    let peer = McpPeer::start_with(
+        &python,
+        "streamable-http",
+        Some("tok-a,tok-b"),
+        Some(&issuer),
+    )
+    .await;
+    let created = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Protected", "server_url": peer.url}),
+        )
+        .await;
+    assert_eq!(
+        created.body["probe"]["status"], "unauthorized",
+        "{}",
+        created.text
+    );
+    let id = created.body["id"].as_i64().unwrap();
+
+    let started = app
+        .post(
+            &format!("/api/admin/mcp-servers/{id}/oauth/start"),
+            Some(&admin),
+            json!({"redirect_uri": "http://switchyard.test/api/mcp/oauth/callback"}),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let url = started.body["authorization_url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{issuer}/authorize?")), "{url}");
+    assert!(url.contains("code_challenge_method=S256") && url.contains("scope=tools"));
+    let flow = started.body["state"].as_str().unwrap().to_string();
+    let status = app
+        .get(
+            &format!("/api/admin/mcp-servers/oauth/{flow}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status.body["status"], "pending");
+
+    // The browser: the authorization server approves and sends it back with a code.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let approved = browser.get(url).send().await.unwrap();
+    let location = approved.headers()["location"].to_str().unwrap().to_string();
+    let callback = location
+        .strip_prefix("http://switchyard.test")
+        .expect("back to our callback")
+        .to_string();
+    let landed = app.get(&callback, None).await;
+    assert_eq!(landed.status, StatusCode::OK, "{}", landed.text);
+    assert!(landed.text.contains("Connected"));
+    // The state is single-use.
+    let replayed = app.get(&callback, None).await;
+    assert_eq!(replayed.status, StatusCode::BAD_REQUEST);
+    let status = app
+        .get(
+            &format!("/api/admin/mcp-servers/oauth/{flow}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status.body["status"], "done", "{}", status.text);
+    let server = app
+        .get(&format!("/api/admin/mcp-servers/{id}"), Some(&admin))
+        .await;
+    assert_eq!(server.body["oauth_client_id"], "client-1");
+    assert_eq!(server.body["has_refresh_token"], true);
+    assert!(!server.text.contains("tok-a") && !server.text.contains("r-1"));
+
+    // The token expired at once: the probe refreshes it first, then connects.
+    let probed = app
+        .post(
+            &format!("/api/admin/mcp-servers/{id}/probe"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probed.body["status"], "ok", "{}", probed.text);
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "register \"http://switchyard.test/api/mcp/oauth/callback\"",
+            "token authorization_code",
+            "token refresh_token"
+        ]
+    );
+    let server = app
+        .get(&format!("/api/admin/mcp-servers/{id}"), Some(&admin))
+        .await;
+    assert_eq!(server.body["access_token_hint"], "••••");
+
+    // A refusal at the authorization server ends the flow with its reason.
+    let again = app
+        .post(
+            &format!("/api/admin/mcp-servers/{id}/oauth/start"),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    let flow = again.body["state"].as_str().unwrap();
+    assert!(
+        again.body["redirect_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/mcp/oauth/callback")
+    );
+    let refused = app
+        .get(
+            &format!("/api/mcp/oauth/callback?state={flow}&error=access_denied"),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.text.contains("access_denied"));
+    let status = app
+        .get(
+            &format!("/api/admin/mcp-servers/oauth/{flow}"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status.body["status"], "failed");
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+fn form_fields(body: &str) -> std::collections::HashMap<String, String> {
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    }
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
 }

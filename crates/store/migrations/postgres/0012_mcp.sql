@@ -57,3 +57,16 @@ CREATE TABLE tools (
     updated_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT tools_name_key UNIQUE (name)
 );
+
+-- OAuth authorisations in progress for MCP servers (any replica may get the callback).
+CREATE TABLE mcp_oauth_sessions (
+    state VARCHAR(64) PRIMARY KEY,
+    server_id BIGINT NOT NULL REFERENCES mcp_servers (id) ON DELETE CASCADE,
+    code_verifier_encrypted TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    token_endpoint TEXT NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    error TEXT,
+    expires_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);

@@ -57,3 +57,16 @@ CREATE TABLE tools (
     updated_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX tools_name_key ON tools (name);
+
+-- OAuth authorisations in progress for MCP servers (any replica may get the callback).
+CREATE TABLE mcp_oauth_sessions (
+    state TEXT PRIMARY KEY,
+    server_id INTEGER NOT NULL REFERENCES mcp_servers (id) ON DELETE CASCADE,
+    code_verifier_encrypted TEXT NOT NULL,
+    redirect_uri TEXT NOT NULL,
+    token_endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    expires_at TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
