@@ -45,7 +45,7 @@ enum AgentTool {
     /// A tool of an MCP server.
     Mcp(ToolSpec, McpBinding),
     /// A defined `http` tool, called by the server.
-    Http(ToolSpec, Box<crate::tools::ToolDef>),
+    Http(ToolSpec, Box<crate::tools::ToolDef>, ApprovalRule),
 }
 
 /// Which server and tool an MCP tool calls, and whether a person approves each call.
@@ -55,7 +55,43 @@ struct McpBinding {
     server_label: String,
     /// The tool's name on the server (the model may see another).
     tool: String,
-    approval: bool,
+    approval: ApprovalRule,
+}
+
+/// When a person approves a tool's calls.
+#[derive(Debug, Clone, PartialEq)]
+enum ApprovalRule {
+    Never,
+    Always,
+    /// A CEL expression over the call's arguments (`input`), the run's `state` and `user`;
+    /// the call waits for approval when it is true, or cannot be evaluated.
+    When(String),
+}
+
+impl ApprovalRule {
+    /// From an entry's `require_approval` (see [`needs_approval`]), or `{"when": "…"}`.
+    fn from_policy(policy: Option<&Value>, tool: &str) -> ApprovalRule {
+        if let Some(rule) = policy.and_then(|p| p.get("when")).and_then(Value::as_str) {
+            return ApprovalRule::When(rule.to_string());
+        }
+        if needs_approval(policy, tool) {
+            ApprovalRule::Always
+        } else {
+            ApprovalRule::Never
+        }
+    }
+
+    fn applies(&self, scope: &Scope, arguments: Value) -> bool {
+        match self {
+            ApprovalRule::Never => false,
+            ApprovalRule::Always => true,
+            ApprovalRule::When(rule) => {
+                let mut scope = scope.clone();
+                scope.input = arguments;
+                !matches!(scope.eval(rule), Ok(Value::Bool(false)))
+            }
+        }
+    }
 }
 
 impl AgentTool {
@@ -66,7 +102,7 @@ impl AgentTool {
             | AgentTool::ValidateWorkflowGraph(spec)
             | AgentTool::Knowledge(spec, _)
             | AgentTool::Mcp(spec, _)
-            | AgentTool::Http(spec, _) => spec,
+            | AgentTool::Http(spec, ..) => spec,
         }
     }
 }
@@ -218,8 +254,8 @@ pub(super) async fn run(
                 Some(AgentTool::Knowledge(_, knowledge)) => {
                     search_knowledge(ctx, knowledge, &call, &mut turn.sources).await?
                 }
-                Some(AgentTool::Http(_, tool)) => {
-                    let approved = if tool.approval == "always" {
+                Some(AgentTool::Http(_, tool, rule)) => {
+                    let approved = if rule.applies(scope, arguments_of(&call)) {
                         match turn.approval.take() {
                             Some(decision) => decision,
                             None => {
@@ -244,7 +280,7 @@ pub(super) async fn run(
                     }
                 }
                 Some(AgentTool::Mcp(_, binding)) => {
-                    let approved = if binding.approval {
+                    let approved = if binding.approval.applies(scope, arguments_of(&call)) {
                         match turn.approval.take() {
                             Some(decision) => decision,
                             None => {
@@ -556,8 +592,8 @@ async fn call_mcp(ctx: &RunCtx<'_>, binding: &McpBinding, call: &ToolCall) -> Va
     }
 }
 
-/// Whether a call of `tool` needs approval under an entry's `require_approval`: `never`
-/// (the default), `always`, or OpenAI's `{"always": {"tool_names": [...]}, "never":
+/// Whether a call of `tool` needs approval under an entry's `require_approval` (when it is
+/// not a `{"when": …}` rule): `never` (the default), `always`, or OpenAI's `{"always": {"tool_names": [...]}, "never":
 /// {"tool_names": [...]}}` (tools named in neither list need it only when `never` is the
 /// list given).
 fn needs_approval(policy: Option<&Value>, tool: &str) -> bool {
@@ -634,7 +670,14 @@ async fn resolve_defined_tools(
             strict: false,
         };
         let resolved = match tool.kind {
-            ToolKind::Http => Some(AgentTool::Http(spec(tool.parameters.clone()), Box::new(tool.clone()))),
+            ToolKind::Http => {
+                let rule = match entry.get("require_approval") {
+                    Some(policy) => ApprovalRule::from_policy(Some(policy), &tool.name),
+                    None if tool.approval == "always" => ApprovalRule::Always,
+                    None => ApprovalRule::Never,
+                };
+                Some(AgentTool::Http(spec(tool.parameters.clone()), Box::new(tool.clone()), rule))
+            }
             ToolKind::Client => Some(AgentTool::Client(spec(tool.parameters.clone()))),
             ToolKind::Workflow => {
                 let reference = match tool.config.get("workflow_id").and_then(Value::as_i64) {
@@ -769,7 +812,7 @@ async fn resolve_mcp_tools(
                 McpBinding {
                     server_id: server.id,
                     server_label: server.label.clone(),
-                    approval: needs_approval(policy, &tool.name),
+                    approval: ApprovalRule::from_policy(policy, &tool.name),
                     tool: tool.name,
                 },
             ));
@@ -1309,5 +1352,12 @@ mod tests {
         let others = json!({"never": {"tool_names": ["read"]}});
         assert!(!needs_approval(Some(&others), "read"));
         assert!(needs_approval(Some(&others), "delete"));
+
+        let rule = ApprovalRule::from_policy(Some(&json!({"when": "input.amount > 100"})), "pay");
+        let scope = Scope::default();
+        assert!(rule.applies(&scope, json!({"amount": 250})));
+        assert!(!rule.applies(&scope, json!({"amount": 20})));
+        // A rule that cannot be evaluated asks.
+        assert!(rule.applies(&scope, json!({})));
     }
 }

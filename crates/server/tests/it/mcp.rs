@@ -458,6 +458,32 @@ async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBacke
     let run = start(&app, &admin, id, json!("1 + 1")).await;
     assert_eq!(run.body["status"], "completed", "{}", run.text);
 
+    // A per-call rule: only large sums need approval.
+    let id = publish(
+        &app,
+        &admin,
+        agent_graph(
+            json!([{"type": "mcp", "server_id": server_id, "allow": {"tools": ["add"]},
+            "require_approval": {"when": "input.a > 10"}}]),
+        ),
+    )
+    .await;
+    fake.push(Reply::ToolCalls(vec![(
+        "add".into(),
+        r#"{"a": 1, "b": 1}"#.into(),
+    )]));
+    fake.push(Reply::Text("2".into()));
+    let small = start(&app, &admin, id, json!("1 + 1")).await;
+    assert_eq!(small.body["status"], "completed", "{}", small.text);
+    fake.push(Reply::ToolCalls(vec![(
+        "add".into(),
+        r#"{"a": 50, "b": 1}"#.into(),
+    )]));
+    fake.push(Reply::Text("51".into()));
+    let large = start(&app, &admin, id, json!("50 + 1")).await;
+    assert_eq!(large.body["status"], "waiting", "{}", large.text);
+    assert_eq!(large.body["wait"]["data"]["arguments"]["a"], 50);
+
     // A server turned off: the agent runs without its tools, and says why in a warning.
     app.patch(
         &format!("/api/admin/mcp-servers/{server_id}"),
