@@ -11,6 +11,7 @@ use crate::{
     Services,
     crypto::hint,
     mcp::{self, McpConnection, McpError, McpFailure, McpResult, McpServer, McpTransport},
+    tools::percent_encode,
 };
 
 /// How long an authorisation may take.
@@ -225,25 +226,13 @@ pub async fn start(
     let separator = if endpoint.contains('?') { '&' } else { '?' };
     let query: Vec<String> = query
         .into_iter()
-        .map(|(k, v)| format!("{k}={}", encode(&v)))
+        .map(|(k, v)| format!("{k}={}", percent_encode(&v)))
         .collect();
     Ok(OAuthStart {
         authorization_url: format!("{endpoint}{separator}{}", query.join("&")),
         state,
         expires_in: FLOW_MINUTES * 60,
     })
-}
-
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Stores a token answer's tokens on the server.

@@ -503,13 +503,13 @@ fn fill_url(template: &str, arguments: &Map<String, Value>) -> (String, Map<Stri
             Value::String(s) => s,
             other => other.to_string(),
         });
-        out.push_str(&encode(&value.unwrap_or_default()));
+        out.push_str(&percent_encode(&value.unwrap_or_default()));
     }
     (out, rest)
 }
 
-/// Percent-encodes all but unreserved characters (RFC 3986).
-fn encode(text: &str) -> String {
+/// Percent-encodes all but unreserved characters (RFC 3986), for URLs and form bodies.
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
@@ -549,7 +549,7 @@ pub async fn run_http(services: &Services, tool: &ToolDef, arguments: Value) -> 
                         Value::String(s) => s.clone(),
                         other => other.to_string(),
                     };
-                    format!("{}={}", encode(k), encode(&v))
+                    format!("{}={}", percent_encode(k), percent_encode(&v))
                 })
                 .collect();
             url.push(if url.contains('?') { '&' } else { '?' });

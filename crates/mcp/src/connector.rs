@@ -10,7 +10,10 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::mcp::{McpConnection, McpConnector, McpFailure, McpTool, McpToolResult, McpTransport};
+use domain::{
+    mcp::{McpConnection, McpConnector, McpFailure, McpTool, McpToolResult, McpTransport},
+    tools::percent_encode,
+};
 use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 
@@ -207,7 +210,7 @@ impl McpConnector for Connector {
     async fn post_form(&self, url: &str, form: &[(String, String)]) -> Result<Value, McpFailure> {
         let body: Vec<String> = form
             .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
             .collect();
         let response = self
             .http
@@ -223,18 +226,6 @@ impl McpConnector for Connector {
             .map_err(|err| McpFailure::Unreachable(err.to_string()))?;
         json_answer(response).await
     }
-}
-
-fn form_encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// A JSON answer, or why there is none (an OAuth error answer's code and description).

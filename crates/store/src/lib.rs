@@ -276,20 +276,27 @@ impl Db {
                 }
                 // A "ping" is a round trip to the connection's worker thread, as costly as
                 // a statement; a broken file shows on use anyway.
-                let write = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .test_before_acquire(false)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options.clone())
-                    .await
-                    .map_err(connect_err)?;
-                let read = SqlitePoolOptions::new()
-                    .max_connections(settings.max_connections.max(1))
-                    .test_before_acquire(false)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options)
-                    .await
-                    .map_err(connect_err)?;
+                let patience = Duration::from_millis(settings.sqlite_busy_timeout_ms);
+                let write = sqlite_pool(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .test_before_acquire(false)
+                        .acquire_timeout(acquire_timeout),
+                    &options,
+                    patience,
+                )
+                .await
+                .map_err(connect_err)?;
+                let read = sqlite_pool(
+                    SqlitePoolOptions::new()
+                        .max_connections(settings.max_connections.max(1))
+                        .test_before_acquire(false)
+                        .acquire_timeout(acquire_timeout),
+                    &options,
+                    patience,
+                )
+                .await
+                .map_err(connect_err)?;
                 Pool::Sqlite {
                     read,
                     group: std::sync::Arc::new(group::GroupCommit::new(write.clone())),
@@ -364,6 +371,27 @@ pub(crate) fn store_error(err: sqlx::Error) -> StoreError {
 
 /// Timestamps are stored at microsecond precision, the finest PostgreSQL keeps, so both
 /// backends read back exactly what was written.
+/// Opens a SQLite pool, trying again while the file is locked: a connection's setup
+/// (`journal_mode`) can meet another process's migration or checkpoint, where SQLite
+/// answers "database is locked" at once rather than waiting for its busy timeout.
+async fn sqlite_pool(
+    pool: SqlitePoolOptions,
+    options: &SqliteConnectOptions,
+    patience: Duration,
+) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Err(sqlx::Error::Database(err))
+                if err.code().as_deref() == Some("5") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }

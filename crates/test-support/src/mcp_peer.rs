@@ -17,10 +17,14 @@ pub fn mcp_python() -> Option<PathBuf> {
     if python.is_file() {
         return Some(python);
     }
-    let message = format!(
+    missing(format!(
         "no Python with the MCP SDK at {}; run scripts/setup-test-peers.sh",
         python.display()
-    );
+    ))
+}
+
+/// A peer is missing: a failure when `MCP_TESTS=required`, else `None` and a notice (once).
+fn missing<T>(message: String) -> Option<T> {
     assert!(
         std::env::var("MCP_TESTS").as_deref() != Ok("required"),
         "{message}"
@@ -40,19 +44,10 @@ pub fn everything_server() -> Option<PathBuf> {
     if script.is_file() {
         return Some(script);
     }
-    let message = format!(
+    missing(format!(
         "npm's MCP everything server is not at {}; run scripts/setup-test-peers.sh",
         script.display()
-    );
-    assert!(
-        std::env::var("MCP_TESTS").as_deref() != Ok("required"),
-        "{message}"
-    );
-    static NOTICE: Once = Once::new();
-    NOTICE.call_once(|| {
-        let _ = writeln!(std::io::stderr(), "NOTE: MCP tests skipped: {message}");
-    });
-    None
+    ))
 }
 
 /// The peer's script.

@@ -19,6 +19,8 @@ backend_tests!(
     mcp_steps_call_one_tool,
     external_clients_run_workflows_as_tools,
     oauth_authorises_and_refreshes,
+    agents_reach_servers_over_every_transport,
+    approvals_show_as_cards_in_chat,
 );
 
 const TOKEN: &str = "peer-token-123456789";
@@ -961,4 +963,102 @@ fn form_fields(body: &str) -> std::collections::HashMap<String, String> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect()
+}
+
+async fn agents_reach_servers_over_every_transport(backend: TestBackend) {
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    let sse = McpPeer::start(&python, "sse", None).await;
+    let http = McpPeer::start(&python, "streamable-http", None).await;
+    for (n, server) in [
+        json!({"transport": "stdio", "command": python.display().to_string(), "args": [mcp_script().display().to_string(), "stdio"]}),
+        json!({"transport": "sse", "server_url": sse.url}),
+        json!({"transport": "streamable_http", "server_url": http.url}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = server.clone();
+        body["label"] = json!(format!("Server {n}"));
+        let created = app.post("/api/admin/mcp-servers", Some(&admin), body).await;
+        assert_eq!(created.body["probe"]["status"], "ok", "{}", created.text);
+        let id = publish(
+            &app,
+            &admin,
+            agent_graph(json!([{"type": "mcp", "server_id": created.body["id"], "allow": {"tools": ["add"]}}])),
+        )
+        .await;
+        let before = fake.requests().len();
+        fake.push(Reply::ToolCalls(vec![("add".into(), format!(r#"{{"a": {n}, "b": 10}}"#))]));
+        fake.push(Reply::Text("Done.".into()));
+        let run = start(&app, &admin, id, json!("add")).await;
+        assert_eq!(run.body["status"], "completed", "{server}: {}", run.text);
+        assert_eq!(tool_result(&fake, before + 1), (n + 10).to_string(), "{server}");
+    }
+}
+
+async fn approvals_show_as_cards_in_chat(backend: TestBackend) {
+    use crate::chatkit::{chatkit, frames, message, serve};
+    let Some(python) = mcp_python() else { return };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    let server = app
+        .post(
+            "/api/admin/mcp-servers",
+            Some(&admin),
+            json!({"label": "Calc", "transport": "stdio", "command": python.display().to_string(),
+                   "args": [mcp_script().display().to_string(), "stdio"]}),
+        )
+        .await;
+    serve(
+        &app,
+        &admin,
+        agent_graph(
+            json!([{"type": "mcp", "server_id": server.body["id"], "require_approval": "always"}]),
+        ),
+    )
+    .await;
+    fake.push(Reply::ToolCalls(vec![(
+        "add".into(),
+        r#"{"a": 2, "b": 2}"#.into(),
+    )]));
+    fake.push(Reply::Text("It is 4.".into()));
+    let created = chatkit(
+        &app,
+        &admin,
+        json!({"type": "threads.create", "params": {"input": message("2 + 2?")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let card = events
+        .iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .unwrap_or_else(|| panic!("an approval card: {}", created.text));
+    assert!(card["item"]["widget"].to_string().contains("`add` of Calc"));
+    let button = &card["item"]["widget"]["children"][1]["children"][0]["onClickAction"];
+    assert_eq!(button["type"], "approval.approve");
+    let approved = chatkit(
+        &app,
+        &admin,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": card["item"]["id"], "action": {"type": button["type"], "payload": button["payload"]}}}),
+    )
+    .await;
+    // The tool ran and the agent answered (the thread's title takes one of the fake's
+    // replies, so which text the answer is does not matter).
+    let events = frames(&approved.text);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "assistant_message"),
+        "{}",
+        approved.text
+    );
+    let results: Vec<String> = (0..fake.requests().len())
+        .map(|n| tool_result(&fake, n))
+        .collect();
+    assert!(results.iter().any(|r| r == "4"), "{results:?}");
 }
