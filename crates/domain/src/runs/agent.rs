@@ -128,6 +128,9 @@ struct Turn {
     /// A person's decision on the first pending call, which needed approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     approval: Option<bool>,
+    /// The calls answered so far, for the step's record: `{call_id, name, arguments, output}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    calls: Vec<Value>,
 }
 
 /// Hands a client tool's result to the agent step waiting for it.
@@ -312,6 +315,7 @@ pub(super) async fn run(
                 Some(&node.slug),
                 json!({"call_id": call.id, "name": call.name, "output": output}),
             );
+            turn.calls.push(json!({"call_id": call.id, "name": call.name, "arguments": arguments_of(&call), "output": output}));
             let text = match &output {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -408,6 +412,9 @@ pub(super) async fn run(
     let mut output = json!({"output_text": completion.text, "output_parsed": parsed});
     if !turn.sources.is_empty() {
         output["sources"] = Value::Array(turn.sources.clone());
+    }
+    if !turn.calls.is_empty() {
+        output["tool_calls"] = Value::Array(turn.calls.clone());
     }
     Ok(Outcome {
         output,

@@ -409,6 +409,29 @@ async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBacke
         .collect();
     assert_eq!(finished[0]["data"]["name"], "add");
     assert_eq!(finished[0]["data"]["output"], "5");
+    // The agent's step records its calls too.
+    let steps = app
+        .get(
+            &format!("/api/runs/{}/steps", run.body["id"].as_str().unwrap()),
+            Some(&admin),
+        )
+        .await;
+    let agent_step = steps
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["node"] == "agent")
+        .unwrap_or_else(|| panic!("the agent's step: {}", steps.text))
+        .clone();
+    let calls = agent_step["output"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(calls.len(), 2, "{agent_step}");
+    assert_eq!(calls[0]["name"], "add");
+    assert_eq!(calls[0]["arguments"], json!({"a": 2, "b": 3}));
+    assert_eq!(calls[0]["output"], "5");
 
     // A tool that needs approval pauses the run until a person decides.
     let id = publish(
