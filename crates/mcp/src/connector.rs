@@ -82,16 +82,6 @@ fn failure(err: McpError) -> McpFailure {
     }
 }
 
-fn tool(tool: crate::Tool) -> McpTool {
-    McpTool {
-        name: tool.name,
-        title: tool.title,
-        description: tool.description,
-        input_schema: tool.input_schema,
-        annotations: tool.annotations,
-    }
-}
-
 impl Connector {
     pub fn new() -> Connector {
         Connector::default()
@@ -151,7 +141,7 @@ impl McpConnector for Connector {
         let client = Client::connect(config(server)).await.map_err(failure)?;
         let tools = client.list_tools().await;
         client.close().await;
-        Ok(tools.map_err(failure)?.into_iter().map(tool).collect())
+        tools.map_err(failure)
     }
 
     async fn call_tool(

@@ -126,53 +126,8 @@ pub enum McpError {
     Config(String),
 }
 
-/// A tool as the server describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tool {
-    pub name: String,
-    pub title: Option<String>,
-    pub description: Option<String>,
-    /// JSON Schema of the arguments.
-    pub input_schema: Value,
-    /// The server's hints (`readOnlyHint`, `destructiveHint`, …), as sent.
-    pub annotations: Option<Value>,
-}
-
-impl Tool {
-    /// The tool as the MCP wire shape (`inputSchema`, …), e.g. to cache it.
-    pub fn to_json(&self) -> Value {
-        let mut out = json!({"name": self.name, "inputSchema": self.input_schema});
-        if let Some(title) = &self.title {
-            out["title"] = json!(title);
-        }
-        if let Some(description) = &self.description {
-            out["description"] = json!(description);
-        }
-        if let Some(annotations) = &self.annotations {
-            out["annotations"] = annotations.clone();
-        }
-        out
-    }
-
-    pub fn from_json(value: &Value) -> Option<Tool> {
-        Some(Tool {
-            name: value.get("name")?.as_str()?.to_string(),
-            title: value
-                .get("title")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            description: value
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            input_schema: value
-                .get("inputSchema")
-                .cloned()
-                .unwrap_or_else(|| json!({"type": "object"})),
-            annotations: value.get("annotations").cloned(),
-        })
-    }
-}
+/// A tool as the server describes it (the platform's type, which reads the wire shape).
+pub use domain::mcp::McpTool as Tool;
 
 /// What a tool call returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -324,7 +279,12 @@ impl Client {
                 .get("tools")
                 .and_then(Value::as_array)
                 .ok_or_else(|| McpError::Protocol("tools/list has no `tools`".into()))?;
-            tools.extend(listed.iter().filter_map(Tool::from_json));
+            // A tool the server describes wrongly is left out, not the whole list.
+            tools.extend(
+                listed
+                    .iter()
+                    .filter_map(|t| serde_json::from_value::<Tool>(t.clone()).ok()),
+            );
             cursor = page
                 .get("nextCursor")
                 .and_then(Value::as_str)
