@@ -97,12 +97,14 @@ impl Connector {
         {
             let mut sessions = self.sessions.lock().await;
             sessions.retain(|key, kept| {
-                let keep =
-                    kept.used.elapsed() < IDLE && (*key != id || kept.revision == server.revision);
-                if !keep {
+                // Idle sessions are closed; one whose server's settings changed since is
+                // dropped, and closes when the last call on it ends (its child process is
+                // killed with its last handle). A caller with older settings evicts nothing.
+                if kept.used.elapsed() >= IDLE {
                     stale.push(kept.client.clone());
+                    return false;
                 }
-                keep
+                *key != id || kept.revision >= server.revision
             });
             if let Some(kept) = sessions.get_mut(&id) {
                 kept.used = Instant::now();

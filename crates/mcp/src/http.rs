@@ -219,7 +219,16 @@ pub(crate) struct LegacySse {
     endpoint: Url,
     config: ServerConfig,
     pub(crate) pending: Arc<Pending>,
-    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    reader: Mutex<Option<AbortOnDrop>>,
+}
+
+/// Stops the event-stream reader when its connection is dropped, or was never made.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl LegacySse {
@@ -239,7 +248,7 @@ impl LegacySse {
         let pending = Arc::new(Pending::default());
         let (endpoint_tx, endpoint_rx) = oneshot::channel::<String>();
         let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-        let reader = tokio::spawn({
+        let reader = AbortOnDrop(tokio::spawn({
             let pending = pending.clone();
             async move {
                 let mut endpoint_tx = Some(endpoint_tx);
@@ -264,7 +273,7 @@ impl LegacySse {
                 }
                 pending.close("the server closed its event stream");
             }
-        });
+        }));
         let endpoint = tokio::time::timeout(config.timeout, endpoint_rx)
             .await
             .map_err(|_| McpError::Timeout)?
@@ -275,7 +284,6 @@ impl LegacySse {
             .join(endpoint.trim())
             .map_err(|err| McpError::Protocol(format!("the endpoint is not a URL: {err}")))?;
         if endpoint.origin() != url.origin() {
-            reader.abort();
             return Err(McpError::Protocol(
                 "the server named an endpoint on another origin".into(),
             ));
@@ -311,8 +319,6 @@ impl LegacySse {
 
     pub(crate) async fn close(&self) {
         self.pending.close("the connection was closed");
-        if let Some(reader) = self.reader.lock().await.take() {
-            reader.abort();
-        }
+        self.reader.lock().await.take();
     }
 }

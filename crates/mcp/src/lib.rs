@@ -398,6 +398,16 @@ async fn open(
     config: &ServerConfig,
     next_id: &AtomicU64,
 ) -> Result<(Arc<Conn>, ServerInfo), McpError> {
+    tokio::time::timeout(config.timeout, open_within(config, next_id))
+        .await
+        .map_err(|_| McpError::Timeout)?
+}
+
+/// [`open`] without its deadline.
+async fn open_within(
+    config: &ServerConfig,
+    next_id: &AtomicU64,
+) -> Result<(Arc<Conn>, ServerInfo), McpError> {
     let conn = Conn::open(config).await?;
     let id = next_id.fetch_add(1, Ordering::Relaxed);
     let params = json!({
@@ -426,8 +436,13 @@ async fn open(
     if let Conn::Http(http) = &conn {
         http.set_protocol(&version);
     }
-    conn.notify(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .await?;
+    if let Err(err) = conn
+        .notify(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+    {
+        conn.close().await;
+        return Err(err);
+    }
     let info = ServerInfo {
         name: result["serverInfo"]["name"]
             .as_str()

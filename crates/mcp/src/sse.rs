@@ -15,9 +15,11 @@ pub struct Decoder {
     buffer: BytesMut,
     event: Option<String>,
     data: Vec<String>,
+    /// Bytes of `data` so far.
+    size: usize,
 }
 
-/// The longest line accepted; a server that never ends a line is cut off.
+/// The longest line, and event, accepted; a server that never ends one is cut off.
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
 impl Decoder {
@@ -33,6 +35,7 @@ impl Decoder {
             }
             let line = String::from_utf8_lossy(line);
             if line.is_empty() {
+                self.size = 0;
                 if !self.data.is_empty() {
                     events.push(Event {
                         event: self.event.take().unwrap_or_else(|| "message".into()),
@@ -51,7 +54,15 @@ impl Decoder {
             };
             match field {
                 "event" => self.event = Some(value.to_string()),
-                "data" => self.data.push(value.to_string()),
+                "data" => {
+                    self.size += value.len();
+                    if self.size > MAX_LINE {
+                        self.data.clear();
+                        self.size = 0;
+                        return Err("an event is longer than 16 MiB".into());
+                    }
+                    self.data.push(value.to_string());
+                }
                 _ => {}
             }
         }

@@ -132,6 +132,17 @@ impl From<McpServer> for McpServerResponse {
     }
 }
 
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            format!("{scheme}://{host}")
+        }
+        None => String::new(),
+    }
+}
+
 /// A server as users see it, to choose tools for their agents.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct McpServerPublicResponse {
@@ -401,8 +412,9 @@ async fn list_public(
                 id: s.id,
                 label: s.label,
                 transport: s.transport.as_str().into(),
-                // A stdio server's command line is not the users' business.
-                server_url: s.url,
+                // A stdio server's command line is not the users' business, nor a URL's path
+                // and query, where hosted servers often carry their key.
+                server_url: s.url.as_deref().map(origin),
                 is_active: s.is_active,
                 tools_cache: tools(s.tools_cache),
                 tools_cache_updated_at: s.tools_cache_updated_at,

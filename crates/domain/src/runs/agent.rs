@@ -125,9 +125,12 @@ struct Turn {
     /// Documents the knowledge tool found, cited by the answer (ChatKit `file` sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sources: Vec<Value>,
-    /// A person's decision on the first pending call, which needed approval.
+    /// A person's decision on the call `approval_call` (the first pending one when it was
+    /// asked), used only for that call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     approval: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    approval_call: Option<String>,
     /// The calls answered so far, for the step's record: `{call_id, name, arguments, output}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     calls: Vec<Value>,
@@ -144,6 +147,14 @@ pub(super) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> 
     Ok(())
 }
 
+/// The person's decision for `call`, when there is one for that very call; a decision for
+/// another call is dropped.
+fn take_decision(turn: &mut Turn, call: &ToolCall) -> Option<bool> {
+    let decision = turn.approval.take();
+    let for_call = turn.approval_call.take();
+    decision.filter(|_| for_call.as_deref() == Some(call.id.as_str()))
+}
+
 /// Hands a person's decision to the agent step waiting for it, when an agent waits; `false`
 /// when the approval belongs to an approval step instead.
 pub(super) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool {
@@ -153,7 +164,9 @@ pub(super) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool
         .filter(|t| t.get("node").and_then(Value::as_str) == Some(node))
     {
         Some(turn) => {
+            let call = turn["pending"][0]["id"].clone();
             turn["approval"] = json!(approved);
+            turn["approval_call"] = call;
             true
         }
         None => false,
@@ -259,7 +272,7 @@ pub(super) async fn run(
                 }
                 Some(AgentTool::Http(_, tool, rule)) => {
                     let approved = if rule.applies(scope, arguments_of(&call)) {
-                        match turn.approval.take() {
+                        match take_decision(&mut turn, &call) {
                             Some(decision) => decision,
                             None => {
                                 let data = json!({"tool": tool.name, "tool_id": tool.id});
@@ -284,7 +297,7 @@ pub(super) async fn run(
                 }
                 Some(AgentTool::Mcp(_, binding)) => {
                     let approved = if binding.approval.applies(scope, arguments_of(&call)) {
-                        match turn.approval.take() {
+                        match take_decision(&mut turn, &call) {
                             Some(decision) => decision,
                             None => {
                                 let data = json!({"tool": binding.tool, "server": binding.server_label, "server_id": binding.server_id});
@@ -678,9 +691,10 @@ async fn resolve_defined_tools(
         };
         let resolved = match tool.kind {
             ToolKind::Http => {
+                // A workflow may ask for more approval than the tool's, never for less.
                 let rule = match entry.get("require_approval") {
+                    _ if tool.approval == "always" => ApprovalRule::Always,
                     Some(policy) => ApprovalRule::from_policy(Some(policy), &tool.name),
-                    None if tool.approval == "always" => ApprovalRule::Always,
                     None => ApprovalRule::Never,
                 };
                 Some(AgentTool::Http(spec(tool.parameters.clone()), Box::new(tool.clone()), rule))
@@ -773,16 +787,24 @@ async fn resolve_mcp_tools(
                 }
             },
         };
+        // A list, or OpenAI's `{"tool_names": [...]}`; an allow-list in any other shape
+        // allows nothing rather than everything.
         let allow: Option<Vec<String>> = ["/allow/tools", "/allowed_tools", "/tool_names"]
             .iter()
             .find_map(|p| entry.pointer(p))
-            .and_then(Value::as_array)
             .map(|names| {
                 names
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
+                    .get("tool_names")
+                    .unwrap_or(names)
+                    .as_array()
+                    .map(|names| {
+                        names
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default()
             });
         if let Some(allow) = &allow {
             for name in allow {

@@ -488,7 +488,7 @@ async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBacke
         &app,
         &admin,
         agent_graph(
-            json!([{"type": "mcp", "server_id": server_id, "allow": {"tools": ["add"]},
+            json!([{"type": "mcp", "server_id": server_id, "allowed_tools": {"tool_names": ["add"]},
             "require_approval": {"when": "input.a > 10"}}]),
         ),
     )
@@ -508,6 +508,15 @@ async fn agents_call_mcp_tools_with_allow_lists_and_approvals(backend: TestBacke
     let large = start(&app, &admin, id, json!("50 + 1")).await;
     assert_eq!(large.body["status"], "waiting", "{}", large.text);
     assert_eq!(large.body["wait"]["data"]["arguments"]["a"], 50);
+    // OpenAI's allow-list form offers just those tools.
+    let request = fake.requests().last().unwrap().body.clone();
+    let offered: Vec<&str> = request["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["add"]);
 
     // A server turned off: the agent runs without its tools, and says why in a warning.
     app.patch(
