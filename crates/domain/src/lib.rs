@@ -47,6 +47,8 @@ pub struct Services {
     pub mcp_settings: mcp::McpSettings,
     /// Makes defined tools' HTTP calls.
     pub outbound: Arc<dyn tools::OutboundHttp>,
+    /// Held while this process refreshes an MCP server's OAuth token, so it refreshes once.
+    pub mcp_refresh: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A new id for a thread, item or run: the prefix, the time in milliseconds (12 hex

@@ -334,11 +334,9 @@ async fn exchange(
         .await
         .map_err(failed)?;
     keep_tokens(services, &mut server, &answer)?;
-    services
-        .store
-        .update_mcp_server(&server)
-        .await?
-        .ok_or(McpError::NotFound(server.id))?;
+    if !services.store.set_mcp_tokens(&server, None).await? {
+        return Err(McpError::NotFound(server.id));
+    }
     Ok(server.id)
 }
 
@@ -350,13 +348,28 @@ pub async fn session(services: &Services, state: &str) -> McpResult<OAuthSession
         .ok_or_else(|| McpError::Invalid("no such authorisation".into()))
 }
 
+fn due(server: &McpServer) -> bool {
+    server.refresh_token_encrypted.is_some()
+        && server
+            .token_expires_at
+            .is_some_and(|at| at - Utc::now() < Duration::seconds(REFRESH_MARGIN_SECS))
+}
+
 /// The server with a usable access token: one about to expire is refreshed first (a
-/// failed refresh is logged, and the old token tried).
+/// failed refresh is logged, and the old token tried). This process refreshes one token
+/// at a time and reads the server again first, so concurrent calls refresh once; another
+/// replica's refresh is detected when saving (the stored refresh token changed), and its
+/// tokens are used.
 pub async fn fresh(services: &Services, server: McpServer) -> McpResult<McpServer> {
-    let due = server
-        .token_expires_at
-        .is_some_and(|at| at - Utc::now() < Duration::seconds(REFRESH_MARGIN_SECS));
-    let (Some(sealed), true) = (server.refresh_token_encrypted.clone(), due) else {
+    if !due(&server) {
+        return Ok(server);
+    }
+    let _one = services.mcp_refresh.lock().await;
+    let server = mcp::get_server(services, server.id).await?;
+    if !due(&server) {
+        return Ok(server);
+    }
+    let Some(sealed) = server.refresh_token_encrypted.clone() else {
         return Ok(server);
     };
     let Some(endpoint) = server
@@ -384,11 +397,15 @@ pub async fn fresh(services: &Services, server: McpServer) -> McpResult<McpServe
             let mut updated = server.clone();
             keep_tokens(services, &mut updated, &answer)?;
             tracing::info!(server = %server.label, "refreshed an MCP server's OAuth token");
-            Ok(services
+            if services
                 .store
-                .update_mcp_server(&updated)
+                .set_mcp_tokens(&updated, Some(&sealed))
                 .await?
-                .unwrap_or(updated))
+            {
+                Ok(updated)
+            } else {
+                Ok(mcp::get_server(services, server.id).await?)
+            }
         }
         Err(err) => {
             tracing::warn!(server = %server.label, error = %err, "could not refresh an MCP server's OAuth token");

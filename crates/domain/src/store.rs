@@ -605,6 +605,14 @@ pub trait McpStore {
     async fn unexpose_workflow(&self, workflow_id: i64) -> StoreResult<bool>;
     async fn exposed_workflows(&self) -> StoreResult<Vec<ExposedWorkflow>>;
 
+    /// Saves only a server's tokens (and `updated_at`). With `expected_refresh`, only while
+    /// the stored refresh token is still that one (another replica did not refresh first);
+    /// `false` when nothing was saved.
+    async fn set_mcp_tokens(
+        &self,
+        server: &McpServer,
+        expected_refresh: Option<&str>,
+    ) -> StoreResult<bool>;
     async fn insert_oauth_session(&self, session: &OAuthSession) -> StoreResult<()>;
     async fn oauth_session(&self, state: &str) -> StoreResult<Option<OAuthSession>>;
     /// Ends a pending authorisation once: `false` when it was not pending any more.

@@ -67,6 +67,7 @@ impl App {
             mcp: Arc::new(mcp::Connector::new()),
             mcp_settings: config.mcp,
             outbound: Arc::new(providers::Outbound::new()),
+            mcp_refresh: Arc::default(),
         };
         Ok(App {
             config,

@@ -310,6 +310,41 @@ impl McpStore for Db {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn set_mcp_tokens(
+        &self,
+        server: &McpServer,
+        expected_refresh: Option<&str>,
+    ) -> StoreResult<bool> {
+        let sql = match expected_refresh {
+            Some(_) => {
+                "UPDATE mcp_servers SET access_token_encrypted = $2, access_token_hint = $3,
+                     refresh_token_encrypted = $4, token_expires_at = $5, updated_at = $6
+                 WHERE id = $1 AND refresh_token_encrypted = $7"
+            }
+            None => {
+                "UPDATE mcp_servers SET access_token_encrypted = $2, access_token_hint = $3,
+                     refresh_token_encrypted = $4, token_expires_at = $5, updated_at = $6
+                 WHERE id = $1"
+            }
+        };
+        let done = with_writer!(self, pool => {
+            let query = sqlx::query(sql)
+                .bind(server.id)
+                .bind(&server.access_token_encrypted)
+                .bind(&server.access_token_hint)
+                .bind(&server.refresh_token_encrypted)
+                .bind(server.token_expires_at.map(stored_time))
+                .bind(stored_time(server.updated_at));
+            let query = match expected_refresh {
+                Some(expected) => query.bind(expected),
+                None => query,
+            };
+            query.execute(pool).await.map(|r| r.rows_affected())
+        })
+        .map_err(store_error)?;
+        Ok(done > 0)
+    }
+
     async fn insert_oauth_session(&self, session: &OAuthSession) -> StoreResult<()> {
         with_writer!(self, pool => {
             sqlx::query(
