@@ -280,6 +280,7 @@ impl ThreadItem {
             ItemBody::AssistantMessage { .. } => "assistant_message",
             ItemBody::ClientToolCall { .. } => "client_tool_call",
             ItemBody::Widget { .. } => "widget",
+            ItemBody::StructuredInput { .. } => "structured_input",
             ItemBody::Workflow { .. } => "workflow",
             ItemBody::EndOfTurn => "end_of_turn",
             ItemBody::HiddenContextItem { .. } => "hidden_context_item",
@@ -315,6 +316,12 @@ pub enum ItemBody {
         widget: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         copy_text: Option<String>,
+    },
+    /// Questions for the user (`inputs` are `StructuredInput`s; `status` is `pending`,
+    /// `answered` or `skipped`).
+    StructuredInput {
+        status: String,
+        inputs: Vec<Value>,
     },
     Workflow {
         workflow: Workflow,
@@ -458,10 +465,73 @@ pub enum ItemUpdate {
     },
     #[serde(rename = "widget.root.updated")]
     WidgetRootUpdated { widget: Value },
+    #[serde(rename = "widget.streaming_text.value_delta")]
+    WidgetTextDelta {
+        component_id: String,
+        delta: String,
+        done: bool,
+    },
     #[serde(rename = "workflow.task.added")]
     TaskAdded { task_index: usize, task: Task },
     #[serde(rename = "workflow.task.updated")]
     TaskUpdated { task_index: usize, task: Task },
+}
+
+/// The updates that take a widget shown as `before` to `after`, as the reference server's
+/// differ sends them: when the only changes are texts growing in `Text` or `Markdown`
+/// components that have an `id`, one `widget.streaming_text.value_delta` per text (`done`
+/// once the component no longer streams); otherwise the whole new root. Nothing when
+/// they are equal.
+pub fn widget_updates(before: &Value, after: &Value) -> Vec<ItemUpdate> {
+    fn grown(before: &Value, after: &Value, deltas: &mut Vec<ItemUpdate>) -> bool {
+        match (before, after) {
+            (Value::Object(a), Value::Object(b)) => {
+                let streams = matches!(
+                    b.get("type").and_then(Value::as_str),
+                    Some("Text" | "Markdown")
+                ) && a.get("type") == b.get("type")
+                    && a.get("id").is_some()
+                    && a.get("id") == b.get("id")
+                    && a.get("streaming") == b.get("streaming");
+                if a.len() != b.len() || a.keys().any(|k| !b.contains_key(k)) {
+                    return false;
+                }
+                for (key, old) in a {
+                    let new = &b[key];
+                    if streams && key == "value" {
+                        let (Some(old), Some(new)) = (old.as_str(), new.as_str()) else {
+                            return false;
+                        };
+                        let Some(delta) = new.strip_prefix(old) else {
+                            return false;
+                        };
+                        if !delta.is_empty() {
+                            deltas.push(ItemUpdate::WidgetTextDelta {
+                                component_id: b["id"].as_str().unwrap_or_default().to_string(),
+                                delta: delta.to_string(),
+                                done: b.get("streaming") != Some(&Value::Bool(true)),
+                            });
+                        }
+                    } else if !grown(old, new, deltas) {
+                        return false;
+                    }
+                }
+                true
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| grown(x, y, deltas))
+            }
+            (a, b) => a == b,
+        }
+    }
+    let mut deltas = Vec::new();
+    if grown(before, after, &mut deltas) {
+        deltas
+    } else {
+        vec![ItemUpdate::WidgetRootUpdated {
+            widget: after.clone(),
+        }]
+    }
 }
 
 /// `{"text": ...}`: the answer to `input.transcribe`.
@@ -495,6 +565,33 @@ mod tests {
         ));
         assert!(serde_json::from_value::<Request>(json!({"type": "threads.list"})).is_err());
         assert!(serde_json::from_value::<Request>(json!({"type": "nope", "params": {}})).is_err());
+    }
+
+    #[test]
+    fn widget_updates_stream_growing_texts() {
+        let at = |title: &str, body: &str, streaming: bool| {
+            json!({"type": "Card", "children": [
+                {"type": "Title", "id": "t", "value": title},
+                {"type": "Text", "id": "b", "value": body, "streaming": streaming}
+            ]})
+        };
+        assert!(widget_updates(&at("A", "x", true), &at("A", "x", true)).is_empty());
+        let updates = widget_updates(&at("A", "x", true), &at("A", "xyz", true));
+        assert_eq!(
+            serde_json::to_value(&updates).unwrap(),
+            json!([{"type": "widget.streaming_text.value_delta", "component_id": "b", "delta": "yz", "done": false}])
+        );
+        // A title changing, a text rewritten, or streaming ending: the whole root.
+        for (before, after) in [
+            (at("A", "x", true), at("AB", "xy", true)),
+            (at("A", "xy", true), at("A", "x", true)),
+            (at("A", "x", true), at("A", "x", false)),
+        ] {
+            let updates = widget_updates(&before, &after);
+            assert!(
+                matches!(&updates[..], [ItemUpdate::WidgetRootUpdated { widget }] if *widget == after)
+            );
+        }
     }
 
     #[test]

@@ -291,6 +291,52 @@ async fn drive(
                     None => break,
                 }
             }
+            "structured_input" => {
+                let questions = wait.data.clone().unwrap_or_default();
+                let mut answers = serde_json::Map::new();
+                let mut closed = false;
+                for question in questions["inputs"].as_array().into_iter().flatten() {
+                    let options: Vec<&str> = question["options"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|o| o["value"].as_str())
+                        .collect();
+                    let hint = if options.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [{}]", options.join(" / "))
+                    };
+                    let Some(text) = ask(&format!(
+                        "{}{hint}> ",
+                        question["question"].as_str().unwrap_or_default()
+                    ))?
+                    else {
+                        closed = true;
+                        break;
+                    };
+                    // Choices are comma-separated; a free answer is taken whole.
+                    let parts: Vec<&str> = if options.is_empty() {
+                        vec![text.as_str()]
+                    } else {
+                        text.split(',').collect()
+                    };
+                    let values: Vec<Value> = parts
+                        .into_iter()
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| Value::String(v.to_string()))
+                        .collect();
+                    answers.insert(
+                        question["id"].as_str().unwrap_or_default().to_string(),
+                        serde_json::json!({"values": values}),
+                    );
+                }
+                if closed {
+                    break;
+                }
+                Resume::StructuredInput(serde_json::json!({"answers": answers}))
+            }
             _ => match ask("you> ")? {
                 Some(text) => Resume::UserMessage(text),
                 None => break,

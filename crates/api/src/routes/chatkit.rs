@@ -536,10 +536,15 @@ async fn chatkit(
             item_id,
             action,
         },
-        Request::AddStructuredInput { thread_id, .. } => {
-            chat::thread(services, &who, &thread_id).await?;
-            return Err(bad_request("this thread asked for no structured input"));
-        }
+        Request::AddStructuredInput {
+            thread_id,
+            item_id,
+            input,
+        } => Turn::StructuredInput {
+            thread_id,
+            item_id,
+            input,
+        },
         Request::SyncCustomAction {
             thread_id,
             item_id,

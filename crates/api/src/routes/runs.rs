@@ -208,6 +208,11 @@ pub struct ResumeRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub client_tool_output: Option<Value>,
+    /// For a run waiting for answers to its questions: `{status?, answers: {id: {values,
+    /// skipped?}}}` (ChatKit's structured input submission).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub structured_input: Option<Value>,
     /// Answer with a stream of the run's events from here on instead of waiting.
     #[serde(default)]
     pub stream: bool,
@@ -539,17 +544,19 @@ async fn resume(
         req.approval.as_deref(),
         req.widget_action,
         req.client_tool_output,
+        req.structured_input,
     ) {
-        (Some(text), None, None, None) => Resume::UserMessage(text),
-        (None, Some("approve"), None, None) => Resume::Approval(true),
-        (None, Some("reject"), None, None) => Resume::Approval(false),
-        (None, None, Some(action), None) => Resume::WidgetAction(action),
-        (None, None, None, Some(output)) => Resume::ClientToolOutput(output),
+        (Some(text), None, None, None, None) => Resume::UserMessage(text),
+        (None, Some("approve"), None, None, None) => Resume::Approval(true),
+        (None, Some("reject"), None, None, None) => Resume::Approval(false),
+        (None, None, Some(action), None, None) => Resume::WidgetAction(action),
+        (None, None, None, Some(output), None) => Resume::ClientToolOutput(output),
+        (None, None, None, None, Some(answers)) => Resume::StructuredInput(answers),
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_body",
-                "give exactly one of `user_message`, `approval` (`approve` or `reject`), `widget_action` or `client_tool_output`",
+                "give exactly one of `user_message`, `approval` (`approve` or `reject`), `widget_action`, `client_tool_output` or `structured_input`",
             ));
         }
     };

@@ -7,6 +7,8 @@
 //! `thread.item.done`); a node starting is a `progress_update`; a widget is a `widget`
 //! item; a client tool wait is a pending `client_tool_call`; an approval wait is a widget
 //! with Approve and Reject buttons (actions `approval.approve` / `approval.reject`); a
+//! questions wait is a pending `structured_input` item, answered by
+//! `threads.add_structured_input` (`thread.item.replaced`, then the run goes on); a
 //! failed run is an `error` event; an `end` node's status becomes the thread's status.
 //!
 //! A client that goes away mid-turn cancels it: the partial answer is kept, a hidden
@@ -57,6 +59,12 @@ pub enum Turn {
         thread_id: String,
         item_id: String,
     },
+    /// `threads.add_structured_input`: answers to the pending questions item `item_id`.
+    StructuredInput {
+        thread_id: String,
+        item_id: String,
+        input: Value,
+    },
 }
 
 /// What the hidden context says after a cancelled answer.
@@ -93,6 +101,9 @@ enum Engine {
     Resume {
         run_id: String,
         answer: Resume,
+        /// The widget item the answer came from, as it should now show (saved and sent
+        /// once the run took the answer).
+        updated: Option<ThreadItem>,
     },
 }
 
@@ -177,6 +188,7 @@ pub async fn respond(
                     Engine::Resume {
                         run_id: run.id,
                         answer: Resume::UserMessageWithFiles(text.clone(), refs(&files)),
+                        updated: None,
                     }
                 }
                 other => {
@@ -242,6 +254,7 @@ pub async fn respond(
             let engine = Engine::Resume {
                 run_id: run.id,
                 answer: Resume::ClientToolOutput(result),
+                updated: None,
             };
             (thread, engine, None)
         }
@@ -251,6 +264,7 @@ pub async fn respond(
             action,
         } => {
             let thread = open_thread(services, who, &thread_id).await?;
+            let mut sender = None;
             if let Some(item_id) = &item_id {
                 let item = services
                     .store
@@ -260,6 +274,7 @@ pub async fn respond(
                 if !matches!(item.body, ItemBody::Widget { .. }) {
                     return Err(ChatError::Invalid("actions come from widget items".into()));
                 }
+                sender = Some(item);
             }
             let run = active_run(services, &thread.id)
                 .await?
@@ -295,14 +310,76 @@ pub async fn respond(
                     )));
                 }
             };
+            // The widget clicked shows what happened: a decided approval, a form's values.
+            let updated = sender.and_then(|mut item| {
+                let ItemBody::Widget { widget, .. } = &mut item.body else {
+                    return None;
+                };
+                let before = widget.clone();
+                match &answer {
+                    Resume::Approval(approved) => settle_approval(widget, *approved),
+                    Resume::WidgetAction(_) => keep_submitted(widget, &action.payload),
+                    _ => {}
+                }
+                (*widget != before).then_some(item)
+            });
             (
                 thread,
                 Engine::Resume {
                     run_id: run.id,
                     answer,
+                    updated,
                 },
                 None,
             )
+        }
+        Turn::StructuredInput {
+            thread_id,
+            item_id,
+            input,
+        } => {
+            let thread = open_thread(services, who, &thread_id).await?;
+            let mut item = services
+                .store
+                .chat_item(&thread.id, &item_id)
+                .await?
+                .ok_or_else(|| ChatError::ItemNotFound(item_id.clone()))?;
+            let ItemBody::StructuredInput { status, inputs } = &mut item.body else {
+                return Err(ChatError::Invalid(format!(
+                    "item {item_id} is not a structured input"
+                )));
+            };
+            if status != "pending" {
+                return Err(ChatError::Invalid(format!(
+                    "the questions of item {item_id} were already {status}"
+                )));
+            }
+            // The run must still wait for these questions (not for later ones).
+            let run = active_run(services, &thread.id)
+                .await?
+                .filter(|r| {
+                    r.wait.as_ref().is_some_and(|w| {
+                        w.kind == "structured_input"
+                            && w.data.as_ref().and_then(|d| d.get("inputs"))
+                                == Some(&Value::Array(inputs.clone()))
+                    })
+                })
+                .ok_or_else(|| {
+                    ChatError::Invalid("these questions are no longer pending".into())
+                })?;
+            let (answered_status, answered) =
+                workflows::nodes::wait_for_user_input::apply_submission(inputs, &input)
+                    .map_err(ChatError::Invalid)?;
+            *status = answered_status;
+            *inputs = answered;
+            services.store.save_chat_item(&item).await?;
+            prelude.push(StreamEvent::ItemReplaced { item });
+            let engine = Engine::Resume {
+                run_id: run.id,
+                answer: Resume::StructuredInput(input),
+                updated: None,
+            };
+            (thread, engine, None)
         }
         Turn::Retry { thread_id, item_id } => {
             let thread = open_thread(services, who, &thread_id).await?;
@@ -353,12 +430,72 @@ pub async fn respond(
             tx,
             open: None,
             work: None,
+            widget: None,
             gone: false,
             stopped: false,
         };
         turn.run(prelude, engine, first_message).await;
     });
     Ok(rx)
+}
+
+/// A decided approval card: its buttons disabled, the decision written under them.
+fn settle_approval(card: &mut Value, approved: bool) {
+    fn disable(tree: &mut Value) {
+        match tree {
+            Value::Object(component) => {
+                if component.get("type").and_then(Value::as_str) == Some("Button") {
+                    component.insert("disabled".into(), Value::Bool(true));
+                }
+                component.values_mut().for_each(disable);
+            }
+            Value::Array(items) => items.iter_mut().for_each(disable),
+            _ => {}
+        }
+    }
+    disable(card);
+    if let Some(children) = card.get_mut("children").and_then(Value::as_array_mut) {
+        children.push(
+            json!({"type": "Caption", "value": if approved { "Approved" } else { "Rejected" }}),
+        );
+    }
+}
+
+/// A submitted form keeps its values: each form field named in the action's payload (or
+/// its `values`) shows what was sent.
+fn keep_submitted(widget: &mut Value, payload: &Value) {
+    fn fill(tree: &mut Value, values: &Map<String, Value>) {
+        match tree {
+            Value::Object(component) => {
+                let field = match component.get("type").and_then(Value::as_str) {
+                    Some("Input" | "Textarea" | "Select" | "DatePicker" | "RadioGroup") => {
+                        Some("defaultValue")
+                    }
+                    Some("Checkbox") => Some("defaultChecked"),
+                    _ => None,
+                };
+                let value = ["name", "id", "key"]
+                    .iter()
+                    .find_map(|k| component.get(*k).and_then(Value::as_str))
+                    .and_then(|name| values.get(name))
+                    .cloned();
+                if let (Some(field), Some(value)) = (field, value) {
+                    component.insert(field.into(), value);
+                } else {
+                    component.values_mut().for_each(|v| fill(v, values));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| fill(v, values)),
+            _ => {}
+        }
+    }
+    let mut values = payload.as_object().cloned().unwrap_or_default();
+    if let Some(nested) = payload.get("values").and_then(Value::as_object) {
+        values.extend(nested.clone());
+    }
+    if !values.is_empty() {
+        fill(widget, &values);
+    }
 }
 
 /// The text of a user message; an empty message is refused.
@@ -545,6 +682,10 @@ async fn history(
                     .join("\n"),
             ),
             ItemBody::SdkHiddenContext { content } => ("user", content.clone()),
+            ItemBody::StructuredInput { status, inputs } if status != "pending" => (
+                "user",
+                workflows::nodes::wait_for_user_input::answers_text(inputs),
+            ),
             _ => continue,
         };
         entries.push(HistoryEntry {
@@ -573,10 +714,19 @@ struct TurnStream<'a> {
     open: Option<Open>,
     /// The `workflow` item showing reasoning and tool calls, while it grows.
     work: Option<Work>,
+    /// The widget filling in, while it does.
+    widget: Option<OpenWidget>,
     /// The client went away.
     gone: bool,
     /// The last event handled stopped the run (it ended or waits): nothing follows.
     stopped: bool,
+}
+
+/// A widget item filling in as an agent's answer streams.
+struct OpenWidget {
+    node: Option<String>,
+    item: ThreadItem,
+    widget: Value,
 }
 
 /// A `workflow` item being built: its tasks (reasoning, tool calls) as they happen.
@@ -637,8 +787,19 @@ impl TurnStream<'_> {
             )
             .await
             .map(|(run, subscription)| (run, 0, subscription)),
-            Engine::Resume { run_id, answer } => {
-                runs::resume_detached(self.services, self.actor, &run_id, answer).await
+            Engine::Resume {
+                run_id,
+                answer,
+                updated,
+            } => {
+                let resumed =
+                    runs::resume_detached(self.services, self.actor, &run_id, answer).await;
+                if resumed.is_ok()
+                    && let Some(item) = updated
+                {
+                    self.widget_changed(item).await;
+                }
+                resumed
             }
         };
         let (run, after, subscription) = match started {
@@ -885,13 +1046,58 @@ impl TurnStream<'_> {
                     }
                 }
             }
+            "widget.delta" => {
+                let widget = event.data["widget"].clone();
+                if let Some(open) = self.widget.as_mut().filter(|w| w.node == node) {
+                    let updates = chatkit::widget_updates(&open.widget, &widget);
+                    open.widget = widget;
+                    let item_id = open.item.id.clone();
+                    for update in updates {
+                        self.send(StreamEvent::ItemUpdated {
+                            item_id: item_id.clone(),
+                            update,
+                        })
+                        .await;
+                    }
+                } else {
+                    self.close_open(None).await;
+                    self.close_work().await;
+                    let item = self.item(ItemBody::Widget {
+                        widget: widget.clone(),
+                        copy_text: None,
+                    });
+                    self.send(StreamEvent::ItemAdded { item: item.clone() })
+                        .await;
+                    self.widget = Some(OpenWidget { node, item, widget });
+                }
+            }
             "widget" => {
+                let widget = event.data["widget"].clone();
+                // The widget that filled in as it streamed ends with its final state.
+                let streamed = self.widget.take_if(|w| w.node == node);
                 self.close_open(None).await;
                 self.close_work().await;
-                let item = self.item(ItemBody::Widget {
-                    widget: event.data["widget"].clone(),
-                    copy_text: None,
-                });
+                let item = match streamed {
+                    Some(open) => {
+                        for update in chatkit::widget_updates(&open.widget, &widget) {
+                            self.send(StreamEvent::ItemUpdated {
+                                item_id: open.item.id.clone(),
+                                update,
+                            })
+                            .await;
+                        }
+                        let mut item = open.item;
+                        item.body = ItemBody::Widget {
+                            widget,
+                            copy_text: None,
+                        };
+                        item
+                    }
+                    None => self.item(ItemBody::Widget {
+                        widget,
+                        copy_text: None,
+                    }),
+                };
                 self.done(item).await;
             }
             "run.waiting" => {
@@ -917,6 +1123,17 @@ impl TurnStream<'_> {
                         let item = self.item(ItemBody::Widget {
                             widget,
                             copy_text: Some(prompt.to_string()),
+                        });
+                        self.done(item).await;
+                    }
+                    "structured_input" => {
+                        let inputs = event.data["data"]["inputs"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
+                        let item = self.item(ItemBody::StructuredInput {
+                            status: "pending".into(),
+                            inputs,
                         });
                         self.done(item).await;
                     }
@@ -1042,8 +1259,35 @@ impl TurnStream<'_> {
         .await;
     }
 
-    /// Closes the `workflow` item with how long it took.
+    /// Saves a widget item shown earlier with its new look and sends the new root.
+    async fn widget_changed(&mut self, item: ThreadItem) {
+        if let Err(err) = self.services.store.save_chat_item(&item).await {
+            tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a widget");
+        }
+        if let ItemBody::Widget { widget, .. } = item.body {
+            self.send(StreamEvent::ItemUpdated {
+                item_id: item.id,
+                update: ItemUpdate::WidgetRootUpdated { widget },
+            })
+            .await;
+        }
+    }
+
+    /// Ends the widget being filled in, as it stands (its answer stopped short).
+    async fn close_widget(&mut self) {
+        if let Some(open) = self.widget.take() {
+            let mut item = open.item;
+            item.body = ItemBody::Widget {
+                widget: open.widget,
+                copy_text: None,
+            };
+            self.done(item).await;
+        }
+    }
+
+    /// Closes the `workflow` item with how long it took (and a widget being filled in).
     async fn close_work(&mut self) {
+        self.close_widget().await;
         let Some(work) = self.work.take() else {
             return;
         };
@@ -1173,6 +1417,15 @@ impl TurnStream<'_> {
             let mut item = open.item;
             item.body = ItemBody::AssistantMessage {
                 content: vec![OutputText::new(open.text)],
+            };
+            let _ = self.services.store.insert_chat_item(&item).await;
+        }
+        // So is the widget shown so far.
+        if let Some(open) = self.widget.take() {
+            let mut item = open.item;
+            item.body = ItemBody::Widget {
+                widget: open.widget,
+                copy_text: None,
             };
             let _ = self.services.store.insert_chat_item(&item).await;
         }

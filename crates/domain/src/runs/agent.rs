@@ -221,7 +221,23 @@ pub(super) async fn run(
             ..Turn::default()
         },
     };
-    let response_format = response_format(&config);
+    // An answer shown as a widget: the widget's bindings are the answer's schema (unless
+    // one is given), and the widget fills in as the answer streams.
+    let mut widget = match &config.widget {
+        Some(setting) => {
+            let (_, definition) = super::widget::definition(ctx, setting, scope).await?;
+            Some(super::widget::WidgetStream::new(definition))
+        }
+        None => None,
+    };
+    let response_format = response_format(&config).or_else(|| {
+        let schema = super::widget::output_schema(&widget.as_ref()?.definition)?;
+        Some(JsonSchemaFormat {
+            name: "widget".into(),
+            schema,
+            strict: true,
+        })
+    });
     let show = settings
         .get("response_in_chat")
         .and_then(Value::as_bool)
@@ -348,7 +364,17 @@ pub(super) async fn run(
         turn.rounds += 1;
         request.messages = turn.messages.clone();
         request.previous_response_id = turn.response_id.clone();
-        let completion = match call_model(ctx, log, node, &model, &provider, &request, show).await {
+        let display = match widget.as_mut() {
+            Some(stream) => {
+                stream.restart();
+                Display::Widget(stream)
+            }
+            None if show => Display::Text,
+            None => Display::Hidden,
+        };
+        let completion = match call_model(ctx, log, node, &model, &provider, &request, display)
+            .await
+        {
             Err(LlmError::InvalidOutput(problem)) if !turn.repaired => {
                 // One repair attempt, telling the model what was wrong.
                 turn.repaired = true;
@@ -409,6 +435,18 @@ pub(super) async fn run(
         });
     }
     let parsed = completion.parsed.clone().unwrap_or(Value::Null);
+    let shown = widget.map(|stream| {
+        let mut definition = stream.definition;
+        if let Some(values) = parsed.as_object() {
+            super::widget::bind(&mut definition, values);
+        }
+        log.event(
+            "widget",
+            Some(&node.slug),
+            json!({"widget": definition, "await_action": false}),
+        );
+        definition
+    });
     let state = &mut log.run.state;
     set_path(state, "last_agent_key", json!(node.slug));
     set_path(state, "last_agent_output_text", json!(completion.text));
@@ -428,6 +466,9 @@ pub(super) async fn run(
     }
     if !turn.calls.is_empty() {
         output["tool_calls"] = Value::Array(turn.calls.clone());
+    }
+    if let Some(widget) = shown {
+        output["widget"] = widget;
     }
     Ok(Outcome {
         output,
@@ -1278,6 +1319,16 @@ fn response_format(config: &nodes::Agent) -> Option<JsonSchemaFormat> {
 /// replica (one made in this process stops it at once).
 const CANCEL_CHECK: Duration = Duration::from_secs(1);
 
+/// How a model call's text shows while it streams.
+enum Display<'a> {
+    /// As the assistant's message (`assistant.delta`).
+    Text,
+    /// As a widget filling in (`widget.delta` with the whole widget so far).
+    Widget(&'a mut super::widget::WidgetStream),
+    /// Not at all (a structured answer for the next steps).
+    Hidden,
+}
+
 /// One model call, streamed: deltas are published live, usage is recorded. A
 /// cancellation drops the stream, which aborts the HTTP request; it is reported as
 /// `Misconfigured(CANCELLED)` so the caller can tell it apart.
@@ -1288,7 +1339,7 @@ async fn call_model(
     model: &Model,
     provider: &ProviderCredentials,
     request: &ChatRequest,
-    show: bool,
+    mut display: Display<'_>,
 ) -> Result<Completion, LlmError> {
     let cancelled = || LlmError::Misconfigured(CANCELLED.into());
     let mut stream = ctx.services.llm.stream(provider, request).await?;
@@ -1301,8 +1352,16 @@ async fn call_model(
                 None => return Err(LlmError::MalformedStream("the stream ended without a final response".into())),
                 Some(Err(err)) => return Err(err),
                 Some(Ok(StreamEvent::Completed(done))) => break done,
-                Some(Ok(StreamEvent::TextDelta(delta))) => if show {
-                    log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+                Some(Ok(StreamEvent::TextDelta(delta))) => match &mut display {
+                    Display::Text => {
+                        log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+                    }
+                    Display::Widget(stream) => {
+                        if let Some(widget) = stream.push(&delta) {
+                            log.ephemeral("widget.delta", &node.slug, json!({"widget": widget}));
+                        }
+                    }
+                    Display::Hidden => {}
                 },
                 Some(Ok(StreamEvent::ReasoningDelta(delta))) => {
                     log.ephemeral("reasoning.delta", &node.slug, json!({"delta": delta}));

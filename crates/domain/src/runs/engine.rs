@@ -90,6 +90,9 @@ pub enum Resume {
     ClientToolOutput(Value),
     /// The user's message with files (chat attachments).
     UserMessageWithFiles(String, Vec<super::AttachmentRef>),
+    /// Answers to the questions the run asked: ChatKit's `StructuredInputSubmission`
+    /// `{status, answers: {id: {values, skipped}}}`.
+    StructuredInput(Value),
 }
 
 /// How a node hands over.
@@ -585,6 +588,10 @@ async fn reopen(
             strip_nul(&mut output);
             Resume::ClientToolOutput(output)
         }
+        Resume::StructuredInput(mut submission) => {
+            strip_nul(&mut submission);
+            Resume::StructuredInput(submission)
+        }
         other => other,
     };
     let (answer, files) = match answer {
@@ -602,6 +609,34 @@ async fn reopen(
                 entry.attachments = files;
             }
             log.run.last_output = json!({"user_message": text});
+            None
+        }
+        ("structured_input", Resume::StructuredInput(submission)) => {
+            let shown = wait
+                .data
+                .as_ref()
+                .and_then(|d| d.get("inputs"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let (status, answered) =
+                nodes::wait_for_user_input::apply_submission(&shown, &submission)
+                    .map_err(RunError::Invalid)?;
+            log.say(
+                "user",
+                &node.slug,
+                nodes::wait_for_user_input::answers_text(&answered),
+            );
+            // The answers are shown as the questions' item; no message to show twice.
+            if let Some(said) = log.events.last_mut() {
+                said.data["reply"] = json!(true);
+            }
+            log.event(
+                "structured_input.answered",
+                Some(&node.slug),
+                json!({"status": status, "inputs": answered}),
+            );
+            log.run.last_output = nodes::wait_for_user_input::answers_output(&status, &answered);
             None
         }
         ("approval", Resume::Approval(approved)) => {
@@ -1619,17 +1654,33 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
         }
         Kind::While => run_loop(ctx, log, node, &scope, input),
         Kind::WaitForUserInput => {
+            let config: nodes::wait_for_user_input::WaitForUserInput = parse(node)?;
+            let questions = config
+                .questions()
+                .map_err(|err| node_error("invalid_parameters", err))?
+                .iter()
+                .map(|q| q.to_wire(|t| scope.render_text(t)))
+                .collect::<Result<Vec<Value>, _>>()?;
             let prompt = text_param(node)
                 .map(|t| scope.render_text(&t))
                 .transpose()?;
             if let Some(prompt) = prompt.clone().filter(|p| !p.is_empty()) {
                 log.say("assistant", &node.slug, prompt);
             }
-            pass(Next::Wait(Wait {
-                kind: "user_message".into(),
-                node: node.slug.clone(),
-                prompt,
-                data: None,
+            pass(Next::Wait(if questions.is_empty() {
+                Wait {
+                    kind: "user_message".into(),
+                    node: node.slug.clone(),
+                    prompt,
+                    data: None,
+                }
+            } else {
+                Wait {
+                    kind: "structured_input".into(),
+                    node: node.slug.clone(),
+                    prompt,
+                    data: Some(json!({"inputs": questions})),
+                }
             }))
         }
         Kind::UserApproval => {

@@ -15,6 +15,7 @@ mod engine;
 mod knowledge;
 pub mod live;
 mod mcp_step;
+mod partial_json;
 mod widget;
 
 use chrono::{DateTime, Utc};
@@ -73,7 +74,8 @@ impl RunStatus {
 /// What a paused run waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wait {
-    /// `user_message`, `approval`, `widget_action` or `client_tool_output`.
+    /// `user_message`, `structured_input`, `approval`, `widget_action` or
+    /// `client_tool_output`.
     pub kind: String,
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,7 +26,61 @@ pub(super) async fn run(
     let widget = config
         .widget
         .ok_or_else(|| node_error("invalid_parameters", "a widget node needs `widget`"))?;
-    let settings = match &widget {
+    let (settings, mut definition) = definition(ctx, &widget, scope).await?;
+    let slug = settings.get("slug").and_then(Value::as_str);
+    let mut values = Map::new();
+    for (name, expression) in settings
+        .get("variables")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        values.insert(name.clone(), scope.eval_value(expression)?);
+    }
+    let structured = scope
+        .input
+        .get("output_parsed")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in structured {
+        values.entry(name).or_insert(value);
+    }
+    bind(&mut definition, &values);
+    let await_action = settings
+        .get("await_action")
+        .or_else(|| settings.get("wait_for_action"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    log.event(
+        "widget",
+        Some(&node.slug),
+        json!({"widget": definition, "slug": slug, "await_action": await_action}),
+    );
+    let output = json!({"widget": definition, "widget_slug": slug});
+    Ok(Outcome {
+        output,
+        next: if await_action {
+            Next::Wait(Wait {
+                kind: "widget_action".into(),
+                node: node.slug.clone(),
+                prompt: None,
+                data: Some(json!({"widget": definition})),
+            })
+        } else {
+            Next::Follow(None)
+        },
+    })
+}
+
+/// A widget setting (a library slug, or `{source, slug | definition |
+/// definition_expression, …}`) and the definition it names.
+pub(super) async fn definition(
+    ctx: &RunCtx<'_>,
+    widget: &Value,
+    scope: &Scope,
+) -> Result<(Value, Value), NodeError> {
+    let settings = match widget {
         Value::String(slug) => json!({"source": "library", "slug": slug}),
         other => other.clone(),
     };
@@ -35,7 +89,7 @@ pub(super) async fn run(
         .and_then(Value::as_str)
         .unwrap_or("library");
     let slug = settings.get("slug").and_then(Value::as_str);
-    let mut definition = match source {
+    let definition = match source {
         "library" => {
             let slug = slug.unwrap_or_default();
             ctx.services
@@ -81,49 +135,124 @@ pub(super) async fn run(
             "the widget definition is not an object",
         ));
     }
-    let mut values = Map::new();
-    for (name, expression) in settings
-        .get("variables")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-    {
-        values.insert(name.clone(), scope.eval_value(expression)?);
+    Ok((settings, definition))
+}
+
+/// Component types a value can be bound to, and the JSON type of that value.
+const BINDABLE: &[(&str, &str)] = &[
+    ("Text", "string"),
+    ("Title", "string"),
+    ("Caption", "string"),
+    ("Markdown", "string"),
+    ("Label", "string"),
+    ("Badge", "string"),
+    ("Image", "string"),
+    ("Input", "string"),
+    ("Textarea", "string"),
+    ("Select", "string"),
+    ("DatePicker", "string"),
+    ("RadioGroup", "string"),
+    ("Checkbox", "boolean"),
+];
+
+/// The structured output a widget's bindings ask for: a strict JSON Schema with one
+/// required property per addressed component (`None` when nothing is addressed).
+pub(super) fn output_schema(tree: &Value) -> Option<Value> {
+    fn walk(tree: &Value, properties: &mut Map<String, Value>) {
+        match tree {
+            Value::Object(component) => {
+                let kind = component.get("type").and_then(Value::as_str);
+                let address = ["id", "key", "name"]
+                    .iter()
+                    .find_map(|k| component.get(*k).and_then(Value::as_str));
+                if let (Some(kind), Some(address)) = (kind, address)
+                    && let Some((_, json_type)) = BINDABLE.iter().find(|(t, _)| *t == kind)
+                {
+                    properties
+                        .entry(address.to_string())
+                        .or_insert_with(|| json!({"type": json_type}));
+                }
+                component.values().for_each(|v| walk(v, properties));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, properties)),
+            _ => {}
+        }
     }
-    let structured = scope
-        .input
-        .get("output_parsed")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    for (name, value) in structured {
-        values.entry(name).or_insert(value);
+    let mut properties = Map::new();
+    walk(tree, &mut properties);
+    if properties.is_empty() {
+        return None;
     }
-    bind(&mut definition, &values);
-    let await_action = settings
-        .get("await_action")
-        .or_else(|| settings.get("wait_for_action"))
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    log.event(
-        "widget",
-        Some(&node.slug),
-        json!({"widget": definition, "slug": slug, "await_action": await_action}),
-    );
-    let output = json!({"widget": definition, "widget_slug": slug});
-    Ok(Outcome {
-        output,
-        next: if await_action {
-            Next::Wait(Wait {
-                kind: "widget_action".into(),
-                node: node.slug.clone(),
-                prompt: None,
-                data: Some(json!({"widget": definition})),
-            })
-        } else {
-            Next::Follow(None)
-        },
-    })
+    let required: Vec<Value> = properties.keys().cloned().map(Value::String).collect();
+    Some(
+        json!({"type": "object", "properties": properties, "required": required,
+                "additionalProperties": false}),
+    )
+}
+
+/// A widget filling in as a structured answer streams: the text so far, read as JSON,
+/// bound into the definition. Texts that are still arriving are marked `streaming`.
+#[derive(Debug, Clone)]
+pub(super) struct WidgetStream {
+    pub definition: Value,
+    text: String,
+    last: Option<Value>,
+}
+
+impl WidgetStream {
+    pub fn new(definition: Value) -> WidgetStream {
+        WidgetStream {
+            definition,
+            text: String::new(),
+            last: None,
+        }
+    }
+
+    /// A new model call starts a new answer.
+    pub fn restart(&mut self) {
+        self.text.clear();
+    }
+
+    /// Adds a delta; returns the widget when it shows something new.
+    pub fn push(&mut self, delta: &str) -> Option<Value> {
+        self.text.push_str(delta);
+        let Some(Value::Object(values)) = super::partial_json::parse_prefix(&self.text) else {
+            return None;
+        };
+        let mut widget = self.definition.clone();
+        bind(&mut widget, &values);
+        mark_streaming(&mut widget, &values);
+        if self.last.as_ref() == Some(&widget) {
+            return None;
+        }
+        self.last = Some(widget.clone());
+        Some(widget)
+    }
+}
+
+/// Sets `streaming: true` on the `Text` and `Markdown` components bound to `values`.
+fn mark_streaming(tree: &mut Value, values: &Map<String, Value>) {
+    match tree {
+        Value::Object(component) => {
+            let streams = matches!(
+                component.get("type").and_then(Value::as_str),
+                Some("Text" | "Markdown")
+            ) && ["id", "key", "name"]
+                .iter()
+                .find_map(|k| component.get(*k).and_then(Value::as_str))
+                .is_some_and(|a| values.get(a).is_some_and(Value::is_string));
+            for (key, child) in component.iter_mut() {
+                if key != "value" {
+                    mark_streaming(child, values);
+                }
+            }
+            if streams {
+                component.insert("streaming".into(), Value::Bool(true));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| mark_streaming(i, values)),
+        _ => {}
+    }
 }
 
 /// Writes `values` into the components they address.
@@ -245,6 +374,41 @@ mod tests {
         assert_eq!(tree["children"][0]["value"], "Hello");
         assert_eq!(tree["children"][1]["src"], "https://x/y.png");
         assert_eq!(tree["children"][2]["value"], "kept");
+    }
+
+    #[test]
+    fn a_widget_fills_in_as_its_answer_streams() {
+        let definition = json!({"type": "Card", "children": [
+            {"type": "Title", "id": "title", "value": ""},
+            {"type": "Text", "id": "body", "value": ""},
+            {"type": "Image", "id": "photo", "src": ""},
+            {"type": "Checkbox", "name": "gift"},
+            {"type": "Row", "id": "row", "children": [{"type": "Button", "id": "buy", "label": "Buy"}]}
+        ]});
+        assert_eq!(
+            output_schema(&definition).unwrap(),
+            json!({"type": "object", "additionalProperties": false,
+                   "properties": {"body": {"type": "string"}, "gift": {"type": "boolean"},
+                                  "photo": {"type": "string"}, "title": {"type": "string"}},
+                   "required": ["body", "gift", "photo", "title"]})
+        );
+        assert_eq!(
+            output_schema(&json!({"type": "Card", "children": []})),
+            None
+        );
+        let mut stream = WidgetStream::new(definition.clone());
+        // The widget shows as soon as the answer starts; an unfinished key adds nothing.
+        assert_eq!(stream.push("{\"ti"), Some(definition));
+        assert_eq!(stream.push("t"), None);
+        let first = stream.push("le\": \"Pas").unwrap();
+        assert_eq!(first["children"][0]["value"], "Pas");
+        // Titles do not stream in ChatKit; texts do.
+        assert!(first["children"][0].get("streaming").is_none());
+        let second = stream.push("ta\", \"body\": \"Boil").unwrap();
+        assert_eq!(second["children"][1]["value"], "Boil");
+        assert_eq!(second["children"][1]["streaming"], true);
+        // Nothing new (an unfinished key) shows nothing.
+        assert_eq!(stream.push("\", \"ph"), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@ backend_tests!(
     reasoning_and_tools_show_as_workflow_tasks,
     a_client_that_leaves_cancels_the_turn,
     embedded_sessions_are_scoped_and_expire,
+    questions_are_asked_as_structured_input,
+    widgets_stream_in_and_show_what_was_done,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -1184,5 +1186,406 @@ async fn embedded_sessions_are_scoped_and_expire(backend: TestBackend) {
             .await
             .status,
         StatusCode::FORBIDDEN
+    );
+}
+
+async fn questions_are_asked_as_structured_input(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "details", "kind": "wait_for_user_input", "parameters": {"message": "A few details.", "inputs": [
+                {"id": "size", "question": "Which size for {{ user.email }}?", "options": ["S", "M", "L"]},
+                {"id": "extras", "question": "Extras?", "options": [{"value": "gift wrap"}, {"value": "card"}], "multiple": true},
+                {"id": "note", "question": "Any note?", "type": "freeform", "description": "Optional"}
+            ]}},
+            {"slug": "keep", "kind": "state", "parameters": {"state": [
+                {"target": "state.size", "expression": "input.values.size"},
+                {"target": "state.extras", "expression": "input.values.extras.size()"}
+            ]}},
+            {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Confirm.", "model_settings": {"include_chat_history": true}}},
+            {"slug": "more", "kind": "wait_for_user_input", "parameters": {"message": "Size {{ state.size }}, {{ state.extras }} extras."}}
+        ],
+        "edges": [
+            {"source": "start", "target": "details"}, {"source": "details", "target": "keep"},
+            {"source": "keep", "target": "agent"}, {"source": "agent", "target": "more"}
+        ]
+    });
+    serve(&app, &token, graph).await;
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("A shirt please")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let asked = events
+        .iter()
+        .find(|e| e["item"]["type"] == "structured_input")
+        .expect("a structured input item");
+    assert_eq!(asked["type"], "thread.item.done");
+    assert_eq!(asked["item"]["status"], "pending");
+    assert_eq!(
+        asked["item"]["inputs"],
+        json!([
+            {"type": "multiple_choice", "id": "size", "question": "Which size for admin@example.com?",
+             "options": [{"value": "S"}, {"value": "M"}, {"value": "L"}], "multiple": false},
+            {"type": "multiple_choice", "id": "extras", "question": "Extras?",
+             "options": [{"value": "gift wrap"}, {"value": "card"}], "multiple": true},
+            {"type": "freeform", "id": "note", "question": "Any note?", "description": "Optional"}
+        ]),
+        "{}",
+        created.text
+    );
+    let item_id = asked["item"]["id"].as_str().unwrap().to_string();
+    let user_item = events[1]["item"]["id"].as_str().unwrap().to_string();
+
+    // Answers go to a pending questions item, in the submission's shape.
+    for (body, status) in [
+        (
+            json!({"thread_id": thread_id, "item_id": user_item, "input": {"answers": {}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"thread_id": thread_id, "item_id": "msg_nope", "input": {"answers": {}}}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"thread_id": thread_id, "item_id": item_id, "input": {"answers": {"size": "M"}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let refused = chatkit(
+            &app,
+            &token,
+            json!({"type": "threads.add_structured_input", "params": body}),
+        )
+        .await;
+        assert_eq!(refused.status, status, "{body} → {}", refused.text);
+        assert!(refused.body["code"].is_string(), "{}", refused.text);
+    }
+
+    fake.push(Reply::Text("Confirmed.".into()));
+    let answered = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": item_id, "input": {
+            "status": "answered",
+            "answers": {"size": {"values": ["M", "L"]}, "extras": {"values": ["gift wrap", "card"]}, "ghost": {"values": ["x"]}}
+        }}}),
+    )
+    .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+    let events = frames(&answered.text);
+    assert_eq!(
+        events[0]["type"], "thread.item.replaced",
+        "{}",
+        answered.text
+    );
+    let replaced = &events[0]["item"];
+    assert_eq!(replaced["id"], item_id.as_str());
+    assert_eq!(replaced["status"], "answered");
+    assert_eq!(
+        replaced["inputs"][0]["answer"],
+        json!({"values": ["M"], "skipped": false})
+    );
+    assert_eq!(
+        replaced["inputs"][1]["answer"],
+        json!({"values": ["gift wrap", "card"], "skipped": false})
+    );
+    assert_eq!(
+        replaced["inputs"][2]["answer"],
+        json!({"values": [], "skipped": true})
+    );
+    // The answers are not shown again as a message; the run goes on with them.
+    assert!(
+        !events.iter().any(|e| e["item"]["type"] == "user_message"),
+        "{}",
+        answered.text
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["item"]["content"][0]["text"] == "Size M, 2 extras."),
+        "{}",
+        answered.text
+    );
+    // The model saw the answers as the user's turn.
+    let request = fake.requests().last().unwrap().body.clone();
+    assert!(
+        request
+            .to_string()
+            .contains("Which size for admin@example.com?: M"),
+        "{request}"
+    );
+
+    // Answered once: a second submission is refused, and the item stays answered.
+    let again = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": item_id, "input": {"status": "skipped"}}}),
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        again.text
+    );
+    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
+    let item = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "structured_input")
+        .cloned()
+        .unwrap();
+    assert_eq!(item["status"], "answered");
+    assert_eq!(item["inputs"][0]["answer"]["values"], json!(["M"]));
+
+    // The run API takes the same submission.
+    let id = crate::runs::publish(
+        &app,
+        &token,
+        json!({"nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "ask", "kind": "wait_for_user_input", "parameters": {"inputs": [{"id": "ok", "question": "OK?", "options": ["yes", "no"]}]}},
+            {"slug": "end", "kind": "end", "parameters": {"output": "input.values.ok"}}
+        ], "edges": [{"source": "start", "target": "ask"}, {"source": "ask", "target": "end"}]}),
+    )
+    .await;
+    let run = crate::runs::start(&app, &token, id, json!("go")).await;
+    assert_eq!(run.body["wait"]["kind"], "structured_input", "{}", run.text);
+    let run_id = run.body["id"].as_str().unwrap();
+    let done = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&token),
+            json!({"structured_input": {"answers": {"ok": {"values": ["yes"]}}}}),
+        )
+        .await;
+    assert_eq!(done.body["status"], "completed", "{}", done.text);
+    assert_eq!(done.body["output"], "yes", "{}", done.text);
+}
+
+async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let fake = fake_default_model(&app, &token, json!({})).await;
+    let graph = json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "recipe", "kind": "agent", "parameters": {"instructions": "Suggest a recipe.", "widget": {"source": "inline", "definition": {"type": "Card", "children": [
+                {"type": "Title", "id": "title", "value": ""},
+                {"type": "Text", "id": "body", "value": ""}
+            ]}}}},
+            {"slug": "order", "kind": "widget", "parameters": {"widget": {"source": "inline", "definition": {"type": "Card", "children": [
+                {"type": "Form", "onSubmitAction": {"type": "order.place", "handler": "server"}, "children": [
+                    {"type": "Input", "name": "qty", "defaultValue": "1"},
+                    {"type": "Button", "label": "Order", "submit": true}
+                ]}
+            ]}}}},
+            {"slug": "check", "kind": "user_approval", "parameters": {"message": "Order {{ input.action.payload.qty }}?"}},
+            {"slug": "end", "kind": "end", "parameters": {"message": "Done."}}
+        ],
+        "edges": [
+            {"source": "start", "target": "recipe"}, {"source": "recipe", "target": "order"},
+            {"source": "order", "target": "check"}, {"source": "check", "target": "end", "condition": "approve"}
+        ]
+    });
+    serve(&app, &token, graph).await;
+    fake.push(Reply::Text(
+        r#"{"body": "Boil the pasta for ten minutes, then add the sauce.", "title": "Pasta"}"#
+            .into(),
+    ));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Dinner?")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    // The answer's schema comes from the widget's bindings.
+    let sent = fake
+        .requests()
+        .iter()
+        .find(|r| r.body.to_string().contains("Suggest a recipe."))
+        .unwrap()
+        .body
+        .clone();
+    assert!(
+        sent.to_string()
+            .contains("\"required\":[\"body\",\"title\"]"),
+        "{sent}"
+    );
+    let added = events
+        .iter()
+        .position(|e| e["type"] == "thread.item.added" && e["item"]["type"] == "widget")
+        .expect("the widget is added first");
+    let item_id = events[added]["item"]["id"].as_str().unwrap().to_string();
+    let done = events
+        .iter()
+        .position(|e| e["type"] == "thread.item.done" && e["item"]["id"] == item_id.as_str())
+        .expect("then done");
+    let between = &events[added + 1..done];
+    assert!(
+        between
+            .iter()
+            .all(|e| e["type"] == "thread.item.updated" && e["item_id"] == item_id.as_str()),
+        "{}",
+        created.text
+    );
+    // The body streams as text deltas on its component: a client applying the updates
+    // in order sees the text grow to its end.
+    let mut shown = events[added]["item"]["widget"].clone();
+    let mut seen = Vec::new();
+    for event in between {
+        let update = &event["update"];
+        match update["type"].as_str().unwrap() {
+            "widget.root.updated" => shown = update["widget"].clone(),
+            "widget.streaming_text.value_delta" => {
+                assert_eq!(update["component_id"], "body");
+                let body = &mut shown["children"][1];
+                assert_eq!(body["streaming"], true);
+                let grown = format!(
+                    "{}{}",
+                    body["value"].as_str().unwrap(),
+                    update["delta"].as_str().unwrap()
+                );
+                body["value"] = json!(grown);
+            }
+            other => panic!("unexpected update {other}"),
+        }
+        seen.push(shown["children"][1]["value"].as_str().unwrap().to_string());
+    }
+    assert!(
+        between
+            .iter()
+            .filter(|e| e["update"]["type"] == "widget.streaming_text.value_delta")
+            .count()
+            >= 3,
+        "{}",
+        created.text
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1].starts_with(w[0].as_str())),
+        "{seen:?}"
+    );
+    assert!(
+        between
+            .iter()
+            .any(|e| e["update"]["type"] == "widget.root.updated"),
+        "the title and the end of streaming replace the root: {}",
+        created.text
+    );
+    let last = &events[done]["item"]["widget"];
+    assert_eq!(
+        last,
+        &json!({"type": "Card", "children": [
+            {"type": "Title", "id": "title", "value": "Pasta"},
+            {"type": "Text", "id": "body", "value": "Boil the pasta for ten minutes, then add the sauce."}
+        ]})
+    );
+    // The JSON answer is not shown as a message.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["item"]["type"] == "assistant_message"),
+        "{}",
+        created.text
+    );
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
+    let widgets: Vec<&Value> = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "widget")
+        .collect();
+    assert_eq!(widgets[0]["id"], item_id.as_str());
+    assert_eq!(&widgets[0]["widget"], last);
+
+    // A submitted form keeps the values sent.
+    let form_id = widgets[1]["id"].as_str().unwrap().to_string();
+    let submitted = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": form_id, "action": {"type": "order.place", "payload": {"qty": "3"}}}}),
+    )
+    .await;
+    let events = frames(&submitted.text);
+    let update = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.updated")
+        .expect("the form is updated");
+    assert_eq!(update["item_id"], form_id.as_str());
+    assert_eq!(update["update"]["type"], "widget.root.updated");
+    assert_eq!(
+        update["update"]["widget"]["children"][0]["children"][0]["defaultValue"],
+        "3"
+    );
+    // A decided approval shows its decision, its buttons off.
+    let approval = events
+        .iter()
+        .find(|e| e["item"]["type"] == "widget")
+        .expect("an approval card");
+    let approval_id = approval["item"]["id"].as_str().unwrap().to_string();
+    let approved = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval_id, "action": {"type": "approval.approve", "payload": {"node": "check"}}}}),
+    )
+    .await;
+    let events = frames(&approved.text);
+    let update = events
+        .iter()
+        .find(|e| e["type"] == "thread.item.updated")
+        .expect("the card is updated");
+    let card = &update["update"]["widget"];
+    assert_eq!(card["children"][1]["children"][0]["disabled"], true);
+    assert_eq!(card["children"][1]["children"][1]["disabled"], true);
+    assert_eq!(
+        card["children"][2],
+        json!({"type": "Caption", "value": "Approved"})
+    );
+    let stored = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    let kept = stored.body["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == approval_id.as_str())
+        .unwrap();
+    assert_eq!(&kept["widget"], card);
+    // A click that is refused (the run ended, closing the thread) changes nothing.
+    let refused = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": form_id, "action": {"type": "order.place", "payload": {"qty": "9"}}}}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
+    let stored = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    let form = stored.body["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == form_id.as_str())
+        .unwrap();
+    assert_eq!(
+        form["widget"]["children"][0]["children"][0]["defaultValue"],
+        "3"
     );
 }

@@ -81,12 +81,21 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
                 {"type": "Button", "label": "Yes", "onClickAction": {"type": "go", "payload": {"n": 1}, "handler": "server", "loadingBehavior": "auto", "streaming": true}}
             ]}}}},
             {"slug": "check", "kind": "user_approval", "parameters": {"message": "Really?"}},
+            {"slug": "details", "kind": "wait_for_user_input", "parameters": {"message": "A few details.", "inputs": [
+                {"id": "size", "question": "Which size?", "options": ["S", "M"]},
+                {"id": "note", "question": "Any note?", "description": "Optional"}
+            ]}},
+            {"slug": "card", "kind": "agent", "parameters": {"widget": {"source": "inline", "definition": {"type": "Card", "children": [
+                {"type": "Title", "id": "title", "value": ""},
+                {"type": "Markdown", "id": "body", "value": ""}
+            ]}}}},
             {"slug": "ask", "kind": "wait_for_user_input", "parameters": {"message": "Anything else?"}},
             {"slug": "end", "kind": "end", "parameters": {"message": "Bye.", "status": {"type": "locked", "reason": "Done"}}}
         ],
         "edges": [
             {"source": "start", "target": "agent"}, {"source": "agent", "target": "offer"},
-            {"source": "offer", "target": "check"}, {"source": "check", "target": "ask", "condition": "approve"},
+            {"source": "offer", "target": "check"}, {"source": "check", "target": "details", "condition": "approve"},
+            {"source": "details", "target": "card"}, {"source": "card", "target": "ask"},
             {"source": "ask", "target": "end"}
         ]
     });
@@ -120,7 +129,17 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
         .find(|e| e["item"]["type"] == "widget")
         .map(|e| e["item"]["id"].clone())
         .expect("an approval widget");
-    r.call(&app, &token, json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval_id, "action": {"type": "approval.approve", "payload": {"node": "check"}}}}), "stream")
+    let approved = r.call(&app, &token, json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": approval_id, "action": {"type": "approval.approve", "payload": {"node": "check"}}}}), "stream")
+        .await;
+    let questions_id = approved
+        .iter()
+        .find(|e| e["item"]["type"] == "structured_input")
+        .map(|e| e["item"]["id"].clone())
+        .expect("a structured input");
+    fake.push(Reply::Text(
+        r#"{"title": "Your order", "body": "One **medium** shirt, shipped tomorrow."}"#.into(),
+    ));
+    r.call(&app, &token, json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": questions_id, "input": {"status": "answered", "answers": {"size": {"values": ["M"], "skipped": false}}}}}), "stream")
         .await;
     r.call(&app, &token, json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("No, thanks")}}), "stream")
         .await;
