@@ -1,26 +1,26 @@
 //! Group commit for SQLite: the hot writes of many requests (a new thread, a run's start
 //! and saves, chat items, usage records) share one transaction.
 //!
-//! Each write is a batch of statements. The first writer to find no group running spawns
-//! a leader task, which takes the write connection and runs queued batches inside one
-//! `BEGIN IMMEDIATE … COMMIT`, each in its own savepoint, then answers each writer. A batch
-//! that fails is rolled back to its savepoint and only its writer gets the error. The
-//! `BEGIN` travels in the first batch's call and, when no other batch is waiting, the
-//! `COMMIT` too: a lone write is one hand-over to the connection's thread, not three.
+//! Each write is a [`Batch`] of statements. The first writer to find no group running
+//! spawns a leader task, which takes the queued batches, holds the write pool's only
+//! connection (so no other write meets the file lock), and hands the group to the
+//! [`Writer`] thread, which runs it inside one `BEGIN IMMEDIATE … COMMIT`, each batch in its
+//! own savepoint, and answers once for the whole group. A batch that fails is rolled back
+//! to its savepoint and only its writer gets the error.
 //!
 //! Invariants:
 //! - A writer is answered only after the commit that made its batch durable (or with the
 //!   error that stopped it); a failed commit fails every batch of the group.
 //! - Urgent batches (a new thread, whose first event a user is waiting for) are taken
-//!   before the others, even into a group already running, and the group commits soon
-//!   after one joins; every group still takes a few others, so none waits forever.
+//!   before the others; every group still takes a few others, so none waits forever.
+//!   Batches that arrive while a group runs form the next one.
 //! - The leader runs in its own task, so a caller that goes away (a client that hangs up)
 //!   cannot stop a group halfway and leave other writers waiting.
 //! - Between groups the connection goes back to the pool, so other writes interleave.
 //!
 //! Why: on SQLite every commit appends each page it touched to the WAL, and every
-//! statement is a hand-over to the connection's thread. Consecutive inserts into the same
-//! tables touch the same pages, so a group writes them once.
+//! hand-over to another thread is a context switch. Consecutive inserts into the same
+//! tables touch the same pages, so a group writes them once, in two hand-overs.
 
 use std::{
     collections::VecDeque,
@@ -28,13 +28,13 @@ use std::{
 };
 
 use domain::store::{StoreError, StoreResult};
-use sqlx::{AssertSqlSafe, Execute, QueryBuilder, Sqlite, SqlitePool, sqlite::SqliteArguments};
+use sqlx::SqlitePool;
 use tokio::sync::oneshot;
 
-use crate::store_error;
-
-/// How a batch starts; [`GroupCommit::run`] ends it.
-pub(crate) const BATCH_START: &str = "SAVEPOINT batch;\n";
+use crate::{
+    store_error,
+    writer::{Batch, Writer},
+};
 
 /// The most batches one transaction takes, so one group cannot hold the connection long.
 const MAX_GROUP: usize = 64;
@@ -42,31 +42,8 @@ const MAX_GROUP: usize = 64;
 const MIN_OTHERS: usize = 16;
 
 struct Job {
-    sql: String,
-    args: SqliteArguments,
+    batch: Batch,
     done: oneshot::Sender<StoreResult<()>>,
-}
-
-impl Job {
-    /// Runs the batch, after `before` and followed by `after` in the same call: one
-    /// hand-over to the connection's thread however many statements it holds.
-    async fn execute(
-        &mut self,
-        conn: &mut sqlx::SqliteConnection,
-        before: &str,
-        after: &str,
-    ) -> Result<(), sqlx::Error> {
-        let args = std::mem::take(&mut self.args);
-        let sql = if before.is_empty() && after.is_empty() {
-            std::mem::take(&mut self.sql)
-        } else {
-            format!("{before}{}{after}", self.sql)
-        };
-        sqlx::query_with(AssertSqlSafe(sql), args)
-            .execute(conn)
-            .await
-            .map(drop)
-    }
 }
 
 #[derive(Default)]
@@ -108,13 +85,16 @@ impl State {
 
 pub(crate) struct GroupCommit {
     pool: SqlitePool,
+    writer: Writer,
     state: Mutex<State>,
 }
 
 impl GroupCommit {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
+    /// `pool` is the write pool (one connection), held while a group runs on `writer`.
+    pub(crate) fn new(pool: SqlitePool, writer: Writer) -> Self {
         GroupCommit {
             pool,
+            writer,
             state: Mutex::default(),
         }
     }
@@ -123,26 +103,13 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `batch` (begun with [`BATCH_START`], statements separated by `;`) in a group's
-    /// transaction; returns once that transaction is committed. An `urgent` batch (one a
-    /// user is waiting to see) goes ahead of the others.
-    pub(crate) async fn run(
-        self: &Arc<Self>,
-        mut batch: QueryBuilder<Sqlite>,
-        urgent: bool,
-    ) -> StoreResult<()> {
-        batch.push(";\nRELEASE batch");
-        let args = batch
-            .build()
-            .take_arguments()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let sql = batch.into_string();
+    /// Runs `batch` in a group's transaction; returns once that transaction is committed.
+    /// An `urgent` batch (one a user is waiting to see) goes ahead of the others.
+    pub(crate) async fn run(self: &Arc<Self>, batch: Batch, urgent: bool) -> StoreResult<()> {
         let (done, answer) = oneshot::channel();
         let lead = {
             let mut state = self.lock();
-            let job = Job { sql, args, done };
+            let job = Job { batch, done };
             if urgent {
                 state.urgent.push_back(job);
             } else {
@@ -171,77 +138,32 @@ impl GroupCommit {
     async fn lead(&self) {
         loop {
             let mut taken = Taken::default();
-            let Some((first, alone)) = ({
+            let jobs: Vec<Job> = {
                 let mut state = self.lock();
-                let first = state.next(&mut taken);
-                if first.is_none() {
+                let jobs: Vec<Job> = std::iter::from_fn(|| state.next(&mut taken)).collect();
+                if jobs.is_empty() {
                     state.leading = false;
                 }
-                let alone = state.urgent.is_empty() && state.others.is_empty();
-                first.map(|job| (job, alone))
-            }) else {
+                jobs
+            };
+            if jobs.is_empty() {
                 return;
-            };
+            }
+            let (batches, answers): (Vec<Batch>, Vec<_>) =
+                jobs.into_iter().map(|job| (job.batch, job.done)).unzip();
             match self.pool.acquire().await {
-                Ok(mut conn) if alone => Self::commit_alone(&mut conn, first).await,
-                Ok(mut conn) => self.commit(&mut conn, first, taken).await,
+                Ok(connection) => {
+                    let results = self.writer.run(batches).await;
+                    drop(connection);
+                    for (done, result) in answers.into_iter().zip(results) {
+                        let _ = done.send(result);
+                    }
+                }
                 Err(err) => {
-                    let _ = first.done.send(Err(store_error(err)));
-                }
-            }
-        }
-    }
-
-    /// Runs a batch that nothing else was waiting to join: transaction, batch and commit in
-    /// one call. Whatever failed (the batch or the commit), nothing of it stays.
-    async fn commit_alone(conn: &mut sqlx::SqliteConnection, mut job: Job) {
-        let result = job
-            .execute(&mut *conn, "BEGIN IMMEDIATE;\n", ";\nCOMMIT")
-            .await;
-        if result.is_err() {
-            // Fails harmlessly when the failure already ended the transaction.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        }
-        let _ = job.done.send(result.map_err(store_error));
-    }
-
-    /// Runs `first` and the batches that join it in one transaction.
-    async fn commit(&self, conn: &mut sqlx::SqliteConnection, mut first: Job, mut taken: Taken) {
-        // The transaction begins in the first batch's call; should that batch fail, its
-        // transaction holds nothing else and is rolled back whole, and the batches that
-        // were waiting form the next group.
-        if let Err(err) = first.execute(&mut *conn, "BEGIN IMMEDIATE;\n", "").await {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let _ = first.done.send(Err(store_error(err)));
-            return;
-        }
-        let mut answers = vec![(first.done, Ok(()))];
-        let mut next = self.lock().next(&mut taken);
-        while let Some(mut job) = next {
-            let result = match job.execute(&mut *conn, "", "").await {
-                Ok(_) => Ok(()),
-                Err(err) => {
-                    // Undo what the batch did before its failing statement; the rest stays.
-                    let _ = sqlx::raw_sql("ROLLBACK TO batch; RELEASE batch")
-                        .execute(&mut *conn)
-                        .await;
-                    Err(store_error(err))
-                }
-            };
-            answers.push((job.done, result));
-            next = self.lock().next(&mut taken);
-        }
-        match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => {
-                for (done, result) in answers {
-                    let _ = done.send(result);
-                }
-            }
-            Err(err) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                let message = store_error(err).to_string();
-                for (done, _) in answers {
-                    let _ = done.send(Err(StoreError::Unavailable(message.clone())));
+                    let message = store_error(err).to_string();
+                    for done in answers {
+                        let _ = done.send(Err(StoreError::Unavailable(message.clone())));
+                    }
                 }
             }
         }
@@ -265,8 +187,7 @@ mod tests {
 
     fn job() -> Job {
         Job {
-            sql: String::new(),
-            args: SqliteArguments::default(),
+            batch: Batch::new(),
             done: oneshot::channel().0,
         }
     }

@@ -21,6 +21,7 @@ mod users;
 mod vector_index;
 mod widgets;
 mod workflows;
+mod writer;
 
 use std::{str::FromStr, time::Duration};
 
@@ -140,11 +141,11 @@ macro_rules! together {
     ($db:expr, urgent: $urgent:expr, |$b:ident| $body:block) => {
         match &$db.pool {
             $crate::Pool::Sqlite { group, .. } => {
-                let mut $b = sqlx::QueryBuilder::<sqlx::Sqlite>::new($crate::group::BATCH_START);
+                let mut $b = $crate::writer::Batch::new();
                 #[allow(unused_macros)]
                 macro_rules! next {
                     () => {
-                        $b.push(";\n");
+                        $b.next_statement();
                     };
                 }
                 $body
@@ -178,7 +179,7 @@ macro_rules! grouped_write {
     ($db:expr, |$b:ident| $push:block) => {
         match &$db.pool {
             $crate::Pool::Sqlite { group, .. } => {
-                let mut $b = sqlx::QueryBuilder::new($crate::group::BATCH_START);
+                let mut $b = $crate::writer::Batch::new();
                 $push;
                 group.run($b, false).await
             }
@@ -297,9 +298,11 @@ impl Db {
                 )
                 .await
                 .map_err(connect_err)?;
+                let writer =
+                    writer::Writer::start(options.get_filename(), settings.sqlite_busy_timeout_ms);
                 Pool::Sqlite {
                     read,
-                    group: std::sync::Arc::new(group::GroupCommit::new(write.clone())),
+                    group: std::sync::Arc::new(group::GroupCommit::new(write.clone(), writer)),
                     write,
                     lane: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
                 }
