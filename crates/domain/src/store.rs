@@ -308,13 +308,15 @@ pub trait RunStore: Send + Sync {
     /// Inserts a new run with its first events, in one transaction.
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()>;
     async fn run(&self, id: &str) -> StoreResult<Option<Run>>;
-    /// Saves a run's progress with its new steps and events, if no one else advanced it
-    /// since `expected_event_seq`; `false` when someone did (nothing is written then).
+    /// Saves a run's progress with its new steps and events and the usage of its model
+    /// calls since the last save, if no one else advanced it since `expected_event_seq`;
+    /// `false` when someone did (nothing is written then).
     async fn save_run(
         &self,
         run: &Run,
         steps: &[Step],
         events: &[Event],
+        usage: &[UsageRecord],
         expected_event_seq: i64,
     ) -> StoreResult<bool>;
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;

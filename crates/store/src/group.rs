@@ -2,8 +2,8 @@
 //! and saves, chat items, usage records) share one transaction.
 //!
 //! Each write is a [`Batch`] of statements. The first writer to find no group running
-//! spawns a leader task, which takes the queued batches, holds the write pool's only
-//! connection (so no other write meets the file lock), and hands the group to the
+//! spawns a leader task, which takes the queued batches, holds the write lane (so no
+//! write through the write pool meets the file lock), and hands the group to the
 //! [`Writer`] thread, which runs it inside one `BEGIN IMMEDIATE … COMMIT`, each batch in its
 //! own savepoint, and answers once for the whole group. A batch that fails is rolled back
 //! to its savepoint and only its writer gets the error.
@@ -16,7 +16,7 @@
 //!   Batches that arrive while a group runs form the next one.
 //! - The leader runs in its own task, so a caller that goes away (a client that hangs up)
 //!   cannot stop a group halfway and leave other writers waiting.
-//! - Between groups the connection goes back to the pool, so other writes interleave.
+//! - Between groups the lane is released, so other writes interleave.
 //!
 //! Why: on SQLite every commit appends each page it touched to the WAL, and every
 //! hand-over to another thread is a context switch. Consecutive inserts into the same
@@ -28,13 +28,9 @@ use std::{
 };
 
 use domain::store::{StoreError, StoreResult};
-use sqlx::SqlitePool;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
-use crate::{
-    store_error,
-    writer::{Batch, Writer},
-};
+use crate::writer::{Batch, Writer};
 
 /// The most batches one transaction takes, so one group cannot hold the connection long.
 const MAX_GROUP: usize = 64;
@@ -84,16 +80,16 @@ impl State {
 }
 
 pub(crate) struct GroupCommit {
-    pool: SqlitePool,
+    lane: Arc<Semaphore>,
     writer: Writer,
     state: Mutex<State>,
 }
 
 impl GroupCommit {
-    /// `pool` is the write pool (one connection), held while a group runs on `writer`.
-    pub(crate) fn new(pool: SqlitePool, writer: Writer) -> Self {
+    /// `lane` is the write pool's lane (see `Pool`), held while a group runs on `writer`.
+    pub(crate) fn new(lane: Arc<Semaphore>, writer: Writer) -> Self {
         GroupCommit {
-            pool,
+            lane,
             writer,
             state: Mutex::default(),
         }
@@ -137,6 +133,9 @@ impl GroupCommit {
     /// Commits groups until no batch is waiting.
     async fn lead(&self) {
         loop {
+            // Writers woken by the same event (a run's save and the chat item it shows)
+            // get to queue first: one group instead of two, for the price of a requeue.
+            tokio::task::yield_now().await;
             let mut taken = Taken::default();
             let jobs: Vec<Job> = {
                 let mut state = self.lock();
@@ -151,20 +150,12 @@ impl GroupCommit {
             }
             let (batches, answers): (Vec<Batch>, Vec<_>) =
                 jobs.into_iter().map(|job| (job.batch, job.done)).unzip();
-            match self.pool.acquire().await {
-                Ok(connection) => {
-                    let results = self.writer.run(batches).await;
-                    drop(connection);
-                    for (done, result) in answers.into_iter().zip(results) {
-                        let _ = done.send(result);
-                    }
-                }
-                Err(err) => {
-                    let message = store_error(err).to_string();
-                    for done in answers {
-                        let _ = done.send(Err(StoreError::Unavailable(message.clone())));
-                    }
-                }
+            // The lane is never closed; should it be, the group runs without it.
+            let lane = self.lane.acquire().await;
+            let results = self.writer.run(batches).await;
+            drop(lane);
+            for (done, result) in answers.into_iter().zip(results) {
+                let _ = done.send(result);
             }
         }
     }

@@ -102,10 +102,10 @@ impl Backend {
 /// they queue here in order instead of meeting a locked file and sleeping in SQLite's
 /// busy handler; reads use the other pool, side by side (WAL readers never wait).
 ///
-/// The hot writes share transactions through `group` (see `group.rs`), whose leader takes
-/// the connection directly; the other writes pass one at a time through `lane` before
-/// queueing for it, so a group waits for at most one of them, and none waits forever
-/// (the queue for the connection is first come, first served).
+/// The hot writes share transactions through `group` (see `group.rs`), run on a
+/// connection of their own by the writer thread (`writer.rs`); the other writes go
+/// through the write pool. Both pass through `lane`, one at a time, first come first
+/// served, so the two connections never write at once and none waits forever.
 #[derive(Clone)]
 pub(crate) enum Pool {
     Sqlite {
@@ -300,11 +300,12 @@ impl Db {
                 .map_err(connect_err)?;
                 let writer =
                     writer::Writer::start(options.get_filename(), settings.sqlite_busy_timeout_ms);
+                let lane = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
                 Pool::Sqlite {
                     read,
-                    group: std::sync::Arc::new(group::GroupCommit::new(write.clone(), writer)),
+                    group: std::sync::Arc::new(group::GroupCommit::new(lane.clone(), writer)),
                     write,
-                    lane: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+                    lane,
                 }
             }
             Backend::Postgres => {

@@ -3,13 +3,17 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
+    models::usage::UsageRecord,
     runs::{Event, HistoryEntry, Run, RunFailure, RunFilter, RunStatus, Step, Wait},
     store::{RunStore, StoreError, StoreResult},
 };
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::{Db, STALE_SAVE, store_error, stored_time, together, with_pool, with_writer};
+use crate::{
+    Db, STALE_SAVE, store_error, stored_time, together, usage::push_insert_usage, with_pool,
+    with_writer,
+};
 
 macro_rules! run_columns {
     () => {
@@ -246,10 +250,15 @@ impl RunStore for Db {
         run: &Run,
         steps: &[Step],
         events: &[Event],
+        usage: &[UsageRecord],
         expected_event_seq: i64,
     ) -> StoreResult<bool> {
         let saved = together!(self, urgent: false, |b| {
             push_update_run!(b, run, expected_event_seq);
+            for record in usage {
+                next!();
+                push_insert_usage!(b, record);
+            }
             for chunk in steps.chunks(STEP_CHUNK) {
                 next!();
                 push_insert_steps!(b, &run.id, chunk);

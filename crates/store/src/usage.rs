@@ -97,32 +97,41 @@ fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-fn stored(value: u64) -> i64 {
+pub(crate) fn stored(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
+
+/// A usage record's row (written once for both backends; see `runs.rs`).
+macro_rules! push_insert_usage {
+    ($b:expr, $record:expr) => {{
+        let r: &UsageRecord = $record;
+        $b.push(
+            "INSERT INTO usage_records (at, user_id, workflow_id, run_id, provider_id, model, purpose, input_tokens,
+                output_tokens, cached_input_tokens, reasoning_tokens, cost_usd) VALUES (",
+        );
+        $b.separated(", ")
+            .push_bind($crate::stored_time(r.at))
+            .push_bind(r.user_id)
+            .push_bind(r.workflow_id)
+            .push_bind(r.run_id.clone())
+            .push_bind(r.provider_id)
+            .push_bind(r.model.clone())
+            .push_bind(r.purpose.as_str())
+            .push_bind($crate::usage::stored(r.usage.input_tokens))
+            .push_bind($crate::usage::stored(r.usage.output_tokens))
+            .push_bind($crate::usage::stored(r.usage.cached_input_tokens))
+            .push_bind($crate::usage::stored(r.usage.reasoning_tokens))
+            .push_bind(r.cost_usd);
+        $b.push(")");
+    }};
+}
+pub(crate) use push_insert_usage;
 
 #[async_trait]
 impl UsageStore for Db {
     async fn insert_usage(&self, r: &UsageRecord) -> StoreResult<()> {
         grouped_write!(self, |b| {
-            b.push(
-                "INSERT INTO usage_records (at, user_id, workflow_id, run_id, provider_id, model, purpose, input_tokens,
-                    output_tokens, cached_input_tokens, reasoning_tokens, cost_usd) VALUES (",
-            );
-            b.separated(", ")
-                .push_bind(stored_time(r.at))
-                .push_bind(r.user_id)
-                .push_bind(r.workflow_id)
-                .push_bind(r.run_id.clone())
-                .push_bind(r.provider_id)
-                .push_bind(r.model.clone())
-                .push_bind(r.purpose.as_str())
-                .push_bind(stored(r.usage.input_tokens))
-                .push_bind(stored(r.usage.output_tokens))
-                .push_bind(stored(r.usage.cached_input_tokens))
-                .push_bind(stored(r.usage.reasoning_tokens))
-                .push_bind(r.cost_usd);
-            b.push(")");
+            push_insert_usage!(b, r);
         })
     }
 

@@ -110,7 +110,8 @@ impl<T: Bind> Bind for Option<T> {
 
 impl Bind for &Option<String> {
     fn value(self) -> Value {
-        self.as_ref().map_or(Value::Null, |s| Value::Text(s.clone()))
+        self.as_ref()
+            .map_or(Value::Null, |s| Value::Text(s.clone()))
     }
 }
 
@@ -366,7 +367,13 @@ impl Connection {
         let sql = CString::new(sql).expect("control SQL has no NUL");
         // SAFETY: `db` is open and `sql` a valid C string; no callback.
         let code = unsafe {
-            ffi::sqlite3_exec(self.db, sql.as_ptr(), None, ptr::null_mut(), ptr::null_mut())
+            ffi::sqlite3_exec(
+                self.db,
+                sql.as_ptr(),
+                None,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
         };
         if code == ffi::SQLITE_OK {
             Ok(())
@@ -553,7 +560,10 @@ mod tests {
         b.push_values([1_i64, 2], |mut row, n| {
             row.push_bind(n).push_bind(None::<String>);
         });
-        assert_eq!(b.statements[0].sql, "INSERT INTO t (a, b, c) VALUES (?, ?, ?)");
+        assert_eq!(
+            b.statements[0].sql,
+            "INSERT INTO t (a, b, c) VALUES (?, ?, ?)"
+        );
         assert_eq!(
             b.statements[0].args,
             vec![
@@ -562,12 +572,18 @@ mod tests {
                 Value::Text(r#"{"k":[1]}"#.into())
             ]
         );
-        assert_eq!(b.statements[1].sql, "INSERT INTO u (a, b) VALUES (?, ?), (?, ?)");
+        assert_eq!(
+            b.statements[1].sql,
+            "INSERT INTO u (a, b) VALUES (?, ?), (?, ?)"
+        );
         assert_eq!(b.statements[1].args.len(), 4);
         let at = DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123456Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(at.value(), Value::Text("2026-11-26T10:00:00.123456+00:00".into()));
+        assert_eq!(
+            at.value(),
+            Value::Text("2026-11-26T10:00:00.123456+00:00".into())
+        );
     }
 
     #[tokio::test]
@@ -621,9 +637,10 @@ mod tests {
             )])
             .await;
         assert!(count[0].is_ok());
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("db.sqlite").display()))
-            .await
-            .unwrap();
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("db.sqlite").display()))
+                .await
+                .unwrap();
         let (c, vs): (i64, String) = sqlx::query_as("SELECT c, vs FROM n")
             .fetch_one(&pool)
             .await

@@ -662,10 +662,11 @@ const COALESCE: Duration = Duration::from_millis(4);
 /// The most bytes one write carries.
 const CHUNK: usize = 16 * 1024;
 
-/// The turn's events as server-sent events. Events already queued go out in one write,
-/// and item updates wait up to [`COALESCE`] for company: a streamed answer costs a few
-/// writes instead of one per delta, and a delta reaches the client at most 4 ms later.
-/// Other events (the first one in particular) are written at once.
+/// The turn's events as server-sent events. The first write goes out at once with the
+/// events already queued (the thread and the user's message: the time to first event);
+/// every later one waits up to [`COALESCE`] for company. A streamed answer costs a few
+/// writes instead of one per event, and an event reaches the client at most 4 ms later;
+/// the last write goes out as soon as the turn ends, with the stream's end.
 fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
     fn push(buf: &mut Vec<u8>, event: &StreamEvent) {
         buf.extend_from_slice(b"data: ");
@@ -674,18 +675,18 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
         }
         buf.extend_from_slice(b"\n\n");
     }
-    let stream = futures_util::stream::unfold(events, |mut events| async move {
+    let stream = futures_util::stream::unfold((events, true), |(mut events, opening)| async move {
         let first = match tokio::time::timeout(KEEP_ALIVE, events.recv()).await {
             Ok(Some(event)) => event,
             Ok(None) => return None,
             Err(_) => {
                 return Some((
                     Ok::<_, Infallible>(Bytes::from_static(b": ping\n\n")),
-                    events,
+                    (events, opening),
                 ));
             }
         };
-        let mut wait = matches!(first, StreamEvent::ItemUpdated { .. });
+        let wait = !opening;
         let mut buf = Vec::with_capacity(1024);
         push(&mut buf, &first);
         // One timer for the whole window, set only if the window is waited for.
@@ -707,10 +708,9 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
                 }
                 Err(_) => break,
             };
-            wait &= matches!(next, StreamEvent::ItemUpdated { .. });
             push(&mut buf, &next);
         }
-        Some((Ok(Bytes::from(buf)), events))
+        Some((Ok(Bytes::from(buf)), (events, false)))
     });
     (
         [

@@ -119,6 +119,7 @@ pub async fn respond(
     let actor = &who.user;
     let (tx, rx) = mpsc::channel(256);
     let mut prelude: Vec<StreamEvent> = Vec::new();
+    let mut new_thread = None;
     let (thread, engine, first_message) = match turn {
         Turn::Create { input, workflow_id } => {
             let text = input_text(&input)?;
@@ -156,21 +157,17 @@ pub async fn respond(
                 updated_at: now,
             };
             let item = new_user_item(&thread.id, &input, &files, base_url);
-            services
-                .store
-                .insert_chat_thread(&thread, Some(&item))
-                .await?;
-            bind_files(services, &thread.id, &files).await?;
             prelude.push(StreamEvent::ThreadCreated {
                 thread: thread.to_wire(Page::empty()),
             });
-            prelude.push(StreamEvent::ItemDone { item });
+            prelude.push(StreamEvent::ItemDone { item: item.clone() });
             let engine = Engine::Start {
                 text: text.clone(),
                 files: refs(&files),
                 history: Vec::new(),
                 model: input.inference_options.model.clone(),
             };
+            new_thread = Some(NewThread { item, files });
             (thread, engine, titled.then_some(text))
         }
         Turn::UserMessage { thread_id, input } => {
@@ -434,7 +431,7 @@ pub async fn respond(
             gone: false,
             stopped: false,
         };
-        turn.run(prelude, engine, first_message).await;
+        turn.run(prelude, engine, first_message, new_thread).await;
     });
     Ok(rx)
 }
@@ -697,6 +694,12 @@ async fn history(
     Ok(entries)
 }
 
+/// A thread created by this turn, saved as its run starts.
+struct NewThread {
+    item: ThreadItem,
+    files: Vec<StoredAttachment>,
+}
+
 /// An assistant message being streamed.
 struct Open {
     node: Option<String>,
@@ -751,7 +754,30 @@ impl TurnStream<'_> {
         prelude: Vec<StreamEvent>,
         engine: Engine,
         first_message: Option<String>,
+        new_thread: Option<NewThread>,
     ) {
+        let (started, updated) = match new_thread {
+            // A new thread and its run are written together (one commit on SQLite); the
+            // stream starts once the thread is saved.
+            Some(new) => {
+                let (saved, started) = tokio::join!(self.save_thread(new), self.start(engine));
+                if let Err(err) = saved {
+                    if let (Ok((run, _, _)), _) = &started {
+                        let _ = runs::cancel(self.services, self.actor, &run.id).await;
+                    }
+                    tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a new thread");
+                    self.send(StreamEvent::Error {
+                        code: "stream.error".into(),
+                        message: None,
+                        allow_retry: true,
+                    })
+                    .await;
+                    return;
+                }
+                started
+            }
+            None => self.start(engine).await,
+        };
         for event in prelude {
             self.send(event).await;
         }
@@ -759,49 +785,11 @@ impl TurnStream<'_> {
             stream_options: StreamOptions { allow_cancel: true },
         })
         .await;
-        let started = match engine {
-            Engine::Start {
-                text,
-                files,
-                history,
-                model,
-            } => runs::start_detached(
-                self.services,
-                self.actor,
-                StartRun {
-                    workflow_id: self.thread.workflow_id.unwrap_or_default(),
-                    version_id: self.session.as_ref().and_then(|s| s.version_id),
-                    state: self
-                        .session
-                        .as_ref()
-                        .and_then(|s| s.state_variables.clone()),
-                    input: if files.is_empty() {
-                        json!(text)
-                    } else {
-                        json!({"input_as_text": text, "attachments": files})
-                    },
-                    thread_id: Some(self.thread.id.clone()),
-                    model,
-                    history,
-                },
-            )
-            .await
-            .map(|(run, subscription)| (run, 0, subscription)),
-            Engine::Resume {
-                run_id,
-                answer,
-                updated,
-            } => {
-                let resumed =
-                    runs::resume_detached(self.services, self.actor, &run_id, answer).await;
-                if resumed.is_ok()
-                    && let Some(item) = updated
-                {
-                    self.widget_changed(item).await;
-                }
-                resumed
-            }
-        };
+        if started.is_ok()
+            && let Some(item) = updated
+        {
+            self.widget_changed(item).await;
+        }
         let (run, after, subscription) = match started {
             Ok(started) => started,
             Err(err) => {
@@ -820,6 +808,76 @@ impl TurnStream<'_> {
                 return;
             }
         };
+        self.follow(run, after, subscription, first_message).await;
+    }
+
+    /// Saves a new thread with its first message and binds that message's files.
+    async fn save_thread(&self, new: NewThread) -> ChatResult<()> {
+        self.services
+            .store
+            .insert_chat_thread(&self.thread, Some(&new.item))
+            .await?;
+        bind_files(self.services, &self.thread.id, &new.files).await
+    }
+
+    /// Starts or resumes the run; with the widget item to update once it took an action.
+    async fn start(
+        &self,
+        engine: Engine,
+    ) -> (
+        Result<(Run, i64, runs::live::Subscription), RunError>,
+        Option<ThreadItem>,
+    ) {
+        match engine {
+            Engine::Start {
+                text,
+                files,
+                history,
+                model,
+            } => (
+                runs::start_detached(
+                    self.services,
+                    self.actor,
+                    StartRun {
+                        workflow_id: self.thread.workflow_id.unwrap_or_default(),
+                        version_id: self.session.as_ref().and_then(|s| s.version_id),
+                        state: self
+                            .session
+                            .as_ref()
+                            .and_then(|s| s.state_variables.clone()),
+                        input: if files.is_empty() {
+                            json!(text)
+                        } else {
+                            json!({"input_as_text": text, "attachments": files})
+                        },
+                        thread_id: Some(self.thread.id.clone()),
+                        model,
+                        history,
+                    },
+                )
+                .await
+                .map(|(run, subscription)| (run, 0, subscription)),
+                None,
+            ),
+            Engine::Resume {
+                run_id,
+                answer,
+                updated,
+            } => (
+                runs::resume_detached(self.services, self.actor, &run_id, answer).await,
+                updated,
+            ),
+        }
+    }
+
+    /// Follows the run's events to its stop, mapping each onto the stream.
+    async fn follow(
+        &mut self,
+        run: Run,
+        after: i64,
+        subscription: runs::live::Subscription,
+        first_message: Option<String>,
+    ) {
         let mut last = after;
         let mut events = subscription.events;
         for event in subscription.unsaved {

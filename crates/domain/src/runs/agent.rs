@@ -364,6 +364,10 @@ pub(super) async fn run(
         turn.rounds += 1;
         request.messages = turn.messages.clone();
         request.previous_response_id = turn.response_id.clone();
+        // The previous call's usage goes on record before this call starts.
+        if !log.usage.is_empty() {
+            log.flush_usage(ctx.services).await;
+        }
         let display = match widget.as_mut() {
             Some(stream) => {
                 stream.restart();
@@ -1416,9 +1420,7 @@ async fn record_usage(
     record.workflow_id = Some(ctx.workflow.id);
     record.run_id = Some(log.run.id.clone());
     let cost = record.cost_usd;
-    if let Err(err) = usage::record(ctx.services, record).await {
-        tracing::error!(run_id = %log.run.id, error = %err, "could not record a model call's usage");
-    }
+    log.record_usage(ctx.services, record).await;
     log.event("usage", Some(&node.slug), json!({
         "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
         "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,

@@ -25,6 +25,7 @@ use super::{
 };
 use crate::{
     Services,
+    models::usage::UsageRecord,
     users::User,
     workflows::{
         self, Edge, Graph, GraphIndex, Node, Version, Workflow, WorkflowError,
@@ -238,6 +239,9 @@ pub(super) struct Log<'a> {
     /// Inside a parallel branch or a nested workflow: the events are re-emitted by the
     /// enclosing run when the part is merged, so only deltas are published from here.
     pub nested: bool,
+    /// Usage of model calls not yet on record: written with the next save (see
+    /// [`Log::record_usage`]).
+    pub usage: Vec<UsageRecord>,
 }
 
 impl<'a> Log<'a> {
@@ -249,7 +253,26 @@ impl<'a> Log<'a> {
             handled: None,
             live: None,
             nested: false,
+            usage: Vec::new(),
         }
+    }
+
+    /// Puts a model call's usage on record: with the run's next save, which follows at
+    /// once unless another call of the same step comes first (that call writes it before
+    /// it starts, see [`Log::flush_usage`]). Inside a branch or nested workflow, whose log
+    /// is merged rather than saved, it is written at once.
+    pub async fn record_usage(&mut self, services: &Services, record: UsageRecord) {
+        if self.nested {
+            write_usage(services, &[record]).await;
+        } else {
+            self.usage.push(record);
+        }
+    }
+
+    /// Writes the usage not yet on record by itself.
+    pub async fn flush_usage(&mut self, services: &Services) {
+        let pending = std::mem::take(&mut self.usage);
+        write_usage(services, &pending).await;
     }
 
     pub fn event(&mut self, kind: &str, node: Option<&str>, data: Value) {
@@ -868,12 +891,28 @@ async fn context_of(services: &Services, run: &Run) -> RunResult<(Workflow, Vers
     Ok((workflow, version, user))
 }
 
+/// Writes usage records; a failure is logged, not the run's (the calls were paid for).
+async fn write_usage(services: &Services, records: &[UsageRecord]) {
+    for record in records {
+        if let Err(err) = services.store.insert_usage(record).await {
+            tracing::error!(run_id = ?record.run_id, error = %err, "could not record a model call's usage");
+        }
+    }
+}
+
 async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunResult<()> {
     log.run.updated_at = Utc::now();
     let saved = services
         .store
-        .save_run(log.run, &log.steps, &log.events, expected_seq)
-        .await?;
+        .save_run(log.run, &log.steps, &log.events, &log.usage, expected_seq)
+        .await;
+    // Usage is on record whatever became of the save.
+    if matches!(saved, Ok(true)) {
+        log.usage.clear();
+    } else {
+        log.flush_usage(services).await;
+    }
+    let saved = saved?;
     if !saved {
         return Err(RunError::Conflict(
             "the run was advanced by another request; reload it".into(),
@@ -1068,6 +1107,18 @@ fn cancelled() -> RunError {
 /// Executes nodes until the run waits, ends or fails, saving after each.
 async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> RunResult<()> {
     let live = live.unwrap_or_else(|| ctx.services.live.open(&run.id));
+    let mut log = Log::new(run);
+    log.live = Some(&live);
+    let advanced = advance_log(ctx, &mut log).await;
+    // A run stopped between a model call and its save (cancelled, failed) still records
+    // what the call used.
+    if !log.usage.is_empty() {
+        log.flush_usage(ctx.services).await;
+    }
+    advanced
+}
+
+async fn advance_log(ctx: &RunCtx<'_>, log: &mut Log<'_>) -> RunResult<()> {
     // Steps are saved in batches: at most `SAVE_EVERY`, when the run stops running, and
     // before a node with effects (a model call) when an earlier effect is not saved yet.
     // So an effect is on record before the next one starts and the run goes on from
@@ -1075,33 +1126,31 @@ async fn advance(ctx: &RunCtx<'_>, run: &mut Run, live: Option<LiveGuard>) -> Ru
     // batch loses only deterministic work or one effect's record; the run is then failed
     // as interrupted at the next start, never resumed from a half-saved state. Readers in
     // this process see unsaved events through the live hub.
-    let mut saved = run.event_seq;
-    let mut log = Log::new(run);
-    log.live = Some(&live);
+    let mut saved = log.run.event_seq;
     let mut unsaved_effect = false;
     while log.run.status == RunStatus::Running {
         if log.cancel_requested() {
             return Err(cancelled());
         }
-        let Some(node) = next_to_run(ctx, &mut log) else {
+        let Some(node) = next_to_run(ctx, log) else {
             break;
         };
         let effectful = is_effectful(node);
         if effectful && unsaved_effect {
-            save(ctx.services, &mut log, saved).await?;
+            save(ctx.services, log, saved).await?;
             saved = log.run.event_seq;
             unsaved_effect = false;
         }
-        run_node(ctx, &mut log, node).await?;
+        run_node(ctx, log, node).await?;
         unsaved_effect |= effectful;
         if log.run.status != RunStatus::Running || log.steps.len() >= SAVE_EVERY {
-            save(ctx.services, &mut log, saved).await?;
+            save(ctx.services, log, saved).await?;
             saved = log.run.event_seq;
             unsaved_effect = false;
         }
     }
     if !log.events.is_empty() {
-        save(ctx.services, &mut log, saved).await?;
+        save(ctx.services, log, saved).await?;
     }
     Ok(())
 }

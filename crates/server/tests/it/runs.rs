@@ -437,7 +437,7 @@ async fn writes_are_all_or_nothing(backend: TestBackend) {
     saved.event_seq = 3;
     saved.current_node = Some("elsewhere".into());
     let stale = store
-        .save_run(&saved, &[], &[event(2), event(3)], 0)
+        .save_run(&saved, &[], &[event(2), event(3)], &[], 0)
         .await
         .unwrap();
     assert!(!stale, "the expected sequence was 1");
@@ -446,7 +446,7 @@ async fn writes_are_all_or_nothing(backend: TestBackend) {
     assert_eq!(store.run_events("run_first", 0).await.unwrap().len(), 1);
     assert!(
         store
-            .save_run(&saved, &[], &[event(2), event(3)], 1)
+            .save_run(&saved, &[], &[event(2), event(3)], &[], 1)
             .await
             .unwrap()
     );
@@ -454,10 +454,17 @@ async fn writes_are_all_or_nothing(backend: TestBackend) {
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     // A save whose rows collide (an event number taken) fails whole, and writes go on.
     saved.event_seq = 4;
-    let collided = store.save_run(&saved, &[], &[event(3), event(4)], 3).await;
+    let collided = store
+        .save_run(&saved, &[], &[event(3), event(4)], &[], 3)
+        .await;
     assert!(collided.is_err(), "{collided:?}");
     assert_eq!(store.run("run_first").await.unwrap().unwrap().event_seq, 3);
-    assert!(store.save_run(&saved, &[], &[event(4)], 3).await.unwrap());
+    assert!(
+        store
+            .save_run(&saved, &[], &[event(4)], &[], 3)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.run_events("run_first", 3).await.unwrap().len(), 1);
 }
 
