@@ -228,7 +228,9 @@ const STEP_CHUNK: usize = 500;
 #[async_trait]
 impl RunStore for Db {
     async fn insert_run(&self, run: &Run, events: &[Event]) -> StoreResult<()> {
-        together!(self, urgent: false, |b| {
+        // Urgent: whoever starts a run waits for its first event (a new chat thread's
+        // first event waits for both).
+        together!(self, urgent: true, |b| {
             push_insert_run!(b, run);
             for chunk in events.chunks(EVENT_CHUNK) {
                 next!();
