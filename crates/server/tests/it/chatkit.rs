@@ -1551,18 +1551,7 @@ async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
         card["children"][2],
         json!({"type": "Caption", "value": "Approved"})
     );
-    let stored = chatkit(
-        &app,
-        &token,
-        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
-    )
-    .await;
-    let kept = stored.body["items"]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == approval_id.as_str())
-        .unwrap();
+    let kept = stored_item(&app, &token, &thread_id, &approval_id).await;
     assert_eq!(&kept["widget"], card);
     // A click that is refused (the run ended, closing the thread) changes nothing.
     let refused = chatkit(
@@ -1572,20 +1561,26 @@ async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
     )
     .await;
     assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.text);
-    let stored = chatkit(
-        &app,
-        &token,
-        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
-    )
-    .await;
-    let form = stored.body["items"]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == form_id.as_str())
-        .unwrap();
+    let form = stored_item(&app, &token, &thread_id, &form_id).await;
     assert_eq!(
         form["widget"]["children"][0]["children"][0]["defaultValue"],
         "3"
     );
+}
+
+/// A thread's stored item, as `threads.get_by_id` shows it.
+async fn stored_item(app: &TestApp, token: &str, thread_id: &str, item_id: &str) -> Value {
+    let stored = chatkit(
+        app,
+        token,
+        json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
+    )
+    .await;
+    stored.body["items"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == item_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no item {item_id} in {}", stored.text))
 }
