@@ -267,7 +267,7 @@ impl Db {
                     // SQLite's own checkpoint every 1,000 pages stays: a larger one saves
                     // CPU but makes the write that runs it (and all queued behind) wait
                     // tens of milliseconds. The WAL file is cut back to 64 MiB after.
-                    .pragma("journal_size_limit", "67108864");
+                    .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT);
                 let parent = options.get_filename().parent().map(|p| p.to_path_buf());
                 if let Some(parent) = parent.filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(&parent).map_err(|source| ConnectError::CreateDir {
@@ -395,6 +395,10 @@ async fn sqlite_pool(
         }
     }
 }
+
+/// The size SQLite cuts the WAL file back to after a checkpoint (64 MiB), for every
+/// connection (the pools' and the writer thread's).
+pub(crate) const JOURNAL_SIZE_LIMIT: &str = "67108864";
 
 pub(crate) fn stored_time(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)

@@ -330,11 +330,13 @@ impl Connection {
             ffi::sqlite3_extended_result_codes(db, 1);
             ffi::sqlite3_busy_timeout(db, busy_timeout_ms.min(i32::MAX as u64) as c_int);
         }
+        // The same settings as the pools' connections (`Db::connect`).
         connection
-            .exec(
+            .exec(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA journal_size_limit = 67108864;",
-            )
+                 PRAGMA journal_size_limit = {};",
+                crate::JOURNAL_SIZE_LIMIT
+            ))
             .map_err(|f| f.message)?;
         Ok(connection)
     }
