@@ -50,6 +50,8 @@ api /api/admin/settings -X PATCH -d '{"thread_titles": false}' > /dev/null
 WORKFLOW=$(api /api/workflows -d '{"display_name": "Bench", "publish": true, "graph": {"nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer."}}], "edges": [{"source": "start", "target": "agent"}]}}' | json '["workflow"]["id"]')
 api /api/workflows/chatkit -d "{\"workflow_id\": $WORKFLOW}" > /dev/null
 KEY=$(api /api/admin/api-keys -d '{"name": "bench"}' | json '["secret"]')
+# Kept beside the template so a single window can be rerun (or profiled) by hand.
+echo "$KEY" > "$OUT/api-key"
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 

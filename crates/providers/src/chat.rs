@@ -1,10 +1,14 @@
 //! OpenAI's Chat Completions wire format: request bodies and streamed chunks.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use domain::{
     llm::{ChatRequest, Completion, ContentPart, LlmError, Message, Role, StreamEvent, ToolCall},
     models::{ProviderKind, Usage},
+};
+use serde::{
+    Deserialize, Deserializer,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
 use serde_json::{Map, Value, json};
 
@@ -148,6 +152,117 @@ fn usage(value: &Value) -> Usage {
     }
 }
 
+/// One streamed chunk, read straight into the fields used (a chunk arrives per token, so
+/// no `Value` tree is built for it). Text fields that are null or of another type read as
+/// absent, as providers differ there; other fields are ignored.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Text<'a>,
+}
+
+#[derive(Default, Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Text<'a>,
+    #[serde(default, borrow)]
+    reasoning_content: Text<'a>,
+    #[serde(default, borrow)]
+    reasoning: Text<'a>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<CallDelta<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct CallDelta<'a> {
+    #[serde(default)]
+    index: Index,
+    #[serde(default, borrow)]
+    id: Text<'a>,
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Default, Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    arguments: Text<'a>,
+}
+
+/// A string field, borrowed from the chunk unless it has escapes; `None` for any other
+/// JSON value.
+#[derive(Default)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Option<Cow<'de, str>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Some(Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+        }
+        deserializer.deserialize_any(Visit).map(Text)
+    }
+}
+
+/// A tool call's index: a non-negative integer, else absent.
+#[derive(Default)]
+struct Index(Option<u64>);
+
+impl<'de> Deserialize<'de> for Index {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Index(Value::deserialize(deserializer)?.as_u64()))
+    }
+}
+
 /// Turns streamed chunks into events, accumulating the completion.
 #[derive(Default)]
 pub struct Decoder {
@@ -169,9 +284,9 @@ impl Decoder {
             }
             return Ok((Vec::new(), true));
         }
-        let chunk: Value = serde_json::from_str(data)
+        let chunk: Chunk = serde_json::from_str(data)
             .map_err(|err| LlmError::MalformedStream(format!("a chunk is not JSON ({err})")))?;
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+        if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
             let message = error["message"]
                 .as_str()
                 .unwrap_or("the provider reported an error mid-stream");
@@ -181,25 +296,23 @@ impl Decoder {
             });
         }
         let mut events = Vec::new();
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.completion.usage = usage(u);
+        if let Some(u) = chunk.usage.filter(Value::is_object) {
+            self.completion.usage = usage(&u);
         }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                self.completion.text.push_str(text);
-                events.push(StreamEvent::TextDelta(text.to_string()));
+        for choice in chunk.choices.into_iter().flatten() {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(text) = delta.content.0.filter(|t| !t.is_empty()) {
+                self.completion.text.push_str(&text);
+                events.push(StreamEvent::TextDelta(text.into_owned()));
             }
             // vLLM, DeepSeek and others stream reasoning as `reasoning_content`.
-            let reasoning = delta["reasoning_content"]
-                .as_str()
-                .or_else(|| delta["reasoning"].as_str());
+            let reasoning = delta.reasoning_content.0.or(delta.reasoning.0);
             if let Some(text) = reasoning.filter(|t| !t.is_empty()) {
-                self.completion.reasoning.push_str(text);
-                events.push(StreamEvent::ReasoningDelta(text.to_string()));
+                self.completion.reasoning.push_str(&text);
+                events.push(StreamEvent::ReasoningDelta(text.into_owned()));
             }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let index = call["index"].as_u64().unwrap_or(self.calls.len() as u64);
+            for call in delta.tool_calls.into_iter().flatten() {
+                let index = call.index.0.unwrap_or(self.calls.len() as u64);
                 let position = self
                     .calls
                     .keys()
@@ -211,11 +324,12 @@ impl Decoder {
                     arguments: String::new(),
                 });
                 let started = entry.name.is_empty();
-                if let Some(id) = call["id"].as_str() {
-                    entry.id = id.to_string();
+                if let Some(id) = call.id.0 {
+                    entry.id = id.into_owned();
                 }
-                if let Some(name) = call["function"]["name"].as_str() {
-                    entry.name.push_str(name);
+                let function = call.function.unwrap_or_default();
+                if let Some(name) = function.name.0 {
+                    entry.name.push_str(&name);
                 }
                 if started && !entry.name.is_empty() {
                     events.push(StreamEvent::ToolCallStarted {
@@ -224,19 +338,16 @@ impl Decoder {
                         name: entry.name.clone(),
                     });
                 }
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
-                    entry.arguments.push_str(args);
+                if let Some(args) = function.arguments.0.filter(|a| !a.is_empty()) {
+                    entry.arguments.push_str(&args);
                     events.push(StreamEvent::ToolCallArgumentsDelta {
                         index: position,
-                        delta: args.to_string(),
+                        delta: args.into_owned(),
                     });
                 }
             }
-            if let Some(reason) = choice["finish_reason"].as_str() {
-                self.completion.finish_reason = Some(reason.to_string());
+            if let Some(reason) = choice.finish_reason.0 {
+                self.completion.finish_reason = Some(reason.into_owned());
                 self.finished = true;
             }
         }
@@ -251,5 +362,101 @@ impl Decoder {
     pub fn into_completion(mut self) -> Completion {
         self.completion.tool_calls = self.calls.into_values().collect();
         self.completion
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[&str]) -> (Vec<StreamEvent>, Result<Completion, LlmError>) {
+        let mut decoder = Decoder::default();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            match decoder.event(chunk) {
+                Ok((more, _)) => events.extend(more),
+                Err(err) => return (events, Err(err)),
+            }
+        }
+        (events, Ok(decoder.into_completion()))
+    }
+
+    #[test]
+    fn text_reasoning_and_escapes_stream_in_order() {
+        let (events, completion) = decode(&[
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"say \"hi\"\n","reasoning":null}}]}"#,
+            r#"{"choices":[{"delta":{"content":null},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+            "[DONE]",
+        ]);
+        assert_eq!(
+            events,
+            [
+                StreamEvent::ReasoningDelta("think".into()),
+                StreamEvent::TextDelta("say \"hi\"\n".into()),
+            ]
+        );
+        let completion = completion.unwrap();
+        assert_eq!(completion.text, "say \"hi\"\n");
+        assert_eq!(completion.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(completion.usage.input_tokens, 7);
+        assert_eq!(completion.usage.output_tokens, 3);
+        assert_eq!(completion.usage.cached_input_tokens, 2);
+    }
+
+    #[test]
+    fn tool_calls_gather_by_index() {
+        let (events, completion) = decode(&[
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"look","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"q\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_2","function":{"name":"other","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ]);
+        assert_eq!(
+            events[0],
+            StreamEvent::ToolCallStarted {
+                index: 0,
+                id: "call_1".into(),
+                name: "look".into()
+            }
+        );
+        assert_eq!(
+            events[2],
+            StreamEvent::ToolCallStarted {
+                index: 1,
+                id: "call_2".into(),
+                name: "other".into()
+            }
+        );
+        let calls = completion.unwrap().tool_calls;
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].name.as_str(), calls[0].arguments.as_str()),
+            ("look", "{\"q\":1}")
+        );
+        assert_eq!(calls[1].arguments, "{}");
+    }
+
+    #[test]
+    fn odd_values_read_as_absent_and_errors_surface() {
+        // A provider's odd types (a number for text, a string index) are skipped, not fatal.
+        let (events, completion) = decode(&[
+            r#"{"choices":[{"delta":{"content":5,"tool_calls":[{"index":"x","id":"a","function":{"name":"f"}}]},"finish_reason":{"odd":[1]}}]}"#,
+        ]);
+        assert_eq!(events.len(), 1);
+        let completion = completion.unwrap();
+        assert_eq!(completion.text, "");
+        assert_eq!(completion.finish_reason, None);
+        let (_, failed) = decode(&[r#"{"error":{"message":"overloaded"}}"#]);
+        assert!(
+            matches!(failed, Err(LlmError::Provider { message, .. }) if message == "overloaded")
+        );
+        let (_, broken) = decode(&["{not json"]);
+        assert!(matches!(broken, Err(LlmError::MalformedStream(_))));
+        let (_, cut) = decode(&[r#"{"choices":[{"delta":{"content":"a"}}]}"#, "[DONE]"]);
+        assert!(matches!(cut, Err(LlmError::MalformedStream(_))));
     }
 }

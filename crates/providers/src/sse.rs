@@ -4,7 +4,8 @@
 #[derive(Default)]
 pub struct SseDecoder {
     buffer: Vec<u8>,
-    data: Vec<String>,
+    /// The data of the event being read, once it has a `data:` line.
+    data: Option<String>,
 }
 
 /// Events larger than this are refused rather than buffered without bound.
@@ -18,32 +19,41 @@ impl SseDecoder {
             return Err("an event exceeds 16 MiB".into());
         }
         let mut events = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
+        let mut start = 0;
+        while let Some(length) = self.buffer[start..].iter().position(|b| *b == b'\n') {
+            let line = &self.buffer[start..start + length];
+            start += length + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(self.data.join("\n"));
-                    self.data.clear();
-                }
-            } else if let Some(value) = line.strip_prefix("data:") {
-                self.data
-                    .push(value.strip_prefix(' ').unwrap_or(value).to_string());
+                events.extend(self.data.take());
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                data_line(&mut self.data, value.strip_prefix(b" ").unwrap_or(value));
             }
             // `event:`, `id:`, `retry:` and `:` comments carry nothing we need.
         }
+        self.buffer.drain(..start);
         Ok(events)
     }
 
     /// The data of a last event not followed by a blank line, at the end of the stream.
     pub fn finish(&mut self) -> Option<String> {
-        let rest = String::from_utf8_lossy(&self.buffer).to_string();
-        self.buffer.clear();
-        if let Some(value) = rest.trim_end_matches(['\n', '\r']).strip_prefix("data:") {
-            self.data.push(value.trim_start().to_string());
+        let rest = std::mem::take(&mut self.buffer);
+        let rest = rest.strip_suffix(b"\r").unwrap_or(&rest);
+        if let Some(value) = rest.strip_prefix(b"data:") {
+            data_line(&mut self.data, value.trim_ascii_start());
         }
-        (!self.data.is_empty()).then(|| std::mem::take(&mut self.data).join("\n"))
+        self.data.take()
+    }
+}
+/// Adds a `data:` line's value to the event's data.
+fn data_line(data: &mut Option<String>, value: &[u8]) {
+    let value = String::from_utf8_lossy(value);
+    match data {
+        Some(data) => {
+            data.push('\n');
+            data.push_str(&value);
+        }
+        None => *data = Some(value.into_owned()),
     }
 }
 

@@ -167,20 +167,31 @@ impl Batch {
         }
     }
 
-    /// `VALUES (…), (…)`, one tuple per item (as `QueryBuilder::push_values`).
+    /// One row per item, as `QueryBuilder::push_values` writes `VALUES (…), (…)`; here each
+    /// row is a statement of its own, the text written so far followed by `VALUES (…)`.
+    /// Every row then runs the same cached statement, and SQLite keeps no statement journal
+    /// (it copies every page a multi-row write changes inside a transaction, to undo that
+    /// statement alone). Nothing may follow in the same statement.
     pub(crate) fn push_values<I, F>(&mut self, items: I, mut tuple: F)
     where
         I: IntoIterator,
         F: FnMut(Separated<'_>, I::Item),
     {
-        self.push("VALUES ");
+        let head = std::mem::take(self.last());
         for (index, item) in items.into_iter().enumerate() {
             if index > 0 {
-                self.push(", ");
+                self.next_statement();
             }
-            self.push("(");
+            let last = self.last();
+            last.sql.push_str(&head.sql);
+            last.sql.push_str("VALUES (");
+            last.args.extend(head.args.iter().cloned());
             tuple(self.separated(", "), item);
             self.push(")");
+        }
+        if self.last().sql.is_empty() {
+            // No items: the statement stays as it was (and fails as it would in sqlx).
+            *self.last() = head;
         }
     }
 
@@ -218,8 +229,8 @@ pub(crate) struct Writer {
     groups: mpsc::Sender<Group>,
 }
 
-/// Cached prepared statements at most; the cache is cleared when full (writes with a
-/// varying number of rows make varying SQL).
+/// Cached prepared statements at most; the cache is cleared when full (an `IN (…)` list
+/// or a chunked statement makes SQL of varying length).
 const STATEMENT_CACHE: usize = 128;
 
 impl Writer {
@@ -364,7 +375,18 @@ impl Connection {
         }
     }
 
-    /// Runs SQL without values (transaction control, pragmas).
+    /// Runs one statement without values (transaction control), prepared once.
+    fn control(&mut self, sql: &str) -> Result<(), Failure> {
+        let handle = self.prepared(sql)?;
+        let result = self.bind_and_step(handle, &[]);
+        // SAFETY: `handle` is a live prepared statement.
+        unsafe {
+            ffi::sqlite3_reset(handle);
+        }
+        result
+    }
+
+    /// Runs SQL without values (pragmas, several statements at once).
     fn exec(&mut self, sql: &str) -> Result<(), Failure> {
         let sql = CString::new(sql).expect("control SQL has no NUL");
         // SAFETY: `db` is open and `sql` a valid C string; no callback.
@@ -486,7 +508,7 @@ impl Connection {
 
     /// One transaction for the group; a batch alone needs no savepoint.
     fn run(&mut self, batches: &[Batch]) -> Vec<StoreResult<()>> {
-        if let Err(failure) = self.exec("BEGIN IMMEDIATE") {
+        if let Err(failure) = self.control("BEGIN IMMEDIATE") {
             return batches
                 .iter()
                 .map(|_| Err(StoreError::Unavailable(failure.message.clone())))
@@ -499,13 +521,13 @@ impl Connection {
                 answers.push(self.batch(batch).map_err(Failure::into_store_error));
                 continue;
             }
-            if let Err(failure) = self.exec("SAVEPOINT batch") {
+            if let Err(failure) = self.control("SAVEPOINT batch") {
                 answers.push(Err(failure.into_store_error()));
                 continue;
             }
             match self.batch(batch) {
                 Ok(()) => {
-                    let released = self.exec("RELEASE batch");
+                    let released = self.control("RELEASE batch");
                     answers.push(released.map_err(Failure::into_store_error));
                 }
                 Err(failure) => {
@@ -519,7 +541,7 @@ impl Connection {
             let _ = self.exec("ROLLBACK");
             return answers;
         }
-        match self.exec("COMMIT") {
+        match self.control("COMMIT") {
             Ok(()) => answers,
             Err(failure) => {
                 // Fails harmlessly when the failure already ended the transaction.
@@ -574,11 +596,13 @@ mod tests {
                 Value::Text(r#"{"k":[1]}"#.into())
             ]
         );
-        assert_eq!(
-            b.statements[1].sql,
-            "INSERT INTO u (a, b) VALUES (?, ?), (?, ?)"
-        );
-        assert_eq!(b.statements[1].args.len(), 4);
+        for row in [1, 2] {
+            assert_eq!(b.statements[row].sql, "INSERT INTO u (a, b) VALUES (?, ?)");
+            assert_eq!(
+                b.statements[row].args,
+                [Value::Int(row as i64), Value::Null]
+            );
+        }
         let at = DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123456Z")
             .unwrap()
             .with_timezone(&Utc);
