@@ -4,9 +4,9 @@
 //! Each write is a [`Batch`] of statements. The first writer to find no group running
 //! spawns a leader task, which takes the queued batches, holds the write lane (so no
 //! write through the write pool meets the file lock), and hands the group to the
-//! [`Writer`] thread, which runs it inside one `BEGIN IMMEDIATE … COMMIT`, each batch in its
-//! own savepoint, and answers once for the whole group. A batch that fails is rolled back
-//! to its savepoint and only its writer gets the error.
+//! [`Writer`] thread, which runs it inside one `BEGIN IMMEDIATE … COMMIT` and answers once
+//! for the whole group. A batch that fails is undone alone (the transaction runs again
+//! without it) and only its writer gets the error.
 //!
 //! Invariants:
 //! - A writer is answered only after the commit that made its batch durable (or with the

@@ -5,8 +5,8 @@
 //!
 //! [`Batch`] is the statement builder the `push_…!` macros write into on SQLite (the same
 //! calls as sqlx's `QueryBuilder`, `?` placeholders, values encoded as sqlx encodes them),
-//! and [`Writer`] runs groups of batches: `BEGIN IMMEDIATE`, each batch in its own
-//! savepoint (a failing batch is undone alone), `COMMIT`.
+//! and [`Writer`] runs groups of batches: `BEGIN IMMEDIATE`, the batches, `COMMIT`; a
+//! failing batch rolls the transaction back, which then runs again without it.
 //!
 //! Invariants:
 //! - The caller holds the write pool's only connection while a group runs here, so this
@@ -506,54 +506,53 @@ impl Connection {
         Ok(())
     }
 
-    /// One transaction for the group; a batch alone needs no savepoint.
+    /// One transaction for the group. Batches run without savepoints (a savepoint makes
+    /// SQLite copy every page it changes first); when one fails, the transaction is rolled
+    /// back and run again without it, so a failing batch is undone alone all the same.
     fn run(&mut self, batches: &[Batch]) -> Vec<StoreResult<()>> {
-        if let Err(failure) = self.control("BEGIN IMMEDIATE") {
-            return batches
+        let mut answers: Vec<Option<StoreResult<()>>> = batches.iter().map(|_| None).collect();
+        // Every pass answers at least one batch.
+        loop {
+            if let Err(failure) = self.control("BEGIN IMMEDIATE") {
+                return finish(answers, || {
+                    Err(StoreError::Unavailable(failure.message.clone()))
+                });
+            }
+            let failed = batches
                 .iter()
-                .map(|_| Err(StoreError::Unavailable(failure.message.clone())))
-                .collect();
-        }
-        let alone = batches.len() == 1;
-        let mut answers = Vec::with_capacity(batches.len());
-        for batch in batches {
-            if alone {
-                answers.push(self.batch(batch).map_err(Failure::into_store_error));
-                continue;
-            }
-            if let Err(failure) = self.control("SAVEPOINT batch") {
-                answers.push(Err(failure.into_store_error()));
-                continue;
-            }
-            match self.batch(batch) {
-                Ok(()) => {
-                    let released = self.control("RELEASE batch");
-                    answers.push(released.map_err(Failure::into_store_error));
-                }
-                Err(failure) => {
-                    // Undo what the batch did before its failing statement; the rest stays.
-                    let _ = self.exec("ROLLBACK TO batch; RELEASE batch");
-                    answers.push(Err(failure.into_store_error()));
-                }
-            }
-        }
-        if alone && answers[0].is_err() {
-            let _ = self.exec("ROLLBACK");
-            return answers;
-        }
-        match self.control("COMMIT") {
-            Ok(()) => answers,
-            Err(failure) => {
+                .enumerate()
+                .filter(|(index, _)| answers[*index].is_none())
+                .find_map(|(index, batch)| self.batch(batch).err().map(|f| (index, f)));
+            if let Some((index, failure)) = failed {
                 // Fails harmlessly when the failure already ended the transaction.
-                let _ = self.exec("ROLLBACK");
-                let message = failure.into_store_error().to_string();
-                batches
-                    .iter()
-                    .map(|_| Err(StoreError::Unavailable(message.clone())))
-                    .collect()
+                let _ = self.control("ROLLBACK");
+                answers[index] = Some(Err(failure.into_store_error()));
+                if answers.iter().all(Option::is_some) {
+                    return finish(answers, || Ok(()));
+                }
+                continue;
             }
+            return match self.control("COMMIT") {
+                Ok(()) => finish(answers, || Ok(())),
+                Err(failure) => {
+                    let _ = self.control("ROLLBACK");
+                    let message = failure.into_store_error().to_string();
+                    finish(answers, || Err(StoreError::Unavailable(message.clone())))
+                }
+            };
         }
     }
+}
+
+/// The answers given, and `rest` for the batches without one.
+fn finish(
+    answers: Vec<Option<StoreResult<()>>>,
+    rest: impl Fn() -> StoreResult<()>,
+) -> Vec<StoreResult<()>> {
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(&rest))
+        .collect()
 }
 
 impl Drop for Connection {
@@ -641,14 +640,21 @@ mod tests {
                 .push(")");
             b
         };
-        // The second batch breaks NOT NULL, the third the primary key: only they fail.
+        // The second batch breaks NOT NULL after a good statement, the third the primary
+        // key: only they fail, and the batches around them are written.
         let mut two = insert(2, Some("b"));
         two.next_statement();
         two.push("INSERT INTO t (id, v) VALUES (3, NULL)");
         let answers = writer
-            .run(vec![insert(1, Some("a")), two, insert(1, Some("again"))])
+            .run(vec![
+                insert(1, Some("a")),
+                two,
+                insert(1, Some("again")),
+                insert(4, Some("d")),
+            ])
             .await;
         assert!(answers[0].is_ok());
+        assert!(answers[3].is_ok());
         assert!(
             matches!(&answers[1], Err(StoreError::Other(m)) if m.starts_with(STALE_SAVE)),
             "{answers:?}"
@@ -671,7 +677,7 @@ mod tests {
             .fetch_one(&pool)
             .await
             .unwrap();
-        assert_eq!((c, vs.as_str()), (1, "a"));
+        assert_eq!((c, vs.as_str()), (2, "a,d"));
         pool.close().await;
         drop(writer);
         let _ = std::fs::remove_dir_all(dir);
