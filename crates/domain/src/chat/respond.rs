@@ -101,8 +101,9 @@ enum Engine {
     Resume {
         run_id: String,
         answer: Resume,
-        /// The widget item the answer came from, as it should now show (saved and sent
-        /// once the run took the answer).
+        /// The item the answer came from (a widget, answered questions), as it should
+        /// now show: saved and sent once the run took the answer, so an answer the run
+        /// refused (another came first) leaves the item as it was.
         updated: Option<ThreadItem>,
     },
 }
@@ -369,12 +370,10 @@ pub async fn respond(
                     .map_err(ChatError::Invalid)?;
             *status = answered_status;
             *inputs = answered;
-            services.store.save_chat_item(&item).await?;
-            prelude.push(StreamEvent::ItemReplaced { item });
             let engine = Engine::Resume {
                 run_id: run.id,
                 answer: Resume::StructuredInput(input),
-                updated: None,
+                updated: Some(item),
             };
             (thread, engine, None)
         }
@@ -778,6 +777,16 @@ impl TurnStream<'_> {
             }
             None => self.start(engine).await,
         };
+        let updated = updated.filter(|_| started.is_ok());
+        // Answered questions are replaced first, as the reference server sends them; a
+        // clicked widget is updated once the stream has begun.
+        let (widget, replaced) = match updated {
+            Some(item) if matches!(item.body, ItemBody::Widget { .. }) => (Some(item), None),
+            other => (None, other),
+        };
+        if let Some(item) = replaced {
+            self.item_changed(item).await;
+        }
         for event in prelude {
             self.send(event).await;
         }
@@ -785,10 +794,8 @@ impl TurnStream<'_> {
             stream_options: StreamOptions { allow_cancel: true },
         })
         .await;
-        if started.is_ok()
-            && let Some(item) = updated
-        {
-            self.widget_changed(item).await;
+        if let Some(item) = widget {
+            self.item_changed(item).await;
         }
         let (run, after, subscription) = match started {
             Ok(started) => started,
@@ -1317,17 +1324,21 @@ impl TurnStream<'_> {
         .await;
     }
 
-    /// Saves a widget item shown earlier with its new look and sends the new root.
-    async fn widget_changed(&mut self, item: ThreadItem) {
+    /// Saves an item shown earlier with its new look and sends it: a widget's new root,
+    /// or the whole item replaced.
+    async fn item_changed(&mut self, item: ThreadItem) {
         if let Err(err) = self.services.store.save_chat_item(&item).await {
-            tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a widget");
+            tracing::error!(thread_id = %self.thread.id, error = %err, "could not save an answered item");
         }
-        if let ItemBody::Widget { widget, .. } = item.body {
-            self.send(StreamEvent::ItemUpdated {
-                item_id: item.id,
-                update: ItemUpdate::WidgetRootUpdated { widget },
-            })
-            .await;
+        match item.body {
+            ItemBody::Widget { widget, .. } => {
+                self.send(StreamEvent::ItemUpdated {
+                    item_id: item.id,
+                    update: ItemUpdate::WidgetRootUpdated { widget },
+                })
+                .await;
+            }
+            _ => self.send(StreamEvent::ItemReplaced { item }).await,
         }
     }
 

@@ -1346,6 +1346,46 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
     assert_eq!(item["status"], "answered");
     assert_eq!(item["inputs"][0]["answer"]["values"], json!(["M"]));
 
+    // Two answers at once: the run takes one, and the stored item shows that one.
+    fake.push(Reply::Text("Confirmed.".into()));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Another shirt")}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let item_id = events
+        .iter()
+        .find(|e| e["item"]["type"] == "structured_input")
+        .and_then(|e| e["item"]["id"].as_str())
+        .unwrap()
+        .to_string();
+    let answer = |size: &str| {
+        json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": item_id,
+            "input": {"answers": {"size": {"values": [size]}}}}})
+    };
+    let (small, large) = tokio::join!(
+        chatkit(&app, &token, answer("S")),
+        chatkit(&app, &token, answer("L"))
+    );
+    let winners: Vec<&str> = [("S", &small), ("L", &large)]
+        .into_iter()
+        .filter(|(_, r)| r.text.contains("thread.item.replaced"))
+        .map(|(size, _)| size)
+        .collect();
+    assert_eq!(winners.len(), 1, "{}\n{}", small.text, large.text);
+    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
+    let item = stored.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "structured_input")
+        .cloned()
+        .unwrap();
+    assert_eq!(item["inputs"][0]["answer"]["values"], json!([winners[0]]));
+
     // The run API takes the same submission.
     let id = crate::runs::publish(
         &app,
