@@ -45,6 +45,7 @@ impl SseDecoder {
         self.data.take()
     }
 }
+
 /// Adds a `data:` line's value to the event's data.
 fn data_line(data: &mut Option<String>, value: &[u8]) {
     let value = String::from_utf8_lossy(value);

@@ -1214,18 +1214,7 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
         ]
     });
     serve(&app, &token, graph).await;
-    let created = chatkit(
-        &app,
-        &token,
-        json!({"type": "threads.create", "params": {"input": message("A shirt please")}}),
-    )
-    .await;
-    let events = frames(&created.text);
-    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
-    let asked = events
-        .iter()
-        .find(|e| e["item"]["type"] == "structured_input")
-        .expect("a structured input item");
+    let (events, thread_id, asked) = ask(&app, &token, "A shirt please").await;
     assert_eq!(asked["type"], "thread.item.done");
     assert_eq!(asked["item"]["status"], "pending");
     assert_eq!(
@@ -1237,8 +1226,7 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
              "options": [{"value": "gift wrap"}, {"value": "card"}], "multiple": true},
             {"type": "freeform", "id": "note", "question": "Any note?", "description": "Optional"}
         ]),
-        "{}",
-        created.text
+        "{asked}"
     );
     let item_id = asked["item"]["id"].as_str().unwrap().to_string();
     let user_item = events[1]["item"]["id"].as_str().unwrap().to_string();
@@ -1335,33 +1323,14 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
         "{}",
         again.text
     );
-    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
-    let item = stored.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "structured_input")
-        .cloned()
-        .unwrap();
+    let item = stored_item(&app, &token, &thread_id, &item_id).await;
     assert_eq!(item["status"], "answered");
     assert_eq!(item["inputs"][0]["answer"]["values"], json!(["M"]));
 
     // Two answers at once: the run takes one, and the stored item shows that one.
     fake.push(Reply::Text("Confirmed.".into()));
-    let created = chatkit(
-        &app,
-        &token,
-        json!({"type": "threads.create", "params": {"input": message("Another shirt")}}),
-    )
-    .await;
-    let events = frames(&created.text);
-    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
-    let item_id = events
-        .iter()
-        .find(|e| e["item"]["type"] == "structured_input")
-        .and_then(|e| e["item"]["id"].as_str())
-        .unwrap()
-        .to_string();
+    let (_, thread_id, asked) = ask(&app, &token, "Another shirt").await;
+    let item_id = asked["item"]["id"].as_str().unwrap().to_string();
     let answer = |size: &str| {
         json!({"type": "threads.add_structured_input", "params": {"thread_id": thread_id, "item_id": item_id,
             "input": {"answers": {"size": {"values": [size]}}}}})
@@ -1376,14 +1345,7 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
         .map(|(size, _)| size)
         .collect();
     assert_eq!(winners.len(), 1, "{}\n{}", small.text, large.text);
-    let stored = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}})).await;
-    let item = stored.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["type"] == "structured_input")
-        .cloned()
-        .unwrap();
+    let item = stored_item(&app, &token, &thread_id, &item_id).await;
     assert_eq!(item["inputs"][0]["answer"]["values"], json!([winners[0]]));
 
     // The run API takes the same submission.
@@ -1606,6 +1568,25 @@ async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
         form["widget"]["children"][0]["children"][0]["defaultValue"],
         "3"
     );
+}
+
+/// Starts a thread whose workflow asks questions first: the stream's events, the thread's
+/// id and the event that brought the questions.
+async fn ask(app: &TestApp, token: &str, text: &str) -> (Vec<Value>, String, Value) {
+    let created = chatkit(
+        app,
+        token,
+        json!({"type": "threads.create", "params": {"input": message(text)}}),
+    )
+    .await;
+    let events = frames(&created.text);
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap().to_string();
+    let asked = events
+        .iter()
+        .find(|e| e["item"]["type"] == "structured_input")
+        .cloned()
+        .unwrap_or_else(|| panic!("no structured input item in {}", created.text));
+    (events, thread_id, asked)
 }
 
 /// A thread's stored item, as `threads.get_by_id` shows it.
