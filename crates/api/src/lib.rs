@@ -48,6 +48,14 @@ pub struct HttpSettings {
     pub shutdown_timeout_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy_headers: bool,
+    /// Connections served at once; one more is answered 503 `overloaded`. Open streams
+    /// each hold one.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head, in seconds (also the idle
+    /// time allowed between requests on a kept-alive connection).
+    pub header_read_timeout_secs: u64,
+    /// How long a client may pause while sending a request's body, in seconds.
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -57,6 +65,9 @@ impl Default for HttpSettings {
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_timeout_secs: 20,
             trust_proxy_headers: false,
+            max_connections: 10_000,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
         }
     }
 }

@@ -8,6 +8,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     Invalid,
+    /// More bytes than allowed or declared.
+    TooLarge,
     Unauthenticated,
     Forbidden,
     RateLimited,

@@ -247,6 +247,7 @@ pub async fn call(
             thread_id: None,
             model: None,
             history: Vec::new(),
+            served: false,
         },
     )
     .await;

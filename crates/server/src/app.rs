@@ -1,6 +1,6 @@
 //! Wiring: connect and migrate the database, resolve keys, build services, serve HTTP.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use api::AppState;
@@ -194,19 +194,13 @@ impl App {
         let router = self.router();
         let workers = self.start_workers();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        // Streams write small events: without TCP_NODELAY, Nagle's algorithm and delayed
-        // ACKs hold the first ones back for 40 ms.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let http = &self.config.http;
+        let limits = crate::listen::Limits {
+            max_connections: http.max_connections,
+            header_read_timeout: Duration::from_secs(http.header_read_timeout_secs),
+            body_read_timeout: Duration::from_secs(http.body_read_timeout_secs),
+        };
+        let server = crate::listen::serve(listener, router, limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
             let _ = stopping_tx.send(());
@@ -220,7 +214,7 @@ impl App {
             }
         };
         tokio::select! {
-            result = server => result.context("the HTTP server failed")?,
+            () = server => {}
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; closing them"),
         }
         workers.stop().await;

@@ -146,6 +146,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let bind = config.bind;
+    match crate::listen::raise_open_file_limit() {
+        Ok(limit) if limit < config.http.max_connections as u64 + 256 => tracing::warn!(
+            open_files = limit,
+            max_connections = config.http.max_connections,
+            "the open-file limit is below http.max_connections plus what the server needs besides: raise the hard limit (ulimit -Hn) or lower http.max_connections"
+        ),
+        Ok(limit) => tracing::debug!(open_files = limit, "open-file limit"),
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
+    }
     let app = App::build(config).await?;
     app.bootstrap().await?;
     let listener = tokio::net::TcpListener::bind(bind)

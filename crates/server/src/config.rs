@@ -274,6 +274,18 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err(setting("http.max_body_bytes", "must be at least 1024"));
         }
+        if self.http.max_connections < 1 {
+            return Err(setting("http.max_connections", "must be at least 1"));
+        }
+        if self.http.header_read_timeout_secs < 1 {
+            return Err(setting(
+                "http.header_read_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.http.body_read_timeout_secs < 1 {
+            return Err(setting("http.body_read_timeout_secs", "must be at least 1"));
+        }
         if let Some(origin) = self
             .http
             .cors_allowed_origins

@@ -7,5 +7,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod listen;
 pub mod logging;
 mod run_cmd;

@@ -11,6 +11,7 @@ use domain::{
     chat::Blobs,
     store::{StoreError, StoreResult},
 };
+use tokio::io::AsyncWriteExt;
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -44,11 +45,21 @@ fn io_error(err: std::io::Error) -> StoreError {
 impl Blobs for LocalBlobs {
     async fn put(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
         let path = self.path(key)?;
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(io_error)?;
+        let mut folder = tokio::fs::DirBuilder::new();
+        folder.recursive(true);
+        #[cfg(unix)]
+        folder.mode(0o700);
+        folder.create(&self.root).await.map_err(io_error)?;
         let partial = path.with_extension("partial");
-        tokio::fs::write(&partial, bytes).await.map_err(io_error)?;
+        // Uploaded files are private to the server's user, like the database.
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&partial).await.map_err(io_error)?;
+        file.write_all(bytes).await.map_err(io_error)?;
+        file.flush().await.map_err(io_error)?;
+        drop(file);
         tokio::fs::rename(&partial, &path).await.map_err(io_error)
     }
 
@@ -77,6 +88,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blobs = LocalBlobs::new(dir.path().join("attachments"));
         blobs.put("atc_1", b"hello").await.unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(dir.path().join("attachments/atc_1")), 0o600);
+            assert_eq!(mode(dir.path().join("attachments")), 0o700);
+        }
         assert_eq!(
             blobs.get("atc_1").await.unwrap().as_deref(),
             Some(&b"hello"[..])

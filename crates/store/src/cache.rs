@@ -83,13 +83,21 @@ impl<K: Eq + Hash, V: Clone> Ttl<K, V> {
     }
 }
 
+/// What a cached workflow was looked up by: an id and the ChatKit default are keys of
+/// different kinds, so no id (not even 0) can read or fill the default's entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum WorkflowKey {
+    Id(i64),
+    ChatkitDefault,
+}
+
 pub(crate) struct Caches {
     pub(crate) users: Ttl<i64, Option<User>>,
     pub(crate) api_keys: Ttl<String, Option<ApiKey>>,
     pub(crate) sessions: Ttl<String, Option<ChatSession>>,
     pub(crate) settings: Ttl<String, Option<serde_json::Value>>,
-    /// Workflows by id (`0`: the ChatKit default) and production versions by workflow.
-    pub(crate) workflows: Ttl<i64, Option<Workflow>>,
+    /// Workflows by id and the ChatKit default, and production versions by workflow.
+    pub(crate) workflows: Ttl<WorkflowKey, Option<Workflow>>,
     pub(crate) production: Ttl<i64, Option<Version>>,
     pub(crate) models: Ttl<(Option<i64>, bool), Vec<Model>>,
     pub(crate) providers: Ttl<i64, Option<Provider>>,

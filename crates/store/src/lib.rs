@@ -244,6 +244,44 @@ pub enum ConnectError {
     },
 }
 
+/// Makes the database file private to the server's user before SQLite opens it: created
+/// empty with mode 0600 when missing (SQLite gives its `-wal` and `-shm` files the mode of
+/// the database file), and an existing file and its companions set to 0600.
+fn private_sqlite_files(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Ok(());
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => return Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(err),
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::metadata(&file) {
+                Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl Db {
     /// Opens a pool. For SQLite the file and its folder are created when missing, and every
     /// connection runs in WAL mode with foreign keys on and a busy timeout.
@@ -275,6 +313,12 @@ impl Db {
                         source,
                     })?;
                 }
+                private_sqlite_files(options.get_filename()).map_err(|source| {
+                    ConnectError::CreateDir {
+                        path: options.get_filename().display().to_string(),
+                        source,
+                    }
+                })?;
                 // A "ping" is a round trip to the connection's worker thread, as costly as
                 // a statement; a broken file shows on use anyway.
                 let patience = Duration::from_millis(settings.sqlite_busy_timeout_ms);

@@ -15,7 +15,11 @@ use domain::{
 };
 use sqlx::types::Json;
 
-use crate::{Backend, Db, cache::Caches, store_error, stored_time, with_pool, with_writer};
+use crate::{
+    Backend, Db,
+    cache::{Caches, WorkflowKey},
+    store_error, stored_time, with_pool, with_writer,
+};
 
 macro_rules! workflow_columns {
     () => {
@@ -181,7 +185,7 @@ impl WorkflowStore for Db {
     async fn workflow_by_id(&self, id: i64) -> StoreResult<Option<Workflow>> {
         self.caches
             .workflows
-            .get_or(id, async {
+            .get_or(WorkflowKey::Id(id), async {
                 let sql = concat!(
                     "SELECT ",
                     workflow_columns!(),
@@ -577,7 +581,7 @@ impl WorkflowStore for Db {
     async fn chatkit_default(&self) -> StoreResult<Option<Workflow>> {
         self.caches
             .workflows
-            .get_or(0, async {
+            .get_or(WorkflowKey::ChatkitDefault, async {
                 let sql = concat!(
                     "SELECT ",
                     workflow_columns!(),

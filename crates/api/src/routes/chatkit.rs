@@ -346,7 +346,9 @@ async fn upload(
     request: axum::extract::Request,
 ) -> ApiResult<Json<Value>> {
     // Nothing is read before the URL's token is checked.
-    attachments::check_upload(&state.services, &id, &query.token).await?;
+    let declared = attachments::check_upload(&state.services, &id, &query.token)
+        .await?
+        .size;
     let multipart = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -358,6 +360,20 @@ async fn upload(
             "the file is larger than allowed",
         )
     };
+    // Raw bytes beyond the declared size are refused before they are read.
+    let length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    if !multipart && length.is_some_and(|length| length > declared) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is larger than the {declared} bytes declared in `attachments.create`"
+            ),
+        ));
+    }
     let bytes: Vec<u8> = if multipart {
         let mut form = axum::extract::Multipart::from_request(request, &state)
             .await
@@ -433,6 +449,21 @@ impl From<ChatError> for ApiError {
     }
 }
 
+/// Whether the request says its body is JSON (`application/json` or a `+json` type).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_chatkit_request", message)
 }
@@ -497,8 +528,12 @@ impl axum::extract::FromRequestParts<AppState> for ChatUser {
     responses(
         (status = 200, description = "A JSON document, or a stream of server-sent events"),
         (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody),
     ))]
 async fn chatkit(
     State(state): State<AppState>,
@@ -506,6 +541,14 @@ async fn chatkit(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    // A browser's cross-site form or text post cannot reach the endpoint: it takes JSON only.
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected a JSON body with `Content-Type: application/json`",
+        ));
+    }
     let base = base_url(&state, &headers);
     let value: Value = serde_json::from_slice(&body)
         .map_err(|err| bad_request(format!("the body is not JSON: {err}")))?;

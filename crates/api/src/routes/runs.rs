@@ -265,6 +265,7 @@ async fn start(
         thread_id: req.thread_id,
         model: req.model,
         history: Vec::new(),
+        served: false,
     };
     if req.stream {
         let (run, subscription) = runs::start_detached(&state.services, &user, start).await?;

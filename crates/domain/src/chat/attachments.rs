@@ -162,8 +162,13 @@ pub async fn create(
             "a file name is 1 to 255 characters".into(),
         ));
     }
-    if size < 0 || size as u64 > settings.max_attachment_bytes {
-        return Err(ChatError::Invalid(format!(
+    if size < 0 {
+        return Err(ChatError::Invalid(
+            "`size` is the file's length in bytes: 0 or more".into(),
+        ));
+    }
+    if size as u64 > settings.max_attachment_bytes {
+        return Err(ChatError::TooLarge(format!(
             "the file is larger than the {} bytes allowed",
             settings.max_attachment_bytes
         )));
@@ -213,16 +218,18 @@ pub async fn upload(
     token: &str,
     bytes: &[u8],
 ) -> ChatResult<StoredAttachment> {
-    let mut attachment = by_token(services, id, token).await?;
-    if attachment.uploaded {
-        return Err(ChatError::Conflict(
-            "this attachment was uploaded already".into(),
-        ));
-    }
+    let mut attachment = check_upload(services, id, token).await?;
     if bytes.len() as u64 > services.chat.max_attachment_bytes {
-        return Err(ChatError::Invalid(format!(
+        return Err(ChatError::TooLarge(format!(
             "the file is larger than the {} bytes allowed",
             services.chat.max_attachment_bytes
+        )));
+    }
+    if bytes.len() as i64 > attachment.size {
+        return Err(ChatError::TooLarge(format!(
+            "the file has {} bytes, more than the {} declared in `attachments.create`",
+            bytes.len(),
+            attachment.size
         )));
     }
     services.blobs.put(&attachment.id, bytes).await?;
@@ -269,15 +276,18 @@ pub async fn owned(services: &Services, who: &Principal, id: &str) -> ChatResult
         .ok_or_else(|| ChatError::Invalid(format!("attachment {id} does not exist")))
 }
 
-/// Checks an upload URL before its body is read: the token, and that no bytes came yet.
-pub async fn check_upload(services: &Services, id: &str, token: &str) -> ChatResult<()> {
+/// Checks an upload URL before its body is read: the token, and that no bytes came yet;
+/// returns the attachment (its `size` is the most its upload may bring).
+pub async fn check_upload(
+    services: &Services,
+    id: &str,
+    token: &str,
+) -> ChatResult<StoredAttachment> {
     let attachment = by_token(services, id, token).await?;
     if attachment.uploaded {
-        return Err(ChatError::Conflict(
-            "this attachment was uploaded already".into(),
-        ));
+        return Err(ChatError::AlreadyUploaded(id.to_string()));
     }
-    Ok(())
+    Ok(attachment)
 }
 
 /// Types a browser may show inline; anything else is served as a download.

@@ -112,6 +112,10 @@ pub enum ChatError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("attachment {0} was uploaded already")]
+    AlreadyUploaded(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("no workflow serves this chat: publish one and choose it as the ChatKit default")]
     NoWorkflow,
     #[error(transparent)]
@@ -123,7 +127,10 @@ impl DomainError for ChatError {
         match self {
             ChatError::ThreadNotFound(_) | ChatError::ItemNotFound(_) => ErrorKind::NotFound,
             ChatError::Invalid(_) => ErrorKind::Invalid,
-            ChatError::Conflict(_) | ChatError::NoWorkflow => ErrorKind::Conflict,
+            ChatError::TooLarge(_) => ErrorKind::TooLarge,
+            ChatError::Conflict(_) | ChatError::AlreadyUploaded(_) | ChatError::NoWorkflow => {
+                ErrorKind::Conflict
+            }
             ChatError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             ChatError::Store(_) => ErrorKind::Internal,
         }
@@ -135,6 +142,8 @@ impl DomainError for ChatError {
             ChatError::ItemNotFound(_) => "item_not_found",
             ChatError::Invalid(_) => "invalid_request",
             ChatError::Conflict(_) => "thread_busy",
+            ChatError::AlreadyUploaded(_) => "already_uploaded",
+            ChatError::TooLarge(_) => "payload_too_large",
             ChatError::NoWorkflow => "no_chat_workflow",
             ChatError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             ChatError::Store(_) => "internal_error",

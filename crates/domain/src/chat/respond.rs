@@ -129,9 +129,11 @@ pub async fn respond(
             let workflow_id = who.session.as_ref().map(|s| s.workflow_id).or(workflow_id);
             let workflow_id = match workflow_id {
                 Some(id) => {
-                    workflows::access(services, actor, id).await.map_err(|_| {
-                        ChatError::Invalid(format!("workflow {id} is not available to you"))
-                    })?;
+                    workflows::runnable(services, actor, id, false)
+                        .await
+                        .map_err(|_| {
+                            ChatError::Invalid(format!("workflow {id} is not available to you"))
+                        })?;
                     id
                 }
                 None => {
@@ -860,6 +862,9 @@ impl TurnStream<'_> {
                         thread_id: Some(self.thread.id.clone()),
                         model,
                         history,
+                        // The thread is the principal's, and its workflow was served to
+                        // them when it began.
+                        served: true,
                     },
                 )
                 .await

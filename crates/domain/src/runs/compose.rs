@@ -20,6 +20,7 @@ use super::{
         CANCELLED, Log, Next, NodeError, Outcome, RunCtx, initial_state, node_error, parse, walk,
     },
 };
+use crate::Services;
 use crate::workflows::{
     self, Node, Workflow,
     nodes::{self, Kind},
@@ -115,9 +116,16 @@ async fn nested(
             ),
         ));
     }
-    workflows::access(services, ctx.user, workflow.id)
+    // The user may run it, or the author of the calling workflow chose it: a workflow
+    // served to users who cannot see it (the ChatKit default) runs its nested workflows
+    // for them too.
+    let allowed = workflows::runnable(services, ctx.user, workflow.id, false)
         .await
-        .map_err(|_| missing())?;
+        .is_ok()
+        || author_may_run(services, ctx.workflow, workflow.id).await;
+    if !allowed {
+        return Err(missing());
+    }
     let version = services
         .store
         .production_version(workflow.id)
@@ -398,4 +406,18 @@ pub(super) fn join(log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError>
         output,
         next: Next::Follow(None),
     })
+}
+
+/// Whether the owner of `caller` may run the workflow `id` (a system workflow, with no
+/// owner, vouches for nothing).
+async fn author_may_run(services: &Services, caller: &Workflow, id: i64) -> bool {
+    let Some(owner_id) = caller.owner_id else {
+        return false;
+    };
+    match services.store.user_by_id(owner_id).await {
+        Ok(Some(owner)) => workflows::runnable(services, &owner, id, false)
+            .await
+            .is_ok(),
+        _ => false,
+    }
 }

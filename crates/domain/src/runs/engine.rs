@@ -78,6 +78,10 @@ pub struct StartRun {
     pub model: Option<String>,
     /// The conversation before this run (a chat thread's earlier turns).
     pub history: Vec<HistoryEntry>,
+    /// The caller reached the workflow through a channel that serves it to them (a chat
+    /// thread they own), so they may run its production version without access to the
+    /// graph; see [`workflows::runnable`].
+    pub served: bool,
 }
 
 /// What resumes a waiting run.
@@ -418,9 +422,19 @@ async fn begin(
     actor: &User,
     req: StartRun,
 ) -> RunResult<(Run, Workflow, Version, Vec<Event>)> {
-    let (workflow, access) = workflows::access(services, actor, req.workflow_id).await?;
-    let version = match req.version_id {
-        Some(version_id) => {
+    let (workflow, access) =
+        workflows::runnable(services, actor, req.workflow_id, req.served).await?;
+    let version = match (req.version_id, access) {
+        (Some(version_id), None) => {
+            // Those a workflow is only served to run what is in production.
+            services
+                .store
+                .production_version(workflow.id)
+                .await?
+                .filter(|v| v.id == version_id)
+                .ok_or(WorkflowError::VersionNotFound(version_id))?
+        }
+        (Some(version_id), Some(access)) => {
             let version = workflows::get_version(services, actor, workflow.id, version_id).await?;
             if !version.is_production && !access.can_write() {
                 return Err(WorkflowError::Forbidden(
@@ -430,7 +444,7 @@ async fn begin(
             }
             version
         }
-        None => services
+        (None, _) => services
             .store
             .production_version(workflow.id)
             .await?

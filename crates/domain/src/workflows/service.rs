@@ -261,6 +261,31 @@ pub async fn access(
     }
 }
 
+/// Who may run a workflow's production version: everyone who can see it (`Some` with
+/// their access), and everyone it is served to without seeing its graph (`None`): the
+/// ChatKit default is served to every signed-in user, and a channel that already
+/// checked the caller (`served`: a chat thread they own) vouches for its workflow.
+pub async fn runnable(
+    services: &Services,
+    actor: &User,
+    workflow_id: i64,
+    served: bool,
+) -> WorkflowResult<(Workflow, Option<Access>)> {
+    match access(services, actor, workflow_id).await {
+        Ok((workflow, access)) => Ok((workflow, Some(access))),
+        Err(WorkflowError::NotFound(id)) => {
+            let workflow = services
+                .store
+                .workflow_by_id(workflow_id)
+                .await?
+                .filter(|w| served || w.is_chatkit_default)
+                .ok_or(WorkflowError::NotFound(id))?;
+            Ok((workflow, None))
+        }
+        Err(err) => Err(err),
+    }
+}
+
 async fn writable(
     services: &Services,
     actor: &User,

@@ -10,6 +10,8 @@ use test_support::{TestApp, TestBackend, backend_tests, fake_llm::Reply};
 use crate::runs::fake_default_model;
 
 backend_tests!(
+    chat_serves_every_user_without_showing_the_graph,
+    no_workflow_id_reaches_the_chatkit_default,
     a_conversation_streams_and_persists,
     widgets_client_tools_and_the_end_status,
     threads_are_private_and_requests_checked,
@@ -62,6 +64,14 @@ pub(crate) async fn chatkit(app: &TestApp, token: &str, body: Value) -> test_sup
     app.post("/api/chatkit", Some(token), body).await
 }
 
+/// A signed-in user who is not an administrator, as most people who chat are; returns
+/// their token.
+pub(crate) async fn learner(app: &TestApp) -> String {
+    app.create_user("learner@example.com", "a learner's password", false)
+        .await
+        .1
+}
+
 /// Publishes `graph` and makes it the ChatKit default; returns its id.
 pub(crate) async fn serve(app: &TestApp, token: &str, graph: Value) -> i64 {
     let id = crate::runs::publish(app, token, graph).await;
@@ -76,6 +86,213 @@ pub(crate) async fn serve(app: &TestApp, token: &str, graph: Value) -> i64 {
     id
 }
 
+/// The text of the assistant messages a stream finished.
+fn answers(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "thread.item.done" && f["item"]["type"] == "assistant_message")
+        .map(|f| {
+            f["item"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn thread_id_of(frames: &[Value]) -> String {
+    frames[0]["thread"]["id"].as_str().unwrap().to_string()
+}
+
+async fn chat_serves_every_user_without_showing_the_graph(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    // A fresh install serves its default workflow to a user it was never shared with.
+    let first = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("Hi!")}}),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let events = frames(&first.text);
+    assert!(!events.iter().any(|f| f["type"] == "error"), "{events:?}");
+    assert!(
+        answers(&events)[0].contains("default workflow"),
+        "{events:?}"
+    );
+    let first_thread = thread_id_of(&events);
+    let default_id = app.get("/api/chatkit/workflow", Some(&token)).await.body["workflow_id"]
+        .as_i64()
+        .unwrap();
+    // Running it is not seeing or changing it.
+    for path in [
+        format!("/api/workflows/{default_id}"),
+        format!("/api/workflows/{default_id}/versions"),
+    ] {
+        let hidden = app.get(&path, Some(&token)).await;
+        assert_eq!(
+            hidden.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            hidden.text
+        );
+    }
+    let listed = app.get("/api/workflows", Some(&token)).await;
+    assert_eq!(
+        listed.body.as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        listed.text
+    );
+
+    // The default may nest a workflow of its author's that the user cannot see.
+    let helper = app
+        .post(
+            "/api/workflows",
+            Some(&admin),
+            json!({"slug": "helper", "display_name": "Helper", "publish": true, "graph": {
+                "nodes": [
+                    {"slug": "start", "kind": "start"},
+                    {"slug": "say", "kind": "assistant_message", "parameters": {"message": "Helper heard {{ input.input_as_text }}"}}
+                ],
+                "edges": [{"source": "start", "target": "say"}]
+            }}),
+        )
+        .await;
+    assert_eq!(helper.status, StatusCode::CREATED, "{}", helper.text);
+    let helper_id = helper.body["workflow"]["id"].as_i64().unwrap();
+    let served = serve(&app, &admin, json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "sub", "kind": "agent", "parameters": {"workflow": {"slug": "helper"}}},
+            {"slug": "ask", "kind": "wait_for_user_input"},
+            {"slug": "again", "kind": "assistant_message", "parameters": {"message": "Again: {{ input.user_message }}"}}
+        ],
+        "edges": [
+            {"source": "start", "target": "sub"},
+            {"source": "sub", "target": "ask"},
+            {"source": "ask", "target": "again"}
+        ]
+    }))
+    .await;
+    let nested = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("cake")}}),
+    )
+    .await;
+    let events = frames(&nested.text);
+    assert_eq!(answers(&events), ["Helper heard cake"], "{events:?}");
+    let thread_id = thread_id_of(&events);
+
+    // A workflow that is neither the default nor shared is refused, and leaves no thread.
+    let threads_before = chatkit(&app, &token, json!({"type": "threads.list", "params": {}}))
+        .await
+        .body["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let refused = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("let me in")}, "metadata": {"workflow_id": helper_id}}),
+    )
+    .await;
+    assert!(refused.status.is_client_error(), "{}", refused.text);
+    assert_eq!(
+        refused.body["code"].as_str().map(str::is_empty),
+        Some(false),
+        "{}",
+        refused.text
+    );
+    let threads_after = chatkit(&app, &token, json!({"type": "threads.list", "params": {}}))
+        .await
+        .body["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(threads_before, threads_after);
+    // Nor through the run API, and no draft of the default either.
+    let direct = app
+        .post(
+            &format!("/api/workflows/{helper_id}/runs"),
+            Some(&token),
+            json!({"input": "x"}),
+        )
+        .await;
+    assert_eq!(direct.status, StatusCode::NOT_FOUND, "{}", direct.text);
+    let draft = app
+        .post(
+            &format!("/api/workflows/{served}/versions"),
+            Some(&admin),
+            json!({"graph": agent_graph()}),
+        )
+        .await;
+    assert!(draft.status.is_success(), "{}", draft.text);
+    let draft_id = draft.body["version"]["id"].as_i64().unwrap();
+    let drafted = app
+        .post(
+            &format!("/api/workflows/{served}/runs"),
+            Some(&token),
+            json!({"input": "x", "version_id": draft_id}),
+        )
+        .await;
+    assert_eq!(drafted.status, StatusCode::NOT_FOUND, "{}", drafted.text);
+
+    // Conversations that began go on after the administrator serves another workflow.
+    serve(&app, &admin, agent_graph()).await;
+    let next = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("pie")}}),
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text);
+    assert_eq!(
+        answers(&frames(&next.text)),
+        ["Again: pie"],
+        "{}",
+        next.text
+    );
+    let old = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.add_user_message", "params": {"thread_id": first_thread, "input": message("still there?")}}),
+    )
+    .await;
+    let events = frames(&old.text);
+    assert!(!events.iter().any(|f| f["type"] == "error"), "{events:?}");
+}
+
+async fn no_workflow_id_reaches_the_chatkit_default(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    for who in [&token, &admin] {
+        for _ in 0..3 {
+            let zero = app.get("/api/workflows/0", Some(who)).await;
+            assert_eq!(zero.status, StatusCode::NOT_FOUND, "{}", zero.text);
+            assert_eq!(zero.body["code"], "workflow_not_found", "{}", zero.text);
+            let chat = chatkit(
+                &app,
+                &token,
+                json!({"type": "threads.create", "params": {"input": message("Hi")}}),
+            )
+            .await;
+            assert_eq!(chat.status, StatusCode::OK, "{}", chat.text);
+            assert!(
+                !frames(&chat.text).iter().any(|f| f["type"] == "error"),
+                "{}",
+                chat.text
+            );
+        }
+    }
+    let negative = app.get("/api/workflows/-1", Some(&admin)).await;
+    assert_eq!(negative.status, StatusCode::NOT_FOUND, "{}", negative.text);
+}
+
 fn agent_graph() -> Value {
     json!({
         "nodes": [
@@ -88,9 +305,10 @@ fn agent_graph() -> Value {
 
 async fn a_conversation_streams_and_persists(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
-    serve(&app, &token, agent_graph()).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    serve(&app, &admin, agent_graph()).await;
     fake.push(Reply::Text("Hello there, how can I help?".into()));
     fake.push(Reply::Text("Greeting the user".into()));
     let created = chatkit(
@@ -262,8 +480,9 @@ async fn a_conversation_streams_and_persists(backend: TestBackend) {
 
 async fn widgets_client_tools_and_the_end_status(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -282,7 +501,7 @@ async fn widgets_client_tools_and_the_end_status(backend: TestBackend) {
             {"source": "check", "target": "end", "condition": "approve"}
         ]
     });
-    serve(&app, &token, graph).await;
+    serve(&app, &admin, graph).await;
     let created = chatkit(
         &app,
         &token,
@@ -399,9 +618,9 @@ async fn widgets_client_tools_and_the_end_status(backend: TestBackend) {
 
 async fn threads_are_private_and_requests_checked(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    fake_default_model(&app, &token, json!({})).await;
-    serve(&app, &token, agent_graph()).await;
+    let admin = app.admin_token().await;
+    fake_default_model(&app, &admin, json!({})).await;
+    serve(&app, &admin, agent_graph()).await;
     let (_, alice) = app
         .create_user("alice@example.com", "password-123", false)
         .await;
@@ -442,7 +661,7 @@ async fn threads_are_private_and_requests_checked(backend: TestBackend) {
     // An administrator may open it (for support).
     let support = chatkit(
         &app,
-        &token,
+        &admin,
         json!({"type": "threads.get_by_id", "params": {"thread_id": thread_id}}),
     )
     .await;
@@ -476,11 +695,36 @@ async fn threads_are_private_and_requests_checked(backend: TestBackend) {
         .send(
             axum::http::Request::post("/api/chatkit")
                 .header("authorization", format!("Bearer {alice}"))
+                .header("content-type", "application/json")
                 .body(axum::body::Body::from("not json"))
                 .unwrap(),
         )
         .await;
     assert_eq!(raw.status, StatusCode::BAD_REQUEST);
+    // Only JSON is taken: a cross-site form or text post never reaches a thread.
+    let valid = json!({"type": "threads.create", "params": {"input": message("Hi")}}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/xml"),
+    ] {
+        let mut request = axum::http::Request::post("/api/chatkit")
+            .header("authorization", format!("Bearer {alice}"));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let refused = app
+            .send(request.body(axum::body::Body::from(valid.clone())).unwrap())
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(refused.body["code"], "unsupported_media_type");
+    }
     let still = chatkit(&app, &alice, json!({"type": "threads.list", "params": {}})).await;
     assert_eq!(still.body["data"].as_array().unwrap().len(), 1);
     // Without a token, nothing.
@@ -496,9 +740,10 @@ async fn threads_are_private_and_requests_checked(backend: TestBackend) {
 
 async fn retry_replaces_the_answer(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
-    serve(&app, &token, agent_graph()).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    serve(&app, &admin, agent_graph()).await;
     fake.push(Reply::Text("First answer".into()));
     fake.push(Reply::Text("Title".into()));
     let created = chatkit(
@@ -516,7 +761,7 @@ async fn retry_replaces_the_answer(backend: TestBackend) {
     let off = app
         .patch(
             "/api/admin/settings",
-            Some(&token),
+            Some(&admin),
             json!({"thread_titles": false}),
         )
         .await;
@@ -580,9 +825,10 @@ fn local(url: &Value) -> String {
 async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBackend) {
     use axum::{body::Body, http::Request};
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({"supports_vision": true})).await;
-    serve(&app, &token, agent_graph()).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({"supports_vision": true})).await;
+    serve(&app, &admin, agent_graph()).await;
 
     // Phase one: declare the file; phase two: send the bytes where the server says.
     let image = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "dot.png", "size": 4, "mime_type": "image/png"}})).await;
@@ -609,6 +855,7 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
         .send(Request::post(&upload).body(Body::from("x")).unwrap())
         .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.body["code"], "already_uploaded", "{}", again.text);
     let forged = app
         .send(
             Request::post(upload.replace("token=", "token=0"))
@@ -650,7 +897,74 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
         refused.text
     );
     let huge = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "big.png", "size": 1_000_000_000, "mime_type": "image/png"}})).await;
-    assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", huge.text);
+    let negative = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "neg.png", "size": -1, "mime_type": "image/png"}})).await;
+    assert_eq!(negative.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !negative.text.contains("larger"),
+        "a negative size is not too large: {}",
+        negative.text
+    );
+    // No more bytes than were declared: told by Content-Length, or found once read (raw
+    // or in a form), and the attachment still takes the right bytes afterwards.
+    let small = chatkit(&app, &token, json!({"type": "attachments.create", "params": {"name": "small.txt", "size": 10, "mime_type": "text/plain"}})).await;
+    let small_url = local(&small.body["upload_descriptor"]["url"]);
+    let declared_more = app
+        .send(
+            Request::post(&small_url)
+                .header("content-length", "3145728")
+                .body(Body::from(vec![b'a'; 3 * 1024 * 1024]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        declared_more.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        declared_more.text
+    );
+    let raw_more = app
+        .send(
+            Request::post(&small_url)
+                .body(Body::from(vec![b'a'; 11]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        raw_more.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        raw_more.text
+    );
+    let form_more = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"small.txt\"\r\n\r\n{}\r\n--{boundary}--\r\n",
+        "b".repeat(4096)
+    );
+    let form_more = app
+        .send(
+            Request::post(&small_url)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(form_more))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        form_more.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        form_more.text
+    );
+    let exact = app
+        .send(
+            Request::post(&small_url)
+                .body(Body::from(vec![b'a'; 10]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(exact.status, StatusCode::OK, "{}", exact.text);
 
     // The message carries both; the model sees the image and reads the text.
     fake.push(Reply::Text("The code is 4217.".into()));
@@ -732,7 +1046,7 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
 
 async fn the_start_screen_and_appearance(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
+    let admin = app.admin_token().await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start", "parameters": {"auto_start": true, "auto_start_assistant_message": "Welcome!"}},
@@ -740,7 +1054,7 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
         ],
         "edges": [{"source": "start", "target": "end"}]
     });
-    let id = serve(&app, &token, graph).await;
+    let id = serve(&app, &admin, graph).await;
     let (_, user) = app
         .create_user("u@example.com", "password-123", false)
         .await;
@@ -757,7 +1071,7 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
     let set = app
         .patch(
             "/api/admin/appearance-settings",
-            Some(&token),
+            Some(&admin),
             json!({"accent_color": "#ff0000", "start_screen_greeting": "Hello"}),
         )
         .await;
@@ -765,7 +1079,7 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
     let bad = app
         .patch(
             "/api/admin/appearance-settings",
-            Some(&token),
+            Some(&admin),
             json!({"accent_color": "red"}),
         )
         .await;
@@ -777,7 +1091,7 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
     let over = app
         .patch(
             &format!("/api/workflows/{id}/appearance"),
-            Some(&token),
+            Some(&admin),
             json!({"start_screen_greeting": "Bonjour"}),
         )
         .await;
@@ -793,8 +1107,9 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
 
 async fn reasoning_and_tools_show_as_workflow_tasks(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -802,7 +1117,7 @@ async fn reasoning_and_tools_show_as_workflow_tasks(backend: TestBackend) {
         ],
         "edges": [{"source": "start", "target": "agent"}]
     });
-    serve(&app, &token, graph).await;
+    serve(&app, &admin, graph).await;
     fake.push(Reply::Reasoning(
         "The user wants a check.".into(),
         Box::new(Reply::ToolCalls(vec![(
@@ -874,9 +1189,10 @@ async fn a_client_that_leaves_cancels_the_turn(backend: TestBackend) {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
-    serve(&app, &token, agent_graph()).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    serve(&app, &admin, agent_graph()).await;
     // The model writes a little, then nothing, until it is hung up on.
     fake.push(Reply::Stall {
         text: "Once upon a time there was a long story".into(),
@@ -1191,8 +1507,9 @@ async fn embedded_sessions_are_scoped_and_expire(backend: TestBackend) {
 
 async fn questions_are_asked_as_structured_input(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -1213,14 +1530,14 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
             {"source": "keep", "target": "agent"}, {"source": "agent", "target": "more"}
         ]
     });
-    serve(&app, &token, graph).await;
+    serve(&app, &admin, graph).await;
     let (events, thread_id, asked) = ask(&app, &token, "A shirt please").await;
     assert_eq!(asked["type"], "thread.item.done");
     assert_eq!(asked["item"]["status"], "pending");
     assert_eq!(
         asked["item"]["inputs"],
         json!([
-            {"type": "multiple_choice", "id": "size", "question": "Which size for admin@example.com?",
+            {"type": "multiple_choice", "id": "size", "question": "Which size for learner@example.com?",
              "options": [{"value": "S"}, {"value": "M"}, {"value": "L"}], "multiple": false},
             {"type": "multiple_choice", "id": "extras", "question": "Extras?",
              "options": [{"value": "gift wrap"}, {"value": "card"}], "multiple": true},
@@ -1306,7 +1623,7 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
     assert!(
         request
             .to_string()
-            .contains("Which size for admin@example.com?: M"),
+            .contains("Which size for learner@example.com?: M"),
         "{request}"
     );
 
@@ -1375,8 +1692,9 @@ async fn questions_are_asked_as_structured_input(backend: TestBackend) {
 
 async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({})).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -1398,7 +1716,7 @@ async fn widgets_stream_in_and_show_what_was_done(backend: TestBackend) {
             {"source": "order", "target": "check"}, {"source": "check", "target": "end", "condition": "approve"}
         ]
     });
-    serve(&app, &token, graph).await;
+    serve(&app, &admin, graph).await;
     fake.push(Reply::Text(
         r#"{"body": "Boil the pasta for ten minutes, then add the sauce.", "title": "Pasta"}"#
             .into(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use test_support::{TestApp, TestBackend, backend_tests, fake_llm::Reply};
 
 use crate::{
-    chatkit::{chatkit, frames, message, serve},
+    chatkit::{chatkit, frames, learner, message, serve},
     runs::fake_default_model,
 };
 
@@ -70,8 +70,10 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
         return;
     };
     let app = TestApp::new(backend).await;
-    let token = app.admin_token().await;
-    let fake = fake_default_model(&app, &token, json!({"supports_audio": true})).await;
+    // Chat as most people do: a user who is not an administrator.
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({"supports_audio": true})).await;
     let graph = json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -99,7 +101,7 @@ async fn the_protocol_matches_the_reference_types(backend: TestBackend) {
             {"source": "ask", "target": "end"}
         ]
     });
-    serve(&app, &token, graph).await;
+    serve(&app, &admin, graph).await;
     let mut r = Recorder { lines: Vec::new() };
 
     // A turn that calls a client tool, then answers and shows a widget.

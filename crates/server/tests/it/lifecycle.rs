@@ -3,6 +3,7 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -43,14 +44,19 @@ async fn restart_keeps_tokens_and_data(backend: TestBackend) {
     );
     assert_eq!(restarted.services.store.count_users().await.unwrap(), 1);
 
-    let secrets = again.data_dir().join("secrets.json");
-    let mode = std::fs::metadata(&secrets).unwrap().permissions();
+    // The data folder's files are private to the server's user.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(mode.mode() & 0o777, 0o600);
+        let mut private = vec![again.data_dir().join("secrets.json")];
+        if let Some(db) = again.db.url.strip_prefix("sqlite://") {
+            private.extend(["", "-wal", "-shm"].map(|s| PathBuf::from(format!("{db}{s}"))));
+        }
+        for path in private {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
     }
-    let _ = mode;
 }
 
 async fn changed_encryption_key_is_refused(backend: TestBackend) {
@@ -245,4 +251,87 @@ async fn serve_bounds_stuck_requests(backend: TestBackend) {
         db.health().await.error.is_some(),
         "the pool is closed after shutdown"
     );
+}
+
+/// Reads what the server sends until it closes the connection (at most 10 s).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Slow and idle clients cannot hold the server: heads and bodies have read timeouts,
+/// and connections past the cap are answered 503 `overloaded` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_caps_connections_and_slow_clients() {
+    use tokio::io::AsyncWriteExt;
+    let test_app = TestApp::new(TestBackend::Sqlite).await;
+    let mut config = test_app.config.clone();
+    config.http.max_connections = 3;
+    config.http.header_read_timeout_secs = 1;
+    config.http.body_read_timeout_secs = 1;
+    let app = App::build(config).await.unwrap();
+    let (addr, shutdown, task) = start(app).await;
+
+    // Half a head: closed once the head's time is up.
+    let mut half_head = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half_head
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n")
+        .await
+        .unwrap();
+    // Half a body: the request fails once the body stalls.
+    let mut half_body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half_body
+        .write_all(b"POST /api/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\"")
+        .await
+        .unwrap();
+    // An idle connection takes the last place.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // One more is told to come back, with JSON and Retry-After.
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    extra
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let refused = read_until_closed(&mut extra).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains(r#""code":"overloaded""#), "{refused}");
+
+    let started = Instant::now();
+    read_until_closed(&mut half_head).await;
+    let body_answer = read_until_closed(&mut half_body).await;
+    assert!(
+        body_answer.is_empty() || body_answer.starts_with("HTTP/1.1 4"),
+        "a stalled body gets no success: {body_answer}"
+    );
+    read_until_closed(&mut idle).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the slow clients were let go"
+    );
+
+    // With their places free, the server answers again.
+    let mut fresh = tokio::net::TcpStream::connect(addr).await.unwrap();
+    fresh
+        .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let healthy = read_until_closed(&mut fresh).await;
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    shutdown.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

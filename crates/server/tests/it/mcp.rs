@@ -1032,10 +1032,12 @@ async fn agents_reach_servers_over_every_transport(backend: TestBackend) {
 }
 
 async fn approvals_show_as_cards_in_chat(backend: TestBackend) {
-    use crate::chatkit::{chatkit, frames, message, serve};
+    use crate::chatkit::{chatkit, frames, learner, message, serve};
     let Some(python) = mcp_python() else { return };
     let app = TestApp::new(backend).await;
     let admin = app.admin_token().await;
+    // Chat as most people do: a user who is not an administrator.
+    let user = learner(&app).await;
     let fake = fake_default_model(&app, &admin, json!({})).await;
     let server = app
         .post(
@@ -1060,7 +1062,7 @@ async fn approvals_show_as_cards_in_chat(backend: TestBackend) {
     fake.push(Reply::Text("It is 4.".into()));
     let created = chatkit(
         &app,
-        &admin,
+        &user,
         json!({"type": "threads.create", "params": {"input": message("2 + 2?")}}),
     )
     .await;
@@ -1075,7 +1077,7 @@ async fn approvals_show_as_cards_in_chat(backend: TestBackend) {
     assert_eq!(button["type"], "approval.approve");
     let approved = chatkit(
         &app,
-        &admin,
+        &user,
         json!({"type": "threads.custom_action", "params": {"thread_id": thread_id, "item_id": card["item"]["id"], "action": {"type": button["type"], "payload": button["payload"]}}}),
     )
     .await;
