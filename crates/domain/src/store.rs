@@ -322,14 +322,25 @@ pub trait RunStore: Send + Sync {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
     async fn run_steps(&self, run_id: &str) -> StoreResult<Vec<Step>>;
     async fn run_events(&self, run_id: &str, after_seq: i64) -> StoreResult<Vec<Event>>;
-    /// Fails every run still `running` that was last saved before `before`, with `failure`;
-    /// returns how many.
-    async fn fail_abandoned_runs(
+    /// The thread's unfinished (`running` or `waiting`) run, if any.
+    async fn thread_active_run(&self, thread_id: &str) -> StoreResult<Option<Run>>;
+    /// Renews the leases of runs this process advances (those still `running`): their
+    /// heartbeat becomes `now`, and their partial answer the one given (or none).
+    async fn renew_run_leases(
+        &self,
+        leases: &[crate::runs::RunLease],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Fails the `running` runs (only `only`, when given) whose heartbeat and last save
+    /// are both older than `before`, with `failure`, moving their event sequence on so a
+    /// process still holding one cannot save it; returns them.
+    async fn fail_expired_runs(
         &self,
         before: DateTime<Utc>,
+        only: Option<&str>,
         failure: &crate::runs::RunFailure,
         now: DateTime<Utc>,
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<Vec<crate::runs::ExpiredRun>>;
 }
 
 /// What the readiness probe checks.

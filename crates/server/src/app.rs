@@ -99,12 +99,12 @@ impl App {
         {
             tracing::info!(slug = %workflow.slug, "created the default workflow and made it the ChatKit default");
         }
-        let abandoned = domain::runs::fail_abandoned(&self.services)
-            .await
-            .context("could not check for interrupted runs")?;
-        if abandoned > 0 {
+        // Runs left running by a server that stopped (their lease ran out) fail now; a
+        // replica still advancing its runs keeps them.
+        let interrupted = domain::chat::interrupted::reap(&self.services, None).await;
+        if interrupted > 0 {
             tracing::warn!(
-                runs = abandoned,
+                runs = interrupted,
                 "marked runs left running by a stopped server as failed (interrupted)"
             );
         }
@@ -158,8 +158,9 @@ impl App {
         Ok(())
     }
 
-    /// Starts this process's knowledge job workers (`knowledge.workers`); they stop when
-    /// the returned handle is dropped or stopped.
+    /// Starts this process's background work: the knowledge job workers
+    /// (`knowledge.workers`) and the run lease keeper; they stop when the returned handle
+    /// is dropped or stopped.
     pub fn start_workers(&self) -> Workers {
         self.start_workers_with(self.config.knowledge)
     }
@@ -171,8 +172,16 @@ impl App {
     ) -> Workers {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let instance = format!("{}-{}", hostname(), std::process::id());
-        let handles =
-            domain::knowledge::jobs::spawn_workers(&self.services, settings, &instance, stopped);
+        let mut handles = domain::knowledge::jobs::spawn_workers(
+            &self.services,
+            settings,
+            &instance,
+            stopped.clone(),
+        );
+        handles.push(tokio::spawn(domain::chat::interrupted::keep_leases(
+            self.services.clone(),
+            stopped,
+        )));
         Workers { stop, handles }
     }
 

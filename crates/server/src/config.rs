@@ -271,6 +271,15 @@ impl Config {
                 "must be between 1 and 100",
             ));
         }
+        if self.engine.lease_renew_secs < 1 {
+            return Err(setting("engine.lease_renew_secs", "must be at least 1"));
+        }
+        if self.engine.lease_expiry_secs < 2 * self.engine.lease_renew_secs {
+            return Err(setting(
+                "engine.lease_expiry_secs",
+                "must be at least twice engine.lease_renew_secs, so one late renewal does not fail a live run",
+            ));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(setting("http.max_body_bytes", "must be at least 1024"));
         }

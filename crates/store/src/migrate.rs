@@ -58,6 +58,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(10, "attachment_end_user", "0010_attachment_end_user.sql"),
     migration!(11, "knowledge", "0011_knowledge.sql"),
     migration!(12, "mcp", "0012_mcp.sql"),
+    migration!(13, "run_leases", "0013_run_leases.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     models::usage::UsageRecord,
-    runs::{Event, HistoryEntry, Run, RunFailure, RunFilter, RunStatus, Step, Wait},
+    runs::{
+        Event, ExpiredRun, HistoryEntry, PartialAnswer, Run, RunFailure, RunFilter, RunLease,
+        RunStatus, Step, Wait,
+    },
     store::{RunStore, StoreError, StoreResult},
 };
 use serde_json::Value;
@@ -349,30 +352,90 @@ impl RunStore for Db {
             .collect())
     }
 
-    async fn fail_abandoned_runs(
-        &self,
-        before: DateTime<Utc>,
-        failure: &RunFailure,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        // Bumping the event sequence makes a process still advancing such a run fail its
-        // next save instead of bringing the run back to life.
-        let data = serde_json::json!({"code": failure.code, "message": failure.message});
+    async fn thread_active_run(&self, thread_id: &str) -> StoreResult<Option<Run>> {
+        // Served by the partial unique index `runs_one_active_per_thread`.
+        let sql = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE thread_id = $1 AND status IN ('running', 'waiting')"
+        );
+        let row: Option<RunRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(thread_id).fetch_optional(pool).await
+        })
+        .map_err(store_error)?;
+        row.map(Run::try_from).transpose()
+    }
+
+    async fn renew_run_leases(&self, leases: &[RunLease], now: DateTime<Utc>) -> StoreResult<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
         with_writer!(self, pool => {
             async {
                 let mut tx = pool.begin().await?;
-                let failed: Vec<(String, i64)> = sqlx::query_as(
+                for lease in leases {
+                    sqlx::query(
+                        "UPDATE runs SET heartbeat_at = $2, partial = $3 WHERE id = $1 AND status = 'running'",
+                    )
+                    .bind(&lease.run_id)
+                    .bind(stored_time(now))
+                    .bind(lease.partial.as_ref().map(Json))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        })
+        .map_err(store_error)
+    }
+
+    async fn fail_expired_runs(
+        &self,
+        before: DateTime<Utc>,
+        only: Option<&str>,
+        failure: &RunFailure,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ExpiredRun>> {
+        // Bumping the event sequence makes a process still advancing such a run fail its
+        // next save instead of bringing the run back to life. Only running runs are read
+        // (the partial index `runs_running_idx`), or the one run named.
+        macro_rules! expired {
+            ($only:literal) => {
+                concat!(
                     "UPDATE runs SET status = 'failed', error = $2, current_node = NULL, updated_at = $3, finished_at = $3,
                         event_seq = event_seq + 1
-                     WHERE status = 'running' AND updated_at < $1
-                     RETURNING id, event_seq",
+                     WHERE status = 'running'
+                       AND (CASE WHEN heartbeat_at > updated_at THEN heartbeat_at ELSE updated_at END) < $1",
+                    $only,
+                    " RETURNING id, event_seq, thread_id, user_id, partial"
                 )
-                .bind(stored_time(before))
-                .bind(Json(failure))
-                .bind(stored_time(now))
-                .fetch_all(&mut *tx)
-                .await?;
-                for (run_id, seq) in &failed {
+            };
+        }
+        let sql = match only {
+            Some(_) => expired!(" AND id = $4"),
+            None => expired!(""),
+        };
+        let data = serde_json::json!({"code": failure.code, "message": failure.message});
+        type Row = (
+            String,
+            i64,
+            Option<String>,
+            Option<i64>,
+            Option<Json<Value>>,
+        );
+        let failed: Vec<Row> = with_writer!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                let mut query = sqlx::query_as(sql)
+                    .bind(stored_time(before))
+                    .bind(Json(failure))
+                    .bind(stored_time(now));
+                if let Some(id) = only {
+                    query = query.bind(id);
+                }
+                let failed: Vec<Row> = query.fetch_all(&mut *tx).await?;
+                for (run_id, seq, ..) in &failed {
                     sqlx::query("INSERT INTO run_events (run_id, seq, kind, node, data, at) VALUES ($1, $2, 'run.failed', NULL, $3, $4)")
                         .bind(run_id)
                         .bind(seq)
@@ -382,10 +445,38 @@ impl RunStore for Db {
                         .await?;
                 }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(failed.len() as u64)
+                Ok::<_, sqlx::Error>(failed)
             }
             .await
         })
-        .map_err(store_error)
+        .map_err(store_error)?;
+        Ok(failed
+            .into_iter()
+            .map(|(run_id, seq, thread_id, user_id, partial)| {
+                // `seq` is the failure's number; the last saved event came before it. A
+                // partial answer taken before that save is already in the log.
+                let partial = partial.and_then(|Json(p)| {
+                    let after = p.get("after_seq").and_then(Value::as_i64)?;
+                    (after >= seq - 1).then(|| PartialAnswer {
+                        node: p
+                            .get("node")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                        text: p
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                });
+                ExpiredRun {
+                    run_id,
+                    thread_id,
+                    user_id,
+                    partial: partial.filter(|p| !p.text.is_empty()),
+                }
+            })
+            .collect())
     }
 }

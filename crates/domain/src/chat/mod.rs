@@ -12,6 +12,7 @@
 
 pub mod appearance;
 pub mod attachments;
+pub mod interrupted;
 mod respond;
 pub mod sessions;
 

@@ -29,7 +29,7 @@ use super::{
 use crate::{
     Services,
     models::titles,
-    runs::{self, Event, HistoryEntry, Resume, Run, RunError, RunFilter, RunStatus, StartRun},
+    runs::{self, Event, HistoryEntry, Resume, Run, RunError, RunStatus, StartRun},
     users::User,
     workflows,
 };
@@ -73,21 +73,7 @@ const CANCELLED_CONTEXT: &str =
 
 /// The thread's unfinished run, if any.
 pub(crate) async fn active_run(services: &Services, thread_id: &str) -> ChatResult<Option<Run>> {
-    for status in [RunStatus::Waiting, RunStatus::Running] {
-        let found = services
-            .store
-            .list_runs(&RunFilter {
-                thread_id: Some(thread_id.to_string()),
-                status: Some(status),
-                limit: 1,
-                ..RunFilter::default()
-            })
-            .await?;
-        if let Some(run) = found.into_iter().next() {
-            return Ok(Some(run));
-        }
-    }
-    Ok(None)
+    Ok(services.store.thread_active_run(thread_id).await?)
 }
 
 /// How the turn reaches the engine, decided before the stream starts.
@@ -177,8 +163,15 @@ pub async fn respond(
             let thread = open_thread(services, who, &thread_id).await?;
             let text = input_text(&input)?;
             let files = attachments_of(services, who, &input).await?;
+            let mut active = active_run(services, &thread.id).await?;
+            // A turn whose server stopped gives way once its lease ran out.
+            if let Some(run) = active.as_ref().filter(|r| r.status == RunStatus::Running)
+                && super::interrupted::reap(services, Some(&run.id)).await > 0
+            {
+                active = None;
+            }
             let history = history(services, &thread.id, None).await?;
-            let engine = match active_run(services, &thread.id).await? {
+            let engine = match active {
                 Some(run) if run.status == RunStatus::Running => {
                     return Err(ChatError::Conflict(
                         "the assistant is still answering in this thread".into(),

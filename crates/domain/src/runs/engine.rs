@@ -50,6 +50,11 @@ pub struct EngineSettings {
     pub max_run_seconds: u64,
     /// The most model calls one agent step makes in its tool-call loop.
     pub max_tool_rounds: u32,
+    /// How often a process renews the leases of the runs it advances, in seconds.
+    pub lease_renew_secs: u64,
+    /// How long a running run's lease lasts without renewal, in seconds: past it, any
+    /// replica fails the run as `interrupted` (its process stopped).
+    pub lease_expiry_secs: u64,
 }
 
 impl Default for EngineSettings {
@@ -58,6 +63,8 @@ impl Default for EngineSettings {
             max_steps: MAX_STEPS,
             max_run_seconds: 3_600,
             max_tool_rounds: 10,
+            lease_renew_secs: 5,
+            lease_expiry_secs: 30,
         }
     }
 }
@@ -786,28 +793,6 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
     Err(RunError::Conflict(
         "the run kept changing; try cancelling again".into(),
     ))
-}
-
-/// How long a running run may go without saving before it counts as abandoned. A step
-/// saves when it finishes, so this bounds the longest single step (a slow model call).
-pub const ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(3);
-
-/// Fails the runs that a dead process left `running` (last saved longer ago than
-/// [`ABANDONED_AFTER`]). The rule: a run is never silently resumed mid-step, because the
-/// step may have had effects (a message sent, a model billed); it fails with
-/// `interrupted`, and its caller starts again. Paused (`waiting`) runs are not affected.
-pub async fn fail_abandoned(services: &Services) -> RunResult<u64> {
-    let now = Utc::now();
-    let failure = RunFailure {
-        node: None,
-        code: "interrupted".into(),
-        message: "the server running this step stopped before it finished; start the run again"
-            .into(),
-    };
-    Ok(services
-        .store
-        .fail_abandoned_runs(now - ABANDONED_AFTER, &failure, now)
-        .await?)
 }
 
 /// A run the caller may change (resume, cancel): their own; administrators may change any.

@@ -34,6 +34,9 @@ pub struct LiveRun {
     published: std::sync::atomic::AtomicI64,
     /// Events produced but not yet saved, in order.
     unsaved: Mutex<Vec<Arc<Event>>>,
+    /// The answer being streamed since the last numbered event: (node, text). The lease's
+    /// heartbeat saves it, so an answer cut short by a crash is not lost.
+    partial: Mutex<Option<(String, String)>>,
     cancel: watch::Sender<bool>,
 }
 
@@ -57,6 +60,7 @@ impl LiveRuns {
             sender,
             published: Default::default(),
             unsaved: Mutex::new(Vec::new()),
+            partial: Mutex::new(None),
             cancel,
         });
         self.lock().insert(run_id.to_string(), run.clone());
@@ -99,6 +103,35 @@ impl LiveRuns {
         })
     }
 
+    /// The runs this process is advancing, with the answer each is streaming.
+    pub fn leases(&self) -> Vec<super::RunLease> {
+        let runs: Vec<(String, Arc<LiveRun>)> = self
+            .lock()
+            .iter()
+            .map(|(id, run)| (id.clone(), run.clone()))
+            .collect();
+        runs.into_iter()
+            .map(|(run_id, run)| {
+                let partial = run.partial.lock().unwrap_or_else(|e| e.into_inner());
+                let partial = partial.as_ref().filter(|(_, text)| !text.is_empty()).map(
+                    |(node, text)| {
+                        serde_json::json!({
+                            "node": node,
+                            "text": text,
+                            "after_seq": run.published.load(std::sync::atomic::Ordering::Acquire),
+                        })
+                    },
+                );
+                super::RunLease { run_id, partial }
+            })
+            .collect()
+    }
+
+    /// Whether this process advances the run.
+    pub fn is_live(&self, run_id: &str) -> bool {
+        self.lock().contains_key(run_id)
+    }
+
     /// How many runs this process is advancing.
     pub fn active(&self) -> usize {
         self.lock().len()
@@ -119,6 +152,7 @@ pub(crate) struct LiveGuard {
 impl LiveGuard {
     pub(crate) fn publish(&self, event: Event) {
         let event = Arc::new(event);
+        self.track_partial(&event);
         let mut unsaved = self.run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         if event.seq > 0 {
             unsaved.push(event.clone());
@@ -129,6 +163,29 @@ impl LiveGuard {
         if self.run.sender.receiver_count() > 0 {
             // A subscriber that left meanwhile is not an error.
             let _ = self.run.sender.send(event);
+        }
+    }
+
+    /// Follows the answer being streamed: text deltas add up; a numbered event (the whole
+    /// message, or anything after it) starts over.
+    fn track_partial(&self, event: &Event) {
+        let mut partial = self.run.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if event.seq > 0 {
+            *partial = None;
+            return;
+        }
+        if event.kind != "assistant.delta" {
+            return;
+        }
+        let node = event.node.as_deref().unwrap_or_default();
+        let delta = event
+            .data
+            .get("delta")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        match partial.as_mut() {
+            Some((open, text)) if open == node => text.push_str(delta),
+            _ => *partial = Some((node.to_string(), delta.to_string())),
         }
     }
 

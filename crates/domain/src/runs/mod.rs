@@ -13,6 +13,7 @@ mod agent;
 mod compose;
 mod engine;
 mod knowledge;
+pub mod leases;
 pub mod live;
 mod mcp_step;
 mod partial_json;
@@ -92,6 +93,33 @@ pub struct RunFailure {
     pub node: Option<String>,
     pub code: String,
     pub message: String,
+}
+
+/// A run this process advances, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLease {
+    pub run_id: String,
+    /// The answer being streamed, not saved yet: `{node, text, after_seq}`, where
+    /// `after_seq` is the last event number published before it.
+    pub partial: Option<Value>,
+}
+
+/// A run whose lease ran out (its process stopped), now failed as `interrupted`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredRun {
+    pub run_id: String,
+    pub thread_id: Option<String>,
+    pub user_id: Option<i64>,
+    /// The text it was streaming when its process stopped, when its last heartbeat had
+    /// one newer than its last save.
+    pub partial: Option<PartialAnswer>,
+}
+
+/// What an interrupted run had streamed of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartialAnswer {
+    pub node: String,
+    pub text: String,
 }
 
 /// A message of the conversation the run's agents see.

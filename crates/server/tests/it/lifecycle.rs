@@ -2,7 +2,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use domain::store::Store;
 use server::app::App;
 use sqlx::Connection;
-use test_support::{TestApp, TestBackend, backend_tests};
+use test_support::{TestApp, TestBackend, backend_tests, fake_llm};
 
 backend_tests!(
     restart_keeps_tokens_and_data,
@@ -20,6 +20,7 @@ backend_tests!(
     concurrent_starts_migrate_once,
     serve_finishes_in_flight_requests,
     serve_bounds_stuck_requests,
+    a_killed_server_leaves_no_thread_busy,
 );
 
 async fn restart_keeps_tokens_and_data(backend: TestBackend) {
@@ -334,4 +335,167 @@ async fn serve_caps_connections_and_slow_clients() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A server killed mid-answer (SIGKILL, no goodbye): once its lease runs out, another
+/// instance fails the run as `interrupted`, keeps the answer as far as it was streamed,
+/// and the thread takes the next message.
+async fn a_killed_server_leaves_no_thread_busy(backend: TestBackend) {
+    use crate::chatkit::{chatkit, frames, learner, message, serve};
+    let app = TestApp::with_config(backend, |config| {
+        config.engine.lease_renew_secs = 1;
+        config.engine.lease_expiry_secs = 3;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = crate::runs::fake_default_model(&app, &admin, serde_json::json!({})).await;
+    serve(
+        &app,
+        &admin,
+        serde_json::json!({
+            "nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent"}],
+            "edges": [{"source": "start", "target": "agent"}]
+        }),
+    )
+    .await;
+    let titles = app
+        .patch(
+            "/api/admin/settings",
+            Some(&admin),
+            serde_json::json!({"thread_titles": false}),
+        )
+        .await;
+    assert!(titles.status.is_success(), "{}", titles.text);
+
+    // A second instance, the real binary, on the same database and keys.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SWITCHYARD_DATA_DIR", app.data_dir())
+        .env("SWITCHYARD_DATABASE_URL", &app.db.url)
+        .env("SWITCHYARD_BIND", format!("127.0.0.1:{port}"))
+        .env("SWITCHYARD_ENGINE__LEASE_RENEW_SECS", "1")
+        .env("SWITCHYARD_ENGINE__LEASE_EXPIRY_SECS", "3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The answer streams a few words, then the model stalls; the server is killed.
+    fake.push(fake_llm::Reply::Stall {
+        text: "The partial answer is still here".into(),
+        chunks: 4,
+    });
+    let body =
+        serde_json::json!({"type": "threads.create", "params": {"input": message("Tell me")}})
+            .to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/chatkit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while seen.matches("text_delta\"").count() < 4 {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "the stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    let thread_id = seen
+        .split("\"thread\":{\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the thread's id")
+        .to_string();
+    // Long enough for a heartbeat to carry the streamed text.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    drop(stream);
+
+    // This instance takes over once the lease ran out.
+    fake.push(fake_llm::Reply::Text("Here I am again.".into()));
+    let killed = Instant::now();
+    let next = loop {
+        let next = chatkit(
+            &app,
+            &token,
+            serde_json::json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message("Are you there?")}}),
+        )
+        .await;
+        if next.status == StatusCode::OK {
+            break next;
+        }
+        assert_eq!(next.body["code"], "thread_busy", "{}", next.text);
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "the thread is usable again once the lease ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let events = frames(&next.text);
+    assert!(
+        events.iter().any(|e| e["type"] == "thread.item.done"
+            && e["item"]["content"][0]["text"] == "Here I am again."),
+        "{}",
+        next.text
+    );
+    let items = chatkit(
+        &app,
+        &token,
+        serde_json::json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 20, "order": "asc"}}),
+    )
+    .await;
+    let texts: Vec<String> = items.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "assistant_message")
+        .map(|i| {
+            i["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["The partial answ", "Here I am again."],
+        "{}",
+        items.text
+    );
+    // The model heard that the first answer was cut short.
+    let last = fake.requests().last().unwrap().body.to_string();
+    assert!(last.contains("cut short"), "{last}");
+    let runs = app
+        .get(&format!("/api/runs?thread_id={thread_id}"), Some(&admin))
+        .await;
+    let interrupted = runs
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .unwrap_or_else(|| panic!("{}", runs.text));
+    assert_eq!(interrupted["error"]["code"], "interrupted");
 }

@@ -377,9 +377,30 @@ async fn abandoned_runs_fail_at_startup(backend: TestBackend) {
     stuck.status = domain::runs::RunStatus::Running;
     stuck.wait = None;
     stuck.created_at = chrono::Utc::now() - chrono::Duration::hours(4);
+    stuck.updated_at = stuck.created_at;
     store.insert_run(&stuck, &[]).await.unwrap();
+    // Another replica's run, saved as long ago but whose lease that replica renews.
+    let mut alive = stuck.clone();
+    alive.id = "run_alive".into();
+    alive.thread_id = None;
+    store.insert_run(&alive, &[]).await.unwrap();
+    store
+        .renew_run_leases(
+            &[domain::runs::RunLease {
+                run_id: "run_alive".into(),
+                partial: None,
+            }],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
 
     app.restart().await.bootstrap().await.unwrap();
+    let alive = app.get("/api/runs/run_alive", Some(&token)).await;
+    assert_eq!(
+        alive.body["status"], "running",
+        "a renewed lease keeps its run"
+    );
     let failed = app.get("/api/runs/run_stuck", Some(&token)).await;
     assert_eq!(failed.body["status"], "failed");
     assert_eq!(failed.body["error"]["code"], "interrupted");
