@@ -174,7 +174,79 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes(0).into_openapi()
+    let mut doc = api_routes(0).into_openapi();
+    list_extractor_errors(&mut doc);
+    doc
+}
+
+/// Adds to each operation the errors its extractors and layers answer, which handlers do
+/// not list one by one: 401 where a token is needed; 400 for a malformed path, query or
+/// JSON body; 413, 415 and 422 where a JSON body is read; 503 when the server is
+/// overloaded or its database unreachable.
+fn list_extractor_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        path::{Operation, ParameterIn},
+    };
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    let complete = |operation: &mut Operation| {
+        let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+        let parameters = operation.parameters.iter().flatten().any(|p| {
+            matches!(p, RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query))
+        });
+        let json_body = operation.request_body.as_ref().is_some_and(|body| {
+            matches!(body, RefOr::T(body) if body.content.keys().any(|k| k.contains("json")))
+        });
+        let mut errors: Vec<(&str, &str)> = Vec::new();
+        if secured {
+            errors.push(("401", "Missing, expired or revoked credentials"));
+        }
+        if parameters || json_body {
+            errors.push(("400", "A malformed path, query or body"));
+        }
+        if json_body {
+            errors.push(("413", "The body is larger than the server accepts"));
+            errors.push(("415", "The body is not declared as JSON"));
+            errors.push(("422", "The body does not have the expected fields"));
+        }
+        errors.push((
+            "503",
+            "The server is overloaded or its database unreachable",
+        ));
+        for (status, description) in errors {
+            operation
+                .responses
+                .responses
+                .entry(status.to_string())
+                .or_insert_with(|| error(description));
+        }
+    };
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            complete(operation);
+        }
+    }
 }
 
 async fn route_not_found() -> ApiError {
@@ -222,7 +294,8 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 pub fn router(state: AppState) -> Router {
     let max_upload =
         usize::try_from(state.services.chat.max_attachment_bytes).unwrap_or(usize::MAX / 2);
-    let (api, doc) = api_routes(max_upload).split_for_parts();
+    let (api, mut doc) = api_routes(max_upload).split_for_parts();
+    list_extractor_errors(&mut doc);
     let max_body = state.http.max_body_bytes;
     let cors = cors(&state.http.cors_allowed_origins);
     let x_request_id = HeaderName::from_static("x-request-id");

@@ -51,6 +51,44 @@ pub enum Guarded<T> {
 
 #[async_trait]
 pub trait UserStore: Send + Sync {
+    /// The failed-login rows of an account from an address, of the account, and of the
+    /// address (`("", address)`), whichever exist.
+    async fn login_throttles(
+        &self,
+        email: &str,
+        address: &str,
+    ) -> StoreResult<Vec<crate::auth::throttle::LoginThrottle>>;
+    /// Counts one failed login against the account from the address, the account and the
+    /// address (a count whose first failure is before `window_start` starts over), and
+    /// forgets rows idle since before `window_start`; returns the three rows as they are now.
+    async fn record_login_failure(
+        &self,
+        email: &str,
+        address: &str,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::auth::throttle::LoginThrottle>>;
+    /// Holds the account from the address until `until`.
+    async fn block_login(
+        &self,
+        email: &str,
+        address: &str,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Forgets the failures of the account from the address (after a successful login).
+    async fn clear_login_pair(&self, email: &str, address: &str) -> StoreResult<()>;
+    /// Rows with a failure since `since` or a hold after it, newest first.
+    async fn list_login_throttles(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::auth::throttle::LoginThrottle>>;
+    /// Forgets the rows of an account (`email`), of an address, or all (neither);
+    /// returns how many.
+    async fn delete_login_throttles(
+        &self,
+        email: Option<&str>,
+        address: Option<&str>,
+    ) -> StoreResult<u64>;
     async fn insert_user(&self, user: &NewUser, now: DateTime<Utc>) -> StoreResult<User>;
     async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>>;
     async fn credentials_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;

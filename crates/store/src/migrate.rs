@@ -59,6 +59,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(11, "knowledge", "0011_knowledge.sql"),
     migration!(12, "mcp", "0012_mcp.sql"),
     migration!(13, "run_leases", "0013_run_leases.sql"),
+    migration!(14, "login_throttles", "0014_login_throttles.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

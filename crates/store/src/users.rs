@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
+    auth::throttle::LoginThrottle,
     store::{Guarded, StoreResult, UserStore},
     users::{NewUser, User, UserCredentials, UserPatch},
 };
@@ -58,8 +59,143 @@ impl UserRow {
     }
 }
 
+macro_rules! throttle_columns {
+    () => {
+        "email, address, failures, first_failure_at, last_failure_at, blocked_until"
+    };
+}
+
 #[async_trait]
 impl UserStore for Db {
+    async fn login_throttles(&self, email: &str, address: &str) -> StoreResult<Vec<LoginThrottle>> {
+        self.throttle_rows(email, address).await
+    }
+
+    async fn record_login_failure(
+        &self,
+        email: &str,
+        address: &str,
+        now: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> StoreResult<Vec<LoginThrottle>> {
+        with_writer!(self, pool => {
+            async {
+                let mut tx = pool.begin().await?;
+                for (email, address) in [(email, address), (email, ""), ("", address)] {
+                    sqlx::query(
+                        "INSERT INTO login_throttles (email, address, failures, first_failure_at, last_failure_at, blocked_until)
+                         VALUES ($1, $2, 1, $3, $3, NULL)
+                         ON CONFLICT (email, address) DO UPDATE SET
+                           failures = CASE WHEN login_throttles.first_failure_at < $4 THEN 1 ELSE login_throttles.failures + 1 END,
+                           first_failure_at = CASE WHEN login_throttles.first_failure_at < $4 THEN $3 ELSE login_throttles.first_failure_at END,
+                           last_failure_at = $3",
+                    )
+                    .bind(email)
+                    .bind(address)
+                    .bind(stored_time(now))
+                    .bind(stored_time(window_start))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(
+                    "DELETE FROM login_throttles WHERE last_failure_at < $1 AND (blocked_until IS NULL OR blocked_until < $1)",
+                )
+                .bind(stored_time(window_start))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+            .await
+        })
+        .map_err(store_error)?;
+        self.throttle_rows(email, address).await
+    }
+
+    async fn block_login(
+        &self,
+        email: &str,
+        address: &str,
+        until: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        with_writer!(self, pool => {
+            sqlx::query("UPDATE login_throttles SET blocked_until = $3 WHERE email = $1 AND address = $2")
+                .bind(email)
+                .bind(address)
+                .bind(stored_time(until))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn clear_login_pair(&self, email: &str, address: &str) -> StoreResult<()> {
+        with_writer!(self, pool => {
+            sqlx::query("DELETE FROM login_throttles WHERE email = $1 AND address = $2")
+                .bind(email)
+                .bind(address)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn list_login_throttles(&self, since: DateTime<Utc>) -> StoreResult<Vec<LoginThrottle>> {
+        let sql = concat!(
+            "SELECT ",
+            throttle_columns!(),
+            " FROM login_throttles WHERE last_failure_at >= $1 OR blocked_until >= $1
+              ORDER BY last_failure_at DESC, email, address LIMIT 1000"
+        );
+        let rows: Vec<ThrottleRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(stored_time(since)).fetch_all(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(LoginThrottle::from).collect())
+    }
+
+    async fn delete_login_throttles(
+        &self,
+        email: Option<&str>,
+        address: Option<&str>,
+    ) -> StoreResult<u64> {
+        let deleted = with_writer!(self, pool => {
+            match (email, address) {
+                (Some(email), Some(address)) => {
+                    sqlx::query("DELETE FROM login_throttles WHERE email = $1 AND address = $2")
+                        .bind(email)
+                        .bind(address)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
+                }
+                (Some(email), None) => {
+                    sqlx::query("DELETE FROM login_throttles WHERE email = $1")
+                        .bind(email)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
+                }
+                (None, Some(address)) => {
+                    sqlx::query("DELETE FROM login_throttles WHERE address = $1")
+                        .bind(address)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
+                }
+                (None, None) => sqlx::query("DELETE FROM login_throttles")
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected()),
+            }
+        })
+        .map_err(store_error)?;
+        Ok(deleted)
+    }
+
     async fn insert_user(&self, user: &NewUser, now: DateTime<Utc>) -> StoreResult<User> {
         let _cleared = self.caches.after(|c| c.users.clear());
         let now = stored_time(now);
@@ -247,5 +383,48 @@ impl Db {
             None => Guarded::NotFound,
             Some(_) => Guarded::LastAdmin,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ThrottleRow {
+    email: String,
+    address: String,
+    failures: i64,
+    first_failure_at: DateTime<Utc>,
+    last_failure_at: DateTime<Utc>,
+    blocked_until: Option<DateTime<Utc>>,
+}
+
+impl From<ThrottleRow> for LoginThrottle {
+    fn from(row: ThrottleRow) -> LoginThrottle {
+        LoginThrottle {
+            email: row.email,
+            address: row.address,
+            failures: row.failures,
+            first_failure_at: row.first_failure_at,
+            last_failure_at: row.last_failure_at,
+            blocked_until: row.blocked_until,
+        }
+    }
+}
+
+impl Db {
+    pub(crate) async fn throttle_rows(
+        &self,
+        email: &str,
+        address: &str,
+    ) -> StoreResult<Vec<LoginThrottle>> {
+        // Three primary-key lookups.
+        let sql = concat!(
+            "SELECT ",
+            throttle_columns!(),
+            " FROM login_throttles WHERE (email = $1 AND address = $2) OR (email = $1 AND address = '') OR (email = '' AND address = $2)"
+        );
+        let rows: Vec<ThrottleRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(email).bind(address).fetch_all(pool).await
+        })
+        .map_err(store_error)?;
+        Ok(rows.into_iter().map(LoginThrottle::from).collect())
     }
 }

@@ -271,7 +271,7 @@ async fn set_global_appearance(
 /// A workflow's appearance override (null fields inherit the global settings).
 #[utoipa::path(get, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
     params(("id" = i64, Path)),
-    responses((status = 200, description = "The override"), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The override"), (status = 404, body = ErrorBody)))]
 async fn get_workflow_appearance(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -285,7 +285,8 @@ async fn get_workflow_appearance(
 /// Replaces a workflow's appearance override (write access).
 #[utoipa::path(patch, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body(content = Object, description = "Appearance fields"),
-    responses((status = 200, description = "The override"), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The override"), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_workflow_appearance(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

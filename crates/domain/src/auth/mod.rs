@@ -2,10 +2,8 @@
 
 pub mod api_keys;
 pub mod password;
-pub mod rate_limit;
+pub mod throttle;
 pub mod token;
-
-use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -18,7 +16,6 @@ use crate::{
     users::{self, User},
 };
 use password::Verified;
-use rate_limit::SlidingWindow;
 use token::{TokenKeys, TokenProblem};
 
 /// Authentication settings (the `[auth]` table of the configuration).
@@ -30,12 +27,19 @@ pub struct AuthSettings {
     pub jwt_secret: Option<Secret>,
     /// Lifetime of an access token, in minutes.
     pub access_token_ttl_minutes: u64,
-    /// Failed logins allowed per account within `login_window_seconds`.
+    /// Failed logins per account from all addresses within `login_window_seconds`, after
+    /// which the addresses that failed for it are held (the others still log in).
     pub login_max_failures_per_account: u32,
-    /// Failed logins allowed per client address within `login_window_seconds`.
+    /// Failed logins per client address over all accounts within `login_window_seconds`,
+    /// after which the address is held.
     pub login_max_failures_per_ip: u32,
-    /// Length of the sliding window for login failures, in seconds.
+    /// Length of the window over which login failures count, in seconds.
     pub login_window_seconds: u64,
+    /// Failed logins of an account from one address before each further one holds that
+    /// pair for a growing delay.
+    pub login_free_failures: u32,
+    /// The longest of those delays, in seconds.
+    pub login_max_delay_secs: u64,
     /// Email of an administrator to create at start when no user has it.
     pub admin_email: Option<String>,
     /// Password for `admin_email`.
@@ -47,9 +51,11 @@ impl Default for AuthSettings {
         AuthSettings {
             jwt_secret: None,
             access_token_ttl_minutes: 24 * 60,
-            login_max_failures_per_account: 5,
-            login_max_failures_per_ip: 20,
+            login_max_failures_per_account: 20,
+            login_max_failures_per_ip: 100,
             login_window_seconds: 15 * 60,
+            login_free_failures: 3,
+            login_max_delay_secs: 30,
             admin_email: None,
             admin_password: None,
         }
@@ -120,8 +126,8 @@ pub type AuthResult<T> = Result<T, AuthError>;
 pub struct Auth {
     keys: TokenKeys,
     token_ttl: chrono::Duration,
-    per_account: SlidingWindow,
-    per_ip: SlidingWindow,
+    /// The login limits (see [`throttle`]).
+    settings: AuthSettings,
     /// Verified against when the email is unknown, so both paths cost the same.
     decoy_hash: String,
 }
@@ -136,14 +142,16 @@ pub struct LoginOutcome {
 
 impl Auth {
     pub fn new(settings: &AuthSettings, jwt_secret: &[u8]) -> Auth {
-        let window = Duration::from_secs(settings.login_window_seconds.max(1));
         Auth {
             keys: TokenKeys::new(jwt_secret),
             token_ttl: chrono::Duration::minutes(
                 i64::try_from(settings.access_token_ttl_minutes).unwrap_or(i64::MAX / 120_000),
             ),
-            per_account: SlidingWindow::new(settings.login_max_failures_per_account, window),
-            per_ip: SlidingWindow::new(settings.login_max_failures_per_ip, window),
+            settings: AuthSettings {
+                jwt_secret: None,
+                admin_password: None,
+                ..settings.clone()
+            },
             decoy_hash: password::hash("decoy password that matches nothing"),
         }
     }
@@ -161,17 +169,11 @@ impl Auth {
     }
 }
 
-fn limited(retry_after: Duration) -> AuthError {
-    AuthError::RateLimited {
-        retry_after_secs: retry_after.as_secs().max(1),
-    }
-}
-
 /// Checks an email and password, and returns a fresh access token.
 ///
-/// Failures count against both the account and `client`; either limit answers
-/// [`AuthError::RateLimited`] until the window slides. An unknown email costs the same
-/// argon2 verification as a known one. A login through an old hash scheme rehashes it.
+/// Failures are counted in the database ([`throttle`]); a held attempt answers
+/// [`AuthError::RateLimited`] before the password is checked. An unknown email costs the
+/// same argon2 verification as a known one. A login through an old hash scheme rehashes it.
 pub async fn login(
     services: &Services,
     email: &str,
@@ -184,11 +186,7 @@ pub async fn login(
         return Err(AuthError::InvalidCredentials);
     }
     let email = email.trim().to_lowercase();
-    let account_key = format!("account:{email}");
-    let ip_key = format!("ip:{client}");
-    let now = Instant::now();
-    auth.per_ip.check(&ip_key, now).map_err(limited)?;
-    auth.per_account.check(&account_key, now).map_err(limited)?;
+    throttle::check(services, &email, client).await?;
 
     let credentials = services.store.credentials_by_email(&email).await?;
     let stored_hash = credentials
@@ -197,12 +195,10 @@ pub async fn login(
     let verified = password::verify_blocking(password.to_string(), stored_hash).await;
 
     let (Some(credentials), Verified::Valid { needs_rehash }) = (credentials, verified) else {
-        let now = Instant::now();
-        auth.per_account.record(&account_key, now);
-        auth.per_ip.record(&ip_key, now);
+        throttle::failed(services, &email, client).await?;
         return Err(AuthError::InvalidCredentials);
     };
-    auth.per_account.reset(&account_key);
+    throttle::succeeded(services, &email, client).await;
 
     let user = credentials.user;
     if needs_rehash {

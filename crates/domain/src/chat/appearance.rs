@@ -166,7 +166,7 @@ pub async fn set_global(
     value: Appearance,
 ) -> ChatResult<Appearance> {
     if !actor.is_admin {
-        return Err(ChatError::Invalid(
+        return Err(ChatError::Forbidden(
             "only administrators change the appearance".into(),
         ));
     }
@@ -187,9 +187,7 @@ pub async fn workflow_override(
 ) -> ChatResult<Appearance> {
     workflows::access(services, actor, workflow_id)
         .await
-        .map_err(|_| {
-            ChatError::Invalid(format!("workflow {workflow_id} is not available to you"))
-        })?;
+        .map_err(|_| ChatError::WorkflowNotFound(workflow_id))?;
     load(services, &workflow_key(workflow_id)).await
 }
 
@@ -201,11 +199,9 @@ pub async fn set_workflow_override(
 ) -> ChatResult<Appearance> {
     let (_, access) = workflows::access(services, actor, workflow_id)
         .await
-        .map_err(|_| {
-            ChatError::Invalid(format!("workflow {workflow_id} is not available to you"))
-        })?;
+        .map_err(|_| ChatError::WorkflowNotFound(workflow_id))?;
     if !access.can_write() {
-        return Err(ChatError::Invalid(
+        return Err(ChatError::Forbidden(
             "changing a workflow's appearance needs write access".into(),
         ));
     }

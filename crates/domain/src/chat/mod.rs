@@ -113,6 +113,10 @@ pub enum ChatError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(i64),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("attachment {0} was uploaded already")]
     AlreadyUploaded(String),
     #[error("{0}")]
@@ -126,7 +130,10 @@ pub enum ChatError {
 impl DomainError for ChatError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ChatError::ThreadNotFound(_) | ChatError::ItemNotFound(_) => ErrorKind::NotFound,
+            ChatError::ThreadNotFound(_)
+            | ChatError::ItemNotFound(_)
+            | ChatError::WorkflowNotFound(_) => ErrorKind::NotFound,
+            ChatError::Forbidden(_) => ErrorKind::Forbidden,
             ChatError::Invalid(_) => ErrorKind::Invalid,
             ChatError::TooLarge(_) => ErrorKind::TooLarge,
             ChatError::Conflict(_) | ChatError::AlreadyUploaded(_) | ChatError::NoWorkflow => {
@@ -141,6 +148,8 @@ impl DomainError for ChatError {
         match self {
             ChatError::ThreadNotFound(_) => "thread_not_found",
             ChatError::ItemNotFound(_) => "item_not_found",
+            ChatError::WorkflowNotFound(_) => "workflow_not_found",
+            ChatError::Forbidden(_) => "forbidden",
             ChatError::Invalid(_) => "invalid_request",
             ChatError::Conflict(_) => "thread_busy",
             ChatError::AlreadyUploaded(_) => "already_uploaded",

@@ -117,9 +117,7 @@ pub async fn respond(
                 Some(id) => {
                     workflows::runnable(services, actor, id, false)
                         .await
-                        .map_err(|_| {
-                            ChatError::Invalid(format!("workflow {id} is not available to you"))
-                        })?;
+                        .map_err(|_| ChatError::WorkflowNotFound(id))?;
                     id
                 }
                 None => {

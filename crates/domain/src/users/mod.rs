@@ -158,6 +158,13 @@ pub fn check_password_strength(password: &str) -> UserResult<()> {
             "password must be at most 1024 bytes".into(),
         ));
     }
+    // Control characters (a pasted newline, NUL, escape) cannot be typed back at a login
+    // form; stored hashes made elsewhere are not checked, only new passwords.
+    if password.chars().any(char::is_control) {
+        return Err(UserError::WeakPassword(
+            "password must not contain control characters (newlines, tabs, NUL)".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -299,5 +306,8 @@ mod tests {
     fn short_passwords_are_refused() {
         assert!(check_password_strength("short").is_err());
         assert!(check_password_strength("long enough").is_ok());
+        assert!(check_password_strength("long\nenough").is_err());
+        assert!(check_password_strength("long\u{0}enough").is_err());
+        assert!(check_password_strength("épée à l'école").is_ok());
     }
 }

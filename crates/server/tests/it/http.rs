@@ -261,6 +261,7 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/mcp-servers/oauth/{state}", &["get"]),
         ("/api/mcp/oauth/callback", &["get"]),
         ("/api/tools/{id}", &["get", "patch", "delete"]),
+        ("/api/admin/login-throttles", &["get", "delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths
@@ -281,12 +282,23 @@ async fn openapi_covers_every_route(backend: TestBackend) {
     assert_eq!(documented, wanted);
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
-            assert!(
-                operation["responses"]
-                    .as_object()
-                    .is_some_and(|r| !r.is_empty()),
-                "{method} {path}"
-            );
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(!responses.is_empty(), "{method} {path}");
+            // What the extractors answer is listed too.
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                assert!(responses.contains_key("401"), "{method} {path}: 401");
+            }
+            let json_body = operation["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|c| c.keys().any(|k| k.contains("json")));
+            if json_body {
+                for status in ["400", "413", "415", "422"] {
+                    assert!(responses.contains_key(status), "{method} {path}: {status}");
+                }
+            }
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
