@@ -42,6 +42,9 @@ impl DomainError for CryptoError {
 pub struct SecretBox {
     key: LessSafeKey,
     fingerprint: String,
+    /// Signs capability URLs (attachment links): derived from the key, so every replica
+    /// signs alike and nothing about a link needs to be stored.
+    url_key: aws_lc_rs::hmac::Key,
 }
 
 impl SecretBox {
@@ -51,10 +54,26 @@ impl SecretBox {
         ctx.update(b"switchyard secret box key check v1");
         ctx.update(key);
         let fingerprint = hex::encode(&ctx.finish().as_ref()[..12]);
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+        let url_key_bytes = aws_lc_rs::hmac::sign(&derive, b"switchyard url tokens v1");
         SecretBox {
             key: LessSafeKey::new(unbound),
             fingerprint,
+            url_key: aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                url_key_bytes.as_ref(),
+            ),
         }
+    }
+
+    /// The token of a capability URL for `id` (48 hex digits), the same on every replica
+    /// and after every restart; `purpose` keeps tokens of different links apart.
+    pub fn url_token(&self, purpose: &str, id: &str) -> String {
+        let mut message = Vec::with_capacity(purpose.len() + 1 + id.len());
+        message.extend_from_slice(purpose.as_bytes());
+        message.push(0);
+        message.extend_from_slice(id.as_bytes());
+        hex::encode(&aws_lc_rs::hmac::sign(&self.url_key, &message).as_ref()[..24])
     }
 
     /// Parses a key written as 64 hex digits or as base64 (standard or url-safe) of 32 bytes.

@@ -478,6 +478,11 @@ pub trait ChatStore: Send + Sync {
     /// Saves `thread_id`, `size` and `uploaded`.
     async fn update_chat_attachment(&self, attachment: &StoredAttachment) -> StoreResult<()>;
     async fn delete_chat_attachment(&self, id: &str) -> StoreResult<bool>;
+    /// Up to `limit` attachments whose URL token is stored in plain text (made before
+    /// tokens were hashed): (id, token).
+    async fn plain_attachment_tokens(&self, limit: i64) -> StoreResult<Vec<(String, String)>>;
+    /// Replaces an attachment's stored token with `hash`.
+    async fn set_attachment_token_hash(&self, id: &str, hash: &str) -> StoreResult<()>;
 }
 
 #[async_trait]

@@ -108,6 +108,15 @@ impl App {
                 "marked runs left running by a stopped server as failed (interrupted)"
             );
         }
+        let hashed = domain::chat::attachments::hash_plain_tokens(&self.services)
+            .await
+            .context("could not hash the URL tokens of older attachments")?;
+        if hashed > 0 {
+            tracing::info!(
+                attachments = hashed,
+                "stored the URL tokens of older attachments as hashes"
+            );
+        }
         let models = &self.config.models;
         if let Some(provider) = domain::models::bootstrap_from_env(
             &self.services,

@@ -434,6 +434,28 @@ impl ChatStore for Db {
         .map_err(store_error)
     }
 
+    async fn plain_attachment_tokens(&self, limit: i64) -> StoreResult<Vec<(String, String)>> {
+        with_pool!(self, pool => {
+            sqlx::query_as("SELECT id, token FROM chat_attachments WHERE token NOT LIKE 'sha256:%' ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(store_error)
+    }
+
+    async fn set_attachment_token_hash(&self, id: &str, hash: &str) -> StoreResult<()> {
+        with_writer!(self, pool => {
+            sqlx::query("UPDATE chat_attachments SET token = $2 WHERE id = $1")
+                .bind(id)
+                .bind(hash)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
     async fn delete_chat_attachment(&self, id: &str) -> StoreResult<bool> {
         let done = with_writer!(self, pool => {
             sqlx::query("DELETE FROM chat_attachments WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())

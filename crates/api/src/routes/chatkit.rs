@@ -398,7 +398,10 @@ async fn upload(
             .to_vec()
     };
     let attachment = attachments::upload(&state.services, &id, &query.token, &bytes).await?;
-    Ok(Json(attachment.to_wire(&base_url(&state, &headers))))
+    let token = attachments::url_token(&state.services, &attachment.id);
+    Ok(Json(
+        attachment.to_wire(&base_url(&state, &headers), &token),
+    ))
 }
 
 /// An attachment's bytes (an image's `preview_url`).
@@ -610,7 +613,8 @@ async fn chatkit(
             return Ok(Json(json!({})).into_response());
         }
         Request::GetById { thread_id } => {
-            let (thread, items) = chat::get_with_items(services, &who, &thread_id).await?;
+            let (thread, mut items) = chat::get_with_items(services, &who, &thread_id).await?;
+            with_urls(services, &base, &mut items);
             return Ok(Json(thread.to_wire(values(items))).into_response());
         }
         Request::ListThreads {
@@ -641,7 +645,7 @@ async fn chatkit(
             order,
             after,
         } => {
-            let page = chat::list_items(
+            let mut page = chat::list_items(
                 services,
                 &who,
                 &thread_id,
@@ -652,6 +656,7 @@ async fn chatkit(
                 },
             )
             .await?;
+            with_urls(services, &base, &mut page);
             return Ok(Json(page).into_response());
         }
         Request::UpdateThread { thread_id, title } => {
@@ -676,7 +681,8 @@ async fn chatkit(
             mime_type,
         } => {
             let attachment = attachments::create(services, &who, &name, size, &mime_type).await?;
-            return Ok(Json(attachment.to_wire(&base)).into_response());
+            let token = attachments::url_token(services, &attachment.id);
+            return Ok(Json(attachment.to_wire(&base, &token)).into_response());
         }
         Request::DeleteAttachment { attachment_id } => {
             attachments::delete(services, &who, &attachment_id).await?;
@@ -770,6 +776,13 @@ fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
         axum::body::Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// Gives the items' attachments their links (stored items keep no URL tokens).
+fn with_urls(services: &domain::Services, base: &str, page: &mut Page<ThreadItem>) {
+    for item in &mut page.data {
+        attachments::with_urls(services, base, item);
+    }
 }
 
 fn values(page: Page<ThreadItem>) -> Page<Value> {

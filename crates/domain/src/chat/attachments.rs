@@ -12,6 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use chatkit::{ItemBody, ThreadItem};
+
 use super::{ChatError, ChatResult, Principal, new_id};
 use crate::{Services, store::StoreResult};
 
@@ -89,7 +91,7 @@ pub struct StoredAttachment {
     pub mime_type: String,
     pub size: i64,
     pub uploaded: bool,
-    /// The random part of its upload and content URLs.
+    /// `sha256:<hex>` of its URL token (older rows: a random token, hashed at start).
     pub token: String,
     pub created_at: DateTime<Utc>,
 }
@@ -100,8 +102,9 @@ impl StoredAttachment {
     }
 
     /// The protocol's `Attachment`: with `upload_descriptor` until the bytes arrived,
-    /// and a preview URL for images. `base` is the server's public URL.
-    pub fn to_wire(&self, base: &str) -> Value {
+    /// and a preview URL for images. `base` is the server's public URL, `token` the URL
+    /// token ([`url_token`]).
+    pub fn to_wire(&self, base: &str, token: &str) -> Value {
         let base = base.trim_end_matches('/');
         let mut wire = json!({
             "id": self.id,
@@ -114,25 +117,85 @@ impl StoredAttachment {
         }
         if !self.uploaded {
             wire["upload_descriptor"] = json!({
-                "url": format!("{base}/api/chatkit/attachments/{}/upload?token={}", self.id, self.token),
+                "url": format!("{base}/api/chatkit/attachments/{}/upload?token={token}", self.id),
                 "method": "POST",
                 "headers": {},
             });
         }
         if self.is_image() {
-            wire["preview_url"] = json!(format!(
-                "{base}/api/chatkit/attachments/{}/content?token={}",
-                self.id, self.token
-            ));
+            wire["preview_url"] = json!(preview_url(base, &self.id, token));
         }
         wire
     }
 }
 
-fn random_token() -> String {
-    let mut bytes = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system random generator failed");
-    hex::encode(bytes)
+fn preview_url(base: &str, id: &str, token: &str) -> String {
+    format!("{base}/api/chatkit/attachments/{id}/content?token={token}")
+}
+
+/// The token of an attachment's upload and content URLs: signed with a key derived from
+/// the encryption key, so it is never stored (the database keeps its hash only) and any
+/// replica checks it.
+pub fn url_token(services: &Services, id: &str) -> String {
+    services.secret_box.url_token("chatkit-attachment", id)
+}
+
+/// What the database keeps of a URL token.
+pub fn token_hash(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    format!("sha256:{}", hex::encode(digest.as_ref()))
+}
+
+/// Replaces the plain-text URL tokens of attachments made before tokens were hashed by
+/// their hashes (their links keep working); returns how many.
+pub async fn hash_plain_tokens(services: &Services) -> StoreResult<usize> {
+    let mut done = 0;
+    loop {
+        let plain = services.store.plain_attachment_tokens(500).await?;
+        if plain.is_empty() {
+            return Ok(done);
+        }
+        for (id, token) in &plain {
+            services
+                .store
+                .set_attachment_token_hash(id, &token_hash(token))
+                .await?;
+        }
+        done += plain.len();
+    }
+}
+
+/// A user message's attachments as stored: without their URLs, which carry tokens.
+pub fn without_urls(item: &ThreadItem) -> ThreadItem {
+    let mut item = item.clone();
+    if let ItemBody::UserMessage { attachments, .. } = &mut item.body {
+        for attachment in attachments.iter_mut().filter_map(Value::as_object_mut) {
+            attachment.remove("preview_url");
+            attachment.remove("upload_descriptor");
+        }
+    }
+    item
+}
+
+/// Gives a user message's image attachments their preview URLs again (see
+/// [`without_urls`]).
+pub fn with_urls(services: &Services, base: &str, item: &mut ThreadItem) {
+    let base = base.trim_end_matches('/');
+    if let ItemBody::UserMessage { attachments, .. } = &mut item.body {
+        for attachment in attachments.iter_mut().filter_map(Value::as_object_mut) {
+            let Some(id) = attachment
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if attachment.get("type").and_then(Value::as_str) == Some("image") {
+                let url = preview_url(base, &id, &url_token(services, &id));
+                attachment.insert("preview_url".into(), json!(url));
+            }
+        }
+    }
 }
 
 /// `attachments.create`: checks the declared file and records it, waiting for its bytes.
@@ -179,8 +242,10 @@ pub async fn create(
             settings.attachment_types.join(", ")
         )));
     }
+    let id = new_id("atc");
     let attachment = StoredAttachment {
-        id: new_id("atc"),
+        token: token_hash(&url_token(services, &id)),
+        id,
         user_id: who.user.id,
         end_user: who.end_user().map(str::to_string),
         thread_id: None,
@@ -188,7 +253,6 @@ pub async fn create(
         mime_type: mime_type.to_string(),
         size,
         uploaded: false,
-        token: random_token(),
         created_at: Utc::now(),
     };
     services.store.insert_chat_attachment(&attachment).await?;
@@ -202,10 +266,13 @@ async fn by_token(services: &Services, id: &str, token: &str) -> ChatResult<Stor
         .chat_attachment(id)
         .await?
         .ok_or_else(|| ChatError::ItemNotFound(id.to_string()))?;
-    let expected = attachment.token.as_bytes();
-    if expected.len() != token.len()
-        || aws_lc_rs::constant_time::verify_slices_are_equal(expected, token.as_bytes()).is_err()
-    {
+    let same = |a: &str, b: &str| {
+        a.len() == b.len()
+            && aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+    };
+    // The signed token, or (for attachments made before signed tokens) the one whose hash
+    // is stored.
+    if !same(token, &url_token(services, id)) && !same(&token_hash(token), &attachment.token) {
         return Err(ChatError::ItemNotFound(id.to_string()));
     }
     Ok(attachment)

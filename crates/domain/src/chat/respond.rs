@@ -143,7 +143,7 @@ pub async fn respond(
                 created_at: now,
                 updated_at: now,
             };
-            let item = new_user_item(&thread.id, &input, &files, base_url);
+            let item = new_user_item(services, &thread.id, &input, &files, base_url);
             prelude.push(StreamEvent::ThreadCreated {
                 thread: thread.to_wire(Page::empty()),
             });
@@ -197,7 +197,10 @@ pub async fn respond(
                 }
             };
             let item = user_item(services, &thread.id, &input, &files, base_url).await?;
-            services.store.insert_chat_item(&item).await?;
+            services
+                .store
+                .insert_chat_item(&attachments::without_urls(&item))
+                .await?;
             prelude.push(StreamEvent::ItemDone { item });
             let first = thread.title.is_none().then_some(text);
             (thread, engine, first)
@@ -584,7 +587,7 @@ async fn user_item(
     base_url: &str,
 ) -> ChatResult<ThreadItem> {
     bind_files(services, thread_id, files).await?;
-    Ok(new_user_item(thread_id, input, files, base_url))
+    Ok(new_user_item(services, thread_id, input, files, base_url))
 }
 
 /// Records that `files` were sent in the thread (each belongs to that one message).
@@ -603,6 +606,7 @@ async fn bind_files(
 
 /// The user's message item (nothing saved).
 fn new_user_item(
+    services: &Services,
     thread_id: &str,
     input: &UserMessageInput,
     files: &[StoredAttachment],
@@ -613,7 +617,7 @@ fn new_user_item(
         .map(|file| {
             let mut file = file.clone();
             file.thread_id = Some(thread_id.to_string());
-            file.to_wire(base_url)
+            file.to_wire(base_url, &attachments::url_token(services, &file.id))
         })
         .collect();
     ThreadItem {
@@ -815,7 +819,7 @@ impl TurnStream<'_> {
     async fn save_thread(&self, new: NewThread) -> ChatResult<()> {
         self.services
             .store
-            .insert_chat_thread(&self.thread, Some(&new.item))
+            .insert_chat_thread(&self.thread, Some(&attachments::without_urls(&new.item)))
             .await?;
         bind_files(self.services, &self.thread.id, &new.files).await
     }

@@ -1007,6 +1007,84 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
         "{content}"
     );
 
+    // The database keeps no usable link: the attachment's token is stored as a hash and
+    // the stored message has no URL, which the thread's answers give back.
+    let image_id = image.body["id"].as_str().unwrap();
+    let preview_token = local(&image.body["preview_url"])
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let stored = app
+        .app
+        .services
+        .store
+        .chat_attachment(image_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.token.starts_with("sha256:"), "{}", stored.token);
+    assert!(!stored.token.contains(&preview_token));
+    let thread_id = events[0]["thread"]["id"].as_str().unwrap();
+    let (kept, _) = app
+        .app
+        .services
+        .store
+        .list_chat_items(
+            thread_id,
+            &domain::chat::PageRequest {
+                limit: 5,
+                order: chatkit::Order::Asc,
+                after: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let kept = serde_json::to_string(&kept).unwrap();
+    assert!(
+        !kept.contains(&preview_token) && !kept.contains("preview_url"),
+        "{kept}"
+    );
+    let listed = chatkit(&app, &token, json!({"type": "items.list", "params": {"thread_id": thread_id, "limit": 5, "order": "asc"}})).await;
+    let again = &listed.body["data"][0]["attachments"][0]["preview_url"];
+    let shown = app.get(&local(again), None).await;
+    assert_eq!(shown.status, StatusCode::OK, "{again}");
+    // An attachment from before tokens were hashed keeps its link, and its token is
+    // hashed at the next start.
+    let mut legacy = stored.clone();
+    legacy.id = "atc_legacy".into();
+    legacy.token = "legacy-plain-token".into();
+    app.app
+        .services
+        .store
+        .insert_chat_attachment(&legacy)
+        .await
+        .unwrap();
+    app.app
+        .services
+        .blobs
+        .put("atc_legacy", b"\x89PNG")
+        .await
+        .unwrap();
+    app.restart().await.bootstrap().await.unwrap();
+    let hashed = app
+        .app
+        .services
+        .store
+        .chat_attachment("atc_legacy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(hashed.token.starts_with("sha256:"), "{}", hashed.token);
+    let old_link = app
+        .get(
+            "/api/chatkit/attachments/atc_legacy/content?token=legacy-plain-token",
+            None,
+        )
+        .await;
+    assert_eq!(old_link.status, StatusCode::OK, "{}", old_link.text);
+
     // Someone else cannot use or delete them; the owner can delete.
     let (_, other) = app
         .create_user("other@example.com", "password-123", false)
@@ -1103,6 +1181,42 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
     assert_eq!(merged.body["start_screen_greeting"], "Bonjour");
     let global = app.get("/api/appearance-settings", None).await;
     assert_eq!(global.body["start_screen_greeting"], "Hello");
+    // A workflow that is not the user's is not found; one they may read is not theirs
+    // to change.
+    for path in [
+        "/api/workflows/999/appearance".to_string(),
+        format!("/api/workflows/{id}/appearance"),
+    ] {
+        let hidden = app.get(&path, Some(&user)).await;
+        assert_eq!(
+            hidden.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            hidden.text
+        );
+        assert_eq!(hidden.body["code"], "workflow_not_found");
+    }
+    let shared = app
+        .post(
+            &format!("/api/workflows/{id}/shares"),
+            Some(&admin),
+            json!({"email": "u@example.com", "permission": "read"}),
+        )
+        .await;
+    assert!(shared.status.is_success(), "{}", shared.text);
+    let read_only = app
+        .patch(
+            &format!("/api/workflows/{id}/appearance"),
+            Some(&user),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        read_only.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        read_only.text
+    );
 }
 
 async fn reasoning_and_tools_show_as_workflow_tasks(backend: TestBackend) {
