@@ -10,8 +10,6 @@ pub mod error;
 pub mod knowledge;
 pub mod llm;
 pub mod mcp;
-pub mod mcp_oauth;
-pub mod mcp_server;
 pub mod models;
 pub mod runs;
 pub mod secret;

@@ -10,8 +10,7 @@ use crate::{
         NewVectorStore, VectorStore,
     },
     mcp::{McpServer, McpTool},
-    mcp_oauth::OAuthSession,
-    mcp_server::ExposedWorkflow,
+    mcp::{oauth::OAuthSession, server::ExposedWorkflow},
     models::{
         ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 use domain::{
-    runs::{self, Event, Resume, RunStatus, StartRun, live::Subscription},
+    runs::{self, Event, EventKind, Resume, RunStatus, StartRun, WaitKind, live::Subscription},
     workflows::{self, CreateWorkflow, import},
 };
 use serde_json::Value;
@@ -96,7 +96,7 @@ impl Printer {
                 .unwrap_or_default()
                 .to_string()
         };
-        if event.kind == "assistant.delta" {
+        if event.kind == EventKind::AssistantDelta {
             if self.streaming.as_deref() != Some(node) {
                 self.end_line();
                 print!("assistant> ");
@@ -106,7 +106,7 @@ impl Printer {
             std::io::stdout().flush().ok();
             return;
         }
-        if event.kind == "assistant_message" && self.streaming.as_deref() == Some(node) {
+        if event.kind == EventKind::AssistantMessage && self.streaming.as_deref() == Some(node) {
             // Already shown as it was written.
             self.end_line();
             return;
@@ -115,35 +115,37 @@ impl Printer {
             return;
         }
         self.end_line();
-        match event.kind.as_str() {
-            "assistant_message" => println!("assistant> {}", text("text")),
-            "user_message" => println!("you> {}", text("text")),
-            "node.finished" => println!(
+        match event.kind {
+            EventKind::AssistantMessage => println!("assistant> {}", text("text")),
+            EventKind::UserMessage => println!("you> {}", text("text")),
+            EventKind::NodeFinished => println!(
                 "  [{node}] {} {} ({} ms)",
                 text("kind"),
                 text("status"),
                 event.data["duration_ms"]
             ),
-            "branch" => println!("  [{node}] branch {}", event.data["label"]),
-            "tool_call.started" => println!(
+            EventKind::Branch => println!("  [{node}] branch {}", event.data["label"]),
+            EventKind::ToolCallStarted => println!(
                 "  [{node}] calls {}({})",
                 text("name"),
                 event.data["arguments"]
             ),
-            "tool_call.finished" => println!(
+            EventKind::ToolCallFinished => println!(
                 "  [{node}] {} returned {}",
                 text("name"),
                 event.data["output"]
             ),
-            "widget" => println!("  [{node}] widget {}", event.data["widget"]),
-            "run.failed" => println!("FAILED at {node}: {} ({})", text("message"), text("code")),
-            "run.completed" => println!("completed: {}", event.data["output"]),
-            "run.cancelled" => println!("cancelled"),
-            "usage" => println!(
+            EventKind::Widget => println!("  [{node}] widget {}", event.data["widget"]),
+            EventKind::RunFailed => {
+                println!("FAILED at {node}: {} ({})", text("message"), text("code"))
+            }
+            EventKind::RunCompleted => println!("completed: {}", event.data["output"]),
+            EventKind::RunCancelled => println!("cancelled"),
+            EventKind::Usage => println!(
                 "  [{node}] {} tokens in, {} out",
                 event.data["input_tokens"], event.data["output_tokens"]
             ),
-            "warning" => println!("  [{node}] warning: {}", text("message")),
+            EventKind::Warning => println!("  [{node}] warning: {}", text("message")),
             _ => {}
         }
         std::io::stdout().flush().ok();
@@ -263,8 +265,8 @@ async fn drive(
     let mut run = runs::get(services, user, &run_id).await?;
     while run.status == RunStatus::Waiting {
         let wait = run.wait.clone().expect("a waiting run has a wait");
-        let answer = match wait.kind.as_str() {
-            "approval" => {
+        let answer = match wait.kind {
+            WaitKind::Approval => {
                 let prompt = wait.prompt.as_deref().unwrap_or("Approve?");
                 match ask(&format!("{prompt} [y/n] "))? {
                     Some(a) => Resume::Approval(
@@ -273,13 +275,13 @@ async fn drive(
                     None => break,
                 }
             }
-            "widget_action" => match ask("action (JSON, e.g. {\"type\": \"submit\"})> ")? {
+            WaitKind::WidgetAction => match ask("action (JSON, e.g. {\"type\": \"submit\"})> ")? {
                 Some(text) => Resume::WidgetAction(
                     serde_json::from_str(&text).context("the action is not JSON")?,
                 ),
                 None => break,
             },
-            "client_tool_output" => {
+            WaitKind::ClientToolOutput => {
                 let call = wait.data.clone().unwrap_or_default();
                 match ask(&format!(
                     "result of {}({}) as JSON> ",
@@ -291,7 +293,7 @@ async fn drive(
                     None => break,
                 }
             }
-            "structured_input" => {
+            WaitKind::StructuredInput => {
                 let questions = wait.data.clone().unwrap_or_default();
                 let mut answers = serde_json::Map::new();
                 let mut closed = false;
@@ -337,7 +339,7 @@ async fn drive(
                 }
                 Resume::StructuredInput(serde_json::json!({"answers": answers}))
             }
-            _ => match ask("you> ")? {
+            WaitKind::UserMessage => match ask("you> ")? {
                 Some(text) => Resume::UserMessage(text),
                 None => break,
             },

@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
     mcp::{McpServer, McpTool, McpTransport},
-    mcp_oauth::OAuthSession,
-    mcp_server::ExposedWorkflow,
+    mcp::{oauth::OAuthSession, server::ExposedWorkflow},
     store::{McpStore, StoreError, StoreResult, ToolStore},
     tools::{ToolDef, ToolKind},
 };

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use domain::{
     models::usage::UsageRecord,
     runs::{
-        Event, ExpiredRun, HistoryEntry, PartialAnswer, Run, RunFailure, RunFilter, RunLease,
-        RunStatus, Step, Wait,
+        Event, EventKind, ExpiredRun, HistoryEntry, PartialAnswer, Run, RunFailure, RunFilter,
+        RunLease, RunStatus, Step, Wait,
     },
     store::{RunStore, StoreError, StoreResult},
 };
@@ -195,7 +195,7 @@ macro_rules! push_insert_events {
         $b.push_values($chunk, |mut row, event: &Event| {
             row.push_bind(run_id)
                 .push_bind(event.seq)
-                .push_bind(&event.kind)
+                .push_bind(event.kind.as_str())
                 .push_bind(&event.node)
                 .push_bind(Json(&event.data))
                 .push_bind(stored_time(event.at));
@@ -340,16 +340,22 @@ impl RunStore for Db {
                 .await
         })
         .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Event {
-                seq: r.seq,
-                kind: r.kind,
-                node: r.node,
-                data: r.data.0,
-                at: r.at,
+        rows.into_iter()
+            .map(|r| {
+                Ok(Event {
+                    seq: r.seq,
+                    kind: EventKind::parse(&r.kind).ok_or_else(|| {
+                        StoreError::Other(format!(
+                            "run event {} has an unknown kind `{}`",
+                            r.seq, r.kind
+                        ))
+                    })?,
+                    node: r.node,
+                    data: r.data.0,
+                    at: r.at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn thread_active_run(&self, thread_id: &str) -> StoreResult<Option<Run>> {

@@ -445,6 +445,38 @@ mod tidy {
         }
     }
 
+    /// Run event kinds are named in one place, `domain::runs::event`: elsewhere they are
+    /// `EventKind` values, so no consumer matches them by string (the distinctive, dotted
+    /// names are checked: `run.waiting`, `assistant.delta`, …).
+    #[test]
+    fn event_kinds_are_named_only_by_their_enum() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let enum_file = crates.join("domain/src/runs/event.rs");
+        let names: Vec<String> = std::fs::read_to_string(&enum_file)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.trim().split_once(" = \""))
+            .map(|(_, rest)| rest.trim_end_matches("\",").to_string())
+            .filter(|name| name.contains('.'))
+            .collect();
+        assert!(names.len() > 10, "read the kinds: {names:?}");
+        let mut files = Vec::new();
+        rust_files(crates, &mut files);
+        let mut found = Vec::new();
+        for path in files
+            .iter()
+            .filter(|p| **p != enum_file && !p.components().any(|c| c.as_os_str() == "tests"))
+        {
+            let text = std::fs::read_to_string(path).unwrap();
+            for name in &names {
+                if text.contains(&format!("\"{name}\"")) {
+                    found.push(format!("{}: {name}", path.display()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "event kinds named by string: {found:?}");
+    }
+
     /// Every Rust file opens with a `//!` line saying what it is for.
     #[test]
     fn every_rust_file_starts_with_a_module_doc() {

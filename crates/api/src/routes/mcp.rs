@@ -478,7 +478,7 @@ async fn oauth_start(
             format!("{scheme}://{host}/api/mcp/oauth/callback")
         }
     };
-    let started = domain::mcp_oauth::start(&state.services, id, &redirect_uri, req.scope).await?;
+    let started = domain::mcp::oauth::start(&state.services, id, &redirect_uri, req.scope).await?;
     Ok(Json(OAuthStartResponse {
         authorization_url: started.authorization_url,
         state: started.state,
@@ -537,7 +537,7 @@ async fn oauth_callback(
             Some(d) => format!("{e}: {d}"),
             None => e.clone(),
         });
-    match domain::mcp_oauth::callback(
+    match domain::mcp::oauth::callback(
         &state.services,
         flow,
         query.code.as_deref(),
@@ -577,7 +577,7 @@ async fn oauth_status(
     _admin: AdminUser,
     AppPath(flow): AppPath<String>,
 ) -> ApiResult<Json<OAuthStatusResponse>> {
-    let session = domain::mcp_oauth::session(&state.services, &flow).await?;
+    let session = domain::mcp::oauth::session(&state.services, &flow).await?;
     let status = if session.status == "pending" && session.expires_at <= Utc::now() {
         "expired".to_string()
     } else {

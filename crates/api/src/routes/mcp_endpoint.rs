@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
-use domain::mcp_server::{self, ExposeError, ExposedWorkflow};
+use domain::mcp::server::{self as mcp_server, ExposeError, ExposedWorkflow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;

@@ -16,7 +16,7 @@ use axum::{
     },
 };
 use chrono::{DateTime, Utc};
-use domain::runs::{self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Step};
+use domain::runs::{self, Event, EventKind, Resume, Run, RunFilter, RunStatus, StartRun, Step};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -155,7 +155,7 @@ impl From<Event> for EventResponse {
     fn from(e: Event) -> Self {
         EventResponse {
             seq: e.seq,
-            kind: e.kind,
+            kind: e.kind.as_str().to_string(),
             node: e.node,
             data: e.data,
             at: e.at,
@@ -298,7 +298,7 @@ fn event_stream(
         /// Numbered events sent from the live channel and not yet seen in the log, by
         /// number: an event the log then holds under the same number with another type
         /// (the advance published one that was never saved) is sent too.
-        unconfirmed: std::collections::BTreeMap<i64, String>,
+        unconfirmed: std::collections::BTreeMap<i64, EventKind>,
         pending: VecDeque<Event>,
         live: Option<broadcast::Receiver<std::sync::Arc<Event>>>,
         done: bool,
@@ -311,7 +311,7 @@ fn event_stream(
                 self.pending.push_back(event);
             } else if event.seq > self.queued {
                 self.queued = event.seq;
-                self.unconfirmed.insert(event.seq, event.kind.clone());
+                self.unconfirmed.insert(event.seq, event.kind);
                 self.pending.push_back(event);
             }
         }
@@ -357,7 +357,7 @@ fn event_stream(
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(event) = c.pending.pop_front() {
-                let payload = serde_json::json!({"type": event.kind, "node": event.node, "data": event.data, "at": event.at});
+                let payload = serde_json::json!({"type": event.kind.as_str(), "node": event.node, "data": event.data, "at": event.at});
                 let mut sse = SseEvent::default().data(payload.to_string());
                 if event.seq > 0 {
                     sse = sse.id(event.seq.to_string());

@@ -29,7 +29,9 @@ use super::{
 use crate::{
     Services,
     models::titles,
-    runs::{self, Event, HistoryEntry, Resume, Run, RunError, RunStatus, StartRun},
+    runs::{
+        self, Event, EventKind, HistoryEntry, Resume, Run, RunError, RunStatus, StartRun, WaitKind,
+    },
     users::User,
     workflows,
 };
@@ -175,7 +177,12 @@ pub async fn respond(
                         "the assistant is still answering in this thread".into(),
                     ));
                 }
-                Some(run) if run.wait.as_ref().is_some_and(|w| w.kind == "user_message") => {
+                Some(run)
+                    if run
+                        .wait
+                        .as_ref()
+                        .is_some_and(|w| w.kind == WaitKind::UserMessage) =>
+                {
                     Engine::Resume {
                         run_id: run.id,
                         answer: Resume::UserMessageWithFiles(text.clone(), refs(&files)),
@@ -212,7 +219,7 @@ pub async fn respond(
                 .filter(|r| {
                     r.wait
                         .as_ref()
-                        .is_some_and(|w| w.kind == "client_tool_output")
+                        .is_some_and(|w| w.kind == WaitKind::ClientToolOutput)
                 })
                 .ok_or_else(|| {
                     ChatError::Invalid("no client tool call is pending in this thread".into())
@@ -276,15 +283,14 @@ pub async fn respond(
                 .ok_or_else(|| {
                     ChatError::Invalid("nothing in this thread waits for an action".into())
                 })?;
-            let wait = run.wait.clone().unwrap_or_else(|| runs::Wait {
-                kind: String::new(),
-                node: String::new(),
-                prompt: None,
-                data: None,
-            });
-            let answer = match (wait.kind.as_str(), action.kind.as_str()) {
+            let Some(wait) = run.wait.clone() else {
+                return Err(ChatError::Invalid(
+                    "the workflow waits for nothing, not for this action".into(),
+                ));
+            };
+            let answer = match (wait.kind, action.kind.as_str()) {
                 // An approval card answers the approval it was shown for, not a later one.
-                ("approval", "approval.approve" | "approval.reject")
+                (WaitKind::Approval, "approval.approve" | "approval.reject")
                     if action.payload.get("node").and_then(Value::as_str)
                         != Some(wait.node.as_str()) =>
                 {
@@ -292,15 +298,15 @@ pub async fn respond(
                         "this approval is no longer pending".into(),
                     ));
                 }
-                ("approval", "approval.approve") => Resume::Approval(true),
-                ("approval", "approval.reject") => Resume::Approval(false),
-                ("widget_action", _) => {
+                (WaitKind::Approval, "approval.approve") => Resume::Approval(true),
+                (WaitKind::Approval, "approval.reject") => Resume::Approval(false),
+                (WaitKind::WidgetAction, _) => {
                     Resume::WidgetAction(json!({"type": action.kind, "payload": action.payload}))
                 }
                 (kind, _) => {
                     return Err(ChatError::Invalid(format!(
                         "the workflow waits for {}, not for this action",
-                        if kind.is_empty() { "nothing" } else { kind }
+                        kind.as_str().replace('_', " ")
                     )));
                 }
             };
@@ -353,7 +359,7 @@ pub async fn respond(
                 .await?
                 .filter(|r| {
                     r.wait.as_ref().is_some_and(|w| {
-                        w.kind == "structured_input"
+                        w.kind == WaitKind::StructuredInput
                             && w.data.as_ref().and_then(|d| d.get("inputs"))
                                 == Some(&Value::Array(inputs.clone()))
                     })
@@ -961,10 +967,7 @@ impl TurnStream<'_> {
 
     /// Maps one engine event.
     async fn handle(&mut self, event: &Event) {
-        self.stopped = matches!(
-            event.kind.as_str(),
-            "run.completed" | "run.failed" | "run.cancelled" | "run.waiting"
-        );
+        self.stopped = event.kind.stops();
         let node = event.node.clone();
         let text = |key: &str| {
             event
@@ -974,8 +977,8 @@ impl TurnStream<'_> {
                 .unwrap_or_default()
                 .to_string()
         };
-        match event.kind.as_str() {
-            "assistant.delta" => {
+        match event.kind {
+            EventKind::AssistantDelta => {
                 let delta = text("delta");
                 if self.open.as_ref().is_none_or(|o| o.node != node) {
                     self.close_open(None).await;
@@ -1011,7 +1014,7 @@ impl TurnStream<'_> {
                 })
                 .await;
             }
-            "assistant_message" => {
+            EventKind::AssistantMessage => {
                 let full = text("text");
                 let annotations = annotations(&event.data["sources"]);
                 if self.open.as_ref().is_some_and(|o| o.node == node) {
@@ -1027,7 +1030,9 @@ impl TurnStream<'_> {
                     self.done(item).await;
                 }
             }
-            "user_message" if event.data.get("reply").and_then(Value::as_bool) != Some(true) => {
+            EventKind::UserMessage
+                if event.data.get("reply").and_then(Value::as_bool) != Some(true) =>
+            {
                 self.close_open(None).await;
                 self.close_work().await;
                 let item = self.item(ItemBody::UserMessage {
@@ -1038,7 +1043,7 @@ impl TurnStream<'_> {
                 });
                 self.done(item).await;
             }
-            "node.started" => {
+            EventKind::NodeStarted => {
                 let title = text("title");
                 if !title.is_empty() {
                     self.send(StreamEvent::ProgressUpdate {
@@ -1048,7 +1053,7 @@ impl TurnStream<'_> {
                     .await;
                 }
             }
-            "tool_call.started" => {
+            EventKind::ToolCallStarted => {
                 self.close_open(None).await;
                 let name = text("name");
                 let task = Task {
@@ -1063,7 +1068,7 @@ impl TurnStream<'_> {
                     work.calls.push((text("call_id"), index));
                 }
             }
-            "tool_call.finished" => {
+            EventKind::ToolCallFinished => {
                 let call_id = text("call_id");
                 let Some(work) = self.work.as_mut() else {
                     return;
@@ -1083,7 +1088,7 @@ impl TurnStream<'_> {
                 task.content = Some(output);
                 self.task_updated(index).await;
             }
-            "reasoning.delta" => {
+            EventKind::ReasoningDelta => {
                 self.close_open(None).await;
                 let delta = text("delta");
                 let reasoning = self
@@ -1111,7 +1116,7 @@ impl TurnStream<'_> {
                     }
                 }
             }
-            "widget.delta" => {
+            EventKind::WidgetDelta => {
                 let widget = event.data["widget"].clone();
                 if let Some(open) = self.widget.as_mut().filter(|w| w.node == node) {
                     let updates = chatkit::widget_updates(&open.widget, &widget);
@@ -1136,7 +1141,7 @@ impl TurnStream<'_> {
                     self.widget = Some(OpenWidget { node, item, widget });
                 }
             }
-            "widget" => {
+            EventKind::Widget => {
                 let widget = event.data["widget"].clone();
                 // The widget that filled in as it streamed ends with its final state.
                 let streamed = self.widget.take_if(|w| w.node == node);
@@ -1165,11 +1170,11 @@ impl TurnStream<'_> {
                 };
                 self.done(item).await;
             }
-            "run.waiting" => {
+            EventKind::RunWaiting => {
                 self.close_open(None).await;
                 self.close_work().await;
-                match text("kind").as_str() {
-                    "approval" => {
+                match WaitKind::parse(&text("kind")) {
+                    Some(WaitKind::Approval) => {
                         let node_slug = node.clone().unwrap_or_default();
                         let prompt = event
                             .data
@@ -1191,7 +1196,7 @@ impl TurnStream<'_> {
                         });
                         self.done(item).await;
                     }
-                    "structured_input" => {
+                    Some(WaitKind::StructuredInput) => {
                         let inputs = event.data["data"]["inputs"]
                             .as_array()
                             .cloned()
@@ -1202,7 +1207,7 @@ impl TurnStream<'_> {
                         });
                         self.done(item).await;
                     }
-                    "client_tool_output" => {
+                    Some(WaitKind::ClientToolOutput) => {
                         let call = &event.data["data"];
                         let item = self.item(ItemBody::ClientToolCall {
                             status: ToolCallStatus::Pending,
@@ -1219,7 +1224,7 @@ impl TurnStream<'_> {
                     _ => {}
                 }
             }
-            "run.failed" => {
+            EventKind::RunFailed => {
                 self.close_open(None).await;
                 self.close_work().await;
                 let node = node.as_deref().unwrap_or("?");
@@ -1233,7 +1238,7 @@ impl TurnStream<'_> {
                 })
                 .await;
             }
-            "run.completed" => {
+            EventKind::RunCompleted => {
                 self.close_open(None).await;
                 self.close_work().await;
                 let status = &event.data["thread_status"];

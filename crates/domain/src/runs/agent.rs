@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{
-    HistoryEntry, Run, RunError, RunResult, RunStatus, Wait,
+    EventKind, HistoryEntry, Run, RunError, RunResult, RunStatus, Wait, WaitKind,
     compose::{self, WorkflowRef},
     engine::{
         CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse, set_path, strip_nul,
@@ -340,7 +340,7 @@ pub(super) async fn run(
                 None => json!({"error": format!("there is no tool named `{}`", call.name)}),
             };
             log.event(
-                "tool_call.finished",
+                EventKind::ToolCallFinished,
                 Some(&node.slug),
                 json!({"call_id": call.id, "name": call.name, "output": output}),
             );
@@ -383,7 +383,7 @@ pub(super) async fn run(
                 // One repair attempt, telling the model what was wrong.
                 turn.repaired = true;
                 log.event(
-                    "agent.repair",
+                    EventKind::AgentRepair,
                     Some(&node.slug),
                     json!({"problem": problem}),
                 );
@@ -422,7 +422,7 @@ pub(super) async fn run(
         turn.messages.push(said);
         for call in &completion.tool_calls {
             log.event(
-                "tool_call.started",
+                EventKind::ToolCallStarted,
                 Some(&node.slug),
                 json!({"call_id": call.id, "name": call.name, "arguments": arguments_of(call)}),
             );
@@ -445,7 +445,7 @@ pub(super) async fn run(
             super::widget::bind(&mut definition, values);
         }
         log.event(
-            "widget",
+            EventKind::Widget,
             Some(&node.slug),
             json!({"widget": definition, "await_action": false}),
         );
@@ -615,7 +615,7 @@ fn pause_for_approval(
     Outcome {
         output: json!({"approval_request": data.clone()}),
         next: Next::Wait(Wait {
-            kind: "approval".into(),
+            kind: WaitKind::Approval,
             node: node.slug.clone(),
             prompt: Some(format!(
                 "Allow the tool `{tool}` of {place} to run with {shown}?"
@@ -635,7 +635,7 @@ async fn call_mcp(ctx: &RunCtx<'_>, binding: &McpBinding, call: &ToolCall) -> Va
         }
         Err(err) => return json!({"error": err.to_string()}),
     };
-    let connection = match crate::mcp_oauth::connect_info(ctx.services, server).await {
+    let connection = match crate::mcp::oauth::connect_info(ctx.services, server).await {
         Ok(connection) => connection,
         Err(err) => return json!({"error": err.to_string()}),
     };
@@ -716,12 +716,12 @@ async fn resolve_defined_tools(
         let tool = match found {
             Ok(tool) if tool.is_active => tool,
             Ok(tool) => {
-                log.event("warning", Some(&node.slug), json!({"message": format!("the tool `{}` is turned off; the agent runs without it", tool.name)}));
+                log.event(EventKind::Warning, Some(&node.slug), json!({"message": format!("the tool `{}` is turned off; the agent runs without it", tool.name)}));
                 continue;
             }
             Err(err) => {
                 log.event(
-                    "warning",
+                    EventKind::Warning,
                     Some(&node.slug),
                     json!({"message": format!("{err}; the agent runs without it")}),
                 );
@@ -766,8 +766,8 @@ async fn resolve_defined_tools(
             Some(resolved) if !tools.iter().any(|t| t.spec().name == resolved.spec().name) => {
                 tools.push(resolved)
             }
-            Some(_) => log.event("warning", Some(&node.slug), json!({"message": format!("two tools are named `{}`; the second is left out", tool.name)})),
-            None => log.event("warning", Some(&node.slug), json!({"message": format!("the tool `{}` is misconfigured; the agent runs without it", tool.name)})),
+            Some(_) => log.event(EventKind::Warning, Some(&node.slug), json!({"message": format!("two tools are named `{}`; the second is left out", tool.name)})),
+            None => log.event(EventKind::Warning, Some(&node.slug), json!({"message": format!("the tool `{}` is misconfigured; the agent runs without it", tool.name)})),
         }
     }
 }
@@ -795,7 +795,11 @@ async fn resolve_mcp_tools(
                     .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             });
         let mut warn = |message: String| {
-            log.event("warning", Some(&node.slug), json!({"message": message}));
+            log.event(
+                EventKind::Warning,
+                Some(&node.slug),
+                json!({"message": message}),
+            );
         };
         let Some(id) = id else {
             warn("an MCP tool entry names no `server_id`; the agent runs without it".into());
@@ -901,7 +905,7 @@ fn pause_for_client(log: &mut Log<'_>, node: &Node, turn: Turn, call: &ToolCall)
     Outcome {
         output: json!({"client_tool_call": data.clone()}),
         next: Next::Wait(Wait {
-            kind: "client_tool_output".into(),
+            kind: WaitKind::ClientToolOutput,
             node: node.slug.clone(),
             prompt: None,
             data: Some(data),
@@ -1060,7 +1064,7 @@ fn resolve_tools(log: &mut Log<'_>, node: &Node, entries: &[Value]) -> Vec<Agent
         match tool {
             Some(tool) => tools.push(tool),
             None => log.event(
-                "warning",
+                EventKind::Warning,
                 Some(&node.slug),
                 json!({"message": format!("the tool `{}` cannot run in this version; the agent runs without it", if kind.is_empty() { "?" } else { kind })}),
             ),
@@ -1122,7 +1126,7 @@ fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut nodes::Agent)
             config.model_provider_id = None;
         }
         None => log.event(
-            "warning",
+            EventKind::Warning,
             Some(&node.slug),
             json!({"message": format!("the model `{choice}` is not one this agent offers; it uses its own")}),
         ),
@@ -1193,11 +1197,11 @@ async fn first_messages(
                 match attachment_part(ctx, model, file).await {
                     Ok(Some(part)) => message.content.push(part),
                     Ok(None) => log.event(
-                        "warning",
+                        EventKind::Warning,
                         Some(&node.slug),
                         json!({"message": format!("the model `{}` cannot read `{}` ({}); it was left out", model.name, file.name, file.mime_type)}),
                     ),
-                    Err(message) => log.event("warning", Some(&node.slug), json!({"message": message})),
+                    Err(message) => log.event(EventKind::Warning, Some(&node.slug), json!({"message": message})),
                 }
             }
             messages.push(message);
@@ -1358,23 +1362,23 @@ async fn call_model(
                 Some(Ok(StreamEvent::Completed(done))) => break done,
                 Some(Ok(StreamEvent::TextDelta(delta))) => match &mut display {
                     Display::Text => {
-                        log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+                        log.ephemeral(EventKind::AssistantDelta, &node.slug, json!({"delta": delta}));
                     }
                     Display::Widget(stream) => {
                         if let Some(widget) = stream.push(&delta) {
-                            log.ephemeral("widget.delta", &node.slug, json!({"widget": widget}));
+                            log.ephemeral(EventKind::WidgetDelta, &node.slug, json!({"widget": widget}));
                         }
                     }
                     Display::Hidden => {}
                 },
                 Some(Ok(StreamEvent::ReasoningDelta(delta))) => {
-                    log.ephemeral("reasoning.delta", &node.slug, json!({"delta": delta}));
+                    log.ephemeral(EventKind::ReasoningDelta, &node.slug, json!({"delta": delta}));
                 }
                 Some(Ok(StreamEvent::ToolCallStarted { index, id, name })) => {
-                    log.ephemeral("tool_call.delta", &node.slug, json!({"index": index, "call_id": id, "name": name}));
+                    log.ephemeral(EventKind::ToolCallDelta, &node.slug, json!({"index": index, "call_id": id, "name": name}));
                 }
                 Some(Ok(StreamEvent::ToolCallArgumentsDelta { index, delta })) => {
-                    log.ephemeral("tool_call.delta", &node.slug, json!({"index": index, "delta": delta}));
+                    log.ephemeral(EventKind::ToolCallDelta, &node.slug, json!({"index": index, "delta": delta}));
                 }
             },
             () = until_cancelled(&mut signal) => return Err(cancelled()),
@@ -1421,7 +1425,7 @@ async fn record_usage(
     record.run_id = Some(log.run.id.clone());
     let cost = record.cost_usd;
     log.record_usage(ctx.services, record).await;
-    log.event("usage", Some(&node.slug), json!({
+    log.event(EventKind::Usage, Some(&node.slug), json!({
         "model": model.name, "input_tokens": completion.usage.input_tokens, "output_tokens": completion.usage.output_tokens,
         "cached_input_tokens": completion.usage.cached_input_tokens, "reasoning_tokens": completion.usage.reasoning_tokens, "cost_usd": cost,
     }));

@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Event, Run, RunError, RunStatus, Step,
+    Event, EventKind, Run, RunError, RunStatus, Step,
     engine::{
         CANCELLED, Log, Next, NodeError, Outcome, RunCtx, initial_state, node_error, parse, walk,
     },
@@ -233,9 +233,12 @@ fn merge(
     skip_messages: bool,
 ) {
     for event in events {
-        if event.kind.starts_with("run.")
+        if event.kind.is_lifecycle()
             || (skip_messages
-                && matches!(event.kind.as_str(), "assistant_message" | "user_message"))
+                && matches!(
+                    event.kind,
+                    EventKind::AssistantMessage | EventKind::UserMessage
+                ))
         {
             continue;
         }
@@ -244,7 +247,7 @@ fn merge(
             map.insert("part".into(), json!(part));
         }
         let node = event.node.map(|n| format!("{node_prefix}{n}"));
-        log.event(&event.kind, node.as_deref(), data);
+        log.event(event.kind, node.as_deref(), data);
     }
     for mut step in steps {
         log.run.step_count += 1;

@@ -1,5 +1,6 @@
-//! The run loop: executes nodes one at a time, saving after each, until the run waits,
-//! ends or fails.
+//! The run loop: executes nodes one at a time, saving them in batches (at most 256 steps,
+//! and before any model call while an earlier call is unsaved), until the run waits, ends
+//! or fails.
 //!
 //! Concurrency: a run is advanced by whichever request starts or resumes it. Each save is
 //! conditional on the event sequence the advancing process last saw (`RunStore::save_run`),
@@ -18,8 +19,8 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Event, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus, Step, Wait,
-    agent, compose,
+    Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus,
+    Step, Wait, WaitKind, agent, compose,
     live::{LiveGuard, Subscription},
     widget,
 };
@@ -286,11 +287,12 @@ impl<'a> Log<'a> {
         write_usage(services, &pending).await;
     }
 
-    pub fn event(&mut self, kind: &str, node: Option<&str>, data: Value) {
+    pub fn event(&mut self, kind: EventKind, node: Option<&str>, data: Value) {
+        debug_assert!(!kind.is_ephemeral(), "{kind} is never saved");
         self.run.event_seq += 1;
         let event = Event {
             seq: self.run.event_seq,
-            kind: kind.into(),
+            kind,
             node: node.map(str::to_string),
             data,
             at: Utc::now(),
@@ -302,11 +304,12 @@ impl<'a> Log<'a> {
     }
 
     /// An event shown live and never saved (a text delta).
-    pub fn ephemeral(&mut self, kind: &str, node: &str, data: Value) {
+    pub fn ephemeral(&mut self, kind: EventKind, node: &str, data: Value) {
+        debug_assert!(kind.is_ephemeral(), "{kind} is saved");
         if let Some(live) = self.live.filter(|l| l.has_readers()) {
             live.publish(Event {
                 seq: 0,
-                kind: kind.into(),
+                kind,
                 node: Some(node.to_string()),
                 data,
                 at: Utc::now(),
@@ -331,7 +334,7 @@ impl<'a> Log<'a> {
         }
         let text = text.replace('\0', "");
         self.event(
-            "assistant_message",
+            EventKind::AssistantMessage,
             Some(node),
             json!({"text": text, "sources": sources}),
         );
@@ -351,9 +354,9 @@ impl<'a> Log<'a> {
         };
         self.event(
             if role == "user" {
-                "user_message"
+                EventKind::UserMessage
             } else {
-                "assistant_message"
+                EventKind::AssistantMessage
             },
             Some(node),
             json!({"text": text}),
@@ -523,7 +526,7 @@ async fn begin(
     // The run is written with its first event, in one transaction.
     let mut log = Log::new(&mut run);
     log.event(
-        "run.started",
+        EventKind::RunStarted,
         None,
         json!({"workflow_id": workflow.id, "version": version.number}),
     );
@@ -642,8 +645,8 @@ async fn reopen(
         Resume::UserMessageWithFiles(text, files) => (Resume::UserMessage(text), files),
         other => (other, Vec::new()),
     };
-    let label = match (wait.kind.as_str(), answer) {
-        ("user_message", Resume::UserMessage(text)) => {
+    let label = match (wait.kind, answer) {
+        (WaitKind::UserMessage, Resume::UserMessage(text)) => {
             log.say("user", &node.slug, text.clone());
             // The user's own answer: a chat client shows it already.
             if let Some(said) = log.events.last_mut() {
@@ -655,7 +658,7 @@ async fn reopen(
             log.run.last_output = json!({"user_message": text});
             None
         }
-        ("structured_input", Resume::StructuredInput(submission)) => {
+        (WaitKind::StructuredInput, Resume::StructuredInput(submission)) => {
             let shown = wait
                 .data
                 .as_ref()
@@ -676,15 +679,19 @@ async fn reopen(
                 said.data["reply"] = json!(true);
             }
             log.event(
-                "structured_input.answered",
+                EventKind::StructuredInputAnswered,
                 Some(&node.slug),
                 json!({"status": status, "inputs": answered}),
             );
             log.run.last_output = nodes::wait_for_user_input::answers_output(&status, &answered);
             None
         }
-        ("approval", Resume::Approval(approved)) => {
-            log.event("approval", Some(&node.slug), json!({"approved": approved}));
+        (WaitKind::Approval, Resume::Approval(approved)) => {
+            log.event(
+                EventKind::Approval,
+                Some(&node.slug),
+                json!({"approved": approved}),
+            );
             if agent::accept_approval(log.run, &node.slug, approved) {
                 // A tool call an agent waits on: the agent goes on with the decision.
                 reenter = true;
@@ -694,9 +701,13 @@ async fn reopen(
                 Some(if approved { "approve" } else { "reject" }.to_string())
             }
         }
-        ("widget_action", Resume::WidgetAction(action)) => {
+        (WaitKind::WidgetAction, Resume::WidgetAction(action)) => {
             let action = widget::action_context(action, wait.data.as_ref())?;
-            log.event("widget.action", Some(&node.slug), json!({"action": action}));
+            log.event(
+                EventKind::WidgetAction,
+                Some(&node.slug),
+                json!({"action": action}),
+            );
             let kind = action["type"].as_str().unwrap_or_default().to_string();
             log.run.last_output = json!({"action": action});
             // An edge labelled with the action's type routes it; otherwise the default edge
@@ -710,9 +721,9 @@ async fn reopen(
                 }))
             .then_some(kind)
         }
-        ("client_tool_output", Resume::ClientToolOutput(output)) => {
+        (WaitKind::ClientToolOutput, Resume::ClientToolOutput(output)) => {
             log.event(
-                "tool_call.output",
+                EventKind::ToolCallOutput,
                 Some(&node.slug),
                 json!({"call": wait.data, "output": output}),
             );
@@ -723,7 +734,7 @@ async fn reopen(
         (kind, _) => {
             return Err(RunError::Invalid(format!(
                 "the run waits for {}",
-                kind.replace('_', " ")
+                kind.as_str().replace('_', " ")
             )));
         }
     };
@@ -731,12 +742,12 @@ async fn reopen(
     log.run.status = RunStatus::Running;
     if let Some(from) = moved_from {
         log.event(
-            "run.version_changed",
+            EventKind::RunVersionChanged,
             None,
             json!({"from": from, "to": version.number}),
         );
     }
-    log.event("run.resumed", Some(&node.slug), json!({}));
+    log.event(EventKind::RunResumed, Some(&node.slug), json!({}));
     if reenter {
         log.run.current_node = Some(node.slug.clone());
     } else {
@@ -778,7 +789,7 @@ pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResul
         log.run.status = RunStatus::Cancelled;
         log.run.wait = None;
         log.run.finished_at = Some(Utc::now());
-        log.event("run.cancelled", None, json!({"by": actor.id}));
+        log.event(EventKind::RunCancelled, None, json!({"by": actor.id}));
         match save(services, &mut log, saved).await {
             Ok(()) => {
                 services.live.cancel(run_id);
@@ -927,7 +938,7 @@ async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunR
 
 fn fail(log: &mut Log<'_>, node: Option<&str>, code: &str, message: String) {
     log.event(
-        "run.failed",
+        EventKind::RunFailed,
         node,
         json!({"code": code, "message": message}),
     );
@@ -943,7 +954,7 @@ fn fail(log: &mut Log<'_>, node: Option<&str>, code: &str, message: String) {
 
 fn complete(log: &mut Log<'_>, output: Value, thread_status: Value) {
     log.event(
-        "run.completed",
+        EventKind::RunCompleted,
         None,
         json!({"output": output, "thread_status": thread_status}),
     );
@@ -1232,7 +1243,7 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     if log.has_readers() {
         let title = node.display_name.as_deref().unwrap_or(&node.slug);
         log.ephemeral(
-            "node.started",
+            EventKind::NodeStarted,
             &slug,
             json!({"kind": node.kind, "title": title}),
         );
@@ -1287,7 +1298,7 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
                 "ok"
             };
             log.event(
-                "node.finished",
+                EventKind::NodeFinished,
                 Some(&slug),
                 json!({"kind": node.kind, "status": status, "duration_ms": duration_ms}),
             );
@@ -1306,7 +1317,7 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
                 Next::Wait(wait) => {
                     step.status = "waiting".into();
                     log.event(
-                        "run.waiting",
+                        EventKind::RunWaiting,
                         Some(&slug),
                         json!({"kind": wait.kind, "prompt": wait.prompt, "data": wait.data}),
                     );
@@ -1565,7 +1576,7 @@ async fn execute_handled(
         if attempt < attempts {
             let base = handling.retry.map_or(0, |r| r.backoff_ms);
             let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
-            log.event("node.retry", Some(&node.slug), json!({"attempt": attempt, "code": err.code, "message": err.message, "backoff_ms": backoff}));
+            log.event(EventKind::NodeRetry, Some(&node.slug), json!({"attempt": attempt, "code": err.code, "message": err.message, "backoff_ms": backoff}));
             tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
             attempt += 1;
             continue;
@@ -1575,7 +1586,7 @@ async fn execute_handled(
             OnError::Fail => Err(err),
             OnError::Continue => {
                 log.event(
-                    "node.error_handled",
+                    EventKind::NodeErrorHandled,
                     Some(&node.slug),
                     json!({"action": "continue", "error": error}),
                 );
@@ -1587,7 +1598,7 @@ async fn execute_handled(
             }
             OnError::Route => {
                 log.event(
-                    "node.error_handled",
+                    EventKind::NodeErrorHandled,
                     Some(&node.slug),
                     json!({"action": "route", "error": error}),
                 );
@@ -1679,7 +1690,11 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                 let value = typed(ctx.version.graph.state_schema.as_ref(), path, value)?;
                 set_path(&mut log.run.state, path, value);
             }
-            log.event("state.updated", Some(&node.slug), log.run.state.clone());
+            log.event(
+                EventKind::StateUpdated,
+                Some(&node.slug),
+                log.run.state.clone(),
+            );
             pass(Next::Follow(None))
         }
         Kind::Transform => {
@@ -1697,7 +1712,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
         Kind::Condition => {
             let config: nodes::Condition = parse(node)?;
             let label = condition_label(&scope, &config)?;
-            log.event("branch", Some(&node.slug), json!({"label": label}));
+            log.event(EventKind::Branch, Some(&node.slug), json!({"label": label}));
             pass(Next::Follow(label))
         }
         Kind::While => run_loop(ctx, log, node, &scope, input),
@@ -1717,14 +1732,14 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
             }
             pass(Next::Wait(if questions.is_empty() {
                 Wait {
-                    kind: "user_message".into(),
+                    kind: WaitKind::UserMessage,
                     node: node.slug.clone(),
                     prompt,
                     data: None,
                 }
             } else {
                 Wait {
-                    kind: "structured_input".into(),
+                    kind: WaitKind::StructuredInput,
                     node: node.slug.clone(),
                     prompt,
                     data: Some(json!({"inputs": questions})),
@@ -1736,7 +1751,7 @@ async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Out
                 .map(|t| scope.render_text(&t))
                 .transpose()?;
             pass(Next::Wait(Wait {
-                kind: "approval".into(),
+                kind: WaitKind::Approval,
                 node: node.slug.clone(),
                 prompt,
                 data: None,
@@ -1802,7 +1817,11 @@ async fn simulate_stream(log: &mut Log<'_>, node: &Node, text: &str) {
     let chars: Vec<char> = text.chars().collect();
     for chunk in chars.chunks(8) {
         let delta: String = chunk.iter().collect();
-        log.ephemeral("assistant.delta", &node.slug, json!({"delta": delta}));
+        log.ephemeral(
+            EventKind::AssistantDelta,
+            &node.slug,
+            json!({"delta": delta}),
+        );
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
 }
@@ -1896,7 +1915,7 @@ fn run_loop(
                 )
             })?;
         log.event(
-            "loop.iteration",
+            EventKind::LoopIteration,
             Some(&node.slug),
             json!({"iteration": count + 1}),
         );
@@ -1910,7 +1929,7 @@ fn run_loop(
     }
     if holds {
         log.event(
-            "loop.limit_reached",
+            EventKind::LoopLimitReached,
             Some(&node.slug),
             json!({"max_iterations": config.max_iterations}),
         );

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::EventKind;
 use super::engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
 use crate::{
     error::DomainError,
@@ -204,7 +205,7 @@ pub(super) async fn file_search(
     )
     .await?;
     log.event(
-        "knowledge.searched",
+        EventKind::KnowledgeSearched,
         Some(&node.slug),
         json!({"query": query, "stores": config.stores(), "results": found.results.len(), "semantic": found.semantic}),
     );
@@ -299,7 +300,7 @@ pub(super) async fn json_vector_store(
         .map_err(|err| node_error(err.code(), err.to_string()))?;
     debug_assert_eq!(doc.status, DocumentStatus::Ready);
     log.event(
-        "knowledge.ingested",
+        EventKind::KnowledgeIngested,
         Some(&node.slug),
         json!({"store": slug, "doc_id": doc.doc_id, "chunk_count": doc.chunk_count}),
     );

@@ -174,7 +174,7 @@ impl LiveGuard {
             *partial = None;
             return;
         }
-        if event.kind != "assistant.delta" {
+        if event.kind != super::EventKind::AssistantDelta {
             return;
         }
         let node = event.node.as_deref().unwrap_or_default();
@@ -234,7 +234,7 @@ mod tests {
     fn event(seq: i64) -> Event {
         Event {
             seq,
-            kind: "x".into(),
+            kind: super::super::EventKind::Warning,
             node: None,
             data: json!({}),
             at: Utc::now(),

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use super::EventKind;
 use super::engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
 use crate::{
     mcp,
@@ -51,11 +52,11 @@ pub(super) async fn call(
         ));
     }
     let label = server.label.clone();
-    let connection = crate::mcp_oauth::connect_info(ctx.services, server)
+    let connection = crate::mcp::oauth::connect_info(ctx.services, server)
         .await
         .map_err(|err| node_error("mcp_unavailable", err.to_string()))?;
     log.event(
-        "tool_call.started",
+        EventKind::ToolCallStarted,
         Some(&node.slug),
         json!({"call_id": format!("mcp_{}", node.slug), "name": tool, "server": label, "arguments": arguments}),
     );
@@ -82,7 +83,7 @@ pub(super) async fn call(
         "is_error": result.is_error,
     });
     log.event(
-        "tool_call.finished",
+        EventKind::ToolCallFinished,
         Some(&node.slug),
         json!({"call_id": format!("mcp_{}", node.slug), "name": tool, "output": output}),
     );

@@ -4,14 +4,16 @@
 //! - Run state lives in the database, never only in memory: the current node, `state`,
 //!   the conversation history, loop counters, the wait of a paused run, and an append-only
 //!   event log with a per-run sequence. A paused run resumes in any process.
-//! - Every step is saved with its step record and events in one transaction, guarded by
-//!   the run's event sequence, so two processes can never advance one run twice.
+//! - Steps are saved in batches with their records and events, each batch in one
+//!   transaction guarded by the run's event sequence, so two processes can never advance
+//!   one run twice (see ARCHITECTURE.md for when a batch is written).
 //! - A run ends `completed`, `failed` (with the node and the reason) or `cancelled`; the
 //!   step limit turns endless loops into a clear failure.
 
 mod agent;
 mod compose;
 mod engine;
+mod event;
 mod knowledge;
 pub mod leases;
 pub mod live;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use engine::*;
+pub use event::{EventKind, WaitKind};
 pub(crate) use widget::bind as bind_widget;
 
 use crate::{
@@ -75,9 +78,7 @@ impl RunStatus {
 /// What a paused run waits for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Wait {
-    /// `user_message`, `structured_input`, `approval`, `widget_action` or
-    /// `client_tool_output`.
-    pub kind: String,
+    pub kind: WaitKind,
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
@@ -187,7 +188,7 @@ pub struct Step {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub seq: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub node: Option<String>,
     pub data: Value,
     pub at: DateTime<Utc>,

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    RunError, RunResult, Wait,
+    EventKind, RunError, RunResult, Wait, WaitKind,
     engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
 };
 use crate::workflows::{Node, eval::Scope, nodes};
@@ -53,7 +53,7 @@ pub(super) async fn run(
         .and_then(Value::as_bool)
         .unwrap_or(true);
     log.event(
-        "widget",
+        EventKind::Widget,
         Some(&node.slug),
         json!({"widget": definition, "slug": slug, "await_action": await_action}),
     );
@@ -62,7 +62,7 @@ pub(super) async fn run(
         output,
         next: if await_action {
             Next::Wait(Wait {
-                kind: "widget_action".into(),
+                kind: WaitKind::WidgetAction,
                 node: node.slug.clone(),
                 prompt: None,
                 data: Some(json!({"widget": definition})),

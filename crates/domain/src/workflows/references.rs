@@ -1,18 +1,14 @@
 //! References from a graph to things outside it: models, library widgets, vector stores and
 //! other workflows.
 //!
-//! Nested workflows are checked now (they must exist, and not be the workflow itself).
-//! Models, widgets and vector stores have no registry yet: each reference is reported as a
-//! warning that it could not be verified. When a registry lands, its check replaces the
-//! warning with an error for references that do not exist.
+//! `workflows::validate_only` checks each against its registry: a nested workflow must
+//! exist (for the author) and not be the workflow itself (an error); a model, a library
+//! widget or a knowledge base that is missing is a warning, since it may be added before
+//! the version runs.
 
 use serde_json::Value;
 
-use super::{
-    Graph,
-    nodes::Kind,
-    problems::{Problem, Problems},
-};
+use super::{Graph, nodes::Kind};
 
 /// Something a node points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,23 +87,4 @@ pub fn collect(graph: &Graph) -> Vec<(String, String, Reference)> {
         }
     }
     found
-}
-
-/// Warnings for references no registry can verify yet.
-pub fn unverifiable(graph: &Graph) -> Vec<Problem> {
-    let mut problems = Problems::new();
-    for (node, field, reference) in collect(graph) {
-        let (what, name) = match &reference {
-            Reference::VectorStore(name) => ("vector store", name),
-            // Models, widgets and workflows are checked against their registries.
-            Reference::Model(_) | Reference::Widget(_) | Reference::Workflow { .. } => continue,
-        };
-        problems.at_node(Some(&node));
-        problems.warning(
-            "unverified_reference",
-            Some(&field),
-            format!("{what} `{name}` cannot be checked yet: this version has no {what} registry"),
-        );
-    }
-    problems.into_vec()
 }

@@ -148,10 +148,10 @@ pub async fn validate_only(
     own: Option<&Workflow>,
 ) -> WorkflowResult<Vec<Problem>> {
     let mut problems = validate::validate(graph);
-    problems.extend(references::unverifiable(graph));
     let mut models: Option<Vec<String>> = None;
     for (node, field, reference) in references::collect(graph) {
-        // A model or widget that is missing now may be added before the run: a warning.
+        // A model, widget or knowledge base that is missing now may be added before the
+        // run: a warning.
         let missing = match &reference {
             Reference::Model(name) => {
                 if models.is_none() {
@@ -174,7 +174,13 @@ pub async fn validate_only(
                 .await?
                 .is_none()
                 .then(|| format!("widget `{slug}` is not in the widget library")),
-            _ => None,
+            Reference::VectorStore(slug) => services
+                .store
+                .vector_store(slug)
+                .await?
+                .is_none()
+                .then(|| format!("knowledge base `{slug}` does not exist")),
+            Reference::Workflow { .. } => None,
         };
         if let Some(message) = missing {
             problems.push(Problem {

@@ -432,7 +432,7 @@ async fn writes_are_all_or_nothing(backend: TestBackend) {
         .unwrap();
     let event = |seq: i64| Event {
         seq,
-        kind: "test".into(),
+        kind: domain::runs::EventKind::Warning,
         node: None,
         data: json!({"n": seq}),
         at: chrono::Utc::now(),

@@ -82,6 +82,36 @@ async fn references_are_checked(backend: TestBackend) {
             .contains("model registry")
     );
 
+    // A knowledge base is checked against the stores that exist.
+    let validate = |slug: &'static str| {
+        json!({"graph": {
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "ask", "kind": "agent", "parameters": {"vector_store_ingestion": {"vector_store_slug": slug}}}
+            ],
+            "edges": [{"source": "start", "target": "ask"}]
+        }})
+    };
+    let store = app
+        .post(
+            "/api/vector-stores",
+            Some(&token),
+            json!({"slug": "handbook", "title": "Handbook"}),
+        )
+        .await;
+    assert!(store.status.is_success(), "{}", store.text);
+    for (slug, missing) in [("handbook", false), ("nowhere", true)] {
+        let checked = app
+            .post("/api/workflows/validate", Some(&token), validate(slug))
+            .await;
+        let text = checked.text.clone();
+        assert_eq!(
+            text.contains(&format!("knowledge base `{slug}` does not exist")),
+            missing,
+            "{text}"
+        );
+    }
+
     // A workflow cannot nest itself.
     let id = ok.body["workflow"]["id"].as_i64().unwrap();
     let version = ok.body["version"]["id"].as_i64().unwrap();

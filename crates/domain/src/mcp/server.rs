@@ -273,7 +273,7 @@ pub async fn call(
                 "the workflow stopped to wait for {} (run {}); a tool call cannot answer it",
                 run.wait
                     .as_ref()
-                    .map_or("input".to_string(), |w| w.kind.replace('_', " ")),
+                    .map_or("input".to_string(), |w| w.kind.as_str().replace('_', " ")),
                 run.id
             )),
             is_error: true,

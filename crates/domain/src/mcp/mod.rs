@@ -1,6 +1,10 @@
-//! MCP servers: how administrators register them (secrets encrypted, hints only in
-//! answers), probing them, and the tool lists cached from them. The protocol itself is
-//! behind [`McpConnector`], implemented by the `mcp` crate.
+//! MCP, both ways: the servers administrators register (secrets encrypted, hints only in
+//! answers), probing them, and the tool lists cached from them, here; their OAuth in
+//! [`oauth`]; Switchyard as an MCP server in [`server`]. The protocol itself is behind
+//! [`McpConnector`], implemented by the `mcp` crate.
+
+pub mod oauth;
+pub mod server;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -676,7 +680,7 @@ async fn probe(services: &Services, connection: &McpConnection) -> ProbeReport {
 /// Probes a saved server and, when it answers, caches its tools.
 pub async fn probe_server(services: &Services, id: i64) -> McpResult<ProbeReport> {
     let server = get_server(services, id).await?;
-    let connection = crate::mcp_oauth::connect_info(services, server).await?;
+    let connection = crate::mcp::oauth::connect_info(services, server).await?;
     let report = probe(services, &connection).await;
     if report.status == "ok" {
         services
