@@ -409,3 +409,71 @@ fn run_command_prints_a_transcript_and_asks_when_waiting() {
         text(&broken.stderr)
     );
 }
+
+/// Out of file descriptors (a hard limit the server cannot raise, and more clients than it
+/// allows), the server keeps accepting: once the clients leave, it answers again.
+#[test]
+fn serve_survives_running_out_of_file_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new("bash")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SWITCHYARD_DATABASE__MAX_CONNECTIONS", "2")
+        .args([
+            "-c",
+            "ulimit -n 64 && exec \"$0\" serve --bind \"$1\" --data-dir data",
+            BIN,
+            &addr.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while http(addr, "GET", "/health", None).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // More idle clients than the server has descriptors for.
+    let crowd: Vec<TcpStream> = (0..120)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(crowd.len() > 64, "the backlog took them: {}", crowd.len());
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(crowd);
+    let again = Instant::now();
+    let health = loop {
+        match http(addr, "GET", "/health", None) {
+            Ok(response) if response.0 == 200 => break response,
+            _ if again.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => {
+                let _ = child.kill();
+                panic!("the server stopped answering: {other:?}");
+            }
+        }
+    };
+    assert_eq!(health.0, 200);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let log = text(&output.stderr);
+    assert!(
+        log.contains("could not accept a connection"),
+        "it ran out of descriptors and said so: {log}"
+    );
+    assert!(
+        log.contains("open-file limit"),
+        "it warned that the limit is low: {log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
