@@ -194,6 +194,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Waits (at most 30 s) until a server answers `/health` at `addr`.
+fn wait_until_up(addr: SocketAddr) {
+    let started = Instant::now();
+    while http(addr, "GET", "/health", None).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A minimal HTTP/1.1 exchange; returns (status, body).
 fn http(
     addr: SocketAddr,
@@ -306,14 +318,7 @@ fn serve_without_users_says_how_to_create_one() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while http(addr, "GET", "/health", None).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the server did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_up(addr);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -431,14 +436,7 @@ fn serve_survives_running_out_of_file_descriptors() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while http(addr, "GET", "/health", None).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the server came up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_up(addr);
     // More idle clients than the server has descriptors for.
     let crowd: Vec<TcpStream> = (0..120)
         .filter_map(|_| TcpStream::connect(addr).ok())

@@ -167,6 +167,15 @@ async fn start(
     (addr, tx, task)
 }
 
+/// Waits (at most 10 s) for a served app's task to end, and checks it ended well.
+async fn finished(task: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the server stopped in time")
+        .expect("the server's task did not panic")
+        .expect("the server stopped without an error");
+}
+
 /// Sends the head of a login request whose body is `body_len` bytes, and `sent` of them.
 fn partial_login(addr: SocketAddr, body: &str, sent: usize) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -216,11 +225,7 @@ async fn serve_finishes_in_flight_requests(backend: TestBackend) {
         "the in-flight request finished: {response}"
     );
     assert!(response.contains("access_token"));
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
 }
 
 async fn serve_bounds_stuck_requests(backend: TestBackend) {
@@ -238,11 +243,7 @@ async fn serve_bounds_stuck_requests(backend: TestBackend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     shutdown.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
     let took = started.elapsed();
     assert!(
         took >= Duration::from_millis(900),
@@ -330,11 +331,7 @@ async fn serve_caps_connections_and_slow_clients() {
     let healthy = read_until_closed(&mut fresh).await;
     assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
     shutdown.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
 }
 
 /// A server killed mid-answer (SIGKILL, no goodbye): once its lease runs out, another
