@@ -5,20 +5,22 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 use domain::{
-    runs::{self, Event, EventKind, Resume, RunStatus, StartRun, WaitKind, live::Subscription},
+    runs::{
+        self, Event, EventKind, Resume, RunStatus, StartRun, WaitKind, follow::Follower,
+        live::Subscription,
+    },
     workflows::{self, CreateWorkflow, import},
 };
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use crate::{app::App, cli::RunArgs};
 
-/// Prints a run's events as they happen: the saved ones after `after`, then what the
-/// advancing task publishes (with the model's text as it is written), until it stops.
+/// Prints a run's events as they happen (`runs::follow`: the saved ones after `after`,
+/// then what the advancing task publishes, with the model's text as it is written), until
+/// it stops.
 /// Returns the last sequence number printed.
 async fn follow(
     app: &App,
-    user: &domain::users::User,
     run_id: &str,
     after: i64,
     subscription: Subscription,
@@ -29,36 +31,11 @@ async fn follow(
         last: after,
         streaming: None,
     };
-    for event in runs::events(&app.services, user, run_id, after).await? {
-        if event.seq <= subscription.published {
-            printer.print(&event);
-        }
-    }
-    for event in &subscription.unsaved {
-        printer.print(event);
-    }
-    let mut live = subscription.events;
-    loop {
-        match live.recv().await {
-            Ok(event) => {
-                // Numbers skipped were saved before the subscription: from the log first.
-                if event.seq > printer.last + 1 {
-                    for saved in runs::events(&app.services, user, run_id, printer.last).await? {
-                        if saved.seq < event.seq {
-                            printer.print(&saved);
-                        }
-                    }
-                }
-                printer.print(&event);
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => break,
-        }
-    }
-    // Whatever was saved after the last live event (nothing, normally).
-    for event in runs::events(&app.services, user, run_id, printer.last).await? {
+    let mut follower = Follower::new(&app.services, run_id, after, Some(subscription));
+    while let Some(event) = follower.next().await {
         printer.print(&event);
     }
+    printer.end_line();
     Ok(printer.last)
 }
 
@@ -261,7 +238,7 @@ async fn drive(
     )
     .await?;
     let run_id = started.id;
-    follow(app, user, &run_id, 0, subscription, args.json).await?;
+    follow(app, &run_id, 0, subscription, args.json).await?;
     let mut run = runs::get(services, user, &run_id).await?;
     while run.status == RunStatus::Waiting {
         let wait = run.wait.clone().expect("a waiting run has a wait");
@@ -346,7 +323,7 @@ async fn drive(
         };
         let (_, after, subscription) =
             runs::resume_detached(services, user, &run_id, answer).await?;
-        follow(app, user, &run_id, after, subscription, args.json).await?;
+        follow(app, &run_id, after, subscription, args.json).await?;
         run = runs::get(services, user, &run_id).await?;
     }
     match run.status {

@@ -1,10 +1,6 @@
 //! `/api/workflows/{id}/runs` and `/api/runs`: start, inspect, resume and cancel runs.
 
-use std::{
-    collections::VecDeque,
-    convert::Infallible,
-    time::{Duration, Instant},
-};
+use std::convert::Infallible;
 
 use axum::{
     Json,
@@ -16,11 +12,12 @@ use axum::{
     },
 };
 use chrono::{DateTime, Utc};
-use domain::runs::{self, Event, EventKind, Resume, Run, RunFilter, RunStatus, StartRun, Step};
+use domain::runs::{
+    self, Event, Resume, Run, RunFilter, RunStatus, StartRun, Step, follow::Follower,
+};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -275,165 +272,27 @@ async fn start(
     Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
 }
 
-/// How often a stream of a run that is not advancing in this process looks for new
-/// events. Polling the event log lets any replica serve any run's stream.
-const POLL_EVERY: Duration = Duration::from_millis(50);
-
 /// The run's events after `after` as server-sent events (`id:` is the sequence number),
-/// then live ones until the run stops running. While the run advances in this process the
-/// stream follows it directly, with the text deltas that are never saved (no `id:`).
+/// then live ones until the run stops running (`runs::follow`). While the run advances in
+/// this process the stream carries the text deltas that are never saved (no `id:`).
 fn event_stream(
     state: AppState,
     run_id: String,
     after: i64,
     subscription: Option<runs::live::Subscription>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    struct Cursor {
-        state: AppState,
-        run_id: String,
-        /// The highest sequence number queued so far.
-        queued: i64,
-        /// The highest sequence number read from the log.
-        confirmed: i64,
-        /// Numbered events sent from the live channel and not yet seen in the log, by
-        /// number: an event the log then holds under the same number with another type
-        /// (the advance published one that was never saved) is sent too.
-        unconfirmed: std::collections::BTreeMap<i64, EventKind>,
-        pending: VecDeque<Event>,
-        live: Option<broadcast::Receiver<std::sync::Arc<Event>>>,
-        done: bool,
-        wait: Duration,
-        idle_since: Instant,
-    }
-    impl Cursor {
-        fn queue(&mut self, event: Event) {
-            if event.seq == 0 {
-                self.pending.push_back(event);
-            } else if event.seq > self.queued {
-                self.queued = event.seq;
-                self.unconfirmed.insert(event.seq, event.kind);
-                self.pending.push_back(event);
-            }
+    let follower = Follower::new(&state.services, &run_id, after, subscription);
+    let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next().await?;
+        let payload = serde_json::json!({"type": event.kind.as_str(), "node": event.node, "data": event.data, "at": event.at});
+        let mut sse = SseEvent::default().data(payload.to_string());
+        if event.seq > 0 {
+            sse = sse.id(event.seq.to_string());
         }
-
-        /// Events read from the log, in order.
-        fn logged(&mut self, events: Vec<Event>) {
-            for event in events {
-                let shown = self.unconfirmed.remove(&event.seq);
-                self.confirmed = self.confirmed.max(event.seq);
-                if event.seq > self.queued {
-                    self.queued = event.seq;
-                    self.pending.push_back(event);
-                } else if shown.is_some_and(|kind| kind != event.kind) {
-                    self.pending.push_back(event);
-                }
-            }
-            // Live events under numbers the log has passed were never saved.
-            let confirmed = self.confirmed;
-            self.unconfirmed.retain(|seq, _| *seq > confirmed);
-        }
-    }
-    let mut cursor = Cursor {
-        state,
-        run_id,
-        queued: after,
-        confirmed: after,
-        unconfirmed: Default::default(),
-        pending: VecDeque::new(),
-        live: None,
-        done: false,
-        wait: POLL_EVERY,
-        idle_since: Instant::now(),
-    };
-    // A subscription taken before the run advanced: what was saved before it is read
-    // from the log when the first live event shows the gap.
-    if let Some(subscription) = subscription {
-        subscription
-            .unsaved
-            .into_iter()
-            .for_each(|e| cursor.queue(e));
-        cursor.live = Some(subscription.events);
-    }
-    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
-        loop {
-            if let Some(event) = c.pending.pop_front() {
-                let payload = serde_json::json!({"type": event.kind.as_str(), "node": event.node, "data": event.data, "at": event.at});
-                let mut sse = SseEvent::default().data(payload.to_string());
-                if event.seq > 0 {
-                    sse = sse.id(event.seq.to_string());
-                }
-                return Some((Ok(sse), c));
-            }
-            if c.done {
-                return None;
-            }
-            if c.live.is_none()
-                && let Some(subscription) = c.state.services.live.subscribe(&c.run_id)
-            {
-                // Subscribed first, then the saved backlog up to the subscription: nothing
-                // falls between the two, and nothing comes twice.
-                let upto = subscription.published;
-                match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
-                    Ok((_, events)) => {
-                        c.logged(events.into_iter().filter(|e| e.seq <= upto).collect())
-                    }
-                    Err(_) => c.done = true,
-                }
-                subscription.unsaved.into_iter().for_each(|e| c.queue(e));
-                c.live = Some(subscription.events);
-                continue;
-            }
-            if let Some(live) = c.live.as_mut() {
-                match tokio::time::timeout(MAX_IDLE, live.recv()).await {
-                    Ok(Ok(event)) => {
-                        // Numbers skipped since the last one sent were saved before the
-                        // subscription (or undone): read them from the log first.
-                        if event.seq > c.queued + 1 {
-                            let from = c.queued;
-                            if let Ok((_, events)) =
-                                runs::poll(&c.state.services, &c.run_id, from).await
-                            {
-                                c.logged(
-                                    events.into_iter().filter(|e| e.seq < event.seq).collect(),
-                                );
-                            }
-                        }
-                        c.queue(std::sync::Arc::unwrap_or_clone(event));
-                    }
-                    // Fell behind, or the run stopped advancing here: read the log.
-                    Ok(Err(_)) => c.live = None,
-                    Err(_) => c.done = true,
-                }
-                continue;
-            }
-            // The status is read before the events: once it is no longer `running`, every
-            // event of the run is already visible in the same read.
-            // After following live, the log is read again from the last number it
-            // confirmed, so what the live channel showed differently is corrected.
-            match runs::poll(&c.state.services, &c.run_id, c.confirmed).await {
-                Ok((status, events)) => {
-                    let running = status == RunStatus::Running;
-                    let before = c.confirmed;
-                    c.logged(events);
-                    if c.confirmed > before {
-                        c.wait = POLL_EVERY;
-                        c.idle_since = Instant::now();
-                    } else if running && c.idle_since.elapsed() < MAX_IDLE {
-                        tokio::time::sleep(c.wait).await;
-                        // Quiet runs are polled less and less often.
-                        c.wait = (c.wait * 2).min(Duration::from_secs(1));
-                    }
-                    c.done = !running || c.idle_since.elapsed() >= MAX_IDLE;
-                }
-                Err(_) => c.done = true,
-            }
-        }
+        Some((Ok(sse), follower))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
-
-/// A stream with no new event for this long ends; the client reconnects with `Last-Event-ID`.
-const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// The caller's runs (administrators: all runs), newest first.
 #[utoipa::path(get, path = "/api/runs", tag = "runs", security(("bearer" = [])), params(ListQuery),

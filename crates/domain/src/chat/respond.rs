@@ -20,7 +20,7 @@ use chatkit::{
 };
 use chrono::Utc;
 use serde_json::{Map, Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::{
     ChatError, ChatResult, ChatThread, PageRequest, Principal, StoredAttachment, attachments,
@@ -31,6 +31,7 @@ use crate::{
     models::titles,
     runs::{
         self, Event, EventKind, HistoryEntry, Resume, Run, RunError, RunStatus, StartRun, WaitKind,
+        follow::Follower,
     },
     users::User,
     workflows,
@@ -883,7 +884,8 @@ impl TurnStream<'_> {
         }
     }
 
-    /// Follows the run's events to its stop, mapping each onto the stream.
+    /// Follows the run's events to its stop (`runs::follow`), mapping each onto the
+    /// stream; a client that goes away cancels the turn.
     async fn follow(
         &mut self,
         run: Run,
@@ -891,78 +893,29 @@ impl TurnStream<'_> {
         subscription: runs::live::Subscription,
         first_message: Option<String>,
     ) {
-        let mut last = after;
-        let mut events = subscription.events;
-        for event in subscription.unsaved {
-            last = last.max(event.seq);
-            self.handle(&event).await;
-        }
+        let mut follower = Follower::new(self.services, &run.id, after, Some(subscription));
         loop {
             if self.gone {
                 self.client_left(&run.id).await;
                 return;
             }
-            let received = tokio::select! {
-                received = events.recv() => received,
+            let next = tokio::select! {
+                next = follower.next() => next,
                 () = self.tx.closed() => {
                     self.gone = true;
                     continue;
                 }
             };
-            match received {
-                Ok(event) => {
-                    // Numbers skipped (saved before the subscription, or missed while
-                    // behind) are read from the log first.
-                    if event.seq > last + 1 {
-                        last = self.catch_up(&run.id, last, Some(event.seq)).await;
-                    }
-                    if event.seq > 0 {
-                        if event.seq <= last {
-                            continue;
-                        }
-                        last = event.seq;
-                    }
-                    self.handle(&event).await;
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    last = self.catch_up(&run.id, last, None).await;
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
+            match next {
+                Some(event) => self.handle(&event).await,
+                None => break,
             }
-        }
-        // What the live channel did not carry (a slow reader fell behind, a writer
-        // elsewhere stopped the run) is in the log.
-        if !self.stopped
-            && let Ok(rest) = runs::events(self.services, self.actor, &run.id, last).await
-        {
-            for event in rest {
-                self.handle(&event).await;
-            }
-        }
-        if self.gone {
-            self.client_left(&run.id).await;
-            return;
         }
         self.close_open(None).await;
         self.close_work().await;
         if let Some(text) = first_message {
             self.name_thread(&text).await;
         }
-    }
-
-    /// Handles the logged events after `last` (and before `until`); returns the last one
-    /// handled.
-    async fn catch_up(&mut self, run_id: &str, mut last: i64, until: Option<i64>) -> i64 {
-        if let Ok(events) = runs::events(self.services, self.actor, run_id, last).await {
-            for event in events {
-                if until.is_some_and(|u| event.seq >= u) {
-                    break;
-                }
-                last = event.seq;
-                self.handle(&event).await;
-            }
-        }
-        last
     }
 
     /// Maps one engine event.

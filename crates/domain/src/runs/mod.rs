@@ -14,6 +14,7 @@ mod agent;
 mod compose;
 mod engine;
 mod event;
+pub mod follow;
 mod knowledge;
 pub mod leases;
 pub mod live;

@@ -1,0 +1,283 @@
+//! Following a run: its events after a sequence number, for every reader (the run API's
+//! server-sent events, chat, the command line), on any replica.
+//!
+//! Invariants:
+//! - While the run advances in this process, events come from the live hub as they are
+//!   produced, with the ephemeral ones (`seq` 0: text deltas); numbers the live channel
+//!   skipped (saved before the subscription, or missed by a reader that fell behind) are
+//!   read from the log first, so no numbered event is lost or given twice.
+//! - Otherwise the log is read, more and more slowly while the run is quiet, until the run
+//!   stops running (its status is read before its events, so the last read sees them all)
+//!   or nothing happened for `MAX_IDLE`.
+//! - The log is the truth: once live following ends, the log is read again from the last
+//!   number it confirmed, and an event it holds under a number the live channel showed
+//!   with another kind (an attempt that was undone) is given again.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::broadcast;
+
+use super::{Event, EventKind, RunStatus, live::Subscription};
+use crate::Services;
+
+/// How often the log of a run that is not advancing here is first read again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// The slowest a quiet run's log is read.
+const POLL_AT_MOST: Duration = Duration::from_secs(1);
+/// A follower with no new event for this long ends (a reader reconnects with its last
+/// number).
+pub const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// What a reader was given and what the log confirmed: the bookkeeping that keeps live
+/// and logged events from being lost, doubled or left uncorrected.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// The highest sequence number given so far.
+    queued: i64,
+    /// The highest sequence number read from the log.
+    confirmed: i64,
+    /// Numbered events given from the live channel and not yet seen in the log, by number.
+    unconfirmed: BTreeMap<i64, EventKind>,
+    pending: VecDeque<Event>,
+}
+
+impl Ledger {
+    fn after(after: i64) -> Ledger {
+        Ledger {
+            queued: after,
+            confirmed: after,
+            ..Ledger::default()
+        }
+    }
+
+    /// An event from the live channel.
+    fn queue(&mut self, event: Event) {
+        if event.seq == 0 {
+            self.pending.push_back(event);
+        } else if event.seq > self.queued {
+            self.queued = event.seq;
+            self.unconfirmed.insert(event.seq, event.kind);
+            self.pending.push_back(event);
+        }
+    }
+
+    /// Events read from the log, in order.
+    fn logged(&mut self, events: Vec<Event>) {
+        for event in events {
+            let shown = self.unconfirmed.remove(&event.seq);
+            self.confirmed = self.confirmed.max(event.seq);
+            if event.seq > self.queued {
+                self.queued = event.seq;
+                self.pending.push_back(event);
+            } else if shown.is_some_and(|kind| kind != event.kind) {
+                self.pending.push_back(event);
+            }
+        }
+        // Live events under numbers the log has passed were never saved.
+        let confirmed = self.confirmed;
+        self.unconfirmed.retain(|seq, _| *seq > confirmed);
+    }
+}
+
+/// A run's events after a number, one at a time ([`Follower::next`]).
+pub struct Follower {
+    services: Services,
+    run_id: String,
+    ledger: Ledger,
+    live: Option<broadcast::Receiver<Arc<Event>>>,
+    done: bool,
+    wait: Duration,
+    idle_since: Instant,
+}
+
+impl Follower {
+    /// Follows the run `run_id` from after event `after`. The caller has checked that
+    /// its reader may see the run. `subscription` is one taken when this process started
+    /// or resumed the run (what was saved before it is read from the log when the first
+    /// live event shows the gap).
+    pub fn new(
+        services: &Services,
+        run_id: &str,
+        after: i64,
+        subscription: Option<Subscription>,
+    ) -> Follower {
+        let mut follower = Follower {
+            services: services.clone(),
+            run_id: run_id.to_string(),
+            ledger: Ledger::after(after),
+            live: None,
+            done: false,
+            wait: POLL_EVERY,
+            idle_since: Instant::now(),
+        };
+        if let Some(subscription) = subscription {
+            subscription
+                .unsaved
+                .into_iter()
+                .for_each(|e| follower.ledger.queue(e));
+            follower.live = Some(subscription.events);
+        }
+        follower
+    }
+
+    /// The next event, or `None` once the run stopped running (or stayed quiet for
+    /// [`MAX_IDLE`]) and every event was given.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.ledger.pending.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if self.live.is_none()
+                && let Some(subscription) = self.services.live.subscribe(&self.run_id)
+            {
+                // Subscribed first, then the saved backlog up to the subscription: nothing
+                // falls between the two, and nothing comes twice.
+                let upto = subscription.published;
+                match self.read_log(self.ledger.confirmed).await {
+                    Some((_, events)) => self
+                        .ledger
+                        .logged(events.into_iter().filter(|e| e.seq <= upto).collect()),
+                    None => self.done = true,
+                }
+                subscription
+                    .unsaved
+                    .into_iter()
+                    .for_each(|e| self.ledger.queue(e));
+                self.live = Some(subscription.events);
+                continue;
+            }
+            if let Some(live) = self.live.as_mut() {
+                match tokio::time::timeout(MAX_IDLE, live.recv()).await {
+                    Ok(Ok(event)) => {
+                        // Numbers skipped since the last one given were saved before the
+                        // subscription (or undone): read them from the log first.
+                        if event.seq > self.ledger.queued + 1
+                            && let Some((_, events)) = self.read_log(self.ledger.queued).await
+                        {
+                            self.ledger
+                                .logged(events.into_iter().filter(|e| e.seq < event.seq).collect());
+                        }
+                        self.ledger.queue(Arc::unwrap_or_clone(event));
+                    }
+                    // Fell behind, or the run stopped advancing here: read the log.
+                    Ok(Err(_)) => self.live = None,
+                    Err(_) => self.done = true,
+                }
+                continue;
+            }
+            // The status is read before the events: once it is no longer `running`, every
+            // event of the run is already visible in the same read. After following live,
+            // the log is read again from the last number it confirmed, so what the live
+            // channel showed differently is corrected.
+            match self.read_log(self.ledger.confirmed).await {
+                Some((status, events)) => {
+                    let running = status == RunStatus::Running;
+                    let before = self.ledger.confirmed;
+                    self.ledger.logged(events);
+                    if self.ledger.confirmed > before {
+                        self.wait = POLL_EVERY;
+                        self.idle_since = Instant::now();
+                    } else if running && self.idle_since.elapsed() < MAX_IDLE {
+                        tokio::time::sleep(self.wait).await;
+                        // Quiet runs are read less and less often.
+                        self.wait = (self.wait * 2).min(POLL_AT_MOST);
+                    }
+                    self.done = !running || self.idle_since.elapsed() >= MAX_IDLE;
+                }
+                None => self.done = true,
+            }
+        }
+    }
+
+    /// The highest sequence number given so far.
+    pub fn last(&self) -> i64 {
+        self.ledger.queued
+    }
+
+    async fn read_log(&self, after: i64) -> Option<(RunStatus, Vec<Event>)> {
+        match super::poll(&self.services, &self.run_id, after).await {
+            Ok(read) => Some(read),
+            Err(err) => {
+                tracing::warn!(run_id = %self.run_id, error = %err, "could not read a run's events");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(seq: i64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            kind,
+            node: None,
+            data: json!({}),
+            at: Utc::now(),
+        }
+    }
+
+    fn given(ledger: &mut Ledger) -> Vec<(i64, EventKind)> {
+        ledger.pending.drain(..).map(|e| (e.seq, e.kind)).collect()
+    }
+
+    #[test]
+    fn live_and_logged_events_come_once_and_in_order() {
+        let mut ledger = Ledger::after(2);
+        // The log up to what the reader has is not given again.
+        ledger.logged(vec![
+            event(2, EventKind::NodeFinished),
+            event(3, EventKind::Branch),
+        ]);
+        ledger.queue(event(3, EventKind::Branch));
+        ledger.queue(event(0, EventKind::AssistantDelta));
+        ledger.queue(event(4, EventKind::AssistantMessage));
+        assert_eq!(
+            given(&mut ledger),
+            [
+                (3, EventKind::Branch),
+                (0, EventKind::AssistantDelta),
+                (4, EventKind::AssistantMessage)
+            ]
+        );
+        // The log confirms 4 and holds 5 too.
+        ledger.logged(vec![
+            event(4, EventKind::AssistantMessage),
+            event(5, EventKind::RunCompleted),
+        ]);
+        assert_eq!(given(&mut ledger), [(5, EventKind::RunCompleted)]);
+        assert!(ledger.unconfirmed.is_empty());
+    }
+
+    #[test]
+    fn what_the_log_holds_differently_is_given_again() {
+        let mut ledger = Ledger::after(0);
+        ledger.queue(event(1, EventKind::NodeFinished));
+        ledger.queue(event(2, EventKind::ToolCallStarted));
+        given(&mut ledger);
+        // The attempt was undone: the log has another event under 2, and never saved 3.
+        ledger.queue(event(3, EventKind::ToolCallFinished));
+        given(&mut ledger);
+        ledger.logged(vec![
+            event(1, EventKind::NodeFinished),
+            event(2, EventKind::RunCancelled),
+        ]);
+        assert_eq!(given(&mut ledger), [(2, EventKind::RunCancelled)]);
+        // Number 3 stays to be confirmed; once the log passes it, it is forgotten.
+        ledger.logged(vec![event(4, EventKind::RunFailed)]);
+        assert_eq!(given(&mut ledger), [(4, EventKind::RunFailed)]);
+        assert!(ledger.unconfirmed.is_empty());
+    }
+}
