@@ -213,6 +213,9 @@ pub enum LlmError {
     InvalidOutput(String),
     #[error("the provider is misconfigured: {0}")]
     Misconfigured(String),
+    /// The run was cancelled while the call streamed; the stream was dropped.
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 impl LlmError {
@@ -230,6 +233,7 @@ impl DomainError for LlmError {
     fn kind(&self) -> ErrorKind {
         match self {
             LlmError::Misconfigured(_) | LlmError::InvalidOutput(_) => ErrorKind::Invalid,
+            LlmError::Cancelled => ErrorKind::Conflict,
             _ => ErrorKind::Unavailable,
         }
     }
@@ -245,6 +249,7 @@ impl DomainError for LlmError {
             LlmError::MalformedStream(_) => "provider_malformed_stream",
             LlmError::InvalidOutput(_) => "invalid_model_output",
             LlmError::Misconfigured(_) => "provider_misconfigured",
+            LlmError::Cancelled => "cancelled",
         }
     }
 }

@@ -390,7 +390,7 @@ pub(super) async fn run(
                 turn.messages.push(Message::text(Role::User, format!("Your answer did not match the required JSON Schema ({problem}). Answer again with the JSON object only.")));
                 continue;
             }
-            Err(LlmError::Misconfigured(message)) if message == CANCELLED => {
+            Err(LlmError::Cancelled) => {
                 return Err(node_error(CANCELLED, "the run was cancelled"));
             }
             Err(err) => return Err(node_error(err.code(), err.to_string())),
@@ -1338,8 +1338,8 @@ enum Display<'a> {
 }
 
 /// One model call, streamed: deltas are published live, usage is recorded. A
-/// cancellation drops the stream, which aborts the HTTP request; it is reported as
-/// `Misconfigured(CANCELLED)` so the caller can tell it apart.
+/// cancellation drops the stream, which aborts the HTTP request, and is reported as
+/// [`LlmError::Cancelled`].
 async fn call_model(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
@@ -1349,7 +1349,7 @@ async fn call_model(
     request: &ChatRequest,
     mut display: Display<'_>,
 ) -> Result<Completion, LlmError> {
-    let cancelled = || LlmError::Misconfigured(CANCELLED.into());
+    let cancelled = || LlmError::Cancelled;
     let mut stream = ctx.services.llm.stream(provider, request).await?;
     let mut signal = log.live.map(|l| l.cancelled());
     let mut check =

@@ -217,7 +217,7 @@ async fn nested(
 fn stopped_by(result: &Result<(), RunError>) -> Result<(), NodeError> {
     match result {
         Ok(()) => Ok(()),
-        Err(RunError::Conflict(_)) => Err(node_error(CANCELLED, "the run was cancelled")),
+        Err(RunError::Cancelled) => Err(node_error(CANCELLED, "the run was cancelled")),
         Err(err) => Err(node_error("engine_error", err.to_string())),
     }
 }

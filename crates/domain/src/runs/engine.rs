@@ -1056,7 +1056,9 @@ async fn advance_or_fail_with(
         *run = stored;
         return Ok(());
     }
-    if !matches!(err, RunError::Conflict(_)) && stored.status == RunStatus::Running {
+    if !matches!(err, RunError::Conflict(_) | RunError::Cancelled)
+        && stored.status == RunStatus::Running
+    {
         let saved = stored.event_seq;
         // Past every number this advance published.
         stored.event_seq = stored.event_seq.max(run.event_seq);
@@ -1111,7 +1113,7 @@ fn is_effectful(node: &Node) -> bool {
 /// The error that stops advancing a run someone cancelled; [`advance_or_fail`] then
 /// returns the cancelled run.
 fn cancelled() -> RunError {
-    RunError::Conflict("the run was cancelled".into())
+    RunError::Cancelled
 }
 
 /// Executes nodes until the run waits, ends or fails, saving after each.

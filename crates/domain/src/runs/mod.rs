@@ -218,6 +218,9 @@ pub enum RunError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The run was cancelled while this process advanced it.
+    #[error("the run was cancelled")]
+    Cancelled,
     #[error("{0}")]
     Forbidden(String),
     /// A bug: the run was failed with `engine_error`.
@@ -234,7 +237,7 @@ impl DomainError for RunError {
         match self {
             RunError::NotFound(_) => ErrorKind::NotFound,
             RunError::Invalid(_) => ErrorKind::Invalid,
-            RunError::Conflict(_) => ErrorKind::Conflict,
+            RunError::Conflict(_) | RunError::Cancelled => ErrorKind::Conflict,
             RunError::Forbidden(_) => ErrorKind::Forbidden,
             RunError::Internal(_) => ErrorKind::Internal,
             RunError::Workflow(err) => err.kind(),
@@ -248,6 +251,7 @@ impl DomainError for RunError {
             RunError::NotFound(_) => "run_not_found",
             RunError::Invalid(_) => "invalid_run_request",
             RunError::Conflict(_) => "run_conflict",
+            RunError::Cancelled => "run_cancelled",
             RunError::Forbidden(_) => "run_forbidden",
             RunError::Internal(_) => "engine_error",
             RunError::Workflow(err) => err.code(),
