@@ -58,7 +58,7 @@ pub struct WorkflowResponse {
     pub follow_production: bool,
     /// The version in production, if any.
     pub production_version_id: Option<i64>,
-    /// The caller's rights: `read`, `write`, `owner` or `admin`.
+    /// The caller's rights: `served` (may chat with it, not see it), `read`, `write`, `owner` or `admin`.
     pub access: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -578,7 +578,7 @@ async fn get_chatkit_default(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> ApiResult<Json<WorkflowResponse>> {
-    let workflow = workflows::chatkit_default(&state.services)
+    let (workflow, access) = workflows::chatkit_default_for(&state.services, &user)
         .await?
         .ok_or_else(|| {
             ApiError::new(
@@ -587,11 +587,6 @@ async fn get_chatkit_default(
                 "no workflow is the ChatKit default",
             )
         })?;
-    let access = if user.is_admin {
-        Access::Admin
-    } else {
-        Access::Read
-    };
     Ok(Json(WorkflowResponse::new(workflow, access)))
 }
 

@@ -29,7 +29,7 @@ use crate::{
     models::usage::UsageRecord,
     users::User,
     workflows::{
-        self, Edge, Graph, GraphIndex, Node, Version, Workflow, WorkflowError,
+        self, Access, Edge, Graph, GraphIndex, Node, Version, Workflow, WorkflowError,
         eval::{EvalError, Scope, as_text, truthy},
         nodes::{self, Kind},
     },
@@ -435,7 +435,7 @@ async fn begin(
     let (workflow, access) =
         workflows::runnable(services, actor, req.workflow_id, req.served).await?;
     let version = match (req.version_id, access) {
-        (Some(version_id), None) => {
+        (Some(version_id), Access::Served) => {
             // Those a workflow is only served to run what is in production.
             services
                 .store
@@ -444,7 +444,7 @@ async fn begin(
                 .filter(|v| v.id == version_id)
                 .ok_or(WorkflowError::VersionNotFound(version_id))?
         }
-        (Some(version_id), Some(access)) => {
+        (Some(version_id), access) => {
             let version = workflows::get_version(services, actor, workflow.id, version_id).await?;
             if !version.is_production && !access.can_write() {
                 return Err(WorkflowError::Forbidden(

@@ -100,6 +100,11 @@ impl Permission {
 /// A user's effective rights on a workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Runs its production version without seeing the graph: the ChatKit default for
+    /// every signed-in user, a thread's workflow for the thread's owner (see
+    /// [`runnable`](crate::workflows::runnable)). [`access`](crate::workflows::access)
+    /// never answers it.
+    Served,
     Read,
     Write,
     Owner,
@@ -109,6 +114,7 @@ pub enum Access {
 impl Access {
     pub fn as_str(self) -> &'static str {
         match self {
+            Access::Served => "served",
             Access::Read => "read",
             Access::Write => "write",
             Access::Owner => "owner",
@@ -117,7 +123,12 @@ impl Access {
     }
 
     pub fn can_write(self) -> bool {
-        !matches!(self, Access::Read)
+        matches!(self, Access::Write | Access::Owner | Access::Admin)
+    }
+
+    /// Whether the graph and versions may be read.
+    pub fn can_read(self) -> bool {
+        !matches!(self, Access::Served)
     }
 
     /// Deleting and sharing belong to the owner (and administrators).

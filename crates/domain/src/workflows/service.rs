@@ -267,18 +267,18 @@ pub async fn access(
     }
 }
 
-/// Who may run a workflow's production version: everyone who can see it (`Some` with
-/// their access), and everyone it is served to without seeing its graph (`None`): the
-/// ChatKit default is served to every signed-in user, and a channel that already
+/// Who may run a workflow's production version: everyone who can see it (with their
+/// access), and everyone it is served to without seeing its graph ([`Access::Served`]):
+/// the ChatKit default is served to every signed-in user, and a channel that already
 /// checked the caller (`served`: a chat thread they own) vouches for its workflow.
 pub async fn runnable(
     services: &Services,
     actor: &User,
     workflow_id: i64,
     served: bool,
-) -> WorkflowResult<(Workflow, Option<Access>)> {
+) -> WorkflowResult<(Workflow, Access)> {
     match access(services, actor, workflow_id).await {
-        Ok((workflow, access)) => Ok((workflow, Some(access))),
+        Ok(found) => Ok(found),
         Err(WorkflowError::NotFound(id)) => {
             let workflow = services
                 .store
@@ -286,9 +286,20 @@ pub async fn runnable(
                 .await?
                 .filter(|w| served || w.is_chatkit_default)
                 .ok_or(WorkflowError::NotFound(id))?;
-            Ok((workflow, None))
+            Ok((workflow, Access::Served))
         }
         Err(err) => Err(err),
+    }
+}
+
+/// The ChatKit default as the caller reaches it: with their access, or served to them.
+pub async fn chatkit_default_for(
+    services: &Services,
+    actor: &User,
+) -> WorkflowResult<Option<(Workflow, Access)>> {
+    match chatkit_default(services).await? {
+        Some(workflow) => Ok(Some(runnable(services, actor, workflow.id, false).await?)),
+        None => Ok(None),
     }
 }
 

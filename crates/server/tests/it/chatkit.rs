@@ -146,6 +146,8 @@ async fn chat_serves_every_user_without_showing_the_graph(backend: TestBackend) 
         "{}",
         listed.text
     );
+    let served = app.get("/api/workflows/chatkit", Some(&token)).await;
+    assert_eq!(served.body["access"], "served", "{}", served.text);
 
     // The default may nest a workflow of its author's that the user cannot see.
     let helper = app
