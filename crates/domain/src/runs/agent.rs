@@ -15,9 +15,8 @@ use tokio::sync::watch;
 use super::{
     EventKind, HistoryEntry, Run, RunError, RunResult, RunStatus, Wait, WaitKind,
     compose::{self, WorkflowRef},
-    engine::{
-        CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse, set_path, strip_nul,
-    },
+    engine::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
+    values::{set_path, strip_nul},
 };
 use crate::{
     error::DomainError,

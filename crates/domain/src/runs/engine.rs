@@ -19,9 +19,10 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunFilter, RunResult, RunStatus,
-    Step, Wait, WaitKind, agent, compose,
+    Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunResult, RunStatus, Step, Wait,
+    WaitKind, agent, compose,
     live::{LiveGuard, Subscription},
+    values::{bounded, set_path, strip_nul, typed},
     widget,
 };
 use crate::{
@@ -404,7 +405,7 @@ pub async fn start_detached(
 }
 
 /// Advances a run in its own task, registered live (and subscribed to) before it starts.
-fn spawn_advance(
+pub(super) fn spawn_advance(
     services: &Services,
     mut run: Run,
     workflow: Workflow,
@@ -543,364 +544,6 @@ async fn begin(
     Ok((run, workflow, version, events))
 }
 
-/// Resumes a waiting run with the user's answer.
-pub async fn resume(
-    services: &Services,
-    actor: &User,
-    run_id: &str,
-    answer: Resume,
-) -> RunResult<Run> {
-    let (services, actor, run_id) = (services.clone(), actor.clone(), run_id.to_string());
-    tokio::spawn(async move { resume_here(&services, &actor, &run_id, answer).await })
-        .await
-        .map_err(|err| RunError::Internal(format!("the run's task failed: {err}")))?
-}
-
-async fn resume_here(
-    services: &Services,
-    actor: &User,
-    run_id: &str,
-    answer: Resume,
-) -> RunResult<Run> {
-    let (mut run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
-    let ctx = RunCtx::new(services, &workflow, &version, &user);
-    advance_or_fail(&ctx, &mut run).await?;
-    Ok(run)
-}
-
-/// Resumes a waiting run in the background; returns it with the sequence number its
-/// answer starts after, so a stream shows what follows.
-pub async fn resume_detached(
-    services: &Services,
-    actor: &User,
-    run_id: &str,
-    answer: Resume,
-) -> RunResult<(Run, i64, Subscription)> {
-    let before = owned(services, actor, run_id).await?.event_seq;
-    let (run, workflow, version, user) = reopen(services, actor, run_id, answer).await?;
-    let resumed = run.clone();
-    let subscription = spawn_advance(services, run, workflow, version, user);
-    Ok((resumed, before, subscription))
-}
-
-/// Checks and records the answer to a waiting run, which is then ready to advance.
-async fn reopen(
-    services: &Services,
-    actor: &User,
-    run_id: &str,
-    answer: Resume,
-) -> RunResult<(Run, Workflow, Version, User)> {
-    let mut run = owned(services, actor, run_id).await?;
-    let Some(wait) = run
-        .wait
-        .clone()
-        .filter(|_| run.status == RunStatus::Waiting)
-    else {
-        return Err(RunError::Conflict(format!(
-            "the run is {}, not waiting",
-            run.status.as_str()
-        )));
-    };
-    let (workflow, mut version, user) = context_of(services, &run).await?;
-    // A workflow set to follow production moves a waiting conversation to the version now
-    // in production at its next turn, when that version still has the node it waits at.
-    let mut moved_from = None;
-    if workflow.follow_production
-        && let Some(production) = services.store.production_version(workflow.id).await?
-        && production.id != version.id
-        && production
-            .graph
-            .node(&wait.node)
-            .is_some_and(|n| n.is_enabled && n.kind == graph_kind(&version, &wait.node))
-    {
-        moved_from = Some(version.number);
-        run.version_id = production.id;
-        version = production;
-    }
-    let ctx = RunCtx::new(services, &workflow, &version, &user);
-    let graph = &version.graph;
-    let node = graph
-        .node(&wait.node)
-        .ok_or_else(|| RunError::Invalid(format!("node `{}` is gone", wait.node)))?;
-    let saved = run.event_seq;
-    let mut log = Log::new(&mut run);
-    // A client tool's result goes back to the agent that called it.
-    let mut reenter = false;
-    let answer = match answer {
-        Resume::WidgetAction(mut action) => {
-            strip_nul(&mut action);
-            Resume::WidgetAction(action)
-        }
-        Resume::ClientToolOutput(mut output) => {
-            strip_nul(&mut output);
-            Resume::ClientToolOutput(output)
-        }
-        Resume::StructuredInput(mut submission) => {
-            strip_nul(&mut submission);
-            Resume::StructuredInput(submission)
-        }
-        other => other,
-    };
-    let (answer, files) = match answer {
-        Resume::UserMessageWithFiles(text, files) => (Resume::UserMessage(text), files),
-        other => (other, Vec::new()),
-    };
-    let label = match (wait.kind, answer) {
-        (WaitKind::UserMessage, Resume::UserMessage(text)) => {
-            log.say("user", &node.slug, text.clone());
-            // The user's own answer: a chat client shows it already.
-            if let Some(said) = log.events.last_mut() {
-                said.data["reply"] = json!(true);
-            }
-            if let Some(entry) = log.run.history.last_mut() {
-                entry.attachments = files;
-            }
-            log.run.last_output = json!({"user_message": text});
-            None
-        }
-        (WaitKind::StructuredInput, Resume::StructuredInput(submission)) => {
-            let shown = wait
-                .data
-                .as_ref()
-                .and_then(|d| d.get("inputs"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let (status, answered) =
-                nodes::wait_for_user_input::apply_submission(&shown, &submission)
-                    .map_err(RunError::Invalid)?;
-            log.say(
-                "user",
-                &node.slug,
-                nodes::wait_for_user_input::answers_text(&answered),
-            );
-            // The answers are shown as the questions' item; no message to show twice.
-            if let Some(said) = log.events.last_mut() {
-                said.data["reply"] = json!(true);
-            }
-            log.event(
-                EventKind::StructuredInputAnswered,
-                Some(&node.slug),
-                json!({"status": status, "inputs": answered}),
-            );
-            log.run.last_output = nodes::wait_for_user_input::answers_output(&status, &answered);
-            None
-        }
-        (WaitKind::Approval, Resume::Approval(approved)) => {
-            log.event(
-                EventKind::Approval,
-                Some(&node.slug),
-                json!({"approved": approved}),
-            );
-            if agent::accept_approval(log.run, &node.slug, approved) {
-                // A tool call an agent waits on: the agent goes on with the decision.
-                reenter = true;
-                None
-            } else {
-                log.run.last_output = json!({"approved": approved});
-                Some(if approved { "approve" } else { "reject" }.to_string())
-            }
-        }
-        (WaitKind::WidgetAction, Resume::WidgetAction(action)) => {
-            let action = widget::action_context(action, wait.data.as_ref())?;
-            log.event(
-                EventKind::WidgetAction,
-                Some(&node.slug),
-                json!({"action": action}),
-            );
-            let kind = action["type"].as_str().unwrap_or_default().to_string();
-            log.run.last_output = json!({"action": action});
-            // An edge labelled with the action's type routes it; otherwise the default edge
-            // (never the `error` edge).
-            (!kind.eq_ignore_ascii_case(nodes::common::ERROR_LABEL)
-                && graph.edges.iter().any(|e| {
-                    e.source == node.slug
-                        && e.condition
-                            .as_deref()
-                            .is_some_and(|c| c.eq_ignore_ascii_case(&kind))
-                }))
-            .then_some(kind)
-        }
-        (WaitKind::ClientToolOutput, Resume::ClientToolOutput(output)) => {
-            log.event(
-                EventKind::ToolCallOutput,
-                Some(&node.slug),
-                json!({"call": wait.data, "output": output}),
-            );
-            agent::accept_client_output(log.run, &node.slug, output)?;
-            reenter = true;
-            None
-        }
-        (kind, _) => {
-            return Err(RunError::Invalid(format!(
-                "the run waits for {}",
-                kind.as_str().replace('_', " ")
-            )));
-        }
-    };
-    log.run.wait = None;
-    log.run.status = RunStatus::Running;
-    if let Some(from) = moved_from {
-        log.event(
-            EventKind::RunVersionChanged,
-            None,
-            json!({"from": from, "to": version.number}),
-        );
-    }
-    log.event(EventKind::RunResumed, Some(&node.slug), json!({}));
-    if reenter {
-        log.run.current_node = Some(node.slug.clone());
-    } else {
-        let out: Vec<&Edge> = graph
-            .edges
-            .iter()
-            .filter(|e| e.source == node.slug)
-            .collect();
-        match next_node(&out, node, label.as_deref()) {
-            Ok(next) => log.run.current_node = next,
-            Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
-        }
-    }
-    save(ctx.services, &mut log, saved).await?;
-    Ok((run, workflow, version, user))
-}
-
-/// Cancels a run that has not finished. A run being advanced (here or on another
-/// replica) stops at its next step, or at once inside a model call.
-pub async fn cancel(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
-    owned(services, actor, run_id).await?;
-    // The advancing process may save between our read and our write: read again.
-    for _ in 0..20 {
-        let mut run = services
-            .store
-            .run(run_id)
-            .await?
-            .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
-        if run.status.is_finished() {
-            return Err(RunError::Conflict(format!(
-                "the run is already {}",
-                run.status.as_str()
-            )));
-        }
-        let saved = run.event_seq;
-        // Numbers this process already showed live readers are not reused.
-        run.event_seq = run.event_seq.max(services.live.published(run_id));
-        let mut log = Log::new(&mut run);
-        log.run.status = RunStatus::Cancelled;
-        log.run.wait = None;
-        log.run.finished_at = Some(Utc::now());
-        log.event(EventKind::RunCancelled, None, json!({"by": actor.id}));
-        match save(services, &mut log, saved).await {
-            Ok(()) => {
-                services.live.cancel(run_id);
-                return Ok(run);
-            }
-            Err(RunError::Conflict(_)) => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            Err(err) => return Err(err),
-        }
-    }
-    Err(RunError::Conflict(
-        "the run kept changing; try cancelling again".into(),
-    ))
-}
-
-/// A run the caller may change (resume, cancel): their own; administrators may change any.
-/// Seeing a run (write access to its workflow) is not enough to answer in someone else's
-/// conversation.
-async fn owned(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
-    let run = get(services, actor, run_id).await?;
-    if run.user_id != Some(actor.id) && !actor.is_admin {
-        return Err(RunError::Forbidden(
-            "only the user who started this run may resume or cancel it".into(),
-        ));
-    }
-    Ok(run)
-}
-
-/// A run the caller may see: their own, or any run of a workflow they can write to.
-pub async fn get(services: &Services, actor: &User, run_id: &str) -> RunResult<Run> {
-    let run = services
-        .store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
-    if run.user_id == Some(actor.id) || actor.is_admin {
-        return Ok(run);
-    }
-    match workflows::access(services, actor, run.workflow_id).await {
-        Ok((_, access)) if access.can_write() => Ok(run),
-        _ => Err(RunError::NotFound(run_id.to_string())),
-    }
-}
-
-pub async fn list(services: &Services, actor: &User, mut filter: RunFilter) -> RunResult<Vec<Run>> {
-    if !actor.is_admin {
-        filter.user_id = Some(actor.id);
-    }
-    filter.limit = filter.limit.clamp(1, 500);
-    Ok(services.store.list_runs(&filter).await?)
-}
-
-/// A run's status and its events after `after`, for a stream whose reader was already
-/// checked with [`get`].
-pub async fn poll(
-    services: &Services,
-    run_id: &str,
-    after: i64,
-) -> RunResult<(RunStatus, Vec<Event>)> {
-    let run = services
-        .store
-        .run(run_id)
-        .await?
-        .ok_or_else(|| RunError::NotFound(run_id.to_string()))?;
-    Ok((run.status, services.store.run_events(run_id, after).await?))
-}
-
-pub async fn steps(services: &Services, actor: &User, run_id: &str) -> RunResult<Vec<Step>> {
-    get(services, actor, run_id).await?;
-    Ok(services.store.run_steps(run_id).await?)
-}
-
-pub async fn events(
-    services: &Services,
-    actor: &User,
-    run_id: &str,
-    after_seq: i64,
-) -> RunResult<Vec<Event>> {
-    get(services, actor, run_id).await?;
-    Ok(services.store.run_events(run_id, after_seq).await?)
-}
-
-/// The kind of a node of a version (empty when it has no such node).
-fn graph_kind(version: &Version, slug: &str) -> String {
-    version
-        .graph
-        .node(slug)
-        .map(|n| n.kind.clone())
-        .unwrap_or_default()
-}
-
-async fn context_of(services: &Services, run: &Run) -> RunResult<(Workflow, Version, User)> {
-    let workflow = services
-        .store
-        .workflow_by_id(run.workflow_id)
-        .await?
-        .ok_or(WorkflowError::NotFound(run.workflow_id))?;
-    let version = services
-        .store
-        .version(run.workflow_id, run.version_id)
-        .await?
-        .ok_or(WorkflowError::VersionNotFound(run.version_id))?;
-    let user = match run.user_id {
-        Some(id) => services.store.user_by_id(id).await?,
-        None => None,
-    }
-    .ok_or_else(|| RunError::Invalid("the user who started this run no longer exists".into()))?;
-    Ok((workflow, version, user))
-}
-
 /// Writes usage records; a failure is logged, not the run's (the calls were paid for).
 async fn write_usage(services: &Services, records: &[UsageRecord]) {
     for record in records {
@@ -910,7 +553,11 @@ async fn write_usage(services: &Services, records: &[UsageRecord]) {
     }
 }
 
-async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunResult<()> {
+pub(super) async fn save(
+    services: &Services,
+    log: &mut Log<'_>,
+    expected_seq: i64,
+) -> RunResult<()> {
     log.run.updated_at = Utc::now();
     let saved = services
         .store
@@ -936,7 +583,7 @@ async fn save(services: &Services, log: &mut Log<'_>, expected_seq: i64) -> RunR
     Ok(())
 }
 
-fn fail(log: &mut Log<'_>, node: Option<&str>, code: &str, message: String) {
+pub(super) fn fail(log: &mut Log<'_>, node: Option<&str>, code: &str, message: String) {
     log.event(
         EventKind::RunFailed,
         node,
@@ -966,7 +613,11 @@ fn complete(log: &mut Log<'_>, output: Value, thread_status: Value) {
 
 /// The node after `node`: the edge with `label` (or the fallback edge), else the default
 /// edge; a body node with nowhere to go returns to its loop; `None` ends the run.
-fn next_node(out: &[&Edge], node: &Node, label: Option<&str>) -> Result<Option<String>, String> {
+pub(super) fn next_node(
+    out: &[&Edge],
+    node: &Node,
+    label: Option<&str>,
+) -> Result<Option<String>, String> {
     let unlabelled = || out.iter().find(|e| e.condition.is_none());
     let chosen = match label {
         Some(label) => out
@@ -1021,7 +672,7 @@ fn next_node(out: &[&Edge], node: &Node, label: Option<&str>) -> Result<Option<S
 /// [`advance`], and if it stops on an error (the database went away, say), a best-effort
 /// attempt to record the run as failed, so it does not stay `running`. A run cancelled
 /// meanwhile is returned as cancelled.
-async fn advance_or_fail(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
+pub(super) async fn advance_or_fail(ctx: &RunCtx<'_>, run: &mut Run) -> RunResult<()> {
     advance_or_fail_with(ctx, run, None).await
 }
 
@@ -1335,181 +986,6 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
         }
     }
     Ok(())
-}
-
-/// The length of a string in JSON: quotes, and escapes counted at their longest.
-fn escaped_len(s: &str) -> i64 {
-    let escaped = s
-        .bytes()
-        .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
-        .count();
-    (s.len() + 5 * escaped + 2) as i64
-}
-
-/// Whether `value` certainly serializes within `budget` bytes (an overestimate of the
-/// size, counting escapes pessimistically), spending the budget as it goes.
-fn fits(value: &Value, budget: &mut i64) -> bool {
-    *budget -= match value {
-        Value::String(s) => escaped_len(s),
-        Value::Array(items) => {
-            *budget -= 2;
-            for item in items {
-                if !fits(item, budget) {
-                    return false;
-                }
-            }
-            items.len() as i64
-        }
-        Value::Object(map) => {
-            *budget -= 2;
-            for (key, item) in map {
-                *budget -= escaped_len(key) + 1;
-                if !fits(item, budget) {
-                    return false;
-                }
-            }
-            0
-        }
-        _ => 24,
-    };
-    *budget >= 0
-}
-
-/// The largest step input or output kept whole in a step record (serialized bytes).
-const STEP_RECORD_LIMIT: usize = 64 * 1024;
-
-/// A value for a step record: whole when small, else a marker with a prefix. The run
-/// itself always keeps the whole value.
-fn bounded(value: Value) -> Value {
-    // A cheap estimate first (no serialization): most step values are small.
-    let mut budget = STEP_RECORD_LIMIT as i64;
-    if fits(&value, &mut budget) {
-        return value;
-    }
-    let text = value.to_string();
-    if text.len() <= STEP_RECORD_LIMIT {
-        return value;
-    }
-    let mut cut = 4096.min(text.len());
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    json!({"truncated": true, "bytes": text.len(), "preview": &text[..cut]})
-}
-
-/// A value assigned to `state.<path>`, checked against the type the workflow's state
-/// schema gives that path (when it gives one). Text that reads as the declared type is
-/// converted (`"3"` for an integer, `"true"` for a boolean), as form and model outputs
-/// often arrive as text; anything else fails the step, naming the path and the type.
-fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<Value, NodeError> {
-    let mut property = schema;
-    for segment in path.split('.') {
-        property = property
-            .and_then(|p| p.get("properties"))
-            .and_then(|p| p.get(segment));
-    }
-    let Some(declared) = property.and_then(|p| p.get("type")) else {
-        return Ok(value);
-    };
-    let types: Vec<&str> = match declared {
-        Value::String(t) => vec![t.as_str()],
-        Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
-        _ => return Ok(value),
-    };
-    let matches = |t: &str, v: &Value| match t {
-        "string" => v.is_string(),
-        "integer" => v.is_i64() || v.is_u64(),
-        "number" => v.is_number(),
-        "boolean" => v.is_boolean(),
-        "array" => v.is_array(),
-        "object" => v.is_object(),
-        "null" => v.is_null(),
-        _ => true,
-    };
-    // Null clears a value of any type.
-    if value.is_null() || types.iter().any(|t| matches(t, &value)) {
-        return Ok(value);
-    }
-    for t in &types {
-        let converted = match (*t, &value) {
-            ("integer", Value::Number(n)) => n
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| json!(f as i64)),
-            ("integer", Value::String(s)) => s.trim().parse::<i64>().ok().map(|i| json!(i)),
-            ("number", Value::String(s)) => s
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(|f| json!(f)),
-            ("boolean", Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" => Some(json!(true)),
-                "false" => Some(json!(false)),
-                _ => None,
-            },
-            ("string", Value::Number(_) | Value::Bool(_)) => Some(json!(as_text(&value))),
-            _ => None,
-        };
-        if let Some(converted) = converted {
-            return Ok(converted);
-        }
-    }
-    let mut shown = value.to_string();
-    if shown.len() > 80 {
-        let mut cut = 80;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
-        shown.push('…');
-    }
-    Err(node_error(
-        "state_type_mismatch",
-        format!(
-            "`state.{path}` is declared as {} in the state schema, but the value is {shown}",
-            types.join(" or ")
-        ),
-    ))
-}
-
-/// Removes NUL characters from every string of a value: PostgreSQL cannot store them,
-/// and a model or a client may send them.
-pub(super) fn strip_nul(value: &mut Value) {
-    match value {
-        Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
-        Value::Array(items) => items.iter_mut().for_each(strip_nul),
-        Value::Object(map) => {
-            if map.keys().any(|k| k.contains('\0')) {
-                let cleaned: Map<String, Value> = std::mem::take(map)
-                    .into_iter()
-                    .map(|(k, v)| (k.replace('\0', ""), v))
-                    .collect();
-                *map = cleaned;
-            }
-            map.values_mut().for_each(strip_nul);
-        }
-        _ => {}
-    }
-}
-
-/// Sets `value` at a dotted path inside `state`, creating objects on the way.
-pub(super) fn set_path(state: &mut Value, path: &str, value: Value) {
-    let mut cursor = state;
-    let segments: Vec<&str> = path.split('.').collect();
-    for (index, segment) in segments.iter().enumerate() {
-        if !cursor.is_object() {
-            *cursor = json!({});
-        }
-        let map = cursor.as_object_mut().expect("made an object above");
-        if index == segments.len() - 1 {
-            map.insert((*segment).to_string(), value);
-            return;
-        }
-        cursor = map
-            .entry((*segment).to_string())
-            .or_insert_with(|| json!({}));
-    }
 }
 
 pub(super) fn parse<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
@@ -1960,31 +1436,4 @@ fn run_loop(
             },
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::typed;
-
-    #[test]
-    fn assignments_follow_the_state_schema() {
-        let schema = json!({"type": "object", "properties": {
-            "count": {"type": "integer"}, "ratio": {"type": "number"}, "ok": {"type": "boolean"},
-            "name": {"type": ["string", "null"]},
-            "order": {"type": "object", "properties": {"qty": {"type": "integer"}}}
-        }});
-        let t = |path: &str, v| typed(Some(&schema), path, v).map_err(|e| e.code);
-        assert_eq!(t("count", json!("3")), Ok(json!(3)));
-        assert_eq!(t("count", json!(4.0)), Ok(json!(4)));
-        assert_eq!(t("count", json!("three")), Err("state_type_mismatch"));
-        assert_eq!(t("ratio", json!("0.5")), Ok(json!(0.5)));
-        assert_eq!(t("ok", json!("TRUE")), Ok(json!(true)));
-        assert_eq!(t("name", json!(12)), Ok(json!("12")));
-        assert_eq!(t("name", json!(null)), Ok(json!(null)));
-        assert_eq!(t("order.qty", json!("2")), Ok(json!(2)));
-        assert_eq!(t("undeclared", json!("x")), Ok(json!("x")));
-        assert_eq!(typed(None, "count", json!("x")).ok(), Some(json!("x")));
-    }
 }

@@ -11,7 +11,9 @@
 //!   step limit turns endless loops into a clear failure.
 
 mod agent;
+mod answer;
 mod compose;
+mod control;
 mod engine;
 mod event;
 pub mod follow;
@@ -20,12 +22,15 @@ pub mod leases;
 pub mod live;
 mod mcp_step;
 mod partial_json;
+mod values;
 mod widget;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use answer::*;
+pub use control::*;
 pub use engine::*;
 pub use event::{EventKind, WaitKind};
 pub(crate) use widget::bind as bind_widget;
