@@ -130,7 +130,8 @@ async fn reopen(
             if let Some(entry) = log.run.history.last_mut() {
                 entry.attachments = files;
             }
-            log.run.last_output = json!({"user_message": text});
+            // One name for the user's text after a start and after a wait alike.
+            log.run.last_output = json!({"input_as_text": text, "user_message": text});
             None
         }
         (WaitKind::StructuredInput, Resume::StructuredInput(submission)) => {

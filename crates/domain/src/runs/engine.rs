@@ -427,6 +427,18 @@ pub(super) fn spawn_advance(
     subscription
 }
 
+/// What the node after `start` gets as `input`: the run's input, where the user's text is
+/// both `input.input_as_text` (Agent Builder's name) and `input.user_message`, as after a
+/// wait for a message, so a chat loop reads one name on every pass.
+fn with_text_aliases(mut input: Value) -> Value {
+    if let Value::Object(map) = &mut input
+        && let Some(text) = map.get("input_as_text").filter(|t| t.is_string()).cloned()
+    {
+        map.entry("user_message").or_insert(text);
+    }
+    input
+}
+
 /// Creates a run and saves its `run.started` event; returns the events saved.
 async fn begin(
     services: &Services,
@@ -503,7 +515,7 @@ async fn begin(
         status: RunStatus::Running,
         current_node: Some(start_node.slug.clone()),
         state: initial_state(graph, req_state.as_ref())?,
-        last_output: input.clone(),
+        last_output: with_text_aliases(input.clone()),
         input,
         history,
         scratch: match req

@@ -9,6 +9,7 @@ use test_support::{
 };
 
 backend_tests!(
+    the_users_text_has_one_name_on_every_pass,
     deterministic_nodes_run_to_completion,
     waits_survive_a_restart,
     failures_name_their_node,
@@ -1038,5 +1039,62 @@ async fn runs_are_private_and_cancellable(backend: TestBackend) {
     assert_eq!(
         app.get("/api/runs/run_nope", Some(&user)).await.status,
         StatusCode::NOT_FOUND
+    );
+}
+
+/// A chat loop (reply, wait, reply again) reads the user's text under one name on every
+/// pass: `input.input_as_text`, with `input.user_message` as an alias, after the start and
+/// after a wait alike.
+async fn the_users_text_has_one_name_on_every_pass(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let id = publish(
+        &app,
+        &token,
+        json!({
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "reply", "kind": "assistant_message", "parameters": {"message": "You said {{ input.input_as_text }} ({{ input.user_message }})"}},
+                {"slug": "wait", "kind": "wait_for_user_input"},
+                {"slug": "done", "kind": "condition", "parameters": {"cases": [{"label": "bye", "predicate": "input.input_as_text == 'bye'"}]}},
+                {"slug": "end", "kind": "end"}
+            ],
+            "edges": [
+                {"source": "start", "target": "reply"},
+                {"source": "reply", "target": "wait"},
+                {"source": "wait", "target": "done"},
+                {"source": "done", "target": "end", "condition": "bye"},
+                {"source": "done", "target": "reply", "condition": "else"}
+            ]
+        }),
+    )
+    .await;
+    let run = start(&app, &token, id, json!("one")).await;
+    assert_eq!(run.body["status"], "waiting", "{}", run.text);
+    let run_id = run.body["id"].as_str().unwrap().to_string();
+    for said in ["two", "three"] {
+        let resumed = app
+            .post(
+                &format!("/api/runs/{run_id}/resume"),
+                Some(&token),
+                json!({"user_message": said}),
+            )
+            .await;
+        assert_eq!(resumed.body["status"], "waiting", "{}", resumed.text);
+    }
+    let run = app.get(&format!("/api/runs/{run_id}"), Some(&token)).await;
+    let replies: Vec<String> = texts(&run.body)
+        .into_iter()
+        .filter(|t| t.starts_with("assistant:"))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "assistant: You said one (one)",
+            "assistant: You said two (two)",
+            "assistant: You said three (three)"
+        ],
+        "{}",
+        run.text
     );
 }
