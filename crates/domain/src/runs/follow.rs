@@ -196,11 +196,6 @@ impl Follower {
         }
     }
 
-    /// The highest sequence number given so far.
-    pub fn last(&self) -> i64 {
-        self.ledger.queued
-    }
-
     async fn read_log(&self, after: i64) -> Option<(RunStatus, Vec<Event>)> {
         match super::poll(&self.services, &self.run_id, after).await {
             Ok(read) => Some(read),
