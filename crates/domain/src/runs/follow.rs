@@ -11,7 +11,9 @@
 //!   or nothing happened for `MAX_IDLE`.
 //! - The log is the truth: once live following ends, the log is read again from the last
 //!   number it confirmed, and an event it holds under a number the live channel showed
-//!   with another kind (an attempt that was undone) is given again.
+//!   with another kind (an attempt that was undone) is given again. The one exception:
+//!   an advance that stopped the run (an end or a wait) and saved every event exactly as
+//!   it showed it, to a reader that was given all of them; nothing is left to read then.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -21,7 +23,10 @@ use std::{
 
 use tokio::sync::broadcast;
 
-use super::{Event, EventKind, RunStatus, live::Subscription};
+use super::{
+    Event, EventKind, RunStatus,
+    live::{Ended, Subscription},
+};
 use crate::Services;
 
 /// How often the log of a run that is not advancing here is first read again.
@@ -38,6 +43,8 @@ pub const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
 struct Ledger {
     /// The highest sequence number given so far.
     queued: i64,
+    /// The kind of the event numbered `queued`, when one was given.
+    last: Option<EventKind>,
     /// The highest sequence number read from the log.
     confirmed: i64,
     /// Numbered events given from the live channel and not yet seen in the log, by number.
@@ -60,9 +67,16 @@ impl Ledger {
             self.pending.push_back(event);
         } else if event.seq > self.queued {
             self.queued = event.seq;
+            self.last = Some(event.kind);
             self.unconfirmed.insert(event.seq, event.kind);
             self.pending.push_back(event);
         }
+    }
+
+    /// Whether the reader was given every event of an advance that stopped the run and
+    /// saved all it showed as shown.
+    fn saw_all_of(&self, ended: &Ended) -> bool {
+        ended.saved_as_shown() == Some(self.queued) && self.last.is_some_and(EventKind::stops)
     }
 
     /// Events read from the log, in order.
@@ -72,6 +86,7 @@ impl Ledger {
             self.confirmed = self.confirmed.max(event.seq);
             if event.seq > self.queued {
                 self.queued = event.seq;
+                self.last = Some(event.kind);
                 self.pending.push_back(event);
             } else if shown.is_some_and(|kind| kind != event.kind) {
                 self.pending.push_back(event);
@@ -89,6 +104,8 @@ pub struct Follower {
     run_id: String,
     ledger: Ledger,
     live: Option<broadcast::Receiver<Arc<Event>>>,
+    /// How the live advance ended, for the subscription in `live`.
+    ended: Ended,
     done: bool,
     wait: Duration,
     idle_since: Instant,
@@ -110,6 +127,7 @@ impl Follower {
             run_id: run_id.to_string(),
             ledger: Ledger::after(after),
             live: None,
+            ended: Ended::default(),
             done: false,
             wait: POLL_EVERY,
             idle_since: Instant::now(),
@@ -120,6 +138,7 @@ impl Follower {
                 .into_iter()
                 .for_each(|e| follower.ledger.queue(e));
             follower.live = Some(subscription.events);
+            follower.ended = subscription.ended;
         }
         follower
     }
@@ -151,6 +170,7 @@ impl Follower {
                     .into_iter()
                     .for_each(|e| self.ledger.queue(e));
                 self.live = Some(subscription.events);
+                self.ended = subscription.ended;
                 continue;
             }
             if let Some(live) = self.live.as_mut() {
@@ -165,6 +185,13 @@ impl Follower {
                                 .logged(events.into_iter().filter(|e| e.seq < event.seq).collect());
                         }
                         self.ledger.queue(Arc::unwrap_or_clone(event));
+                    }
+                    // The run stopped here with everything given saved as given: the log
+                    // holds nothing more.
+                    Ok(Err(broadcast::error::RecvError::Closed))
+                        if self.ledger.saw_all_of(&self.ended) =>
+                    {
+                        self.done = true;
                     }
                     // Fell behind, or the run stopped advancing here: read the log.
                     Ok(Err(_)) => self.live = None,

@@ -11,7 +11,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
 };
 
 use tokio::sync::{broadcast, watch};
@@ -38,6 +41,26 @@ pub struct LiveRun {
     /// heartbeat saves it, so an answer cut short by a crash is not lost.
     partial: Mutex<Option<(String, String)>>,
     cancel: watch::Sender<bool>,
+    /// A number was published twice (an attempt was undone and numbered again).
+    renumbered: AtomicBool,
+    /// How the advance here ended, for its subscribers.
+    ended: Ended,
+}
+
+/// How a live run's advance here ended, read by its subscribers once their stream closes.
+/// It holds no sender, so holding it never keeps a stream open.
+#[derive(Clone, Debug, Default)]
+pub struct Ended(Arc<AtomicI64>);
+
+impl Ended {
+    /// When the advance ended with every event it published saved exactly as published:
+    /// the highest number published. A reader that was given every number up to it has
+    /// nothing to read back from the log. `None` while running, or when some events were
+    /// not saved or were numbered again.
+    pub fn saved_as_shown(&self) -> Option<i64> {
+        let upto = self.0.load(Ordering::Acquire);
+        (upto > 0).then_some(upto)
+    }
 }
 
 /// What a live subscriber gets: the unsaved events so far (after the events saved with
@@ -49,6 +72,8 @@ pub struct Subscription {
     pub events: broadcast::Receiver<Arc<Event>>,
     /// The highest number published when the subscription was taken.
     pub published: i64,
+    /// How the advance ended, once it has.
+    pub ended: Ended,
 }
 
 impl LiveRuns {
@@ -62,6 +87,8 @@ impl LiveRuns {
             unsaved: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             cancel,
+            renumbered: AtomicBool::new(false),
+            ended: Ended::default(),
         });
         self.lock().insert(run_id.to_string(), run.clone());
         LiveGuard {
@@ -80,7 +107,8 @@ impl LiveRuns {
         Some(Subscription {
             events: run.sender.subscribe(),
             unsaved: unsaved.iter().map(|e| Event::clone(e)).collect(),
-            published: run.published.load(std::sync::atomic::Ordering::Acquire),
+            published: run.published.load(Ordering::Acquire),
+            ended: run.ended.clone(),
         })
     }
 
@@ -99,7 +127,7 @@ impl LiveRuns {
     /// advanced here): a writer from outside the advance numbers its events past it.
     pub(crate) fn published(&self, run_id: &str) -> i64 {
         self.lock().get(run_id).map_or(0, |run| {
-            run.published.load(std::sync::atomic::Ordering::Acquire)
+            run.published.load(Ordering::Acquire)
         })
     }
 
@@ -118,7 +146,7 @@ impl LiveRuns {
                         serde_json::json!({
                             "node": node,
                             "text": text,
-                            "after_seq": run.published.load(std::sync::atomic::Ordering::Acquire),
+                            "after_seq": run.published.load(Ordering::Acquire),
                         })
                     },
                 );
@@ -156,9 +184,10 @@ impl LiveGuard {
         let mut unsaved = self.run.unsaved.lock().unwrap_or_else(|e| e.into_inner());
         if event.seq > 0 {
             unsaved.push(event.clone());
-            self.run
-                .published
-                .fetch_max(event.seq, std::sync::atomic::Ordering::AcqRel);
+            let before = self.run.published.fetch_max(event.seq, Ordering::AcqRel);
+            if event.seq <= before {
+                self.run.renumbered.store(true, Ordering::Release);
+            }
         }
         if self.run.sender.receiver_count() > 0 {
             // A subscriber that left meanwhile is not an error.
@@ -214,6 +243,17 @@ impl LiveGuard {
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
+        // Said before the stream closes (the sender goes with the last `LiveRun`).
+        let all_saved = self
+            .run
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if all_saved && !self.run.renumbered.load(Ordering::Acquire) {
+            let published = self.run.published.load(Ordering::Acquire);
+            self.run.ended.0.store(published, Ordering::Release);
+        }
         let mut runs = self.runs.lock();
         if runs
             .get(&self.run_id)
