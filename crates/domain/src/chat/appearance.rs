@@ -14,7 +14,10 @@ use super::{ChatError, ChatResult};
 use crate::{
     Services,
     users::User,
-    workflows::{self, nodes::Kind},
+    workflows::{
+        self,
+        nodes::{self, Role},
+    },
 };
 
 const GLOBAL: &str = "chat.appearance";
@@ -245,7 +248,7 @@ pub async fn chat_workflow(services: &Services) -> ChatResult<ChatWorkflow> {
         .graph
         .nodes
         .iter()
-        .find(|n| n.is_enabled && Kind::parse(&n.kind) == Some(Kind::Start))
+        .find(|n| nodes::role_of(n) == Some(Role::Entry))
         .and_then(|n| {
             serde_json::from_value::<workflows::nodes::Start>(Value::Object(n.parameters.clone()))
                 .ok()

@@ -506,46 +506,35 @@ pub async fn workflow_may_use_stores(
         .is_some_and(|u| u.is_admin))
 }
 
-/// Whether a graph searches the store `slug`.
+/// Whether a graph searches the store `slug` (each kind says whether its nodes do).
 fn uses_store(graph: &crate::workflows::Graph, slug: &str) -> bool {
-    fn names(value: &Value, slug: &str) -> bool {
-        let config = value.get("file_search").unwrap_or(value);
-        ["vector_store_slug", "vector_store_id"].iter().any(|k| {
-            config
-                .get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.eq_ignore_ascii_case(slug))
-        }) || ["vector_store_slugs", "vector_store_ids"].iter().any(|k| {
-            config
-                .get(*k)
-                .and_then(Value::as_array)
-                .is_some_and(|list| {
-                    list.iter()
-                        .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(slug)))
-                })
-        }) || config
-            .pointer("/store/slug")
+    graph.nodes.iter().filter(|n| n.is_enabled).any(|node| {
+        crate::workflows::nodes::Kind::parse(&node.kind)
+            .is_some_and(|kind| kind.behaviour().uses_store(&node.parameters, slug))
+    })
+}
+
+/// Whether a search's configuration (a `file_search` node's parameters, an agent's tool
+/// entry) names the store `slug`.
+pub(crate) fn names_store(value: &Value, slug: &str) -> bool {
+    let config = value.get("file_search").unwrap_or(value);
+    ["vector_store_slug", "vector_store_id"].iter().any(|k| {
+        config
+            .get(*k)
             .and_then(Value::as_str)
             .is_some_and(|s| s.eq_ignore_ascii_case(slug))
-    }
-    graph.nodes.iter().filter(|n| n.is_enabled).any(|node| {
-        let params = Value::Object(node.parameters.clone());
-        match node.kind.as_str() {
-            "file_search" | "vector_store_search" => names(&params, slug),
-            "agent" => params
-                .get("tools")
-                .and_then(Value::as_array)
-                .is_some_and(|tools| {
-                    tools.iter().any(|t| {
-                        matches!(
-                            t.get("type").and_then(Value::as_str),
-                            Some("file_search" | "knowledge")
-                        ) && names(t, slug)
-                    })
-                }),
-            _ => false,
-        }
-    })
+    }) || ["vector_store_slugs", "vector_store_ids"].iter().any(|k| {
+        config
+            .get(*k)
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(slug)))
+            })
+    }) || config
+        .pointer("/store/slug")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case(slug))
 }
 
 /// Refuses a user who may not search `slug` (as if the store did not exist).

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::{
     EventKind, HistoryEntry, Run, RunError, RunResult, RunStatus, Wait, WaitKind,
     compose::{self, WorkflowRef},
-    engine::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
+    step::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
     values::{set_path, strip_nul},
 };
 use crate::{
@@ -136,7 +136,7 @@ struct Turn {
 }
 
 /// Hands a client tool's result to the agent step waiting for it.
-pub(super) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> RunResult<()> {
+pub(crate) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> RunResult<()> {
     let turn = run
         .scratch
         .get_mut("agent")
@@ -144,6 +144,21 @@ pub(super) fn accept_client_output(run: &mut Run, node: &str, output: Value) -> 
         .ok_or_else(|| RunError::Invalid("no agent step waits for a client tool".into()))?;
     turn["client_output"] = output;
     Ok(())
+}
+
+/// Forgets the conversation an agent step `node` keeps between its passes (a failed
+/// attempt's).
+pub(crate) fn forget_turn(run: &mut Run, node: &str) {
+    if run
+        .scratch
+        .get("agent")
+        .and_then(|a| a.get("node"))
+        .and_then(Value::as_str)
+        == Some(node)
+        && let Some(scratch) = run.scratch.as_object_mut()
+    {
+        scratch.remove("agent");
+    }
 }
 
 /// The person's decision for `call`, when there is one for that very call; a decision for
@@ -156,7 +171,7 @@ fn take_decision(turn: &mut Turn, call: &ToolCall) -> Option<bool> {
 
 /// Hands a person's decision to the agent step waiting for it, when an agent waits; `false`
 /// when the approval belongs to an approval step instead.
-pub(super) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool {
+pub(crate) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool {
     match run
         .scratch
         .get_mut("agent")
@@ -172,7 +187,7 @@ pub(super) fn accept_approval(run: &mut Run, node: &str, approved: bool) -> bool
     }
 }
 
-pub(super) async fn run(
+pub(crate) async fn run(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,

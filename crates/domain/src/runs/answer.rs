@@ -2,20 +2,23 @@
 //! tool's result or answered questions are checked against what the run waits for,
 //! recorded, and the run advances again (here, or in a task of its own).
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
-    EventKind, Resume, Run, RunError, RunResult, RunStatus, WaitKind, agent,
+    EventKind, Resume, Run, RunError, RunResult, RunStatus,
     control::owned,
-    engine::{Log, RunCtx, advance_or_fail, fail, next_node, save, spawn_advance},
+    engine::{advance_or_fail, fail, next_node, save, spawn_advance},
     live::Subscription,
+    step::{Log, RunCtx},
     values::strip_nul,
-    widget,
 };
 use crate::{
     Services,
     users::User,
-    workflows::{Edge, Version, Workflow, WorkflowError, nodes},
+    workflows::{
+        Edge, Version, Workflow, WorkflowError,
+        nodes::{Kind, Resumed},
+    },
 };
 
 /// Resumes a waiting run with the user's answer.
@@ -99,8 +102,6 @@ async fn reopen(
         .ok_or_else(|| RunError::Invalid(format!("node `{}` is gone", wait.node)))?;
     let saved = run.event_seq;
     let mut log = Log::new(&mut run);
-    // A client tool's result goes back to the agent that called it.
-    let mut reenter = false;
     let answer = match answer {
         Resume::WidgetAction(mut action) => {
             strip_nul(&mut action);
@@ -116,104 +117,12 @@ async fn reopen(
         }
         other => other,
     };
-    let (answer, files) = match answer {
-        Resume::UserMessageWithFiles(text, files) => (Resume::UserMessage(text), files),
-        other => (other, Vec::new()),
-    };
-    let label = match (wait.kind, answer) {
-        (WaitKind::UserMessage, Resume::UserMessage(text)) => {
-            log.say("user", &node.slug, text.clone());
-            // The user's own answer: a chat client shows it already.
-            if let Some(said) = log.events.last_mut() {
-                said.data["reply"] = json!(true);
-            }
-            if let Some(entry) = log.run.history.last_mut() {
-                entry.attachments = files;
-            }
-            // One name for the user's text after a start and after a wait alike.
-            log.run.last_output = json!({"input_as_text": text, "user_message": text});
-            None
-        }
-        (WaitKind::StructuredInput, Resume::StructuredInput(submission)) => {
-            let shown = wait
-                .data
-                .as_ref()
-                .and_then(|d| d.get("inputs"))
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let (status, answered) =
-                nodes::wait_for_user_input::apply_submission(&shown, &submission)
-                    .map_err(RunError::Invalid)?;
-            log.say(
-                "user",
-                &node.slug,
-                nodes::wait_for_user_input::answers_text(&answered),
-            );
-            // The answers are shown as the questions' item; no message to show twice.
-            if let Some(said) = log.events.last_mut() {
-                said.data["reply"] = json!(true);
-            }
-            log.event(
-                EventKind::StructuredInputAnswered,
-                Some(&node.slug),
-                json!({"status": status, "inputs": answered}),
-            );
-            log.run.last_output = nodes::wait_for_user_input::answers_output(&status, &answered);
-            None
-        }
-        (WaitKind::Approval, Resume::Approval(approved)) => {
-            log.event(
-                EventKind::Approval,
-                Some(&node.slug),
-                json!({"approved": approved}),
-            );
-            if agent::accept_approval(log.run, &node.slug, approved) {
-                // A tool call an agent waits on: the agent goes on with the decision.
-                reenter = true;
-                None
-            } else {
-                log.run.last_output = json!({"approved": approved});
-                Some(if approved { "approve" } else { "reject" }.to_string())
-            }
-        }
-        (WaitKind::WidgetAction, Resume::WidgetAction(action)) => {
-            let action = widget::action_context(action, wait.data.as_ref())?;
-            log.event(
-                EventKind::WidgetAction,
-                Some(&node.slug),
-                json!({"action": action}),
-            );
-            let kind = action["type"].as_str().unwrap_or_default().to_string();
-            log.run.last_output = json!({"action": action});
-            // An edge labelled with the action's type routes it; otherwise the default edge
-            // (never the `error` edge).
-            (!kind.eq_ignore_ascii_case(nodes::common::ERROR_LABEL)
-                && graph.edges.iter().any(|e| {
-                    e.source == node.slug
-                        && e.condition
-                            .as_deref()
-                            .is_some_and(|c| c.eq_ignore_ascii_case(&kind))
-                }))
-            .then_some(kind)
-        }
-        (WaitKind::ClientToolOutput, Resume::ClientToolOutput(output)) => {
-            log.event(
-                EventKind::ToolCallOutput,
-                Some(&node.slug),
-                json!({"call": wait.data, "output": output}),
-            );
-            agent::accept_client_output(log.run, &node.slug, output)?;
-            reenter = true;
-            None
-        }
-        (kind, _) => {
-            return Err(RunError::Invalid(format!(
-                "the run waits for {}",
-                kind.as_str().replace('_', " ")
-            )));
-        }
-    };
+    // The node's kind takes the answer: it checks that it fits the wait and records it.
+    let kind = Kind::parse(&node.kind)
+        .ok_or_else(|| RunError::Invalid(format!("`{}` nodes cannot run", node.kind)))?;
+    let resumed = kind
+        .behaviour()
+        .resume(&mut log, node, &wait, answer, graph)?;
     log.run.wait = None;
     log.run.status = RunStatus::Running;
     if let Some(from) = moved_from {
@@ -224,17 +133,18 @@ async fn reopen(
         );
     }
     log.event(EventKind::RunResumed, Some(&node.slug), json!({}));
-    if reenter {
-        log.run.current_node = Some(node.slug.clone());
-    } else {
-        let out: Vec<&Edge> = graph
-            .edges
-            .iter()
-            .filter(|e| e.source == node.slug)
-            .collect();
-        match next_node(&out, node, label.as_deref()) {
-            Ok(next) => log.run.current_node = next,
-            Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
+    match resumed {
+        Resumed::Reenter => log.run.current_node = Some(node.slug.clone()),
+        Resumed::Follow(label) => {
+            let out: Vec<&Edge> = graph
+                .edges
+                .iter()
+                .filter(|e| e.source == node.slug)
+                .collect();
+            match next_node(&out, node, label.as_deref()) {
+                Ok(next) => log.run.current_node = next,
+                Err(message) => fail(&mut log, Some(&node.slug), "missing_edge", message),
+            }
         }
     }
     save(ctx.services, &mut log, saved).await?;

@@ -16,19 +16,18 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Event, EventKind, Run, RunError, RunStatus, Step,
-    engine::{
-        CANCELLED, Log, Next, NodeError, Outcome, RunCtx, initial_state, node_error, parse, walk,
-    },
+    engine::{initial_state, walk},
+    step::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
 };
 use crate::Services;
 use crate::workflows::{
     self, Node, Workflow,
-    nodes::{self, Kind},
+    nodes::{self, Role},
 };
 
 /// A reference to another workflow: `{id}`, `{slug}` or a bare slug.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum WorkflowRef {
+pub(crate) enum WorkflowRef {
     Id(i64),
     Slug(String),
 }
@@ -57,7 +56,7 @@ impl WorkflowRef {
 
 /// An agent node with `workflow`: runs that workflow in the conversation; its messages
 /// become the conversation's, and its final output is the node's output.
-pub(super) async fn nested_node(
+pub(crate) async fn nested_node(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,
@@ -73,7 +72,7 @@ pub(super) async fn nested_node(
 
 /// A workflow called as an agent's tool: it starts a conversation of its own from
 /// `input`; its events are recorded, its messages are not added to the run's.
-pub(super) async fn run_nested(
+pub(crate) async fn run_nested(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     reference: &WorkflowRef,
@@ -141,7 +140,7 @@ async fn nested(
     let start = graph
         .nodes
         .iter()
-        .find(|n| n.is_enabled && Kind::parse(&n.kind) == Some(Kind::Start))
+        .find(|n| n.is_enabled && nodes::role_of(n) == Some(Role::Entry))
         .ok_or_else(|| {
             node_error(
                 "invalid_workflow",
@@ -259,7 +258,7 @@ fn merge(
 
 /// `parallel_split`: runs every outgoing branch concurrently up to the join, merges them
 /// (see the module's rule), and goes to the join with the branches' outputs.
-pub(super) async fn split(
+pub(crate) async fn split(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,
@@ -385,7 +384,7 @@ pub(super) async fn split(
 
 /// `parallel_join`: publishes what the split left for it, `{parallel_join, output}`
 /// where `output` maps each branch to its output.
-pub(super) fn join(log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+pub(crate) fn join(log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
     let payload = log
         .run
         .scratch

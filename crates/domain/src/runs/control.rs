@@ -4,8 +4,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{
-    Event, EventKind, Run, RunError, RunFilter, RunResult, RunStatus, Step,
-    engine::{Log, save},
+    Event, EventKind, Run, RunError, RunFilter, RunResult, RunStatus, Step, engine::save, step::Log,
 };
 use crate::{Services, users::User, workflows};
 

@@ -7,32 +7,23 @@
 //! so if two processes ever race on one run, the second save is refused and its caller
 //! gets a conflict instead of a forked run.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::atomic::Ordering, time::Instant};
 
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::{
-    Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunResult, RunStatus, Step, Wait,
-    WaitKind, agent, compose,
+    Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunResult, RunStatus, Step,
     live::{LiveGuard, Subscription},
-    values::{bounded, set_path, strip_nul, typed},
-    widget,
+    step::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error},
+    values::{bounded, strip_nul},
 };
 use crate::{
     Services,
-    models::usage::UsageRecord,
     users::User,
     workflows::{
-        self, Access, Edge, Graph, GraphIndex, Node, Version, Workflow, WorkflowError,
-        eval::{EvalError, Scope, as_text, truthy},
-        nodes::{self, Kind},
+        self, Access, Edge, Graph, Node, Version, Workflow, WorkflowError,
+        nodes::{self, Kind, Role},
     },
 };
 
@@ -109,49 +100,6 @@ pub enum Resume {
     StructuredInput(Value),
 }
 
-/// How a node hands over.
-pub(super) enum Next {
-    /// Follow the edge with this label (or the default edge).
-    Follow(Option<String>),
-    /// Go to this node.
-    Goto(String),
-    Wait(Wait),
-    End {
-        output: Value,
-        status: Value,
-    },
-}
-
-pub(super) struct Outcome {
-    pub output: Value,
-    pub next: Next,
-}
-
-/// A failure of one node.
-pub(super) struct NodeError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-/// The code of a node stopped because its run was cancelled.
-pub(super) const CANCELLED: &str = "cancelled";
-
-impl From<EvalError> for NodeError {
-    fn from(err: EvalError) -> Self {
-        NodeError {
-            code: "expression_failed",
-            message: err.to_string(),
-        }
-    }
-}
-
-pub(super) fn node_error(code: &'static str, message: impl Into<String>) -> NodeError {
-    NodeError {
-        code,
-        message: message.into(),
-    }
-}
-
 fn new_run_id() -> String {
     crate::ordered_id("run")
 }
@@ -178,196 +126,6 @@ pub(super) fn initial_state(graph: &Graph, given: Option<&Value>) -> RunResult<V
         Some(_) => return Err(RunError::Invalid("`state` must be an object".into())),
     }
     Ok(Value::Object(state))
-}
-
-/// Everything a running step can see.
-pub(super) struct RunCtx<'a> {
-    pub services: &'a Services,
-    pub workflow: &'a Workflow,
-    pub version: &'a Version,
-    pub user: &'a User,
-    /// The workflows being run, outermost first: a nested workflow may not call one of them.
-    pub stack: Vec<i64>,
-    /// The version's graph by slug.
-    pub index: GraphIndex<'a>,
-    /// What this start or resume may still spend, shared with its branches and nested
-    /// workflows.
-    pub budget: Arc<Budget>,
-}
-
-/// The limits of one start or resume of a run. The step limit counts the steps of this
-/// advance, so a long conversation that waits between turns never reaches it.
-pub(super) struct Budget {
-    pub steps: AtomicI64,
-    pub deadline: Instant,
-}
-
-impl<'a> RunCtx<'a> {
-    pub fn new(
-        services: &'a Services,
-        workflow: &'a Workflow,
-        version: &'a Version,
-        user: &'a User,
-    ) -> Self {
-        RunCtx {
-            services,
-            workflow,
-            version,
-            user,
-            stack: vec![workflow.id],
-            index: version.graph.index(),
-            budget: Arc::new(Budget {
-                steps: AtomicI64::new(0),
-                deadline: Instant::now()
-                    + std::time::Duration::from_secs(services.engine.max_run_seconds),
-            }),
-        }
-    }
-
-    pub fn scope(&self, run: &Run) -> Scope {
-        Scope {
-            input: run.last_output.clone(),
-            state: run.state.clone(),
-            workflow: json!({
-                "id": self.workflow.id,
-                "slug": self.workflow.slug,
-                "version": self.version.number,
-                "input_as_text": run.input.get("input_as_text").cloned().unwrap_or(Value::Null),
-            }),
-            user: json!({"id": self.user.id, "email": self.user.email, "is_admin": self.user.is_admin}),
-            thread: json!({"id": run.thread_id, "title": Value::Null}),
-        }
-    }
-}
-
-/// Buffers what a step produced until it is saved.
-pub(super) struct Log<'a> {
-    pub run: &'a mut Run,
-    pub steps: Vec<Step>,
-    pub events: Vec<Event>,
-    /// A failure of the current node that its `on_error` handled.
-    pub handled: Option<String>,
-    /// Where events are published live while the run advances in this process.
-    pub live: Option<&'a LiveGuard>,
-    /// Inside a parallel branch or a nested workflow: the events are re-emitted by the
-    /// enclosing run when the part is merged, so only deltas are published from here.
-    pub nested: bool,
-    /// Usage of model calls not yet on record: written with the next save (see
-    /// [`Log::record_usage`]).
-    pub usage: Vec<UsageRecord>,
-}
-
-impl<'a> Log<'a> {
-    pub fn new(run: &'a mut Run) -> Self {
-        Log {
-            run,
-            steps: Vec::new(),
-            events: Vec::new(),
-            handled: None,
-            live: None,
-            nested: false,
-            usage: Vec::new(),
-        }
-    }
-
-    /// Puts a model call's usage on record: with the run's next save, which follows at
-    /// once unless another call of the same step comes first (that call writes it before
-    /// it starts, see [`Log::flush_usage`]). Inside a branch or nested workflow, whose log
-    /// is merged rather than saved, it is written at once.
-    pub async fn record_usage(&mut self, services: &Services, record: UsageRecord) {
-        if self.nested {
-            write_usage(services, &[record]).await;
-        } else {
-            self.usage.push(record);
-        }
-    }
-
-    /// Writes the usage not yet on record by itself.
-    pub async fn flush_usage(&mut self, services: &Services) {
-        let pending = std::mem::take(&mut self.usage);
-        write_usage(services, &pending).await;
-    }
-
-    pub fn event(&mut self, kind: EventKind, node: Option<&str>, data: Value) {
-        debug_assert!(!kind.is_ephemeral(), "{kind} is never saved");
-        self.run.event_seq += 1;
-        let event = Event {
-            seq: self.run.event_seq,
-            kind,
-            node: node.map(str::to_string),
-            data,
-            at: Utc::now(),
-        };
-        if let Some(live) = self.live.filter(|_| !self.nested) {
-            live.publish(event.clone());
-        }
-        self.events.push(event);
-    }
-
-    /// An event shown live and never saved (a text delta).
-    pub fn ephemeral(&mut self, kind: EventKind, node: &str, data: Value) {
-        debug_assert!(kind.is_ephemeral(), "{kind} is saved");
-        if let Some(live) = self.live.filter(|l| l.has_readers()) {
-            live.publish(Event {
-                seq: 0,
-                kind,
-                node: Some(node.to_string()),
-                data,
-                at: Utc::now(),
-            });
-        }
-    }
-
-    /// Whether anyone follows the run live.
-    pub fn has_readers(&self) -> bool {
-        self.live.is_some_and(LiveGuard::has_readers)
-    }
-
-    /// Whether the run was cancelled while this process advances it.
-    pub fn cancel_requested(&self) -> bool {
-        self.live.is_some_and(LiveGuard::is_cancelled)
-    }
-
-    /// An assistant message citing `sources` (ChatKit sources, numbered from 1 in order).
-    pub fn say_cited(&mut self, node: &str, text: String, sources: &[Value]) {
-        if sources.is_empty() {
-            return self.say("assistant", node, text);
-        }
-        let text = text.replace('\0', "");
-        self.event(
-            EventKind::AssistantMessage,
-            Some(node),
-            json!({"text": text, "sources": sources}),
-        );
-        self.run.history.push(HistoryEntry {
-            role: "assistant".into(),
-            text,
-            ..Default::default()
-        });
-    }
-
-    pub fn say(&mut self, role: &str, node: &str, text: String) {
-        // PostgreSQL cannot store NUL characters; a model may produce them.
-        let text = if text.contains('\0') {
-            text.replace('\0', "")
-        } else {
-            text
-        };
-        self.event(
-            if role == "user" {
-                EventKind::UserMessage
-            } else {
-                EventKind::AssistantMessage
-            },
-            Some(node),
-            json!({"text": text}),
-        );
-        self.run.history.push(HistoryEntry {
-            role: role.into(),
-            text,
-            ..Default::default()
-        });
-    }
 }
 
 /// Starts a run of a workflow and advances it until it waits or ends.
@@ -477,7 +235,7 @@ async fn begin(
     let start_node = graph
         .nodes
         .iter()
-        .find(|n| n.is_enabled && Kind::parse(&n.kind) == Some(Kind::Start))
+        .find(|n| nodes::role_of(n) == Some(Role::Entry))
         .ok_or_else(|| RunError::Invalid("the version has no enabled start node".into()))?;
     let mut input = match req.input {
         Value::String(text) => json!({"input_as_text": text}),
@@ -554,15 +312,6 @@ async fn begin(
         other => other?,
     }
     Ok((run, workflow, version, events))
-}
-
-/// Writes usage records; a failure is logged, not the run's (the calls were paid for).
-async fn write_usage(services: &Services, records: &[UsageRecord]) {
-    for record in records {
-        if let Err(err) = services.store.insert_usage(record).await {
-            tracing::error!(run_id = ?record.run_id, error = %err, "could not record a model call's usage");
-        }
-    }
 }
 
 pub(super) async fn save(
@@ -760,17 +509,7 @@ fn bypass_target(out: &[&Edge], node: &Node) -> Option<String> {
 /// Kinds whose steps have outside effects or take long: one such step's record is saved
 /// before the next one starts.
 fn is_effectful(node: &Node) -> bool {
-    node.is_enabled
-        && matches!(
-            Kind::parse(&node.kind),
-            Some(
-                Kind::Agent
-                    | Kind::ParallelSplit
-                    | Kind::FileSearch
-                    | Kind::JsonVectorStore
-                    | Kind::Mcp
-            )
-        )
+    node.is_enabled && Kind::parse(&node.kind).is_some_and(|k| k.behaviour().effectful())
 }
 
 /// The error that stops advancing a run someone cancelled; [`advance_or_fail`] then
@@ -1000,24 +739,6 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
     Ok(())
 }
 
-pub(super) fn parse<T: serde::de::DeserializeOwned>(node: &Node) -> Result<T, NodeError> {
-    serde_json::from_value(Value::Object(node.parameters.clone())).map_err(|err| {
-        node_error(
-            "invalid_parameters",
-            format!("the node's parameters are invalid: {err}"),
-        )
-    })
-}
-
-fn text_param(node: &Node) -> Option<String> {
-    ["message", "text"].iter().find_map(|k| {
-        node.parameters
-            .get(*k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    })
-}
-
 /// Executes a node under its error handling: retries with backoff, then fail, continue
 /// with a default output, or route to the `error` edge.
 async fn execute_handled(
@@ -1026,6 +747,14 @@ async fn execute_handled(
     node: &Node,
 ) -> Result<Outcome, NodeError> {
     use nodes::common::{ERROR_LABEL, ErrorHandling, OnError};
+    let kind = Kind::parse(&node.kind)
+        .ok_or_else(|| {
+            node_error(
+                "unsupported_node",
+                format!("`{}` nodes cannot run in this version", node.kind),
+            )
+        })?
+        .behaviour();
     let handling = ErrorHandling::of(&node.parameters).unwrap_or_default();
     let attempts = handling.retry.map_or(1, |r| r.max_attempts.max(1));
     let mut attempt = 1;
@@ -1041,7 +770,7 @@ async fn execute_handled(
             log.steps.len(),
             log.run.step_count,
         );
-        let err = match execute(ctx, log, node).await {
+        let err = match kind.execute(ctx, log, node).await {
             Ok(outcome) => return Ok(outcome),
             Err(err) if err.code == CANCELLED => return Err(err),
             Err(err) => err,
@@ -1050,19 +779,7 @@ async fn execute_handled(
         log.events.truncate(before.3);
         log.steps.truncate(before.4);
         log.run.step_count = before.5;
-        // An agent re-entered with a client tool's result does not keep that conversation
-        // once it failed: the next attempt (or node) starts afresh.
-        if log
-            .run
-            .scratch
-            .get("agent")
-            .and_then(|a| a.get("node"))
-            .and_then(Value::as_str)
-            == Some(node.slug.as_str())
-            && let Some(scratch) = log.run.scratch.as_object_mut()
-        {
-            scratch.remove("agent");
-        }
+        kind.forget_attempt(log.run, node);
         if attempt < attempts {
             let base = handling.retry.map_or(0, |r| r.backoff_ms);
             let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
@@ -1100,352 +817,4 @@ async fn execute_handled(
             }
         };
     }
-}
-
-async fn execute(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
-    let kind = Kind::parse(&node.kind).ok_or_else(|| {
-        node_error(
-            "unsupported_node",
-            format!("`{}` nodes cannot run in this version", node.kind),
-        )
-    })?;
-    let scope = ctx.scope(log.run);
-    let input = log.run.last_output.clone();
-    let pass = |next| {
-        Ok(Outcome {
-            output: input.clone(),
-            next,
-        })
-    };
-    match kind {
-        Kind::Note => pass(Next::Follow(None)),
-        Kind::Start => {
-            // Auto-start: a run that begins without a message shows the configured one
-            // (the user's wins over the assistant's, as in the seed system).
-            let config: nodes::Start = parse(node)?;
-            let empty = log
-                .run
-                .input
-                .get("input_as_text")
-                .and_then(Value::as_str)
-                .is_none_or(|t| t.trim().is_empty());
-            if empty && log.run.history.is_empty() && config.auto_starts() {
-                if let Some(text) = config
-                    .auto_start_user_message
-                    .filter(|t| !t.trim().is_empty())
-                {
-                    log.say("user", &node.slug, scope.render_text(&text)?);
-                } else if let Some(text) = config
-                    .auto_start_assistant_message
-                    .filter(|t| !t.trim().is_empty())
-                {
-                    log.say("assistant", &node.slug, scope.render_text(&text)?);
-                }
-            }
-            pass(Next::Follow(None))
-        }
-        Kind::Watch => {
-            let text = format!(
-                "```json\n{}\n```",
-                serde_json::to_string_pretty(&input).unwrap_or_default()
-            );
-            log.say("assistant", &node.slug, text);
-            pass(Next::Follow(None))
-        }
-        Kind::AssistantMessage | Kind::UserMessage => {
-            let text = scope.render_text(&text_param(node).unwrap_or_default())?;
-            let role = if kind == Kind::UserMessage {
-                "user"
-            } else {
-                "assistant"
-            };
-            if kind == Kind::AssistantMessage
-                && node.parameters.get("simulate_stream").is_some_and(truthy)
-            {
-                simulate_stream(log, node, &text).await;
-            }
-            log.say(role, &node.slug, text);
-            pass(Next::Follow(None))
-        }
-        Kind::State => {
-            let config: nodes::SetState = parse(node)?;
-            for assignment in &config.state {
-                let scope = ctx.scope(log.run);
-                let value = scope.eval_value(&assignment.expression)?;
-                let path = assignment
-                    .target
-                    .trim()
-                    .strip_prefix("state.")
-                    .unwrap_or(assignment.target.trim());
-                let value = typed(ctx.version.graph.state_schema.as_ref(), path, value)?;
-                set_path(&mut log.run.state, path, value);
-            }
-            log.event(
-                EventKind::StateUpdated,
-                Some(&node.slug),
-                log.run.state.clone(),
-            );
-            pass(Next::Follow(None))
-        }
-        Kind::Transform => {
-            let expressions = node
-                .parameters
-                .get("expressions")
-                .cloned()
-                .unwrap_or(Value::Null);
-            let output = scope.render_tree(&expressions)?;
-            Ok(Outcome {
-                output,
-                next: Next::Follow(None),
-            })
-        }
-        Kind::Condition => {
-            let config: nodes::Condition = parse(node)?;
-            let label = condition_label(&scope, &config)?;
-            log.event(EventKind::Branch, Some(&node.slug), json!({"label": label}));
-            pass(Next::Follow(label))
-        }
-        Kind::While => run_loop(ctx, log, node, &scope, input),
-        Kind::WaitForUserInput => {
-            let config: nodes::wait_for_user_input::WaitForUserInput = parse(node)?;
-            let questions = config
-                .questions()
-                .map_err(|err| node_error("invalid_parameters", err))?
-                .iter()
-                .map(|q| q.to_wire(|t| scope.render_text(t)))
-                .collect::<Result<Vec<Value>, _>>()?;
-            let prompt = text_param(node)
-                .map(|t| scope.render_text(&t))
-                .transpose()?;
-            if let Some(prompt) = prompt.clone().filter(|p| !p.is_empty()) {
-                log.say("assistant", &node.slug, prompt);
-            }
-            pass(Next::Wait(if questions.is_empty() {
-                Wait {
-                    kind: WaitKind::UserMessage,
-                    node: node.slug.clone(),
-                    prompt,
-                    data: None,
-                }
-            } else {
-                Wait {
-                    kind: WaitKind::StructuredInput,
-                    node: node.slug.clone(),
-                    prompt,
-                    data: Some(json!({"inputs": questions})),
-                }
-            }))
-        }
-        Kind::UserApproval => {
-            let prompt = text_param(node)
-                .map(|t| scope.render_text(&t))
-                .transpose()?;
-            pass(Next::Wait(Wait {
-                kind: WaitKind::Approval,
-                node: node.slug.clone(),
-                prompt,
-                data: None,
-            }))
-        }
-        Kind::End => {
-            let config: nodes::End = parse(node)?;
-            let message = config
-                .message
-                .as_deref()
-                .map(|m| scope.render_text(m))
-                .transpose()?;
-            if let Some(message) = message.clone().filter(|m| !m.is_empty()) {
-                log.say("assistant", &node.slug, message);
-            }
-            let output = match &config.output {
-                Some(expression) => scope.eval_value(expression)?,
-                None => message.map(Value::String).unwrap_or(input),
-            };
-            let status = config
-                .status
-                .as_ref()
-                .map(|s| format!("{:?}", s.status_type).to_lowercase())
-                .unwrap_or_else(|| "closed".into());
-            let reason = config
-                .status
-                .as_ref()
-                .and_then(|s| s.reason.clone())
-                .or(config.status_reason)
-                .or(config.reason);
-            Ok(Outcome {
-                output: output.clone(),
-                next: Next::End {
-                    output,
-                    status: json!({"type": status, "reason": reason}),
-                },
-            })
-        }
-        Kind::Agent => agent::run(ctx, log, node, &scope).await,
-        Kind::FileSearch => super::knowledge::file_search(ctx, log, node, &scope).await,
-        Kind::Mcp => super::mcp_step::call(ctx, log, node, &scope).await,
-        Kind::JsonVectorStore => {
-            super::knowledge::json_vector_store(ctx, log, node, &scope, input.clone()).await
-        }
-        Kind::Widget => widget::run(ctx, log, node, &scope).await,
-        Kind::ParallelSplit => compose::split(ctx, log, node).await,
-        Kind::ParallelJoin => compose::join(log, node),
-    }
-}
-
-/// Shows a message the way a model would write it: chunks of at most 8 characters,
-/// `simulate_stream_delay_ms` apart (15 ms by default), to live readers.
-async fn simulate_stream(log: &mut Log<'_>, node: &Node, text: &str) {
-    if !log.live.is_some_and(LiveGuard::has_readers) {
-        return;
-    }
-    let delay = node
-        .parameters
-        .get("simulate_stream_delay_ms")
-        .and_then(Value::as_u64)
-        .unwrap_or(15)
-        .min(1_000);
-    let chars: Vec<char> = text.chars().collect();
-    for chunk in chars.chunks(8) {
-        let delta: String = chunk.iter().collect();
-        log.ephemeral(
-            EventKind::AssistantDelta,
-            &node.slug,
-            json!({"delta": delta}),
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-    }
-}
-
-fn condition_label(scope: &Scope, config: &nodes::Condition) -> Result<Option<String>, NodeError> {
-    if config.uses_cases() {
-        for case in &config.cases {
-            let holds = match &case.predicate {
-                Value::Bool(b) => *b,
-                other => truthy(&scope.eval_value(other)?),
-            };
-            if holds {
-                return Ok(Some(case.label.trim().to_lowercase()));
-            }
-        }
-        return Ok(Some(nodes::condition::ELSE.into()));
-    }
-    let value = match &config.path {
-        Some(path) => scope.eval_value(path)?,
-        None => Value::Null,
-    };
-    let flag = |b: bool| Some(if b { "true" } else { "false" }.to_string());
-    let compare = || {
-        let expected = config.value.as_ref().map(as_text).unwrap_or_default();
-        config.value.is_some() && as_text(&value).trim().eq_ignore_ascii_case(expected.trim())
-    };
-    Ok(match config.mode {
-        nodes::ConditionMode::Truthy => flag(truthy(&value)),
-        nodes::ConditionMode::Falsy => flag(!truthy(&value)),
-        nodes::ConditionMode::Equals => flag(compare()),
-        nodes::ConditionMode::NotEquals => flag(!compare()),
-        nodes::ConditionMode::Value => match &value {
-            Value::Bool(b) => flag(*b),
-            Value::Number(n) => Some(n.to_string()),
-            Value::String(s) => Some(s.trim().to_string()),
-            _ => None,
-        },
-    })
-}
-
-/// One pass of a `while`: enter the body while the condition holds (up to the limit),
-/// otherwise leave by the exit edge.
-fn run_loop(
-    ctx: &RunCtx<'_>,
-    log: &mut Log<'_>,
-    node: &Node,
-    scope: &Scope,
-    input: Value,
-) -> Result<Outcome, NodeError> {
-    let config: nodes::While = parse(node)?;
-    let holds = match &config.condition {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) if s.trim().is_empty() => true,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => truthy(&scope.eval_value(other)?),
-    };
-    if !log.run.scratch.is_object() {
-        log.run.scratch = json!({});
-    }
-    let Value::Object(counters) = &mut log.run.scratch else {
-        unreachable!("made an object above")
-    };
-    let loops = counters.entry("loops").or_insert_with(|| json!({}));
-    if !loops.is_object() {
-        *loops = json!({});
-    }
-    let count = loops.get(&node.slug).and_then(Value::as_u64).unwrap_or(0);
-    let in_body = |slug: &str| {
-        ctx.index
-            .node(slug)
-            .is_some_and(|n| n.parent_slug.as_deref() == Some(node.slug.as_str()))
-    };
-    let out = ctx.index.outgoing(&node.slug);
-    if holds && count < u64::from(config.max_iterations) {
-        loops[&node.slug] = json!(count + 1);
-        if let Some(var) = &config.iteration_var {
-            set_path(&mut log.run.state, var, json!(count + 1));
-        }
-        let entry = out
-            .iter()
-            .find(|e| {
-                e.condition
-                    .as_deref()
-                    .is_some_and(|c| c.eq_ignore_ascii_case("loop"))
-            })
-            .or_else(|| out.iter().find(|e| in_body(&e.target)))
-            .ok_or_else(|| {
-                node_error(
-                    "missing_edge",
-                    format!("the loop `{}` has no edge into its body", node.slug),
-                )
-            })?;
-        log.event(
-            EventKind::LoopIteration,
-            Some(&node.slug),
-            json!({"iteration": count + 1}),
-        );
-        return Ok(Outcome {
-            output: input,
-            next: Next::Goto(entry.target.clone()),
-        });
-    }
-    if let Some(map) = loops.as_object_mut() {
-        map.remove(&node.slug);
-    }
-    if holds {
-        log.event(
-            EventKind::LoopLimitReached,
-            Some(&node.slug),
-            json!({"max_iterations": config.max_iterations}),
-        );
-    }
-    let exit = out
-        .iter()
-        .find(|e| {
-            e.condition
-                .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case("exit"))
-        })
-        .or_else(|| {
-            out.iter()
-                .find(|e| !in_body(&e.target) && e.condition.is_none())
-        });
-    Ok(Outcome {
-        output: input,
-        next: match exit {
-            Some(edge) => Next::Goto(edge.target.clone()),
-            None => match &node.parent_slug {
-                Some(parent) => Next::Goto(parent.clone()),
-                None => Next::End {
-                    output: log.run.last_output.clone(),
-                    status: json!({"type": "active"}),
-                },
-            },
-        },
-    })
 }

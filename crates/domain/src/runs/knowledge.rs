@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::EventKind;
-use super::engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
+use super::step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
 use crate::{
     error::DomainError,
     knowledge::{
@@ -18,7 +18,7 @@ use crate::{
 const CITATION_CHARS: usize = 200;
 
 /// The results of searching some stores, merged.
-pub(super) struct Found {
+pub(crate) struct Found {
     /// Passages, best first: `{source, store, doc_id, title, filename, chunk_index, text,
     /// score, dense_score, bm25_score, metadata}`.
     pub results: Vec<Value>,
@@ -51,7 +51,7 @@ impl Found {
 
 /// Searches each store and merges the results by score (chunks, or documents' best
 /// chunks); the first `top_k` remain.
-pub(super) async fn search_stores(
+pub(crate) async fn search_stores(
     ctx: &RunCtx<'_>,
     stores: &[String],
     req: &SearchRequest,
@@ -174,7 +174,7 @@ fn last_user_text(log: &Log<'_>) -> String {
 }
 
 /// `file_search`: the results become `input`.
-pub(super) async fn file_search(
+pub(crate) async fn file_search(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,
@@ -217,7 +217,7 @@ pub(super) async fn file_search(
 }
 
 /// `json_vector_store`: ingests a document built from expressions.
-pub(super) async fn json_vector_store(
+pub(crate) async fn json_vector_store(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,

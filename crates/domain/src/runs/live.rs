@@ -126,9 +126,9 @@ impl LiveRuns {
     /// The highest sequence number a run advanced here has published (0 when it is not
     /// advanced here): a writer from outside the advance numbers its events past it.
     pub(crate) fn published(&self, run_id: &str) -> i64 {
-        self.lock().get(run_id).map_or(0, |run| {
-            run.published.load(Ordering::Acquire)
-        })
+        self.lock()
+            .get(run_id)
+            .map_or(0, |run| run.published.load(Ordering::Acquire))
     }
 
     /// The runs this process is advancing, with the answer each is streaming.
@@ -141,15 +141,17 @@ impl LiveRuns {
         runs.into_iter()
             .map(|(run_id, run)| {
                 let partial = run.partial.lock().unwrap_or_else(|e| e.into_inner());
-                let partial = partial.as_ref().filter(|(_, text)| !text.is_empty()).map(
-                    |(node, text)| {
-                        serde_json::json!({
-                            "node": node,
-                            "text": text,
-                            "after_seq": run.published.load(Ordering::Acquire),
-                        })
-                    },
-                );
+                let partial =
+                    partial
+                        .as_ref()
+                        .filter(|(_, text)| !text.is_empty())
+                        .map(|(node, text)| {
+                            serde_json::json!({
+                                "node": node,
+                                "text": text,
+                                "after_seq": run.published.load(Ordering::Acquire),
+                            })
+                        });
                 super::RunLease { run_id, partial }
             })
             .collect()

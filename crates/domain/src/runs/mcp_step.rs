@@ -4,13 +4,13 @@
 use serde_json::{Value, json};
 
 use super::EventKind;
-use super::engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
+use super::step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse};
 use crate::{
     mcp,
     workflows::{Node, eval::Scope, nodes},
 };
 
-pub(super) async fn call(
+pub(crate) async fn call(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,

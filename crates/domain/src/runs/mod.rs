@@ -10,20 +10,21 @@
 //! - A run ends `completed`, `failed` (with the node and the reason) or `cancelled`; the
 //!   step limit turns endless loops into a clear failure.
 
-mod agent;
+pub(crate) mod agent;
 mod answer;
-mod compose;
+pub(crate) mod compose;
 mod control;
 mod engine;
 mod event;
 pub mod follow;
-mod knowledge;
+pub(crate) mod knowledge;
 pub mod leases;
 pub mod live;
-mod mcp_step;
+pub(crate) mod mcp_step;
 mod partial_json;
-mod values;
-mod widget;
+pub(crate) mod step;
+pub(crate) mod values;
+pub(crate) mod widget;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::engine::{NodeError, node_error};
+use super::step::{NodeError, node_error};
 use crate::workflows::eval::as_text;
 
 /// The length of a string in JSON: quotes, and escapes counted at their longest.
@@ -50,7 +50,7 @@ const STEP_RECORD_LIMIT: usize = 64 * 1024;
 
 /// A value for a step record: whole when small, else a marker with a prefix. The run
 /// itself always keeps the whole value.
-pub(super) fn bounded(value: Value) -> Value {
+pub(crate) fn bounded(value: Value) -> Value {
     // A cheap estimate first (no serialization): most step values are small.
     let mut budget = STEP_RECORD_LIMIT as i64;
     if fits(&value, &mut budget) {
@@ -71,7 +71,7 @@ pub(super) fn bounded(value: Value) -> Value {
 /// schema gives that path (when it gives one). Text that reads as the declared type is
 /// converted (`"3"` for an integer, `"true"` for a boolean), as form and model outputs
 /// often arrive as text; anything else fails the step, naming the path and the type.
-pub(super) fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<Value, NodeError> {
+pub(crate) fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<Value, NodeError> {
     let mut property = schema;
     for segment in path.split('.') {
         property = property
@@ -145,7 +145,7 @@ pub(super) fn typed(schema: Option<&Value>, path: &str, value: Value) -> Result<
 
 /// Removes NUL characters from every string of a value: PostgreSQL cannot store them,
 /// and a model or a client may send them.
-pub(super) fn strip_nul(value: &mut Value) {
+pub(crate) fn strip_nul(value: &mut Value) {
     match value {
         Value::String(s) if s.contains('\0') => *s = s.replace('\0', ""),
         Value::Array(items) => items.iter_mut().for_each(strip_nul),
@@ -164,7 +164,7 @@ pub(super) fn strip_nul(value: &mut Value) {
 }
 
 /// Sets `value` at a dotted path inside `state`, creating objects on the way.
-pub(super) fn set_path(state: &mut Value, path: &str, value: Value) {
+pub(crate) fn set_path(state: &mut Value, path: &str, value: Value) {
     let mut cursor = state;
     let segments: Vec<&str> = path.split('.').collect();
     for (index, segment) in segments.iter().enumerate() {

@@ -12,11 +12,11 @@ use serde_json::{Map, Value, json};
 
 use super::{
     EventKind, RunError, RunResult, Wait, WaitKind,
-    engine::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
+    step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
 };
 use crate::workflows::{Node, eval::Scope, nodes};
 
-pub(super) async fn run(
+pub(crate) async fn run(
     ctx: &RunCtx<'_>,
     log: &mut Log<'_>,
     node: &Node,
@@ -75,7 +75,7 @@ pub(super) async fn run(
 
 /// A widget setting (a library slug, or `{source, slug | definition |
 /// definition_expression, …}`) and the definition it names.
-pub(super) async fn definition(
+pub(crate) async fn definition(
     ctx: &RunCtx<'_>,
     widget: &Value,
     scope: &Scope,
@@ -157,7 +157,7 @@ const BINDABLE: &[(&str, &str)] = &[
 
 /// The structured output a widget's bindings ask for: a strict JSON Schema with one
 /// required property per addressed component (`None` when nothing is addressed).
-pub(super) fn output_schema(tree: &Value) -> Option<Value> {
+pub(crate) fn output_schema(tree: &Value) -> Option<Value> {
     fn walk(tree: &Value, properties: &mut Map<String, Value>) {
         match tree {
             Value::Object(component) => {
@@ -193,7 +193,7 @@ pub(super) fn output_schema(tree: &Value) -> Option<Value> {
 /// A widget filling in as a structured answer streams: the text so far, read as JSON,
 /// bound into the definition. Texts that are still arriving are marked `streaming`.
 #[derive(Debug, Clone)]
-pub(super) struct WidgetStream {
+pub(crate) struct WidgetStream {
     pub definition: Value,
     text: String,
     last: Option<Value>,
@@ -313,7 +313,7 @@ fn offered_actions(tree: &Value, out: &mut Vec<String>) {
 }
 
 /// The `input.action` a widget action resumes with: `{type, payload, values, widget}`.
-pub(super) fn action_context(action: Value, wait: Option<&Value>) -> RunResult<Value> {
+pub(crate) fn action_context(action: Value, wait: Option<&Value>) -> RunResult<Value> {
     let kind = action
         .get("type")
         .and_then(Value::as_str)

@@ -78,12 +78,10 @@ pub fn collect(graph: &Graph) -> Vec<(String, String, Reference)> {
                 Reference::VectorStore(store),
             );
         }
-        if Kind::parse(&node.kind) == Some(Kind::Agent)
-            && let Some(workflow) = p.get("workflow")
-        {
-            let id = workflow.get("id").and_then(Value::as_i64);
-            let slug = text(workflow.get("slug")).or_else(|| text(Some(workflow)));
-            push("parameters.workflow", Reference::Workflow { id, slug });
+        if let Some(kind) = Kind::parse(&node.kind) {
+            for (field, reference) in kind.behaviour().references(p) {
+                push(field, reference);
+            }
         }
     }
     found

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::{
     graph::Graph,
-    nodes::{self, Config, Kind, PLANNED_KINDS},
+    nodes::{self, Kind, PLANNED_KINDS, Place, Role},
     problems::{Problem, Problems},
     schema,
 };
@@ -34,10 +34,7 @@ pub fn validate(graph: &Graph) -> Vec<Problem> {
 }
 
 /// Per-node checks; returns the typed configs of enabled nodes by slug.
-fn check_nodes(
-    graph: &Graph,
-    problems: &mut Problems,
-) -> Option<HashMap<String, (Kind, Option<Config>)>> {
+fn check_nodes(graph: &Graph, problems: &mut Problems) -> Option<HashMap<String, Kind>> {
     let mut configs = HashMap::new();
     let mut seen = HashSet::new();
     if graph.nodes.is_empty() {
@@ -112,8 +109,8 @@ fn check_nodes(
             continue;
         };
         if node.is_enabled {
-            let config = nodes::check(kind, &node.parameters, problems);
-            configs.insert(slug.to_string(), (kind, config));
+            nodes::check(kind, &node.parameters, problems);
+            configs.insert(slug.to_string(), kind);
         } else {
             // A disabled node never runs: its configuration problems do not block a save.
             let mut own = Problems::new();
@@ -130,14 +127,11 @@ fn check_nodes(
     Some(configs)
 }
 
-fn check_structure(
-    graph: &Graph,
-    configs: &HashMap<String, (Kind, Option<Config>)>,
-    problems: &mut Problems,
-) {
+fn check_structure(graph: &Graph, configs: &HashMap<String, Kind>, problems: &mut Problems) {
     problems.at_node(None);
     let all_slugs: HashSet<&str> = graph.nodes.iter().map(|n| n.slug.as_str()).collect();
-    let kind_of = |slug: &str| configs.get(slug).map(|(kind, _)| *kind);
+    let kind_of = |slug: &str| configs.get(slug).copied();
+    let role_of = |slug: &str| kind_of(slug).map(Kind::role);
 
     // Edges between enabled nodes, after checking that both ends exist.
     let mut outgoing: HashMap<&str, Vec<&super::graph::Edge>> = HashMap::new();
@@ -174,7 +168,7 @@ fn check_structure(
     // Exactly one enabled start, with no incoming edge.
     let starts: Vec<&str> = configs
         .iter()
-        .filter(|(_, (k, _))| *k == Kind::Start)
+        .filter(|(_, k)| k.role() == Role::Entry)
         .map(|(s, _)| s.as_str())
         .collect();
     match starts.as_slice() {
@@ -211,91 +205,27 @@ fn check_structure(
     slugs.sort();
     let mut claimed_joins: HashMap<String, String> = HashMap::new();
     for slug in slugs {
-        let (kind, config) = &configs[slug];
+        let kind = configs[slug];
         let out = outgoing
             .get(slug.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let node_incoming = incoming.get(slug.as_str()).copied().unwrap_or(0);
-        match kind {
-            Kind::End if !out.is_empty() => problems.error_on(
-                slug,
-                "end_has_outgoing",
-                None,
-                "an end node cannot have outgoing edges",
-            ),
-            Kind::Watch if node_incoming != 1 => problems.error_on(
-                slug,
-                "watch_incoming",
-                None,
-                "a watch node needs exactly one incoming edge",
-            ),
-            Kind::Note if !out.is_empty() || node_incoming > 0 => problems.warning_on(
-                slug,
-                "note_connected",
-                "notes are never executed; their edges are ignored",
-            ),
-            Kind::ParallelJoin if node_incoming < 2 => problems.error_on(
-                slug,
-                "join_incoming",
-                None,
-                "a parallel join needs at least two incoming edges",
-            ),
-            Kind::Condition => check_condition_edges(slug, config.as_ref(), out, problems),
-            Kind::UserApproval => check_labels(
-                slug,
-                out,
-                &[nodes::user_approval::APPROVE, nodes::user_approval::REJECT],
-                problems,
-            ),
-            Kind::ParallelSplit => {
-                if let Some(Config::ParallelSplit(split)) = config {
-                    if out.len() != split.branches.len() {
-                        problems.error_on(
-                            slug,
-                            "split_branch_mismatch",
-                            Some("parameters.branches"),
-                            format!(
-                                "the split declares {} branches but has {} outgoing edges",
-                                split.branches.len(),
-                                out.len()
-                            ),
-                        );
-                    }
-                    for branch in &split.branches {
-                        if all_slugs.contains(branch.slug()) {
-                            problems.error_on(
-                                slug,
-                                "branch_slug_collision",
-                                Some("parameters.branches"),
-                                format!("branch slug `{}` is also a node slug", branch.slug()),
-                            );
-                        }
-                    }
-                    let join = split.join_slug.trim();
-                    if kind_of(join) != Some(Kind::ParallelJoin) || join == slug {
-                        problems.error_on(
-                            slug,
-                            "invalid_join",
-                            Some("parameters.join_slug"),
-                            format!("`{join}` is not an enabled parallel_join node"),
-                        );
-                    } else if let Some(other) = claimed_joins.insert(join.to_string(), slug.clone())
-                    {
-                        problems.error_on(
-                            slug,
-                            "join_claimed_twice",
-                            Some("parameters.join_slug"),
-                            format!("the join `{join}` already belongs to the split `{other}`"),
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
+        let Some(node) = graph.node(slug) else {
+            continue;
+        };
+        let mut place = Place {
+            slug,
+            params: &node.parameters,
+            out,
+            incoming: incoming.get(slug.as_str()).copied().unwrap_or(0),
+            slugs: &all_slugs,
+            role_of: &role_of,
+            joins: &mut claimed_joins,
+        };
+        kind.behaviour().check_edges(&mut place, problems);
     }
-    for (slug, (kind, _)) in configs {
-        if *kind == Kind::ParallelJoin && !claimed_joins.contains_key(slug) {
+    for (slug, kind) in configs {
+        if kind.role() == Role::Join && !claimed_joins.contains_key(slug) {
             problems.error_on(
                 slug,
                 "orphan_join",
@@ -334,7 +264,7 @@ fn check_structure(
 }
 
 impl Problems {
-    fn warning_on(&mut self, node: &str, code: &'static str, message: &str) {
+    pub(crate) fn warning_on(&mut self, node: &str, code: &'static str, message: &str) {
         self.at_node(Some(node));
         self.warning(code, None, message);
         self.at_node(None);
@@ -342,7 +272,7 @@ impl Problems {
 }
 
 /// Branch labels of one node: unique, from the allowed set, at most one default.
-fn check_labels(
+pub(crate) fn check_labels(
     slug: &str,
     out: &[&super::graph::Edge],
     allowed: &[&str],
@@ -387,26 +317,8 @@ fn check_labels(
     }
 }
 
-fn check_condition_edges(
-    slug: &str,
-    config: Option<&Config>,
-    out: &[&super::graph::Edge],
-    problems: &mut Problems,
-) {
-    let allowed = match config {
-        Some(Config::Condition(condition)) => condition.known_labels(),
-        _ => None,
-    };
-    let allowed_refs: Vec<&str> = allowed.iter().flatten().map(String::as_str).collect();
-    check_labels(slug, out, &allowed_refs, problems);
-}
-
 /// `parent_slug` names an enabled `while`; edges into a loop body come from the loop.
-fn check_loops(
-    graph: &Graph,
-    configs: &HashMap<String, (Kind, Option<Config>)>,
-    problems: &mut Problems,
-) {
+fn check_loops(graph: &Graph, configs: &HashMap<String, Kind>, problems: &mut Problems) {
     let parent: HashMap<&str, &str> = graph
         .nodes
         .iter()
@@ -439,7 +351,7 @@ fn check_loops(
         let Some(parent_slug) = node.parent_slug.as_deref() else {
             continue;
         };
-        if configs.get(parent_slug).map(|(k, _)| *k) != Some(Kind::While) {
+        if configs.get(parent_slug).map(|k| k.role()) != Some(Role::Loop) {
             problems.error_on(
                 &node.slug,
                 "invalid_parent",
@@ -456,7 +368,7 @@ fn check_loops(
     }
     let mut loops: Vec<&String> = configs
         .iter()
-        .filter(|(_, (k, _))| *k == Kind::While)
+        .filter(|(_, k)| k.role() == Role::Loop)
         .map(|(s, _)| s)
         .collect();
     loops.sort();
@@ -488,7 +400,7 @@ fn check_loops(
 
 /// Every `end` reachable from the start; unreachable nodes are warned about.
 fn check_reachability(
-    configs: &HashMap<String, (Kind, Option<Config>)>,
+    configs: &HashMap<String, Kind>,
     outgoing: &HashMap<&str, Vec<&super::graph::Edge>>,
     passable: &HashMap<&str, Vec<&super::graph::Edge>>,
     starts: &[&str],
@@ -508,20 +420,20 @@ fn check_reachability(
     slugs.sort();
     let mut has_terminal = false;
     for slug in slugs {
-        let (kind, _) = &configs[slug];
+        let role = configs[slug].role();
         let is_reached = reached.contains(slug.as_str());
         let is_terminal = outgoing.get(slug.as_str()).is_none_or(Vec::is_empty);
         if is_reached && is_terminal {
             has_terminal = true;
         }
-        match (kind, is_reached) {
-            (Kind::End, false) => problems.error_on(
+        match (role, is_reached) {
+            (Role::Exit, false) => problems.error_on(
                 slug,
                 "end_unreachable",
                 None,
                 "this end cannot be reached from the start",
             ),
-            (Kind::Note | Kind::Start, _) | (_, true) => {}
+            (Role::Annotation | Role::Entry, _) | (_, true) => {}
             (_, false) => problems.warning_on(
                 slug,
                 "unreachable_node",

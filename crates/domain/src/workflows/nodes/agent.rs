@@ -10,8 +10,18 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use serde_json::json;
+
+use super::{Kind, NodeKind, Problems, Resumed, StepFuture, check_config, has_extra, refused};
 use crate::workflows::{expr, schema};
+use crate::{
+    knowledge::names_store,
+    runs::{
+        EventKind, Resume, Run, RunResult, Wait, WaitKind, agent,
+        step::{Log, RunCtx},
+    },
+    workflows::{Graph, Node, references::Reference},
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"instructions": "Answer {{ user.email }} briefly.", "model": "gpt-5-mini", "model_settings": {"temperature": 0.2, "include_chat_history": true}, "response_format": {"type": "json_schema", "name": "answer", "schema": {"type": "object", "properties": {"text": {"type": "string"}}}}, "tools": [{"type": "web_search"}]}"#;
 
@@ -151,5 +161,115 @@ fn check_response_format(format: &Map<String, Value>, problems: &mut Problems) {
             Some(field),
             "`type` must be `json_schema` or `text`",
         ),
+    }
+}
+
+pub const KIND: Kind = Kind::of(&AgentKind);
+
+struct AgentKind;
+
+impl NodeKind for AgentKind {
+    fn name(&self) -> &'static str {
+        "agent"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<Agent>(params, problems, Agent::check)
+    }
+
+    fn effectful(&self) -> bool {
+        true
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        Box::pin(async move {
+            let scope = ctx.scope(log.run);
+            agent::run(ctx, log, node, &scope).await
+        })
+    }
+
+    /// A decision on a tool call, or a client tool's result: the agent goes on with it.
+    fn resume(
+        &self,
+        log: &mut Log<'_>,
+        node: &Node,
+        wait: &Wait,
+        answer: Resume,
+        _graph: &Graph,
+    ) -> RunResult<Resumed> {
+        match (wait.kind, answer) {
+            (WaitKind::Approval, Resume::Approval(approved)) => {
+                log.event(
+                    EventKind::Approval,
+                    Some(&node.slug),
+                    json!({"approved": approved}),
+                );
+                if agent::accept_approval(log.run, &node.slug, approved) {
+                    Ok(Resumed::Reenter)
+                } else {
+                    // No tool call waits (a run saved by an older version): the decision
+                    // routes like an approval step's.
+                    log.run.last_output = json!({"approved": approved});
+                    Ok(Resumed::Follow(Some(
+                        if approved { "approve" } else { "reject" }.to_string(),
+                    )))
+                }
+            }
+            (WaitKind::ClientToolOutput, Resume::ClientToolOutput(output)) => {
+                log.event(
+                    EventKind::ToolCallOutput,
+                    Some(&node.slug),
+                    json!({"call": wait.data, "output": output}),
+                );
+                agent::accept_client_output(log.run, &node.slug, output)?;
+                Ok(Resumed::Reenter)
+            }
+            _ => Err(refused(wait)),
+        }
+    }
+
+    /// An agent re-entered with a client tool's result does not keep that conversation
+    /// once it failed: the next attempt (or node) starts afresh.
+    fn forget_attempt(&self, run: &mut Run, node: &Node) {
+        agent::forget_turn(run, &node.slug);
+    }
+
+    /// With `workflow`, the node runs another workflow.
+    fn references(&self, params: &Map<String, Value>) -> Vec<(&'static str, Reference)> {
+        let Some(workflow) = params.get("workflow") else {
+            return Vec::new();
+        };
+        let text = |v: Option<&Value>| {
+            v.and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let id = workflow.get("id").and_then(Value::as_i64);
+        let slug = text(workflow.get("slug")).or_else(|| text(Some(workflow)));
+        vec![("parameters.workflow", Reference::Workflow { id, slug })]
+    }
+
+    fn uses_store(&self, params: &Map<String, Value>, slug: &str) -> bool {
+        params
+            .get("tools")
+            .and_then(Value::as_array)
+            .is_some_and(|tools| {
+                tools.iter().any(|t| {
+                    matches!(
+                        t.get("type").and_then(Value::as_str),
+                        Some("file_search" | "knowledge")
+                    ) && names_store(t, slug)
+                })
+            })
     }
 }

@@ -14,8 +14,23 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use serde_json::json;
+
+use super::{
+    Kind, NodeKind, Place, Problems, StepFuture, check_config, config_of, has_extra, ready,
+};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        EventKind,
+        step::{Log, Next, NodeError, Outcome, RunCtx, parse},
+    },
+    workflows::{
+        Node,
+        eval::{Scope, as_text, truthy},
+        validate::check_labels,
+    },
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"cases": [{"label": "refund", "predicate": "input.output_parsed.intent == 'refund'"}, {"label": "question", "predicate": "input.output_parsed.intent == 'question'"}]}"#;
 
@@ -131,4 +146,86 @@ impl Condition {
             ),
         }
     }
+}
+
+pub const KIND: Kind = Kind::of(&ConditionKind);
+
+struct ConditionKind;
+
+impl NodeKind for ConditionKind {
+    fn name(&self) -> &'static str {
+        "condition"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<Condition>(params, problems, Condition::check)
+    }
+
+    /// Branch labels are unique and, when the condition's labels are known in advance,
+    /// among them.
+    fn check_edges(&self, place: &mut Place<'_>, problems: &mut Problems) {
+        let allowed = config_of::<Condition>(place.params).and_then(|c| c.known_labels());
+        let allowed: Vec<&str> = allowed.iter().flatten().map(String::as_str).collect();
+        check_labels(place.slug, place.out, &allowed, problems);
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(branch(ctx, log, node))
+    }
+}
+
+/// Follows the edge labelled with the branch the condition chose.
+fn branch(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let config: Condition = parse(node)?;
+    let label = label(&ctx.scope(log.run), &config)?;
+    log.event(EventKind::Branch, Some(&node.slug), json!({"label": label}));
+    Ok(Outcome {
+        output: log.run.last_output.clone(),
+        next: Next::Follow(label),
+    })
+}
+
+fn label(scope: &Scope, config: &Condition) -> Result<Option<String>, NodeError> {
+    if config.uses_cases() {
+        for case in &config.cases {
+            let holds = match &case.predicate {
+                Value::Bool(b) => *b,
+                other => truthy(&scope.eval_value(other)?),
+            };
+            if holds {
+                return Ok(Some(case.label.trim().to_lowercase()));
+            }
+        }
+        return Ok(Some(ELSE.into()));
+    }
+    let value = match &config.path {
+        Some(path) => scope.eval_value(path)?,
+        None => Value::Null,
+    };
+    let flag = |b: bool| Some(if b { "true" } else { "false" }.to_string());
+    let compare = || {
+        let expected = config.value.as_ref().map(as_text).unwrap_or_default();
+        config.value.is_some() && as_text(&value).trim().eq_ignore_ascii_case(expected.trim())
+    };
+    Ok(match config.mode {
+        ConditionMode::Truthy => flag(truthy(&value)),
+        ConditionMode::Falsy => flag(!truthy(&value)),
+        ConditionMode::Equals => flag(compare()),
+        ConditionMode::NotEquals => flag(!compare()),
+        ConditionMode::Value => match &value {
+            Value::Bool(b) => flag(*b),
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.trim().to_string()),
+            _ => None,
+        },
+    })
 }

@@ -8,8 +8,14 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use serde_json::json;
+
+use super::{Kind, NodeKind, Place, Problems, Role, StepFuture, check_config, has_extra, ready};
 use crate::workflows::expr;
+use crate::{
+    runs::step::{Log, Next, NodeError, Outcome, RunCtx, parse},
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"message": "Thanks, {{ user.email }}!", "status": {"type": "closed", "reason": "Done"}, "ags": {"score_variable_id": "quiz", "value": "state.score", "maximum": 10}}"#;
 
@@ -103,4 +109,84 @@ impl End {
             }
         }
     }
+}
+
+pub const KIND: Kind = Kind::of(&EndKind);
+
+struct EndKind;
+
+impl NodeKind for EndKind {
+    fn name(&self) -> &'static str {
+        "end"
+    }
+
+    fn role(&self) -> Role {
+        Role::Exit
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<End>(params, problems, End::check)
+    }
+
+    fn check_edges(&self, place: &mut Place<'_>, problems: &mut Problems) {
+        if !place.out.is_empty() {
+            problems.error_on(
+                place.slug,
+                "end_has_outgoing",
+                None,
+                "an end node cannot have outgoing edges",
+            );
+        }
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(end(ctx, log, node))
+    }
+}
+
+/// Says the final message and ends the run with its output and the thread's status.
+fn end(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let config: End = parse(node)?;
+    let scope = ctx.scope(log.run);
+    let message = config
+        .message
+        .as_deref()
+        .map(|m| scope.render_text(m))
+        .transpose()?;
+    if let Some(message) = message.clone().filter(|m| !m.is_empty()) {
+        log.say("assistant", &node.slug, message);
+    }
+    let output = match &config.output {
+        Some(expression) => scope.eval_value(expression)?,
+        None => message
+            .map(Value::String)
+            .unwrap_or_else(|| log.run.last_output.clone()),
+    };
+    let status = config
+        .status
+        .as_ref()
+        .map(|s| format!("{:?}", s.status_type).to_lowercase())
+        .unwrap_or_else(|| "closed".into());
+    let reason = config
+        .status
+        .as_ref()
+        .and_then(|s| s.reason.clone())
+        .or(config.status_reason)
+        .or(config.reason);
+    Ok(Outcome {
+        output: output.clone(),
+        next: Next::End {
+            output,
+            status: json!({"type": status, "reason": reason}),
+        },
+    })
 }

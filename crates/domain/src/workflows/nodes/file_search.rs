@@ -11,7 +11,15 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra};
+use crate::{
+    knowledge::names_store,
+    runs::{
+        knowledge,
+        step::{Log, RunCtx},
+    },
+    workflows::Node,
+};
 use crate::{knowledge::search::MAX_TOP_K, workflows::expr};
 
 pub(crate) const EXAMPLE: &str = r#"{"vector_store_slug": "handbook", "query": "{{ input.output_text }}", "top_k": 5, "metadata_filters": {"lang": "en"}}"#;
@@ -88,5 +96,48 @@ impl FileSearch {
                 "must be `rrf` or `weighted`",
             );
         }
+    }
+}
+
+pub const KIND: Kind = Kind::of(&FileSearchKind);
+
+struct FileSearchKind;
+
+impl NodeKind for FileSearchKind {
+    fn name(&self) -> &'static str {
+        "file_search"
+    }
+
+    /// The seed's planned name for a store search.
+    fn aliases(&self) -> &'static [&'static str] {
+        &["vector_store_search"]
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<FileSearch>(params, problems, FileSearch::check)
+    }
+
+    fn effectful(&self) -> bool {
+        true
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        Box::pin(async move {
+            let scope = ctx.scope(log.run);
+            knowledge::file_search(ctx, log, node, &scope).await
+        })
+    }
+
+    fn uses_store(&self, params: &Map<String, Value>, slug: &str) -> bool {
+        names_store(&Value::Object(params.clone()), slug)
     }
 }

@@ -13,8 +13,15 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        knowledge,
+        step::{Log, RunCtx},
+    },
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"vector_store_slug": "tickets", "doc_id_expression": "input.output_parsed.id", "document_expression": "input.output_parsed", "metadata_expression": "{'source': 'chat'}"}"#;
 
@@ -59,5 +66,40 @@ impl JsonVectorStore {
                 }
             }
         }
+    }
+}
+
+pub const KIND: Kind = Kind::of(&JsonVectorStoreKind);
+
+struct JsonVectorStoreKind;
+
+impl NodeKind for JsonVectorStoreKind {
+    fn name(&self) -> &'static str {
+        "json_vector_store"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<JsonVectorStore>(params, problems, JsonVectorStore::check)
+    }
+
+    fn effectful(&self) -> bool {
+        true
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        Box::pin(async move {
+            let scope = ctx.scope(log.run);
+            let input = log.run.last_output.clone();
+            knowledge::json_vector_store(ctx, log, node, &scope, input).await
+        })
     }
 }

@@ -11,8 +11,15 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        mcp_step,
+        step::{Log, RunCtx},
+    },
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str =
     r#"{"server_id": 1, "tool": "add", "arguments": {"a": "{{ state.count }}", "b": 2}}"#;
@@ -58,5 +65,39 @@ impl McpCall {
         if let Some(arguments) = &self.arguments {
             expr::check_templates_in(arguments, "parameters.arguments", problems);
         }
+    }
+}
+
+pub const KIND: Kind = Kind::of(&McpKind);
+
+struct McpKind;
+
+impl NodeKind for McpKind {
+    fn name(&self) -> &'static str {
+        "mcp"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<McpCall>(params, problems, McpCall::check)
+    }
+
+    fn effectful(&self) -> bool {
+        true
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        Box::pin(async move {
+            let scope = ctx.scope(log.run);
+            mcp_step::call(ctx, log, node, &scope).await
+        })
     }
 }

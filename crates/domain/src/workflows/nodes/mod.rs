@@ -1,8 +1,10 @@
-//! Node kinds: one file per kind, each with its typed configuration and its checks.
+//! Node kinds: one file per kind, each with its typed configuration, its checks, its
+//! example, its execution, what it waits for and how it resumes ([`NodeKind`]).
 //!
 //! To add a kind: a new file with the config struct (with `#[serde(flatten)] extra` so
-//! unknown parameters are reported), a `Kind` variant, and the match arms below.
-//! Each file's `EXAMPLE` is a valid configuration; the tests round-trip all of them.
+//! unknown parameters are reported) and a `KIND` implementing [`NodeKind`], and its line
+//! in [`REGISTRY`]. Each kind's `example` is a valid configuration; the tests round-trip
+//! all of them.
 
 pub mod agent;
 pub mod assistant_message;
@@ -24,6 +26,12 @@ pub mod watch;
 pub mod while_loop;
 pub mod widget;
 
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    pin::Pin,
+};
+
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -36,113 +44,213 @@ pub use state::{Assignment, SetState};
 pub use while_loop::While;
 pub use widget::WidgetNode;
 
-use super::problems::Problems;
+use super::{Edge, Graph, problems::Problems, references::Reference};
+use crate::runs::{
+    Resume, Run, RunError, RunResult, Wait,
+    step::{Log, NodeError, Outcome, RunCtx},
+};
 
-/// The node kinds this version of Switchyard can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Start,
-    End,
-    Agent,
-    AssistantMessage,
-    UserMessage,
-    WaitForUserInput,
-    Widget,
-    State,
-    Transform,
-    Condition,
-    While,
-    ParallelSplit,
-    ParallelJoin,
-    UserApproval,
-    Watch,
-    Note,
-    FileSearch,
-    JsonVectorStore,
-    Mcp,
+/// Every node kind this version can run, listed once. Adding a kind is its file and one
+/// line here.
+pub const REGISTRY: &[Kind] = &[
+    start::KIND,
+    end::KIND,
+    agent::KIND,
+    assistant_message::KIND,
+    user_message::KIND,
+    wait_for_user_input::KIND,
+    widget::KIND,
+    state::KIND,
+    transform::KIND,
+    condition::KIND,
+    while_loop::KIND,
+    parallel::SPLIT,
+    parallel::JOIN,
+    user_approval::KIND,
+    watch::KIND,
+    note::KIND,
+    file_search::KIND,
+    json_vector_store::KIND,
+    mcp::KIND,
+];
+
+/// What a node is to the graph's structure: the checks that look across nodes (one
+/// start, reachable ends, loops and their bodies, splits and their joins) ask for roles,
+/// never for kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary step.
+    Step,
+    /// Where a run begins: exactly one enabled per graph, with no edge into it.
+    Entry,
+    /// Ends the run; an exit that cannot be reached is an error.
+    Exit,
+    /// Never executed (a note): it need not be reachable.
+    Annotation,
+    /// Encloses the nodes whose `parent_slug` names it.
+    Loop,
+    /// Where a split's branches meet; exactly one split names it.
+    Join,
 }
 
+/// A node's place in its graph, for [`NodeKind::check_edges`].
+pub(crate) struct Place<'a> {
+    pub slug: &'a str,
+    pub params: &'a Map<String, Value>,
+    /// Its outgoing edges (to enabled and disabled nodes).
+    pub out: &'a [&'a Edge],
+    /// How many edges lead into it.
+    pub incoming: usize,
+    /// Every node slug of the graph, enabled or not.
+    pub slugs: &'a HashSet<&'a str>,
+    /// The role of an enabled node, by slug.
+    pub role_of: &'a dyn Fn(&str) -> Option<Role>,
+    /// The joins claimed so far, with the split that claimed each.
+    pub joins: &'a mut HashMap<String, String>,
+}
+
+/// A step's execution, boxed so that kinds can be listed as trait objects.
+pub(crate) type StepFuture<'s> =
+    Pin<Box<dyn Future<Output = Result<Outcome, NodeError>> + Send + 's>>;
+
+/// Where a waiting node goes once it took its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Resumed {
+    /// Along the edge with this label (or the default edge).
+    Follow(Option<String>),
+    /// Back into the same node (an agent given a tool's result or an approval).
+    Reenter,
+}
+
+/// A kind of node: everything about it lives in its own file and reaches the rest of the
+/// platform through this trait. The engine, validation and answering a wait know no kind
+/// by name.
+pub(crate) trait NodeKind: Sync {
+    /// Its name in graphs.
+    fn name(&self) -> &'static str;
+    /// Other names a graph may use for it (the seed's).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn role(&self) -> Role {
+        Role::Step
+    }
+    /// A valid configuration, as JSON parameters (the tests round-trip every one).
+    fn example(&self) -> &'static str;
+    /// Checks its parameters; false when they do not parse.
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool;
+    /// Checks its edges (labels, counts) and what its parameters name in the graph.
+    fn check_edges(&self, _place: &mut Place<'_>, _problems: &mut Problems) {}
+    /// Whether a step has outside effects or takes long (a model call, a search): its
+    /// record is saved before the next such step starts.
+    fn effectful(&self) -> bool {
+        false
+    }
+    /// Runs one step.
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s super::Node,
+    ) -> StepFuture<'s>;
+    /// Takes the answer to what a step of this kind waits for; records it in `log`.
+    fn resume(
+        &self,
+        _log: &mut Log<'_>,
+        _node: &super::Node,
+        wait: &Wait,
+        _answer: Resume,
+        _graph: &Graph,
+    ) -> RunResult<Resumed> {
+        Err(refused(wait))
+    }
+    /// Forgets what a failed attempt of a step left in the run's scratch space, before a
+    /// retry or a handled failure.
+    fn forget_attempt(&self, _run: &mut Run, _node: &super::Node) {}
+    /// What its parameters point at beyond what every kind's are scanned for (models,
+    /// widgets, knowledge bases): the field and the reference.
+    fn references(&self, _params: &Map<String, Value>) -> Vec<(&'static str, Reference)> {
+        Vec::new()
+    }
+    /// Whether the node searches the knowledge base `slug`.
+    fn uses_store(&self, _params: &Map<String, Value>, _slug: &str) -> bool {
+        false
+    }
+}
+
+/// The answer does not fit what the run waits for.
+pub(crate) fn refused(wait: &Wait) -> RunError {
+    RunError::Invalid(format!(
+        "the run waits for {}",
+        wait.kind.as_str().replace('_', " ")
+    ))
+}
+
+/// A step that finished at once.
+pub(crate) fn ready<'s>(result: Result<Outcome, NodeError>) -> StepFuture<'s> {
+    Box::pin(std::future::ready(result))
+}
+
+/// A node kind from the registry.
+#[derive(Clone, Copy)]
+pub struct Kind(&'static dyn NodeKind);
+
 impl Kind {
-    pub const ALL: &'static [Kind] = &[
-        Kind::Start,
-        Kind::End,
-        Kind::Agent,
-        Kind::AssistantMessage,
-        Kind::UserMessage,
-        Kind::WaitForUserInput,
-        Kind::Widget,
-        Kind::State,
-        Kind::Transform,
-        Kind::Condition,
-        Kind::While,
-        Kind::ParallelSplit,
-        Kind::ParallelJoin,
-        Kind::UserApproval,
-        Kind::Watch,
-        Kind::Note,
-        Kind::FileSearch,
-        Kind::JsonVectorStore,
-        Kind::Mcp,
-    ];
+    /// Every kind, in the registry's order.
+    pub const ALL: &'static [Kind] = REGISTRY;
+
+    pub(crate) const fn of(kind: &'static dyn NodeKind) -> Kind {
+        Kind(kind)
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Start => "start",
-            Kind::End => "end",
-            Kind::Agent => "agent",
-            Kind::AssistantMessage => "assistant_message",
-            Kind::UserMessage => "user_message",
-            Kind::WaitForUserInput => "wait_for_user_input",
-            Kind::Widget => "widget",
-            Kind::State => "state",
-            Kind::Transform => "transform",
-            Kind::Condition => "condition",
-            Kind::While => "while",
-            Kind::ParallelSplit => "parallel_split",
-            Kind::ParallelJoin => "parallel_join",
-            Kind::UserApproval => "user_approval",
-            Kind::Watch => "watch",
-            Kind::Note => "note",
-            Kind::FileSearch => "file_search",
-            Kind::JsonVectorStore => "json_vector_store",
-            Kind::Mcp => "mcp",
-        }
+        self.0.name()
     }
 
     /// Parses a kind name; case-insensitive, as the seed system lower-cases kinds.
     pub fn parse(name: &str) -> Option<Kind> {
         let name = name.trim().to_ascii_lowercase();
-        // The seed's planned name for a store search.
-        if name == "vector_store_search" {
-            return Some(Kind::FileSearch);
-        }
-        Kind::ALL.iter().copied().find(|k| k.as_str() == name)
+        REGISTRY
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == name || k.0.aliases().contains(&name.as_str()))
     }
 
     /// A valid configuration of this kind, as JSON parameters.
     pub fn example(self) -> &'static str {
-        match self {
-            Kind::Start => start::EXAMPLE,
-            Kind::End => end::EXAMPLE,
-            Kind::Agent => agent::EXAMPLE,
-            Kind::AssistantMessage => assistant_message::EXAMPLE,
-            Kind::UserMessage => user_message::EXAMPLE,
-            Kind::WaitForUserInput => wait_for_user_input::EXAMPLE,
-            Kind::Widget => widget::EXAMPLE,
-            Kind::State => state::EXAMPLE,
-            Kind::Transform => transform::EXAMPLE,
-            Kind::Condition => condition::EXAMPLE,
-            Kind::While => while_loop::EXAMPLE,
-            Kind::ParallelSplit => parallel::SPLIT_EXAMPLE,
-            Kind::ParallelJoin => parallel::JOIN_EXAMPLE,
-            Kind::UserApproval => user_approval::EXAMPLE,
-            Kind::Watch => watch::EXAMPLE,
-            Kind::Note => note::EXAMPLE,
-            Kind::FileSearch => file_search::EXAMPLE,
-            Kind::JsonVectorStore => json_vector_store::EXAMPLE,
-            Kind::Mcp => mcp::EXAMPLE,
-        }
+        self.0.example()
     }
+
+    pub fn role(self) -> Role {
+        self.0.role()
+    }
+
+    /// What the kind does.
+    pub(crate) fn behaviour(self) -> &'static dyn NodeKind {
+        self.0
+    }
+}
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Kind) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Kind {}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The role of a node of a graph when it is enabled and of a known kind.
+pub fn role_of(node: &super::Node) -> Option<Role> {
+    node.is_enabled
+        .then(|| Kind::parse(&node.kind))
+        .flatten()
+        .map(Kind::role)
 }
 
 /// Kinds that later parts of the platform add. A graph may hold them disabled (imports do
@@ -157,16 +265,6 @@ pub const PLANNED_KINDS: &[&str] = &[
     "help_loop",
     "guided_exercise",
 ];
-
-/// The typed configuration of a node, for the checks that look across nodes.
-#[derive(Debug, Clone)]
-pub enum Config {
-    Condition(Condition),
-    While(While),
-    ParallelSplit(ParallelSplit),
-    End(End),
-    Other,
-}
 
 /// Reads `params` into `T`, reporting a type error and every unknown parameter.
 pub(crate) fn parse<T: DeserializeOwned + HasExtra>(
@@ -219,68 +317,25 @@ macro_rules! has_extra {
 }
 pub(crate) use has_extra;
 
-/// Checks a node's parameters against its kind; returns the typed config when it parses.
-pub fn check(kind: Kind, params: &Map<String, Value>, problems: &mut Problems) -> Option<Config> {
-    common::ErrorHandling::check(params, problems)?;
-    match kind {
-        Kind::Start => parse::<start::Start>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::End => parse::<End>(params, problems).map(|c| {
-            c.check(problems);
-            Config::End(c)
-        }),
-        Kind::Agent => parse::<Agent>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::AssistantMessage => parse::<assistant_message::AssistantMessage>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::UserMessage => parse::<user_message::UserMessage>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::WaitForUserInput => parse::<wait_for_user_input::WaitForUserInput>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::Widget => parse::<widget::WidgetNode>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::State => parse::<SetState>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::Transform => parse::<transform::Transform>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::Condition => parse::<Condition>(params, problems).map(|c| {
-            c.check(problems);
-            Config::Condition(c)
-        }),
-        Kind::While => parse::<While>(params, problems).map(|c| {
-            c.check(problems);
-            Config::While(c)
-        }),
-        Kind::ParallelSplit => parse::<ParallelSplit>(params, problems).map(|c| {
-            c.check(problems);
-            Config::ParallelSplit(c)
-        }),
-        Kind::ParallelJoin => {
-            parse::<parallel::ParallelJoin>(params, problems).map(|_| Config::Other)
-        }
-        Kind::UserApproval => parse::<user_approval::UserApproval>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::Watch => parse::<watch::Watch>(params, problems).map(|_| Config::Other),
-        Kind::Note => parse::<note::Note>(params, problems).map(|_| Config::Other),
-        Kind::FileSearch => parse::<file_search::FileSearch>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::JsonVectorStore => parse::<json_vector_store::JsonVectorStore>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-        Kind::Mcp => parse::<mcp::McpCall>(params, problems)
-            .map(|c| c.check(problems))
-            .map(|()| Config::Other),
-    }
+/// Checks a node's parameters against its kind; false when they do not parse.
+pub fn check(kind: Kind, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+    common::ErrorHandling::check(params, problems).is_some() && kind.0.check(params, problems)
+}
+
+/// Parses and checks a kind's typed configuration ([`NodeKind::check`] for most kinds).
+pub(crate) fn check_config<T: DeserializeOwned + HasExtra>(
+    params: &Map<String, Value>,
+    problems: &mut Problems,
+    check: impl FnOnce(&T, &mut Problems),
+) -> bool {
+    parse::<T>(params, problems)
+        .map(|config| check(&config, problems))
+        .is_some()
+}
+
+/// A kind's typed configuration when it parses (checks report why it does not).
+pub(crate) fn config_of<T: DeserializeOwned>(params: &Map<String, Value>) -> Option<T> {
+    serde_json::from_value(Value::Object(params.clone())).ok()
 }
 
 /// A text field that the seed system also accepted under another name (`message`/`text`).
@@ -302,11 +357,7 @@ mod tests {
             let params: Map<String, Value> = serde_json::from_str(kind.example())
                 .unwrap_or_else(|err| panic!("{} example is not JSON: {err}", kind.as_str()));
             let mut problems = Problems::new();
-            assert!(
-                check(*kind, &params, &mut problems).is_some(),
-                "{}",
-                kind.as_str()
-            );
+            assert!(check(*kind, &params, &mut problems), "{}", kind.as_str());
             assert!(
                 problems.as_slice().is_empty(),
                 "{}: {:?}",
@@ -325,7 +376,7 @@ mod tests {
         )
         .unwrap();
         let mut problems = Problems::new();
-        assert!(check(Kind::While, &params, &mut problems).is_none());
+        assert!(!check(while_loop::KIND, &params, &mut problems));
         let problem = &problems.as_slice()[0];
         assert_eq!(
             (problem.code, problem.field.as_deref()),
@@ -335,7 +386,7 @@ mod tests {
         let params: Map<String, Value> =
             serde_json::from_value(serde_json::json!({"colour": "red"})).unwrap();
         let mut problems = Problems::new();
-        assert!(check(Kind::Watch, &params, &mut problems).is_some());
+        assert!(check(watch::KIND, &params, &mut problems));
         assert_eq!(problems.as_slice()[0].code, "unknown_parameter");
         assert_eq!(
             problems.as_slice()[0].field.as_deref(),

@@ -7,7 +7,11 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, Role, StepFuture, check_config, has_extra, ready};
+use crate::{
+    runs::step::{Log, NodeError, Outcome, RunCtx, parse},
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str =
     r#"{"auto_start": false, "auto_start_assistant_message": "Hello! How can I help?"}"#;
@@ -63,4 +67,62 @@ impl Start {
             }
         }
     }
+}
+
+pub const KIND: Kind = Kind::of(&StartKind);
+
+struct StartKind;
+
+impl NodeKind for StartKind {
+    fn name(&self) -> &'static str {
+        "start"
+    }
+
+    fn role(&self) -> Role {
+        Role::Entry
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<Start>(params, problems, Start::check)
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(start(ctx, log, node))
+    }
+}
+
+/// Auto-start: a run that begins without a message shows the configured one (the user's
+/// wins over the assistant's, as in the seed system).
+fn start(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let config: Start = parse(node)?;
+    let empty = log
+        .run
+        .input
+        .get("input_as_text")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t.trim().is_empty());
+    if empty && log.run.history.is_empty() && config.auto_starts() {
+        let scope = ctx.scope(log.run);
+        if let Some(text) = config
+            .auto_start_user_message
+            .filter(|t| !t.trim().is_empty())
+        {
+            log.say("user", &node.slug, scope.render_text(&text)?);
+        } else if let Some(text) = config
+            .auto_start_assistant_message
+            .filter(|t| !t.trim().is_empty())
+        {
+            log.say("assistant", &node.slug, scope.render_text(&text)?);
+        }
+    }
+    Ok(Outcome::pass(log))
 }

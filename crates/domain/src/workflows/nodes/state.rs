@@ -9,8 +9,16 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra, ready};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        EventKind,
+        step::{Log, NodeError, Outcome, RunCtx, parse},
+        values::{set_path, typed},
+    },
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"state": [{"target": "state.order_id", "expression": "input.output_parsed.order_id"}, {"target": "state.attempts", "expression": 0}]}"#;
 
@@ -86,6 +94,55 @@ impl SetState {
             );
         }
     }
+}
+
+pub const KIND: Kind = Kind::of(&SetStateKind);
+
+struct SetStateKind;
+
+impl NodeKind for SetStateKind {
+    fn name(&self) -> &'static str {
+        "state"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<SetState>(params, problems, SetState::check)
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(assign(ctx, log, node))
+    }
+}
+
+/// Evaluates each assignment in order (each sees the ones before it), typed by the state
+/// schema.
+fn assign(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let config: SetState = parse(node)?;
+    for assignment in &config.state {
+        let value = ctx.scope(log.run).eval_value(&assignment.expression)?;
+        let path = assignment
+            .target
+            .trim()
+            .strip_prefix("state.")
+            .unwrap_or(assignment.target.trim());
+        let value = typed(ctx.version.graph.state_schema.as_ref(), path, value)?;
+        set_path(&mut log.run.state, path, value);
+    }
+    log.event(
+        EventKind::StateUpdated,
+        Some(&node.slug),
+        log.run.state.clone(),
+    );
+    Ok(Outcome::pass(log))
 }
 
 #[cfg(test)]

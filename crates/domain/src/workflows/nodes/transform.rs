@@ -9,8 +9,12 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra, ready};
 use crate::workflows::expr;
+use crate::{
+    runs::step::{Log, Next, NodeError, Outcome, RunCtx},
+    workflows::Node,
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"expressions": {"summary": "Order {{ state.order_id }}", "total": "{{ state.price * 2.0 }}", "raw": "input.output_parsed"}}"#;
 
@@ -41,4 +45,45 @@ impl Transform {
             ),
         }
     }
+}
+
+pub const KIND: Kind = Kind::of(&TransformKind);
+
+struct TransformKind;
+
+impl NodeKind for TransformKind {
+    fn name(&self) -> &'static str {
+        "transform"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<Transform>(params, problems, Transform::check)
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(transform(ctx, log, node))
+    }
+}
+
+/// The output is `expressions` with every template and expression in it evaluated.
+fn transform(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let expressions = node
+        .parameters
+        .get("expressions")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let output = ctx.scope(log.run).render_tree(&expressions)?;
+    Ok(Outcome {
+        output,
+        next: Next::Follow(None),
+    })
 }

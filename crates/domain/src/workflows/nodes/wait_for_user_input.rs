@@ -15,8 +15,18 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Problems, first_text, has_extra};
+use super::{
+    Kind, NodeKind, Problems, Resumed, StepFuture, check_config, first_text, has_extra, ready,
+    refused,
+};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        EventKind, Resume, RunError, RunResult, Wait, WaitKind,
+        step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse, text_param},
+    },
+    workflows::{Graph, Node},
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"message": "A few details first.", "masked": false, "inputs": [{"id": "size", "question": "Which size?", "options": ["S", "M", "L"]}, {"id": "note", "question": "Anything else for {{ user.email }}?", "type": "freeform", "description": "Optional"}]}"#;
 
@@ -325,6 +335,127 @@ pub fn answers_text(answered: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+pub const KIND: Kind = Kind::of(&WaitKindImpl);
+
+struct WaitKindImpl;
+
+impl NodeKind for WaitKindImpl {
+    fn name(&self) -> &'static str {
+        "wait_for_user_input"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<WaitForUserInput>(params, problems, WaitForUserInput::check)
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        ready(ask(ctx, log, node))
+    }
+
+    fn resume(
+        &self,
+        log: &mut Log<'_>,
+        node: &Node,
+        wait: &Wait,
+        answer: Resume,
+        _graph: &Graph,
+    ) -> RunResult<Resumed> {
+        match (wait.kind, answer) {
+            (WaitKind::UserMessage, Resume::UserMessage(text)) => {
+                reply(log, node, text, Vec::new());
+            }
+            (WaitKind::UserMessage, Resume::UserMessageWithFiles(text, files)) => {
+                reply(log, node, text, files);
+            }
+            (WaitKind::StructuredInput, Resume::StructuredInput(submission)) => {
+                let shown = wait
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("inputs"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let (status, answered) =
+                    apply_submission(&shown, &submission).map_err(RunError::Invalid)?;
+                log.say("user", &node.slug, answers_text(&answered));
+                // The answers are shown as the questions' item; no message to show twice.
+                if let Some(said) = log.events.last_mut() {
+                    said.data["reply"] = json!(true);
+                }
+                log.event(
+                    EventKind::StructuredInputAnswered,
+                    Some(&node.slug),
+                    json!({"status": status, "inputs": answered}),
+                );
+                log.run.last_output = answers_output(&status, &answered);
+            }
+            _ => return Err(refused(wait)),
+        }
+        Ok(Resumed::Follow(None))
+    }
+}
+
+/// Says the prompt, then waits for the user's message or for answers to the questions.
+fn ask(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> Result<Outcome, NodeError> {
+    let config: WaitForUserInput = parse(node)?;
+    let scope = ctx.scope(log.run);
+    let questions = config
+        .questions()
+        .map_err(|err| node_error("invalid_parameters", err))?
+        .iter()
+        .map(|q| q.to_wire(|t| scope.render_text(t)))
+        .collect::<Result<Vec<Value>, _>>()?;
+    let prompt = text_param(node)
+        .map(|t| scope.render_text(&t))
+        .transpose()?;
+    if let Some(prompt) = prompt.clone().filter(|p| !p.is_empty()) {
+        log.say("assistant", &node.slug, prompt);
+    }
+    let wait = if questions.is_empty() {
+        Wait {
+            kind: WaitKind::UserMessage,
+            node: node.slug.clone(),
+            prompt,
+            data: None,
+        }
+    } else {
+        Wait {
+            kind: WaitKind::StructuredInput,
+            node: node.slug.clone(),
+            prompt,
+            data: Some(json!({"inputs": questions})),
+        }
+    };
+    Ok(Outcome {
+        output: log.run.last_output.clone(),
+        next: Next::Wait(wait),
+    })
+}
+
+/// The user's message answers the wait: it joins the conversation (with its files), and
+/// the next node reads it as `input.input_as_text`, like after a start, and as
+/// `input.user_message`.
+fn reply(log: &mut Log<'_>, node: &Node, text: String, files: Vec<crate::runs::AttachmentRef>) {
+    log.say("user", &node.slug, text.clone());
+    // The user's own answer: a chat client shows it already.
+    if let Some(said) = log.events.last_mut() {
+        said.data["reply"] = json!(true);
+    }
+    if let Some(entry) = log.run.history.last_mut() {
+        entry.attachments = files;
+    }
+    log.run.last_output = json!({"input_as_text": text, "user_message": text});
 }
 
 #[cfg(test)]

@@ -10,8 +10,18 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Problems, has_extra};
+use serde_json::json;
+
+use super::{Kind, NodeKind, Problems, Resumed, StepFuture, check_config, has_extra, refused};
 use crate::workflows::expr;
+use crate::{
+    runs::{
+        EventKind, Resume, RunResult, Wait, WaitKind,
+        step::{Log, RunCtx},
+        widget,
+    },
+    workflows::{Graph, Node, nodes::common::ERROR_LABEL},
+};
 
 pub(crate) const EXAMPLE: &str = r#"{"widget": {"source": "library", "slug": "order-card", "variables": {"title": "state.order.title"}, "await_action": true}}"#;
 
@@ -139,5 +149,66 @@ impl WidgetNode {
                 "must be a library slug or a widget object",
             ),
         }
+    }
+}
+
+pub const KIND: Kind = Kind::of(&WidgetKind);
+
+struct WidgetKind;
+
+impl NodeKind for WidgetKind {
+    fn name(&self) -> &'static str {
+        "widget"
+    }
+
+    fn example(&self) -> &'static str {
+        EXAMPLE
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Problems) -> bool {
+        check_config::<WidgetNode>(params, problems, WidgetNode::check)
+    }
+
+    fn execute<'s, 'c: 's, 'l: 's>(
+        &'s self,
+        ctx: &'s RunCtx<'c>,
+        log: &'s mut Log<'l>,
+        node: &'s Node,
+    ) -> StepFuture<'s> {
+        Box::pin(async move {
+            let scope = ctx.scope(log.run);
+            widget::run(ctx, log, node, &scope).await
+        })
+    }
+
+    /// An action on the widget: an edge labelled with the action's type routes it,
+    /// otherwise the default edge (never the `error` edge).
+    fn resume(
+        &self,
+        log: &mut Log<'_>,
+        node: &Node,
+        wait: &Wait,
+        answer: Resume,
+        graph: &Graph,
+    ) -> RunResult<Resumed> {
+        let (WaitKind::WidgetAction, Resume::WidgetAction(action)) = (wait.kind, answer) else {
+            return Err(refused(wait));
+        };
+        let action = widget::action_context(action, wait.data.as_ref())?;
+        log.event(
+            EventKind::WidgetAction,
+            Some(&node.slug),
+            json!({"action": action}),
+        );
+        let kind = action["type"].as_str().unwrap_or_default().to_string();
+        log.run.last_output = json!({"action": action});
+        let routed = !kind.eq_ignore_ascii_case(ERROR_LABEL)
+            && graph.edges.iter().any(|e| {
+                e.source == node.slug
+                    && e.condition
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(&kind))
+            });
+        Ok(Resumed::Follow(routed.then_some(kind)))
     }
 }
