@@ -5,6 +5,8 @@
 #   bench/chatkit/run.sh                 # both servers, 3 reps, c = 1,16,64, 15 s windows
 #   REPS=1 DURATION=5 bench/chatkit/run.sh
 #   SKIP_PEER=1 OPS=create bench/chatkit/run.sh   # Switchyard only (the peer's last results stay)
+#   BENCH_BIN=/path/to/older/switchyard OUT=target/bench-before SKIP_PEER=1 bench/chatkit/run.sh
+#                                        # another build (before and after a change)
 #
 # Switchyard runs from a fresh copy of a prepared data folder for every measured window
 # (SQLite; an administrator, the fake model as default model, a published workflow whose
@@ -26,8 +28,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PEER/requirements.txt"
 fi
-cargo build --release -q --bin switchyard
-BIN="$ROOT/target/release/switchyard"
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN"
+else
+  cargo build --release -q --bin switchyard
+  BIN="$ROOT/target/release/switchyard"
+fi
 
 # The prepared data folder.
 TEMPLATE="$OUT/template"
@@ -66,4 +72,7 @@ fi
   --duration "$DURATION" --warmup 2 $PIN --label switchyard \
   --server-cmd "d=\$(mktemp -d) && cp -r '$TEMPLATE'/. \"\$d\" && SWITCHYARD_DATA_DIR=\"\$d\" SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}" \
   --path /api/chatkit --auth "Bearer $KEY" --health-path /health
-"$VENV/bin/python" report.py "$OUT/peer.jsonl" "$OUT/switchyard.jsonl" | tee "$OUT/report.md"
+# The peer's results, when this folder has them.
+RESULTS=("$OUT/switchyard.jsonl")
+if [ -f "$OUT/peer.jsonl" ]; then RESULTS=("$OUT/peer.jsonl" "${RESULTS[@]}"); fi
+"$VENV/bin/python" report.py "${RESULTS[@]}" | tee "$OUT/report.md"

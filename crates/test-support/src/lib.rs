@@ -7,6 +7,7 @@
 
 pub mod fake_llm;
 pub mod mcp_peer;
+pub mod steps;
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Once};
 
@@ -475,6 +476,116 @@ mod tidy {
             }
         }
         assert!(found.is_empty(), "event kinds named by string: {found:?}");
+    }
+
+    /// No import circle among the files of `domain::runs`: the engine reaches node kinds
+    /// through their registry, and the kinds' files depend on `runs::step`, never on the
+    /// engine. A file's code before its tests counts; `mod.rs` (the shared types) does not.
+    #[test]
+    fn the_files_of_runs_import_each_other_without_a_circle() {
+        let runs = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("domain/src/runs");
+        // A module is a file, or a folder with its `mod.rs` (its files read as one).
+        let mut modules: Vec<String> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs") || p.join("mod.rs").exists())
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .filter(|m| m != "mod")
+            .collect();
+        modules.sort();
+        assert!(modules.len() > 10, "read the files: {modules:?}");
+        let imports = |module: &str| -> Vec<String> {
+            let file = runs.join(format!("{module}.rs"));
+            let texts: Vec<String> = if file.exists() {
+                vec![std::fs::read_to_string(file).unwrap()]
+            } else {
+                let mut files = Vec::new();
+                rust_files(&runs.join(module), &mut files);
+                files
+                    .iter()
+                    .map(|f| std::fs::read_to_string(f).unwrap())
+                    .collect()
+            };
+            let code: String = texts
+                .iter()
+                .map(|t| t.split("#[cfg(test)]").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let code = code.as_str();
+            let words: Vec<&str> = code
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let mut found: Vec<String> = modules
+                .iter()
+                .filter(|other| *other != module)
+                .filter(|other| {
+                    // `super::other`, `runs::other`, or `other` inside `use super::{…}`.
+                    code.contains(&format!("super::{other}"))
+                        || code.contains(&format!("runs::{other}"))
+                        || use_super_lists(code)
+                            .iter()
+                            .any(|list| list.contains(&other.as_str()))
+                })
+                .cloned()
+                .collect();
+            found.retain(|other| words.contains(&other.as_str()));
+            found
+        };
+        let graph: Vec<(String, Vec<String>)> =
+            modules.iter().map(|m| (m.clone(), imports(m))).collect();
+        // Depth-first search for a path that comes back to where it started.
+        fn visit<'a>(
+            node: &'a str,
+            graph: &'a [(String, Vec<String>)],
+            path: &mut Vec<&'a str>,
+            done: &mut Vec<&'a str>,
+        ) -> Option<Vec<String>> {
+            if let Some(at) = path.iter().position(|n| *n == node) {
+                let mut circle: Vec<String> = path[at..].iter().map(|s| s.to_string()).collect();
+                circle.push(node.to_string());
+                return Some(circle);
+            }
+            if done.contains(&node) {
+                return None;
+            }
+            path.push(node);
+            let next = graph.iter().find(|(m, _)| m == node).map(|(_, i)| i);
+            for import in next.into_iter().flatten() {
+                if let Some(circle) = visit(import, graph, path, done) {
+                    return Some(circle);
+                }
+            }
+            path.pop();
+            done.push(node);
+            None
+        }
+        let mut done = Vec::new();
+        for (module, _) in &graph {
+            let circle = visit(module, &graph, &mut Vec::new(), &mut done);
+            assert!(circle.is_none(), "an import circle in runs: {circle:?}");
+        }
+    }
+
+    /// The names listed in each `use super::{…}` of a file (nested lists flattened).
+    fn use_super_lists(code: &str) -> Vec<Vec<&str>> {
+        let mut lists = Vec::new();
+        let mut rest = code;
+        while let Some(start) = rest.find("use super::{") {
+            let after = &rest[start + "use super::{".len()..];
+            let end = after.find("};").unwrap_or(after.len());
+            lists.push(
+                after[..end]
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .filter(|w| !w.is_empty())
+                    .collect(),
+            );
+            rest = &after[end..];
+        }
+        lists
     }
 
     /// Every Rust file opens with a `//!` line saying what it is for.

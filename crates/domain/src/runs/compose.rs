@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::{
     Event, EventKind, Run, RunError, RunStatus, Step,
     engine::{initial_state, walk},
-    step::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
+    step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
 };
 use crate::Services;
 use crate::workflows::{
@@ -216,7 +216,7 @@ async fn nested(
 fn stopped_by(result: &Result<(), RunError>) -> Result<(), NodeError> {
     match result {
         Ok(()) => Ok(()),
-        Err(RunError::Cancelled) => Err(node_error(CANCELLED, "the run was cancelled")),
+        Err(RunError::Cancelled) => Err(NodeError::Cancelled),
         Err(err) => Err(node_error("engine_error", err.to_string())),
     }
 }

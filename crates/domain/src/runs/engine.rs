@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::{
     Event, EventKind, HistoryEntry, Run, RunError, RunFailure, RunResult, RunStatus, Step,
     live::{LiveGuard, Subscription},
-    step::{CANCELLED, Log, Next, NodeError, Outcome, RunCtx, node_error},
+    step::{Log, Next, NodeError, Outcome, RunCtx, node_error},
     values::{bounded, strip_nul},
 };
 use crate::{
@@ -638,7 +638,7 @@ pub(super) fn walk<'f>(
 }
 
 /// Executes one node and records its step and where the run goes next.
-async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult<()> {
+pub(super) async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult<()> {
     let slug = node.slug.clone();
     let started_at = Utc::now();
     let timer = Instant::now();
@@ -682,12 +682,12 @@ async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -> RunResult
         duration_ms,
     };
     match outcome {
-        Err(err) if err.code == CANCELLED => return Err(cancelled()),
-        Err(err) => {
+        Err(NodeError::Cancelled) => return Err(cancelled()),
+        Err(NodeError::Failed { code, message }) => {
             step.status = "failed".into();
-            step.error = Some(err.message.clone());
+            step.error = Some(message.clone());
             log.steps.push(step);
-            fail(log, Some(&slug), err.code, err.message);
+            fail(log, Some(&slug), code, message);
         }
         Ok(Outcome { output, next }) => {
             if let Some(message) = log.handled.take() {
@@ -770,10 +770,10 @@ async fn execute_handled(
             log.steps.len(),
             log.run.step_count,
         );
-        let err = match kind.execute(ctx, log, node).await {
+        let (code, message) = match kind.execute(ctx, log, node).await {
             Ok(outcome) => return Ok(outcome),
-            Err(err) if err.code == CANCELLED => return Err(err),
-            Err(err) => err,
+            Err(NodeError::Cancelled) => return Err(NodeError::Cancelled),
+            Err(NodeError::Failed { code, message }) => (code, message),
         };
         (log.run.state, log.run.history, log.run.scratch) = (before.0, before.1, before.2);
         log.events.truncate(before.3);
@@ -783,21 +783,21 @@ async fn execute_handled(
         if attempt < attempts {
             let base = handling.retry.map_or(0, |r| r.backoff_ms);
             let backoff = base.saturating_mul(1 << (attempt - 1).min(16)).min(60_000);
-            log.event(EventKind::NodeRetry, Some(&node.slug), json!({"attempt": attempt, "code": err.code, "message": err.message, "backoff_ms": backoff}));
+            log.event(EventKind::NodeRetry, Some(&node.slug), json!({"attempt": attempt, "code": code, "message": message, "backoff_ms": backoff}));
             tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
             attempt += 1;
             continue;
         }
-        let error = json!({"code": err.code, "message": err.message});
+        let error = json!({"code": code, "message": message});
         return match handling.on_error {
-            OnError::Fail => Err(err),
+            OnError::Fail => Err(NodeError::Failed { code, message }),
             OnError::Continue => {
                 log.event(
                     EventKind::NodeErrorHandled,
                     Some(&node.slug),
                     json!({"action": "continue", "error": error}),
                 );
-                log.handled = Some(err.message);
+                log.handled = Some(message);
                 Ok(Outcome {
                     output: handling.default_output.clone().unwrap_or(Value::Null),
                     next: Next::Follow(None),
@@ -809,7 +809,7 @@ async fn execute_handled(
                     Some(&node.slug),
                     json!({"action": "route", "error": error}),
                 );
-                log.handled = Some(err.message);
+                log.handled = Some(message);
                 Ok(Outcome {
                     output: json!({"error": error}),
                     next: Next::Follow(Some(ERROR_LABEL.into())),

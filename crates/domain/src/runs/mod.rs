@@ -23,6 +23,7 @@ pub mod live;
 pub(crate) mod mcp_step;
 mod partial_json;
 pub(crate) mod step;
+mod trial;
 pub(crate) mod values;
 pub(crate) mod widget;
 
@@ -34,6 +35,7 @@ pub use answer::*;
 pub use control::*;
 pub use engine::*;
 pub use event::{EventKind, WaitKind};
+pub use trial::{Trial, Tried, try_node};
 pub(crate) use widget::bind as bind_widget;
 
 use crate::{

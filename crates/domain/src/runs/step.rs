@@ -53,26 +53,32 @@ impl Outcome {
     }
 }
 
-/// A failure of one node.
-pub(crate) struct NodeError {
-    pub code: &'static str,
-    pub message: String,
+/// Why a step did not finish.
+#[derive(Debug)]
+pub(crate) enum NodeError {
+    /// It failed: a stable code and a message in the author's words.
+    Failed { code: &'static str, message: String },
+    /// The run was cancelled while the step ran.
+    Cancelled,
 }
 
-/// The code of a node stopped because its run was cancelled.
-pub(crate) const CANCELLED: &str = "cancelled";
-
-impl From<EvalError> for NodeError {
-    fn from(err: EvalError) -> Self {
-        NodeError {
-            code: "expression_failed",
-            message: err.to_string(),
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::Failed { message, .. } => f.write_str(message),
+            NodeError::Cancelled => f.write_str("the run was cancelled"),
         }
     }
 }
 
+impl From<EvalError> for NodeError {
+    fn from(err: EvalError) -> Self {
+        node_error("expression_failed", err.to_string())
+    }
+}
+
 pub(crate) fn node_error(code: &'static str, message: impl Into<String>) -> NodeError {
-    NodeError {
+    NodeError::Failed {
         code,
         message: message.into(),
     }

@@ -5,6 +5,7 @@ mod chatkit;
 mod chatkit_conformance;
 mod cli;
 mod http;
+mod kinds;
 mod knowledge;
 mod lifecycle;
 mod mcp;
