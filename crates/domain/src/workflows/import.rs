@@ -171,7 +171,7 @@ fn cel_string_literal(source: &str) -> Option<String> {
 }
 
 /// An Agent Builder expression object `{"expression": "...", "format": "cel"}` → its source.
-fn expression(value: Option<&Value>) -> Option<String> {
+pub(crate) fn expression(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.trim().to_string()),
         Value::Object(o) => o
@@ -184,7 +184,7 @@ fn expression(value: Option<&Value>) -> Option<String> {
 }
 
 /// A text field: a plain string when the expression is one literal, else a `{{ }}` template.
-fn text_from_expression(value: Option<&Value>) -> Option<String> {
+pub(crate) fn text_from_expression(value: Option<&Value>) -> Option<String> {
     let source = expression(value)?;
     Some(cel_string_literal(&source).unwrap_or_else(|| format!("{{{{ {source} }}}}")))
 }
@@ -196,6 +196,65 @@ fn position(ui: &Value, id: &str) -> Option<Value> {
             .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
     };
     Some(json!({"x": number(p.get("x")?)?, "y": number(p.get("y")?)?}))
+}
+
+/// An Agent Builder node being converted by its kind
+/// ([`NodeKind::import_agent_builder`](nodes::NodeKind::import_agent_builder)).
+pub(crate) struct AbNode<'i, 'a> {
+    import: &'i mut AbImport<'a>,
+    pub slug: String,
+    /// Its Agent Builder id.
+    pub id: String,
+    /// Its `config`.
+    pub config: Value,
+    /// What the editor kept about it (`dataByNodeId`).
+    pub data: Value,
+    /// Our parameters, built by the kind.
+    pub params: Map<String, Value>,
+    /// Its output ports, each mapped to our edge label (empty: the default edge).
+    pub ports: HashMap<String, String>,
+}
+
+impl AbNode<'_, '_> {
+    pub fn warn(&mut self, code: &'static str, message: String) {
+        let slug = self.slug.clone();
+        self.import.warn(&slug, code, message);
+    }
+
+    /// Imports a loop's body (`{nodes, edges, start_node_id}`) inside this node, with the
+    /// `loop` edge from the node into the body's first node.
+    pub fn body(&mut self, body: &Value) -> Result<(), String> {
+        let list = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let slug = self.slug.clone();
+        self.import
+            .scope(&list("nodes"), &list("edges"), Some(&slug))?;
+        if let Some(entry) = body
+            .get("start_node_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            match self.import.slugs.get(entry).cloned() {
+                Some(entry_slug) => self.import.graph.edges.push(Edge {
+                    source: slug,
+                    target: entry_slug,
+                    condition: Some("loop".into()),
+                    metadata: Map::new(),
+                }),
+                None => {
+                    return Err(format!(
+                        "the loop `{}` starts at `{entry}`, which is not in its body",
+                        self.id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct AbImport<'a> {
@@ -326,205 +385,38 @@ impl AbImport<'_> {
         }
         let mut ports: HashMap<String, String> = HashMap::new();
         let mut params = Map::new();
-        let kind = match node_type
+        let name = node_type
             .trim_start_matches("builtins.")
-            .trim_start_matches("tool.")
+            .trim_start_matches("tool.");
+        let kind = match nodes::REGISTRY
+            .iter()
+            .find(|k| k.behaviour().agent_builder_types().contains(&name))
         {
-            "Start" => {
-                ports.insert("out".into(), String::new());
-                "start"
+            Some(kind) => {
+                let mut converted = AbNode {
+                    import: self,
+                    slug: slug.clone(),
+                    id: id.clone(),
+                    config,
+                    data,
+                    params,
+                    ports,
+                };
+                kind.behaviour().import_agent_builder(&mut converted)?;
+                (params, ports) = (converted.params, converted.ports);
+                kind.as_str()
             }
-            "End" => {
-                if let Some(output) = expression(config.get("expr")).filter(|e| e != "input") {
-                    params.insert("output".into(), json!(output));
-                }
-                if let Some(schema) = data.get("workflowOutput").filter(|v| !v.is_null()) {
-                    params.insert("output_schema".into(), schema.clone());
-                    self.warn(&slug, "ignored_parameter", "the End node's declared output schema is kept in `output_schema` but not enforced".into());
-                }
-                "end"
-            }
-            "Agent" => {
-                ports.insert("on_result".into(), String::new());
-                self.agent(&slug, &config, &mut params);
-                "agent"
-            }
-            "SetState" => {
-                ports.insert("out".into(), String::new());
-                let assignments: Vec<Value> = config
-                    .get("assignments")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|a| {
-                        let name = a.get("name").and_then(Value::as_str).unwrap_or_default().trim();
-                        json!({"target": format!("state.{name}"), "expression": expression(a.get("expression")).unwrap_or_default()})
-                    })
-                    .collect();
-                params.insert("state".into(), json!(assignments));
-                "state"
-            }
-            "Transform" => {
-                ports.insert("out".into(), String::new());
-                let source = expression(config.get("expr")).unwrap_or_default();
-                params.insert("expressions".into(), json!(format!("{{{{ {source} }}}}")));
-                "transform"
-            }
-            "IfElse" => {
-                let names: Vec<String> = data
-                    .get("caseNames")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .map(|v| v.as_str().unwrap_or_default().to_string())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut cases = Vec::new();
-                let mut labels = HashSet::new();
-                for (index, case) in config
-                    .get("cases")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let port = case
-                        .get("output_port_id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let named = names
-                        .get(index)
-                        .map(|n| slugify(n))
-                        .filter(|n| !n.is_empty() && n != "workflow");
-                    let base = named
-                        .filter(|n| n != "else")
-                        .unwrap_or_else(|| port.clone());
-                    let mut case_label = base.clone();
-                    let mut n = 2;
-                    while !labels.insert(case_label.clone()) {
-                        case_label = format!("{base}-{n}");
-                        n += 1;
-                    }
-                    ports.insert(port, case_label.clone());
-                    cases.push(json!({"label": case_label, "predicate": expression(case.get("predicate")).unwrap_or_default()}));
-                }
-                let fallback = config
-                    .get("fallback")
-                    .and_then(|f| f.get("output_port_id"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("fallback");
-                ports.insert(fallback.to_string(), "else".into());
-                params.insert("cases".into(), json!(cases));
-                "condition"
-            }
-            "While" => {
-                ports.insert("out".into(), "exit".into());
-                let condition = expression(config.get("condition")).unwrap_or_default();
-                params.insert("condition".into(), json!(condition));
-                params.insert("max_iterations".into(), json!(100));
-                self.warn(&slug, "loop_limit_added", "Agent Builder loops have no iteration limit; this one stops after 100 iterations".into());
-                let body = config.get("body").cloned().unwrap_or(json!({}));
-                let body_nodes = body
-                    .get("nodes")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let body_edges = body
-                    .get("edges")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                self.scope(&body_nodes, &body_edges, Some(&slug))?;
-                if let Some(entry) = body
-                    .get("start_node_id")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                {
-                    match self.slugs.get(entry).cloned() {
-                        Some(entry_slug) => self.graph.edges.push(Edge {
-                            source: slug.clone(),
-                            target: entry_slug,
-                            condition: Some("loop".into()),
-                            metadata: Map::new(),
-                        }),
-                        None => {
-                            return Err(format!(
-                                "the loop `{id}` starts at `{entry}`, which is not in its body"
-                            ));
-                        }
-                    }
-                }
-                "while"
-            }
-            "BinaryApproval" => {
-                ports.insert("on_approve".into(), "approve".into());
-                ports.insert("on_reject".into(), "reject".into());
-                if let Some(message) = config.get("message").and_then(Value::as_str) {
-                    params.insert("message".into(), json!(message));
-                }
-                "user_approval"
-            }
-            "FileSearch" => {
-                ports.insert("on_result".into(), String::new());
-                // Agent Builder's store ids become slugs: create a knowledge base with
-                // that slug (or change the node) before running it.
-                for key in ["vector_store_id", "vector_store_slug"] {
-                    if let Some(id) = config.get(key).and_then(Value::as_str) {
-                        params.insert("vector_store_slug".into(), json!(id.to_ascii_lowercase()));
-                    }
-                }
-                if let Some(ids) = config.get("vector_store_ids").and_then(Value::as_array) {
-                    let slugs: Vec<Value> = ids
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(|s| json!(s.to_ascii_lowercase()))
-                        .collect();
-                    params.insert("vector_store_slugs".into(), Value::Array(slugs));
-                }
-                match config.get("query") {
-                    Some(Value::String(text)) => {
-                        params.insert("query".into(), json!(text));
-                    }
-                    Some(Value::Object(query)) => {
-                        if let Some(expression) = query.get("expression").and_then(Value::as_str) {
-                            let template = if expression.contains("{{") {
-                                expression.to_string()
-                            } else {
-                                format!("{{{{ {expression} }}}}")
-                            };
-                            params.insert("query".into(), json!(template));
-                        }
-                    }
-                    _ => {}
-                }
-                if let Some(k) = config
-                    .get("max_results")
-                    .or_else(|| config.get("max_num_results"))
-                    .and_then(Value::as_u64)
-                {
-                    params.insert("top_k".into(), json!(k.clamp(1, 50)));
-                }
-                "file_search"
-            }
-            "MCP" => {
-                ports.insert("out".into(), String::new());
-                ports.insert("on_result".into(), String::new());
-                params = config.as_object().cloned().unwrap_or_default();
-                "mcp"
-            }
-            "Guardrails" => {
+            // Kinds later parts of the platform add arrive disabled with their settings.
+            None if name == "Guardrails" => {
                 ports.insert("on_pass".into(), "pass".into());
                 ports.insert("on_fail".into(), "fail".into());
                 ports.insert("on_error".into(), "error".into());
                 params = config.as_object().cloned().unwrap_or_default();
                 "guardrails"
             }
-            "note" | "Note" => "note",
-            other => {
+            None => {
                 params = config.as_object().cloned().unwrap_or_default();
-                self.warn(&slug, "unknown_kind", format!("Agent Builder node type `{node_type}` is not known; imported disabled as `{}`", other.to_lowercase()));
+                self.warn(&slug, "unknown_kind", format!("Agent Builder node type `{node_type}` is not known; imported disabled as `{}`", name.to_lowercase()));
                 ""
             }
         };
@@ -547,87 +439,6 @@ impl AbImport<'_> {
             agent_key: None,
         };
         Ok((converted, ports))
-    }
-
-    fn agent(&mut self, slug: &str, config: &Value, params: &mut Map<String, Value>) {
-        if let Some(instructions) = text_from_expression(config.get("instructions")) {
-            params.insert("instructions".into(), json!(instructions));
-        }
-        if let Some(model) = text_from_expression(config.get("model")) {
-            params.insert("model".into(), json!(model));
-        }
-        let mut settings = Map::new();
-        for (from, to) in [
-            ("temperature", "temperature"),
-            ("top_p", "top_p"),
-            ("max_output_tokens", "max_output_tokens"),
-            ("parallel_tool_calls", "parallel_tool_calls"),
-            ("reasoning", "reasoning"),
-            ("reads_from_history", "include_chat_history"),
-            ("writes_to_history", "writes_to_history"),
-            ("user_visible", "response_in_chat"),
-            ("show_progress_to_user", "show_progress_to_user"),
-        ] {
-            if let Some(value) = config.get(from).filter(|v| !v.is_null()) {
-                settings.insert(to.into(), value.clone());
-            }
-        }
-        if let Some(verbosity) = config
-            .get("text")
-            .and_then(|t| t.get("verbosity"))
-            .filter(|v| !v.is_null())
-        {
-            settings.insert("text".into(), json!({"verbosity": verbosity}));
-        }
-        if !settings.is_empty() {
-            params.insert("model_settings".into(), Value::Object(settings));
-        }
-        if let Some(format) = config
-            .get("text")
-            .and_then(|t| t.get("format"))
-            .filter(|f| f.get("type").is_some())
-        {
-            params.insert("response_format".into(), format.clone());
-        }
-        if let Some(messages) = config
-            .get("messages")
-            .and_then(Value::as_array)
-            .filter(|m| !m.is_empty())
-        {
-            params.insert("messages".into(), json!(messages));
-        }
-        if let Some(tools) = config
-            .get("tools")
-            .and_then(Value::as_array)
-            .filter(|t| !t.is_empty())
-        {
-            params.insert("tools".into(), json!(tools));
-            if tools
-                .iter()
-                .any(|t| t.get("type").and_then(Value::as_str) == Some("function"))
-            {
-                self.warn(slug, "tool_needs_binding", "function tools came without an implementation; define them in the tool library".into());
-            }
-        }
-        if let Some(widget) = config.get("widget_config").filter(|w| !w.is_null()) {
-            params.insert("widget".into(), json!({"source": "variable", "definition_expression": "input.output_parsed", "agent_builder": widget}));
-            self.warn(slug, "widget_template", "the Agent Builder widget template was kept for reference; check the widget settings".into());
-        }
-        for mapping in config
-            .get("variable_mapping")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let name = mapping
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .trim();
-            if expression(mapping.get("expression")).as_deref() != Some(name) {
-                self.warn(slug, "variable_mapping", format!("the placeholder `{{{{{name}}}}}` was mapped to another expression in Agent Builder; here it is evaluated as written"));
-            }
-        }
     }
 }
 

@@ -20,7 +20,11 @@ use crate::{
         EventKind, Resume, Run, RunResult, Wait, WaitKind, agent,
         step::{Log, RunCtx},
     },
-    workflows::{Graph, Node, references::Reference},
+    workflows::{
+        Graph, Node,
+        import::{AbNode, expression, text_from_expression},
+        references::Reference,
+    },
 };
 
 pub(crate) const EXAMPLE: &str = r#"{"instructions": "Answer {{ user.email }} briefly.", "model": "gpt-5-mini", "model_settings": {"temperature": 0.2, "include_chat_history": true}, "response_format": {"type": "json_schema", "name": "answer", "schema": {"type": "object", "properties": {"text": {"type": "string"}}}}, "tools": [{"type": "web_search"}]}"#;
@@ -197,6 +201,16 @@ impl NodeKind for AgentKind {
         })
     }
 
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["Agent"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("on_result".into(), String::new());
+        import_agent(node);
+        Ok(())
+    }
+
     /// A decision on a tool call, or a client tool's result: the agent goes on with it.
     fn resume(
         &self,
@@ -271,5 +285,102 @@ impl NodeKind for AgentKind {
                     ) && names_store(t, slug)
                 })
             })
+    }
+}
+
+/// Agent Builder's agent settings as ours.
+fn import_agent(node: &mut AbNode<'_, '_>) {
+    let config = node.config.clone();
+    let config = &config;
+    let params = &mut node.params;
+    let mut warnings: Vec<(&'static str, String)> = Vec::new();
+    if let Some(instructions) = text_from_expression(config.get("instructions")) {
+        params.insert("instructions".into(), json!(instructions));
+    }
+    if let Some(model) = text_from_expression(config.get("model")) {
+        params.insert("model".into(), json!(model));
+    }
+    let mut settings = Map::new();
+    for (from, to) in [
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("max_output_tokens", "max_output_tokens"),
+        ("parallel_tool_calls", "parallel_tool_calls"),
+        ("reasoning", "reasoning"),
+        ("reads_from_history", "include_chat_history"),
+        ("writes_to_history", "writes_to_history"),
+        ("user_visible", "response_in_chat"),
+        ("show_progress_to_user", "show_progress_to_user"),
+    ] {
+        if let Some(value) = config.get(from).filter(|v| !v.is_null()) {
+            settings.insert(to.into(), value.clone());
+        }
+    }
+    if let Some(verbosity) = config
+        .get("text")
+        .and_then(|t| t.get("verbosity"))
+        .filter(|v| !v.is_null())
+    {
+        settings.insert("text".into(), json!({"verbosity": verbosity}));
+    }
+    if !settings.is_empty() {
+        params.insert("model_settings".into(), Value::Object(settings));
+    }
+    if let Some(format) = config
+        .get("text")
+        .and_then(|t| t.get("format"))
+        .filter(|f| f.get("type").is_some())
+    {
+        params.insert("response_format".into(), format.clone());
+    }
+    if let Some(messages) = config
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+    {
+        params.insert("messages".into(), json!(messages));
+    }
+    if let Some(tools) = config
+        .get("tools")
+        .and_then(Value::as_array)
+        .filter(|t| !t.is_empty())
+    {
+        params.insert("tools".into(), json!(tools));
+        if tools
+            .iter()
+            .any(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+        {
+            warnings.push((
+                "tool_needs_binding",
+                "function tools came without an implementation; define them in the tool library"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(widget) = config.get("widget_config").filter(|w| !w.is_null()) {
+        params.insert("widget".into(), json!({"source": "variable", "definition_expression": "input.output_parsed", "agent_builder": widget}));
+        warnings.push((
+            "widget_template",
+            "the Agent Builder widget template was kept for reference; check the widget settings"
+                .into(),
+        ));
+    }
+    for mapping in config
+        .get("variable_mapping")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = mapping
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim();
+        if expression(mapping.get("expression")).as_deref() != Some(name) {
+            warnings.push(("variable_mapping", format!("the placeholder `{{{{{name}}}}}` was mapped to another expression in Agent Builder; here it is evaluated as written")));
+        }
+    }
+    for (code, message) in warnings {
+        node.warn(code, message);
     }
 }

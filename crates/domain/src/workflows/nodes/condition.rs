@@ -28,6 +28,8 @@ use crate::{
     workflows::{
         Node,
         eval::{Scope, as_text, truthy},
+        import::{AbNode, expression},
+        slugify,
         validate::check_labels,
     },
 };
@@ -155,6 +157,63 @@ struct ConditionKind;
 impl NodeKind for ConditionKind {
     fn name(&self) -> &'static str {
         "condition"
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["IfElse"]
+    }
+
+    /// Each case's port becomes an edge label named after the case, the fallback `else`.
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        let names: Vec<String> = node
+            .data
+            .get("caseNames")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut cases = Vec::new();
+        let mut labels = std::collections::HashSet::new();
+        for (index, case) in node
+            .config
+            .get("cases")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let port = case
+                .get("output_port_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let named = names
+                .get(index)
+                .map(|n| slugify(n))
+                .filter(|n| !n.is_empty() && n != "workflow");
+            let base = named.filter(|n| n != ELSE).unwrap_or_else(|| port.clone());
+            let mut case_label = base.clone();
+            let mut n = 2;
+            while !labels.insert(case_label.clone()) {
+                case_label = format!("{base}-{n}");
+                n += 1;
+            }
+            node.ports.insert(port, case_label.clone());
+            cases.push(json!({"label": case_label, "predicate": expression(case.get("predicate")).unwrap_or_default()}));
+        }
+        let fallback = node
+            .config
+            .get("fallback")
+            .and_then(|f| f.get("output_port_id"))
+            .and_then(Value::as_str)
+            .unwrap_or("fallback")
+            .to_string();
+        node.ports.insert(fallback, ELSE.into());
+        node.params.insert("cases".into(), json!(cases));
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

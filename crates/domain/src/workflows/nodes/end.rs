@@ -14,7 +14,10 @@ use super::{Kind, NodeKind, Place, Problems, Role, StepFuture, check_config, has
 use crate::workflows::expr;
 use crate::{
     runs::step::{Log, Next, NodeError, Outcome, RunCtx, parse},
-    workflows::Node,
+    workflows::{
+        Node,
+        import::{AbNode, expression},
+    },
 };
 
 pub(crate) const EXAMPLE: &str = r#"{"message": "Thanks, {{ user.email }}!", "status": {"type": "closed", "reason": "Done"}, "ags": {"score_variable_id": "quiz", "value": "state.score", "maximum": 10}}"#;
@@ -122,6 +125,30 @@ impl NodeKind for EndKind {
 
     fn role(&self) -> Role {
         Role::Exit
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["End"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        if let Some(output) = expression(node.config.get("expr")).filter(|e| e != "input") {
+            node.params.insert("output".into(), json!(output));
+        }
+        if let Some(schema) = node
+            .data
+            .get("workflowOutput")
+            .filter(|v| !v.is_null())
+            .cloned()
+        {
+            node.params.insert("output_schema".into(), schema);
+            node.warn(
+                "ignored_parameter",
+                "the End node's declared output schema is kept in `output_schema` but not enforced"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

@@ -9,7 +9,7 @@
 //! several stores and merges their results by score.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra};
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         knowledge,
         step::{Log, RunCtx},
     },
-    workflows::Node,
+    workflows::{Node, import::AbNode},
 };
 use crate::{knowledge::search::MAX_TOP_K, workflows::expr};
 
@@ -111,6 +111,56 @@ impl NodeKind for FileSearchKind {
     /// The seed's planned name for a store search.
     fn aliases(&self) -> &'static [&'static str] {
         &["vector_store_search"]
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["FileSearch"]
+    }
+
+    /// Agent Builder's store ids become slugs: a knowledge base with that slug (or a
+    /// change of the node) is needed before it runs.
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("on_result".into(), String::new());
+        let config = node.config.clone();
+        for key in ["vector_store_id", "vector_store_slug"] {
+            if let Some(id) = config.get(key).and_then(Value::as_str) {
+                node.params
+                    .insert("vector_store_slug".into(), json!(id.to_ascii_lowercase()));
+            }
+        }
+        if let Some(ids) = config.get("vector_store_ids").and_then(Value::as_array) {
+            let slugs: Vec<Value> = ids
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| json!(s.to_ascii_lowercase()))
+                .collect();
+            node.params
+                .insert("vector_store_slugs".into(), Value::Array(slugs));
+        }
+        match config.get("query") {
+            Some(Value::String(text)) => {
+                node.params.insert("query".into(), json!(text));
+            }
+            Some(Value::Object(query)) => {
+                if let Some(expression) = query.get("expression").and_then(Value::as_str) {
+                    let template = if expression.contains("{{") {
+                        expression.to_string()
+                    } else {
+                        format!("{{{{ {expression} }}}}")
+                    };
+                    node.params.insert("query".into(), json!(template));
+                }
+            }
+            _ => {}
+        }
+        if let Some(k) = config
+            .get("max_results")
+            .or_else(|| config.get("max_num_results"))
+            .and_then(Value::as_u64)
+        {
+            node.params.insert("top_k".into(), json!(k.clamp(1, 50)));
+        }
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

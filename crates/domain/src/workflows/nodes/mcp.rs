@@ -18,7 +18,7 @@ use crate::{
         mcp_step,
         step::{Log, RunCtx},
     },
-    workflows::Node,
+    workflows::{Node, import::AbNode},
 };
 
 pub(crate) const EXAMPLE: &str =
@@ -75,6 +75,17 @@ struct McpKind;
 impl NodeKind for McpKind {
     fn name(&self) -> &'static str {
         "mcp"
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["MCP"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("out".into(), String::new());
+        node.ports.insert("on_result".into(), String::new());
+        node.params = node.config.as_object().cloned().unwrap_or_default();
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

@@ -44,7 +44,7 @@ pub use state::{Assignment, SetState};
 pub use while_loop::While;
 pub use widget::WidgetNode;
 
-use super::{Edge, Graph, problems::Problems, references::Reference};
+use super::{Edge, Graph, import::AbNode, problems::Problems, references::Reference};
 use crate::runs::{
     Resume, Run, RunError, RunResult, Wait,
     step::{Log, NodeError, Outcome, RunCtx},
@@ -171,6 +171,15 @@ pub(crate) trait NodeKind: Sync {
     /// widgets, knowledge bases): the field and the reference.
     fn references(&self, _params: &Map<String, Value>) -> Vec<(&'static str, Reference)> {
         Vec::new()
+    }
+    /// The Agent Builder node types this kind imports (`Agent`, `SetState`, …).
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Converts an Agent Builder node of one of those types: our parameters, and its
+    /// output ports as our edge labels.
+    fn import_agent_builder(&self, _node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        Ok(())
     }
     /// Whether the node searches the knowledge base `slug`.
     fn uses_store(&self, _params: &Map<String, Value>, _slug: &str) -> bool {

@@ -40,6 +40,10 @@ impl NodeKind for NoteKind {
         Role::Annotation
     }
 
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["note", "Note"]
+    }
+
     fn example(&self) -> &'static str {
         EXAMPLE
     }

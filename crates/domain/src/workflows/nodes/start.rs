@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{Kind, NodeKind, Problems, Role, StepFuture, check_config, has_extra, ready};
 use crate::{
     runs::step::{Log, NodeError, Outcome, RunCtx, parse},
-    workflows::Node,
+    workflows::{Node, import::AbNode},
 };
 
 pub(crate) const EXAMPLE: &str =
@@ -80,6 +80,15 @@ impl NodeKind for StartKind {
 
     fn role(&self) -> Role {
         Role::Entry
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["Start"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("out".into(), String::new());
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

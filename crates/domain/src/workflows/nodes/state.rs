@@ -7,7 +7,7 @@
 //! A non-string `expression` is a literal value.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra, ready};
 use crate::workflows::expr;
@@ -17,7 +17,10 @@ use crate::{
         step::{Log, NodeError, Outcome, RunCtx, parse},
         values::{set_path, typed},
     },
-    workflows::Node,
+    workflows::{
+        Node,
+        import::{AbNode, expression},
+    },
 };
 
 pub(crate) const EXAMPLE: &str = r#"{"state": [{"target": "state.order_id", "expression": "input.output_parsed.order_id"}, {"target": "state.attempts", "expression": 0}]}"#;
@@ -103,6 +106,27 @@ struct SetStateKind;
 impl NodeKind for SetStateKind {
     fn name(&self) -> &'static str {
         "state"
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["SetState"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("out".into(), String::new());
+        let assignments: Vec<Value> = node
+            .config
+            .get("assignments")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let name = a.get("name").and_then(Value::as_str).unwrap_or_default().trim();
+                json!({"target": format!("state.{name}"), "expression": expression(a.get("expression")).unwrap_or_default()})
+            })
+            .collect();
+        node.params.insert("state".into(), json!(assignments));
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

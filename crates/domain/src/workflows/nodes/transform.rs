@@ -7,13 +7,16 @@
 //! Every string leaf is a template; a bare `state.…`/`input.…` path is evaluated.
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::{Kind, NodeKind, Problems, StepFuture, check_config, has_extra, ready};
 use crate::workflows::expr;
 use crate::{
     runs::step::{Log, Next, NodeError, Outcome, RunCtx},
-    workflows::Node,
+    workflows::{
+        Node,
+        import::{AbNode, expression},
+    },
 };
 
 pub(crate) const EXAMPLE: &str = r#"{"expressions": {"summary": "Order {{ state.order_id }}", "total": "{{ state.price * 2.0 }}", "raw": "input.output_parsed"}}"#;
@@ -54,6 +57,18 @@ struct TransformKind;
 impl NodeKind for TransformKind {
     fn name(&self) -> &'static str {
         "transform"
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["Transform"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("out".into(), String::new());
+        let source = expression(node.config.get("expr")).unwrap_or_default();
+        node.params
+            .insert("expressions".into(), json!(format!("{{{{ {source} }}}}")));
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

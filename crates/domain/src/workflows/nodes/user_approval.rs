@@ -19,7 +19,7 @@ use crate::{
         EventKind, Resume, RunResult, Wait, WaitKind,
         step::{Log, Next, NodeError, Outcome, RunCtx, text_param},
     },
-    workflows::{Graph, Node, validate::check_labels},
+    workflows::{Graph, Node, import::AbNode, validate::check_labels},
 };
 
 pub(crate) const EXAMPLE: &str = r#"{"message": "Refund {{ state.amount }} to {{ user.email }}?", "approve_label": "Refund", "reject_label": "Cancel"}"#;
@@ -62,6 +62,19 @@ struct UserApprovalKind;
 impl NodeKind for UserApprovalKind {
     fn name(&self) -> &'static str {
         "user_approval"
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["BinaryApproval"]
+    }
+
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("on_approve".into(), APPROVE.into());
+        node.ports.insert("on_reject".into(), REJECT.into());
+        if let Some(message) = node.config.get("message").and_then(Value::as_str) {
+            node.params.insert("message".into(), json!(message));
+        }
+        Ok(())
     }
 
     fn example(&self) -> &'static str {

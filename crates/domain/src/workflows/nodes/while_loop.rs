@@ -20,7 +20,11 @@ use crate::{
         step::{Log, Next, NodeError, Outcome, RunCtx, node_error, parse},
         values::set_path,
     },
-    workflows::{Node, eval::truthy},
+    workflows::{
+        Node,
+        eval::truthy,
+        import::{AbNode, expression},
+    },
 };
 
 pub(crate) const EXAMPLE: &str =
@@ -95,6 +99,25 @@ impl NodeKind for WhileKind {
 
     fn role(&self) -> Role {
         Role::Loop
+    }
+
+    fn agent_builder_types(&self) -> &'static [&'static str] {
+        &["While"]
+    }
+
+    /// Agent Builder loops have no limit: the import adds one.
+    fn import_agent_builder(&self, node: &mut AbNode<'_, '_>) -> Result<(), String> {
+        node.ports.insert("out".into(), "exit".into());
+        let condition = expression(node.config.get("condition")).unwrap_or_default();
+        node.params.insert("condition".into(), json!(condition));
+        node.params.insert("max_iterations".into(), json!(100));
+        node.warn(
+            "loop_limit_added",
+            "Agent Builder loops have no iteration limit; this one stops after 100 iterations"
+                .into(),
+        );
+        let body = node.config.get("body").cloned().unwrap_or(json!({}));
+        node.body(&body)
     }
 
     fn example(&self) -> &'static str {
