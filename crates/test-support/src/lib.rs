@@ -478,6 +478,57 @@ mod tidy {
         assert!(found.is_empty(), "event kinds named by string: {found:?}");
     }
 
+    /// Node kinds are known only in their own files (`domain/src/workflows/nodes/`): no
+    /// other code compares a node's kind with a kind's name or parses one (graph
+    /// documents, such as the starter graph, may name kinds; tests aside).
+    #[test]
+    fn node_kinds_are_named_only_in_their_files() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let nodes = crates.join("domain/src/workflows/nodes");
+        let names: Vec<String> = std::fs::read_dir(&nodes)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|line| {
+                        let line = line.trim();
+                        // The kinds' `name` and `aliases` bodies.
+                        (line.starts_with('"') && line.ends_with('"') && !line.contains(' '))
+                            .then(|| line.trim_matches('"').to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(names.len() >= 19, "read the kinds' names: {names:?}");
+        let mut files = Vec::new();
+        rust_files(crates, &mut files);
+        let mut found = Vec::new();
+        for path in files
+            .iter()
+            .filter(|p| !p.starts_with(&nodes) && !p.components().any(|c| c.as_os_str() == "tests"))
+        {
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for name in &names {
+                let quoted = format!("\"{name}\"");
+                for pattern in [
+                    format!("kind == {quoted}"),
+                    format!("kind != {quoted}"),
+                    format!("kind.as_str() == {quoted}"),
+                    format!("Kind::parse({quoted})"),
+                ] {
+                    if code.contains(&pattern) {
+                        found.push(format!("{}: {pattern}", path.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "node kinds named outside their files: {found:?}"
+        );
+    }
+
     /// No import circle among the files of `domain::runs`: the engine reaches node kinds
     /// through their registry, and the kinds' files depend on `runs::step`, never on the
     /// engine. A file's code before its tests counts; `mod.rs` (the shared types) does not.

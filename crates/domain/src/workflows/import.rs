@@ -468,7 +468,7 @@ fn agent_builder(object: &Map<String, Value>) -> Result<Imported, String> {
             .slugs
             .get(start)
             .and_then(|slug| import.graph.node(slug))
-            .is_some_and(|n| n.kind == "start");
+            .is_some_and(|n| nodes::role_of(n) == Some(nodes::Role::Entry));
         if !is_start {
             return Err(format!(
                 "`start_node_id` names `{start}`, which is not a Start node"
