@@ -179,12 +179,12 @@ struct Latency {
     mean: Duration,
 }
 
-async fn queries(app: &App, corpus: &mut Corpus) -> Latency {
+async fn queries(app: &App, admin: &users::User, corpus: &mut Corpus) -> Latency {
     let mut times = Vec::with_capacity(QUERIES);
     for i in 0..QUERIES + 20 {
         let req = search::SearchRequest::new(corpus.query(), 10);
         let started = Instant::now();
-        let found = search::search_chunks(&app.services, "bench", &req, None, None)
+        let found = search::search_chunks(&app.services, admin, "bench", &req, None)
             .await
             .expect("the search runs");
         let took = started.elapsed();
@@ -290,7 +290,7 @@ async fn run(backend: &str, url: String, total: usize) -> Vec<String> {
             loaded += n;
         }
         ingest_time += started.elapsed();
-        let latency = queries(&app, &mut corpus).await;
+        let latency = queries(&app, &admin, &mut corpus).await;
         rows.push(format!(
             "| {backend} | {loaded} | {} | {} | {} | {:.0} |",
             ms(latency.p50),

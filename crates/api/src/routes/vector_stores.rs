@@ -428,9 +428,9 @@ fn search_response<T, R: Serialize + From<T>>(outcome: Outcome<T>) -> Response {
     responses((status = 200, body = Vec<VectorStoreResponse>), (status = 403, body = ErrorBody)))]
 async fn list_stores(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<VectorStoreResponse>>> {
-    let stores = knowledge::list_stores(&state.services).await?;
+    let stores = knowledge::list_stores(&state.services, &admin).await?;
     Ok(Json(stores.into_iter().map(Into::into).collect()))
 }
 
@@ -469,11 +469,13 @@ async fn create_store(
     responses((status = 200, body = VectorStoreResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_store(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<VectorStoreResponse>> {
     Ok(Json(
-        knowledge::get_store(&state.services, &slug).await?.into(),
+        knowledge::get_store(&state.services, &admin, &slug)
+            .await?
+            .into(),
     ))
 }
 
@@ -522,10 +524,10 @@ async fn delete_store(
     responses((status = 200, body = Vec<DocumentResponse>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_documents(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<Vec<DocumentResponse>>> {
-    let docs = knowledge::list_documents(&state.services, &slug).await?;
+    let docs = knowledge::list_documents(&state.services, &admin, &slug).await?;
     Ok(Json(docs.into_iter().map(Into::into).collect()))
 }
 
@@ -660,8 +662,7 @@ async fn get_document(
     AuthUser(user): AuthUser,
     AppPath((slug, doc_id)): AppPath<(String, String)>,
 ) -> ApiResult<Json<DocumentDetail>> {
-    knowledge::check_search(&state.services, &user, &slug).await?;
-    let (mut doc, chunks) = knowledge::get_document(&state.services, &slug, &doc_id).await?;
+    let (mut doc, chunks) = knowledge::get_document(&state.services, &user, &slug, &doc_id).await?;
     let document = doc.raw_json.take();
     Ok(Json(DocumentDetail {
         summary: doc.into(),
@@ -706,10 +707,10 @@ async fn doc_ids(state: &AppState, jobs: Vec<Job>) -> ApiResult<Vec<JobResponse>
     responses((status = 200, body = Vec<JobResponse>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn list_jobs(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<Vec<JobResponse>>> {
-    let jobs = knowledge::list_jobs(&state.services, &slug).await?;
+    let jobs = knowledge::list_jobs(&state.services, &admin, &slug).await?;
     Ok(Json(doc_ids(&state, jobs).await?))
 }
 
@@ -718,10 +719,10 @@ async fn list_jobs(
     responses((status = 200, body = JobResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_job(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath((slug, id)): AppPath<(String, i64)>,
 ) -> ApiResult<Json<JobResponse>> {
-    let job = knowledge::get_job(&state.services, &slug, id).await?;
+    let job = knowledge::get_job(&state.services, &admin, &slug, id).await?;
     let mut list = doc_ids(&state, vec![job]).await?;
     Ok(Json(list.remove(0)))
 }
@@ -737,9 +738,8 @@ async fn search_json(
     AppPath(slug): AppPath<String>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
-    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
-    let outcome = search::search_chunks(&state.services, &slug, &req, None, Some(user.id)).await?;
+    let outcome = search::search_chunks(&state.services, &user, &slug, &req, None).await?;
     Ok(search_response::<SearchHit, ChunkResult>(outcome))
 }
 
@@ -753,9 +753,8 @@ async fn search_documents(
     AppPath(slug): AppPath<String>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
-    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
-    let outcome = search::search_documents(&state.services, &slug, &req, Some(user.id)).await?;
+    let outcome = search::search_documents(&state.services, &user, &slug, &req).await?;
     Ok(search_response::<DocumentHit, DocumentResult>(outcome))
 }
 
@@ -769,9 +768,7 @@ async fn search_document(
     AppPath((slug, doc_id)): AppPath<(String, String)>,
     AppJson(body): AppJson<SearchBody>,
 ) -> ApiResult<Response> {
-    knowledge::check_search(&state.services, &user, &slug).await?;
     let req = body.request()?;
-    let outcome =
-        search::search_chunks(&state.services, &slug, &req, Some(&doc_id), Some(user.id)).await?;
+    let outcome = search::search_chunks(&state.services, &user, &slug, &req, Some(&doc_id)).await?;
     Ok(search_response::<SearchHit, ChunkResult>(outcome))
 }

@@ -357,11 +357,24 @@ pub async fn default_chunk_tokens(
     })
 }
 
-pub async fn list_stores(services: &Services) -> KnowledgeResult<Vec<VectorStore>> {
+/// Every knowledge base (administrators only).
+pub async fn list_stores(services: &Services, actor: &User) -> KnowledgeResult<Vec<VectorStore>> {
+    require_admin(actor)?;
     Ok(services.store.vector_stores().await?)
 }
 
-pub async fn get_store(services: &Services, slug: &str) -> KnowledgeResult<VectorStore> {
+/// A knowledge base's settings (administrators only).
+pub async fn get_store(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+) -> KnowledgeResult<VectorStore> {
+    require_admin(actor)?;
+    store_by_slug(services, slug).await
+}
+
+/// A knowledge base for code that checked its caller (a search it may make).
+pub(crate) async fn store_by_slug(services: &Services, slug: &str) -> KnowledgeResult<VectorStore> {
     services
         .store
         .vector_store(slug)
@@ -392,7 +405,7 @@ pub async fn update_store(
     patch: VectorStorePatch,
 ) -> KnowledgeResult<VectorStore> {
     require_admin(actor)?;
-    let mut store = get_store(services, slug).await?;
+    let mut store = store_by_slug(services, slug).await?;
     if let Some(title) = patch.title {
         store.title = title;
     }
@@ -438,7 +451,7 @@ pub async fn update_store(
 
 pub async fn delete_store(services: &Services, actor: &User, slug: &str) -> KnowledgeResult<()> {
     require_admin(actor)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     if store.protected {
         return Err(KnowledgeError::Protected(store.slug));
     }
@@ -546,18 +559,25 @@ pub async fn check_search(services: &Services, user: &User, slug: &str) -> Knowl
     }
 }
 
-pub async fn list_documents(services: &Services, slug: &str) -> KnowledgeResult<Vec<Document>> {
-    let store = get_store(services, slug).await?;
+pub async fn list_documents(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+) -> KnowledgeResult<Vec<Document>> {
+    let store = get_store(services, actor, slug).await?;
     Ok(services.store.documents(store.id).await?)
 }
 
-/// A document and its chunks.
+/// A document and its chunks, for those who may search its knowledge base (a citation
+/// they were shown opens).
 pub async fn get_document(
     services: &Services,
+    actor: &User,
     slug: &str,
     doc_id: &str,
 ) -> KnowledgeResult<(Document, Vec<Chunk>)> {
-    let store = get_store(services, slug).await?;
+    check_search(services, actor, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     let doc = services
         .store
         .document(store.id, doc_id)
@@ -574,7 +594,7 @@ pub async fn delete_document(
     doc_id: &str,
 ) -> KnowledgeResult<()> {
     require_admin(actor)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     let doc = services
         .store
         .document(store.id, doc_id)
@@ -654,7 +674,7 @@ async fn ingest_json_into(
                 protected: false,
             };
             match create_store(services, actor, new).await {
-                Err(KnowledgeError::Exists(_)) => get_store(services, slug).await?,
+                Err(KnowledgeError::Exists(_)) => store_by_slug(services, slug).await?,
                 other => other?,
             }
         }
@@ -731,7 +751,7 @@ pub async fn ingest_chunks(
     require_admin(actor)?;
     check_doc_id(doc_id)?;
     check_metadata(&metadata)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     let texts = texts.into_iter().map(|t| (t, Map::new())).collect();
     let chunks = embed_chunks(services, &store, doc_id, texts, Some(actor.id)).await?;
     let new = NewDocument {
@@ -768,7 +788,7 @@ pub async fn upload_file(
     upload: FileUpload,
 ) -> KnowledgeResult<(Document, Job)> {
     require_admin(actor)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     if upload.bytes.len() > MAX_FILE_BYTES {
         return Err(KnowledgeError::TooLarge);
     }
@@ -831,16 +851,21 @@ pub async fn upload_file(
     Ok((doc, job))
 }
 
-pub async fn get_job(services: &Services, slug: &str, id: i64) -> KnowledgeResult<Job> {
-    let store = get_store(services, slug).await?;
+pub async fn get_job(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+    id: i64,
+) -> KnowledgeResult<Job> {
+    let store = get_store(services, actor, slug).await?;
     match services.store.knowledge_job(id).await? {
         Some(job) if job.store_id == store.id => Ok(job),
         _ => Err(KnowledgeError::JobNotFound(id)),
     }
 }
 
-pub async fn list_jobs(services: &Services, slug: &str) -> KnowledgeResult<Vec<Job>> {
-    let store = get_store(services, slug).await?;
+pub async fn list_jobs(services: &Services, actor: &User, slug: &str) -> KnowledgeResult<Vec<Job>> {
+    let store = get_store(services, actor, slug).await?;
     Ok(services.store.knowledge_jobs(store.id).await?)
 }
 

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
-use super::{ChunkHit, KnowledgeError, KnowledgeResult, VectorStore, embed, get_store};
-use crate::Services;
+use super::{ChunkHit, KnowledgeError, KnowledgeResult, VectorStore, embed, store_by_slug};
+use crate::{Services, users::User};
 
 /// The constant of reciprocal rank fusion: `1 / (K + rank)`.
 const RRF_K: f64 = 60.0;
@@ -133,8 +133,32 @@ pub fn terms(query: &str) -> Vec<String> {
         .collect()
 }
 
-/// The best chunks of a store (or of one document of it) for a query.
+/// The best chunks of a store (or of one document of it) for a query, for a user who
+/// may search it (as if the store did not exist otherwise).
 pub async fn search_chunks(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+    req: &SearchRequest,
+    doc_id: Option<&str>,
+) -> KnowledgeResult<Outcome<SearchHit>> {
+    super::check_search(services, actor, slug).await?;
+    chunks(services, slug, req, doc_id, Some(actor.id)).await
+}
+
+/// The best documents for a query, for a user who may search the store.
+pub async fn search_documents(
+    services: &Services,
+    actor: &User,
+    slug: &str,
+    req: &SearchRequest,
+) -> KnowledgeResult<Outcome<DocumentHit>> {
+    super::check_search(services, actor, slug).await?;
+    documents(services, slug, req, Some(actor.id)).await
+}
+
+/// [`search_chunks`] for a caller that checked who searches; the usage is `user_id`'s.
+pub(crate) async fn chunks(
     services: &Services,
     slug: &str,
     req: &SearchRequest,
@@ -142,7 +166,7 @@ pub async fn search_chunks(
     user_id: Option<i64>,
 ) -> KnowledgeResult<Outcome<SearchHit>> {
     check(req)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     let depth = (req.top_k * 8).clamp(50, 400);
     let (scored, semantic, notice) =
         candidates(services, &store, req, doc_id, depth, user_id).await?;
@@ -155,16 +179,17 @@ pub async fn search_chunks(
     })
 }
 
-/// The best documents: chunks found as by [`search_chunks`], grouped by document with
-/// their scores summed; `chunks_per_document` matches are kept for each.
-pub async fn search_documents(
+/// The best documents: chunks found as by [`chunks`], grouped by document with their
+/// scores summed; `chunks_per_document` matches are kept for each. The caller checked who
+/// searches (a workflow its owner may run on the store).
+pub(crate) async fn documents(
     services: &Services,
     slug: &str,
     req: &SearchRequest,
     user_id: Option<i64>,
 ) -> KnowledgeResult<Outcome<DocumentHit>> {
     check(req)?;
-    let store = get_store(services, slug).await?;
+    let store = store_by_slug(services, slug).await?;
     let per_document = req.chunks_per_document.unwrap_or(3);
     let depth = (req.top_k.max(per_document) * 10).clamp(50, 400);
     let (scored, semantic, notice) =

@@ -63,7 +63,7 @@ pub(crate) async fn search_stores(
     let mut semantic = false;
     for slug in stores {
         if documents {
-            let outcome = search::search_documents(ctx.services, slug, req, Some(ctx.user.id))
+            let outcome = search::documents(ctx.services, slug, req, Some(ctx.user.id))
                 .await
                 .map_err(fail)?;
             semantic |= outcome.semantic;
@@ -73,7 +73,7 @@ pub(crate) async fn search_stores(
                 }
             }
         } else {
-            let outcome = search::search_chunks(ctx.services, slug, req, None, Some(ctx.user.id))
+            let outcome = search::chunks(ctx.services, slug, req, None, Some(ctx.user.id))
                 .await
                 .map_err(fail)?;
             semantic |= outcome.semantic;

@@ -1743,3 +1743,43 @@ async fn writes_that_lose_a_race_are_refused_cleanly(backend: TestBackend) {
         .await;
     assert_eq!(one.status, StatusCode::OK, "{}", one.text);
 }
+
+/// The services themselves keep knowledge bases to administrators (and reading a
+/// document to those who may search its store), whatever channel calls them.
+#[tokio::test]
+async fn the_knowledge_services_check_who_asks() {
+    use domain::knowledge::{self, KnowledgeError, search};
+    let h = test_support::steps::StepHarness::new().await;
+    let (services, user, admin) = (&h.services, &h.user, &h.admin);
+    assert!(matches!(
+        knowledge::list_stores(services, user).await,
+        Err(KnowledgeError::Forbidden)
+    ));
+    assert!(knowledge::list_stores(services, admin).await.is_ok());
+    for result in [
+        knowledge::get_store(services, user, "handbook")
+            .await
+            .map(|_| ()),
+        knowledge::list_documents(services, user, "handbook")
+            .await
+            .map(|_| ()),
+        knowledge::list_jobs(services, user, "handbook")
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(KnowledgeError::Forbidden)),
+            "{result:?}"
+        );
+    }
+    // A store the user may not search is, for them, not there.
+    let req = search::SearchRequest::new("refunds", 5);
+    let searched = search::search_chunks(services, user, "handbook", &req, None).await;
+    assert!(
+        matches!(searched, Err(KnowledgeError::StoreNotFound(_))),
+        "{:?}",
+        searched.map(|o| o.results.len())
+    );
+    let read = knowledge::get_document(services, user, "handbook", "doc").await;
+    assert!(matches!(read, Err(KnowledgeError::StoreNotFound(_))));
+}
