@@ -17,6 +17,7 @@ use crate::{
     crypto::hint,
     error::{DomainError, ErrorKind},
     store::StoreError,
+    users::User,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub enum ToolError {
     Conflict(String),
     #[error("a stored secret of this tool cannot be decrypted with the current key")]
     Undecryptable,
+    #[error("only administrators manage tools")]
+    Forbidden,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,6 +94,7 @@ impl DomainError for ToolError {
             ToolError::NotFound(_) => ErrorKind::NotFound,
             ToolError::Invalid(_) => ErrorKind::Invalid,
             ToolError::Conflict(_) => ErrorKind::Conflict,
+            ToolError::Forbidden => ErrorKind::Forbidden,
             ToolError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             ToolError::Undecryptable | ToolError::Store(_) => ErrorKind::Internal,
         }
@@ -101,6 +105,7 @@ impl DomainError for ToolError {
             ToolError::NotFound(_) => "tool_not_found",
             ToolError::Invalid(_) => "invalid_field",
             ToolError::Conflict(_) => "tool_exists",
+            ToolError::Forbidden => "forbidden",
             ToolError::Undecryptable => "secret_undecryptable",
             ToolError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             ToolError::Store(_) => "internal_error",
@@ -370,10 +375,31 @@ fn conflict(err: StoreError, name: &str) -> ToolError {
     }
 }
 
-pub async fn list_tools(services: &Services) -> ToolResult<Vec<ToolDef>> {
-    Ok(services.store.tools().await?)
+fn require_admin(actor: &User) -> ToolResult<()> {
+    if actor.is_admin {
+        Ok(())
+    } else {
+        Err(ToolError::Forbidden)
+    }
 }
 
+/// The tools `actor` may see: every one for an administrator, the active ones for others
+/// (who see them to pick them, never their configuration).
+pub async fn list_tools(services: &Services, actor: &User) -> ToolResult<Vec<ToolDef>> {
+    let mut tools = services.store.tools().await?;
+    if !actor.is_admin {
+        tools.retain(|t| t.is_active);
+    }
+    Ok(tools)
+}
+
+/// A tool with its configuration (administrators only).
+pub async fn tool_for(services: &Services, actor: &User, id: i64) -> ToolResult<ToolDef> {
+    require_admin(actor)?;
+    get_tool(services, id).await
+}
+
+/// A tool, for the engine running an agent that names it.
 pub async fn get_tool(services: &Services, id: i64) -> ToolResult<ToolDef> {
     services
         .store
@@ -390,7 +416,12 @@ pub async fn tool_by_name(services: &Services, name: &str) -> ToolResult<ToolDef
         .ok_or_else(|| ToolError::NotFound(format!("`{name}`")))
 }
 
-pub async fn create_tool(services: &Services, input: ToolInput) -> ToolResult<ToolDef> {
+pub async fn create_tool(
+    services: &Services,
+    actor: &User,
+    input: ToolInput,
+) -> ToolResult<ToolDef> {
+    require_admin(actor)?;
     let tool = apply(services, None, input, Utc::now())?;
     services
         .store
@@ -399,7 +430,13 @@ pub async fn create_tool(services: &Services, input: ToolInput) -> ToolResult<To
         .map_err(|err| conflict(err, &tool.name))
 }
 
-pub async fn update_tool(services: &Services, id: i64, input: ToolInput) -> ToolResult<ToolDef> {
+pub async fn update_tool(
+    services: &Services,
+    actor: &User,
+    id: i64,
+    input: ToolInput,
+) -> ToolResult<ToolDef> {
+    require_admin(actor)?;
     let current = get_tool(services, id).await?;
     let tool = apply(services, Some(&current), input, Utc::now())?;
     services
@@ -410,7 +447,8 @@ pub async fn update_tool(services: &Services, id: i64, input: ToolInput) -> Tool
         .ok_or_else(|| ToolError::NotFound(id.to_string()))
 }
 
-pub async fn delete_tool(services: &Services, id: i64) -> ToolResult<()> {
+pub async fn delete_tool(services: &Services, actor: &User, id: i64) -> ToolResult<()> {
+    require_admin(actor)?;
     if services.store.delete_tool(id).await? {
         Ok(())
     } else {

@@ -139,10 +139,9 @@ async fn list_tools(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> ApiResult<Json<Vec<ToolResponse>>> {
-    let list = tools::list_tools(&state.services).await?;
+    let list = tools::list_tools(&state.services, &user).await?;
     Ok(Json(
         list.into_iter()
-            .filter(|t| user.is_admin || t.is_active)
             .map(|t| response(&state, t, user.is_admin))
             .collect(),
     ))
@@ -158,10 +157,10 @@ async fn list_tools(
     ))]
 async fn create_tool(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ToolRequest>,
 ) -> ApiResult<(StatusCode, Json<ToolResponse>)> {
-    let tool = tools::create_tool(&state.services, req.try_into()?).await?;
+    let tool = tools::create_tool(&state.services, &admin, req.try_into()?).await?;
     Ok((StatusCode::CREATED, Json(response(&state, tool, true))))
 }
 
@@ -170,10 +169,10 @@ async fn create_tool(
     responses((status = 200, body = ToolResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_tool(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ToolResponse>> {
-    let tool = tools::get_tool(&state.services, id).await?;
+    let tool = tools::tool_for(&state.services, &admin, id).await?;
     Ok(Json(response(&state, tool, true)))
 }
 
@@ -189,11 +188,11 @@ async fn get_tool(
     ))]
 async fn update_tool(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<ToolRequest>,
 ) -> ApiResult<Json<ToolResponse>> {
-    let tool = tools::update_tool(&state.services, id, req.try_into()?).await?;
+    let tool = tools::update_tool(&state.services, &admin, id, req.try_into()?).await?;
     Ok(Json(response(&state, tool, true)))
 }
 
@@ -202,9 +201,9 @@ async fn update_tool(
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_tool(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    tools::delete_tool(&state.services, id).await?;
+    tools::delete_tool(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

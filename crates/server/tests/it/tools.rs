@@ -311,3 +311,24 @@ async fn agents_use_defined_tools(backend: TestBackend) {
         .clone();
     assert_eq!(tool["content"], "21");
 }
+
+/// The tool services keep managing tools to administrators, whatever channel calls them.
+#[tokio::test]
+async fn the_tool_services_check_who_asks() {
+    use domain::tools::{self, ToolError};
+    let h = test_support::steps::StepHarness::new().await;
+    let (services, user) = (&h.services, &h.user);
+    assert!(matches!(
+        tools::tool_for(services, user, 1).await,
+        Err(ToolError::Forbidden)
+    ));
+    assert!(matches!(
+        tools::delete_tool(services, user, 1).await,
+        Err(ToolError::Forbidden)
+    ));
+    assert!(matches!(
+        tools::tool_for(services, &h.admin, 1).await,
+        Err(ToolError::NotFound(_))
+    ));
+    assert!(tools::list_tools(services, user).await.unwrap().is_empty());
+}
