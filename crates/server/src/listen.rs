@@ -8,7 +8,8 @@
 //! - A client has `http.header_read_timeout_secs` to send a request's head (also between
 //!   requests on a kept-alive connection) and `http.body_read_timeout_secs` between two
 //!   pieces of its body; a response being streamed (server-sent events) has no limit.
-//! - An accept error (out of file descriptors) is logged and the loop keeps accepting.
+//! - An accept error (out of file descriptors) is logged (a run of them once every ten
+//!   seconds) and the loop keeps accepting.
 //! - On shutdown the listener closes at once; open connections finish the request they are
 //!   in and close (the caller bounds how long that may take).
 
@@ -51,12 +52,16 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(());
     let (done_tx, done_rx) = watch::channel(());
     let mut shutdown = pin!(shutdown);
+    let mut failing = AcceptFailures::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    failing.recovered();
+                    accepted
+                }
                 Err(err) => {
-                    accept_error(err).await;
+                    failing.failed(err).await;
                     continue;
                 }
             },
@@ -153,19 +158,65 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Logs an accept error; when the process is out of file descriptors, waits a moment for
-/// some to close instead of spinning.
-async fn accept_error(err: io::Error) {
-    if matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
+/// Accept errors in a run: the first is logged at once, then at most one line every
+/// [`ACCEPT_LOG_EVERY`] with how many there were since, so a process out of file
+/// descriptors does not fill its log.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Errors since the last line logged.
+    unlogged: u64,
+    /// When the last line was logged, while errors go on.
+    logged_at: Option<std::time::Instant>,
+}
+
+/// How often a run of accept errors is logged.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptFailures {
+    /// Logs an accept error (as said above); when the process is out of file descriptors,
+    /// waits a moment for some to close instead of spinning.
+    async fn failed(&mut self, err: io::Error) {
+        if matches!(
+            err.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+        ) {
+            return;
+        }
+        match self.logged_at {
+            Some(at) if at.elapsed() < ACCEPT_LOG_EVERY => self.unlogged += 1,
+            Some(_) => {
+                tracing::error!(error = %err, more = self.unlogged, "still cannot accept connections; accepting again shortly");
+                self.unlogged = 0;
+                self.logged_at = Some(std::time::Instant::now());
+            }
+            None => {
+                tracing::error!(error = %err, "could not accept a connection; accepting again shortly");
+                self.logged_at = Some(std::time::Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tracing::error!(error = %err, "could not accept a connection; accepting again shortly");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    /// A connection was accepted: once the last line is old enough, the run of errors
+    /// is over and what was not logged of it is said (accepts that fail and succeed by
+    /// turns, as descriptors free up, stay one run).
+    fn recovered(&mut self) {
+        if self
+            .logged_at
+            .is_some_and(|at| at.elapsed() >= ACCEPT_LOG_EVERY)
+        {
+            if self.unlogged > 0 {
+                tracing::warn!(
+                    more = self.unlogged,
+                    "accepting connections again after more accept errors"
+                );
+            }
+            self.unlogged = 0;
+            self.logged_at = None;
+        }
+    }
 }
 
 /// Raises this process's open-file limit to its hard limit (streams and database files
