@@ -512,6 +512,7 @@ mod tidy {
             for name in &names {
                 let quoted = format!("\"{name}\"");
                 for pattern in [
+                    format!("kind: {quoted}.into()"),
                     format!("kind == {quoted}"),
                     format!("kind != {quoted}"),
                     format!("kind.as_str() == {quoted}"),

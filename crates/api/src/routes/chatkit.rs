@@ -525,8 +525,9 @@ impl axum::extract::FromRequestParts<AppState> for ChatUser {
 /// token added by its `fetch`). Streaming requests (`threads.create`,
 /// `threads.add_user_message`, `threads.add_client_tool_output`,
 /// `threads.retry_after_item`, `threads.custom_action`) answer with `text/event-stream`;
-/// the others with JSON. Request `metadata.workflow_id` on `threads.create` binds the new
-/// thread to that workflow instead of the ChatKit default.
+/// the others with JSON. Request `metadata.workflow_id` (or `params.metadata.workflow_id`)
+/// on `threads.create` binds the new thread to that workflow instead of the ChatKit
+/// default.
 #[utoipa::path(post, path = "/api/chatkit", tag = "chatkit", security(("bearer" = [])),
     request_body(content = Object, description = "A ChatKit request: `{type, params, metadata?}`"),
     responses(
@@ -567,7 +568,10 @@ async fn chatkit(
     let turn = match request {
         Request::ThreadsCreate { input } => Turn::Create {
             input,
-            workflow_id: value["metadata"]["workflow_id"].as_i64(),
+            // The request's metadata, or the params' (where some clients put it).
+            workflow_id: value["metadata"]["workflow_id"]
+                .as_i64()
+                .or_else(|| value["params"]["metadata"]["workflow_id"].as_i64()),
         },
         Request::AddUserMessage { thread_id, input } => Turn::UserMessage { thread_id, input },
         Request::AddClientToolOutput { thread_id, result } => {

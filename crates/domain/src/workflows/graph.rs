@@ -58,15 +58,20 @@ pub struct Node {
     /// Legacy seed field, kept for round trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_key: Option<String>,
+    /// Keys this version does not know, kept as authored; validation warns about them.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-/// A transition between two nodes; `condition` is the branch label, if any.
+/// A transition between two nodes; `condition` is the branch label, if any (`label`, the
+/// name most editors use, is read as `condition`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Edge {
     pub source: String,
     pub target: String,
     #[serde(
         default,
+        alias = "label",
         skip_serializing_if = "Option::is_none",
         deserialize_with = "trimmed_label"
     )]
@@ -77,7 +82,22 @@ pub struct Edge {
         skip_serializing_if = "Map::is_empty"
     )]
     pub metadata: Map<String, Value>,
+    /// Keys this version does not know, kept as authored; validation warns about them.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
+
+/// The seed system's database columns that its exports carry on nodes and edges: read
+/// and dropped, since ids and timestamps are the new version's own.
+const SEED_ROW_KEYS: &[&str] = &[
+    "id",
+    "position",
+    "created_at",
+    "updated_at",
+    "workflow_id",
+    "version_id",
+    "definition_id",
+];
 
 fn object_or_null<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -127,16 +147,26 @@ impl Graph {
         .expect("the minimal graph is well formed")
     }
 
-    /// Reads a graph from JSON, reporting where a malformed document goes wrong.
+    /// Reads a graph from JSON, reporting where a malformed document goes wrong. The seed
+    /// system's row columns (ids, timestamps) are dropped; other unknown keys are kept.
     pub fn from_json(value: Value) -> Result<Graph, String> {
-        serde_path_to_error::deserialize(value).map_err(|err| {
+        let mut graph: Graph = serde_path_to_error::deserialize(value).map_err(|err| {
             let path = err.path().to_string();
             if path == "." {
                 err.inner().to_string()
             } else {
                 format!("{path}: {}", err.inner())
             }
-        })
+        })?;
+        for extra in graph
+            .nodes
+            .iter_mut()
+            .map(|n| &mut n.extra)
+            .chain(graph.edges.iter_mut().map(|e| &mut e.extra))
+        {
+            extra.retain(|key, _| !SEED_ROW_KEYS.contains(&key.as_str()));
+        }
+        Ok(graph)
     }
 
     pub fn node(&self, slug: &str) -> Option<&Node> {
@@ -197,6 +227,22 @@ mod tests {
         assert!(!graph.nodes[1].is_enabled);
         assert_eq!(graph.edges[0].condition, None);
         let written = serde_json::to_value(&graph).unwrap();
+        assert_eq!(Graph::from_json(written).unwrap(), graph);
+    }
+
+    #[test]
+    fn edge_labels_and_unknown_keys_are_kept() {
+        let graph = Graph::from_json(serde_json::json!({
+            "nodes": [{"slug": "a", "kind": "start", "colour": "red"}],
+            "edges": [{"source": "a", "target": "b", "label": " yes ", "weight": 2}]
+        }))
+        .unwrap();
+        assert_eq!(graph.edges[0].condition.as_deref(), Some("yes"));
+        assert_eq!(graph.edges[0].extra["weight"], 2);
+        assert_eq!(graph.nodes[0].extra["colour"], "red");
+        let written = serde_json::to_value(&graph).unwrap();
+        assert_eq!(written["nodes"][0]["colour"], "red");
+        assert_eq!(written["edges"][0]["condition"], "yes");
         assert_eq!(Graph::from_json(written).unwrap(), graph);
     }
 

@@ -244,6 +244,7 @@ impl AbNode<'_, '_> {
                     target: entry_slug,
                     condition: Some("loop".into()),
                     metadata: Map::new(),
+                    extra: Map::new(),
                 }),
                 None => {
                     return Err(format!(
@@ -354,6 +355,7 @@ impl AbImport<'_> {
                 target: target_slug,
                 condition,
                 metadata: Map::new(),
+                extra: Map::new(),
             });
         }
         Ok(())
@@ -437,6 +439,7 @@ impl AbImport<'_> {
             parameters: params,
             metadata,
             agent_key: None,
+            extra: Map::new(),
         };
         Ok((converted, ports))
     }
@@ -498,13 +501,14 @@ fn agent_builder(object: &Map<String, Value>) -> Result<Imported, String> {
             .unwrap_or(json!(""));
         import.graph.nodes.push(Node {
             slug,
-            kind: "note".into(),
+            kind: nodes::note::KIND.as_str().into(),
             display_name: None,
             parent_slug: None,
             is_enabled: true,
             parameters: Map::from_iter([("text".to_string(), text)]),
             metadata,
             agent_key: None,
+            extra: Map::new(),
         });
     }
     import.graph.state_schema = object

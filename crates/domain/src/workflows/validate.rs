@@ -61,6 +61,13 @@ fn check_nodes(graph: &Graph, problems: &mut Problems) -> Option<HashMap<String,
             continue;
         }
         problems.at_node(Some(slug));
+        for key in node.extra.keys() {
+            problems.warning(
+                "unknown_key",
+                Some(key),
+                format!("`{key}` is not a node field; it is kept but ignored (settings go in `parameters`, editor data in `metadata`)"),
+            );
+        }
         if slug != node.slug {
             problems.error(
                 "invalid_slug",
@@ -140,6 +147,13 @@ fn check_structure(graph: &Graph, configs: &HashMap<String, Kind>, problems: &mu
     let mut incoming: HashMap<&str, usize> = HashMap::new();
     for (index, edge) in graph.edges.iter().enumerate() {
         let field = format!("edges[{index}]");
+        for key in edge.extra.keys() {
+            problems.warning(
+                "unknown_key",
+                Some(&format!("{field}.{key}")),
+                format!("`{key}` is not an edge field; it is kept but ignored (a branch label is `condition`)"),
+            );
+        }
         let mut ok = true;
         for (end, slug) in [("source", &edge.source), ("target", &edge.target)] {
             if !all_slugs.contains(slug.as_str()) {
@@ -488,6 +502,29 @@ mod tests {
 
     fn end() -> Value {
         json!({"slug": "end", "kind": "end"})
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_and_warned_about() {
+        let graph = Graph::from_json(json!({
+            "nodes": [{"slug": "start", "kind": "start", "colour": "red"}, {"slug": "end", "kind": "end"}],
+            "edges": [{"source": "start", "target": "end", "weight": 1}]
+        }))
+        .unwrap();
+        let problems = validate(&graph);
+        let unknown: Vec<(Option<&str>, Option<&str>)> = problems
+            .iter()
+            .filter(|p| p.code == "unknown_key")
+            .map(|p| (p.node.as_deref(), p.field.as_deref()))
+            .collect();
+        assert_eq!(
+            unknown,
+            [
+                (Some("start"), Some("colour")),
+                (None, Some("edges[0].weight"))
+            ]
+        );
+        assert!(problems.iter().all(|p| p.severity == Severity::Warning));
     }
 
     #[test]

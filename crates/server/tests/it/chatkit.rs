@@ -209,6 +209,18 @@ async fn chat_serves_every_user_without_showing_the_graph(backend: TestBackend) 
         "{}",
         refused.text
     );
+    // Named in `params.metadata` (where some clients put it), it is read and refused alike.
+    let refused_in_params = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message("let me in"), "metadata": {"workflow_id": helper_id}}}),
+    )
+    .await;
+    assert_eq!(
+        refused_in_params.body["code"], refused.body["code"],
+        "{}",
+        refused_in_params.text
+    );
     let threads_after = chatkit(&app, &token, json!({"type": "threads.list", "params": {}}))
         .await
         .body["data"]
