@@ -244,6 +244,7 @@ pub struct EventsQuery {
     params(("id" = i64, Path)), request_body = StartRunRequest,
     responses(
         (status = 201, body = RunResponse),
+        (status = 200, description = "With `stream: true`: the run's events as server-sent events; the run's id is in the `X-Run-Id` header, its address in `Location` and its `run.started` event"),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The workflow has no published version", body = ErrorBody),
         (status = 422, body = ErrorBody),
@@ -266,10 +267,32 @@ async fn start(
     };
     if req.stream {
         let (run, subscription) = runs::start_detached(&state.services, &user, start).await?;
-        return Ok(event_stream(state, run.id, 0, Some(subscription)).into_response());
+        return Ok(streamed(state, run.id, 0, subscription));
     }
     let run = runs::start(&state.services, &user, start).await?;
     Ok((StatusCode::CREATED, Json(RunResponse::from(run))).into_response())
+}
+
+/// A run started or resumed as a stream: its events, with the run's id in `X-Run-Id` and
+/// its address in `Location`, so the client can resume or cancel it.
+fn streamed(
+    state: AppState,
+    run_id: String,
+    after: i64,
+    subscription: runs::live::Subscription,
+) -> Response {
+    let headers = [
+        (
+            axum::http::header::HeaderName::from_static("x-run-id"),
+            run_id.clone(),
+        ),
+        (axum::http::header::LOCATION, format!("/api/runs/{run_id}")),
+    ];
+    (
+        headers,
+        event_stream(state, run_id, after, Some(subscription)),
+    )
+        .into_response()
 }
 
 /// The run's events after `after` as server-sent events (`id:` is the sequence number),
@@ -423,7 +446,7 @@ async fn resume(
     if req.stream {
         let (run, after, subscription) =
             runs::resume_detached(&state.services, &user, &id, answer).await?;
-        return Ok(event_stream(state, run.id, after, Some(subscription)).into_response());
+        return Ok(streamed(state, run.id, after, subscription));
     }
     Ok(Json(RunResponse::from(
         runs::resume(&state.services, &user, &id, answer).await?,

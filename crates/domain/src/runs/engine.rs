@@ -295,11 +295,12 @@ async fn begin(
         finished_at: None,
     };
     // The run is written with its first event, in one transaction.
+    let run_id = run.id.clone();
     let mut log = Log::new(&mut run);
     log.event(
         EventKind::RunStarted,
         None,
-        json!({"workflow_id": workflow.id, "version": version.number}),
+        json!({"workflow_id": workflow.id, "version": version.number, "run_id": run_id}),
     );
     let events = std::mem::take(&mut log.events);
     match services.store.insert_run(&run, &events).await {

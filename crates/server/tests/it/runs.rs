@@ -337,6 +337,14 @@ async fn runs_stream_their_events(backend: TestBackend) {
         .as_str()
         .unwrap()
         .to_string();
+    // The streamed start told the client which run it is: in a header, in `Location` and
+    // in its first event.
+    assert_eq!(streamed.headers["x-run-id"].to_str().unwrap(), run_id);
+    assert_eq!(
+        streamed.headers[header::LOCATION].to_str().unwrap(),
+        format!("/api/runs/{run_id}")
+    );
+    assert_eq!(events[0].1["data"]["run_id"], run_id.as_str());
     app.post(
         &format!("/api/runs/{run_id}/resume"),
         Some(&token),
