@@ -6,6 +6,7 @@ use axum::{
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
     http::{StatusCode, header, request::Parts},
 };
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::{auth::AuthError, users::User};
 use serde::de::DeserializeOwned;
 
@@ -180,4 +181,22 @@ impl FromRequestParts<AppState> for ClientAddr {
             .unwrap_or_else(|| "unknown".to_string());
         Ok(ClientAddr(peer))
     }
+}
+
+/// A time given in a query: RFC 3339, or a date (`YYYY-MM-DD`, midnight UTC).
+pub(crate) fn instant(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("`{field}` must be RFC 3339 or YYYY-MM-DD"),
+            )
+        })
 }

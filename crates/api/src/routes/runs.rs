@@ -24,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AppJson, AppPath, AppQuery, AuthUser},
+    extract::{AppJson, AppPath, AppQuery, AuthUser, instant},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -221,10 +221,10 @@ pub struct ListQuery {
     pub workflow_id: Option<i64>,
     /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
     pub status: Option<String>,
-    /// Started at or after this time (RFC 3339).
-    pub from: Option<DateTime<Utc>>,
-    /// Started before this time (RFC 3339).
-    pub to: Option<DateTime<Utc>>,
+    /// Started at or after this time (RFC 3339, or a date: midnight UTC).
+    pub from: Option<String>,
+    /// Started before this time (RFC 3339, or a date: midnight UTC).
+    pub to: Option<String>,
     /// Only the runs of this conversation thread.
     pub thread_id: Option<String>,
     /// At most this many, newest first (default 50, at most 500).
@@ -341,8 +341,12 @@ async fn list(
         workflow_id: query.workflow_id,
         status,
         user_id: None,
-        from: query.from,
-        to: query.to,
+        from: query
+            .from
+            .as_deref()
+            .map(|t| instant(t, "from"))
+            .transpose()?,
+        to: query.to.as_deref().map(|t| instant(t, "to")).transpose()?,
         thread_id: query.thread_id,
         limit: query.limit.unwrap_or(50),
     };

@@ -1,7 +1,7 @@
 //! `/api/admin/settings` and `/api/admin/usage`: instance settings and usage reports.
 
 use axum::{Json, extract::State, http::StatusCode};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use domain::models::{
     titles,
     usage::{self, GroupBy},
@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AdminUser, AppJson, AppQuery},
+    extract::{AdminUser, AppJson, AppQuery, instant},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -105,23 +105,6 @@ pub struct UsageResponse {
     pub to: DateTime<Utc>,
     pub group_by: String,
     pub lines: Vec<UsageLineResponse>,
-}
-
-fn instant(text: &str, field: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|d| d.and_utc())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("`{field}` must be RFC 3339 or YYYY-MM-DD"),
-            )
-        })
 }
 
 /// Tokens and cost of model calls in a period, grouped.

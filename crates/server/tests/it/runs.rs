@@ -984,6 +984,34 @@ async fn runs_are_private_and_cancellable(backend: TestBackend) {
             .status,
         StatusCode::BAD_REQUEST
     );
+    // Periods take dates (midnight UTC) as well as RFC 3339 times; `to` is exclusive.
+    let created = mine.body[0]["created_at"].as_str().unwrap();
+    let today = chrono::NaiveDate::parse_from_str(&created[..10], "%Y-%m-%d").unwrap();
+    let tomorrow = today.succ_opt().unwrap();
+    let by_dates = app
+        .get(
+            &format!("/api/runs?workflow_id={id}&from={today}&to={tomorrow}"),
+            Some(&user),
+        )
+        .await;
+    assert_eq!(
+        by_dates.body.as_array().unwrap().len(),
+        1,
+        "{}",
+        by_dates.text
+    );
+    let before = app
+        .get(
+            &format!("/api/runs?workflow_id={id}&to={today}"),
+            Some(&user),
+        )
+        .await;
+    assert_eq!(before.body, json!([]));
+    let bad = app.get("/api/runs?from=yesterday", Some(&user)).await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (StatusCode::BAD_REQUEST, "invalid_query")
+    );
 
     // A colleague with write access sees the run, but cannot answer in it.
     app.post(
