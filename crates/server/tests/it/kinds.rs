@@ -78,6 +78,11 @@ fn said(tried: &Tried) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// Runs a node of `kind` between a start and an end.
+async fn step(h: &StepHarness, kind: &str, params: Value, input: Value) -> Tried {
+    h.run(around(kind, params, json!({})), "step", input).await
+}
+
 fn kinds(tried: &Tried) -> Vec<EventKind> {
     tried.events.iter().map(|e| e.kind).collect()
 }
@@ -164,10 +169,9 @@ async fn agent_calls_the_model_with_its_instructions_and_answers() {
     );
 }
 
-#[tokio::test]
-async fn an_agent_waits_for_a_client_tool_and_goes_on_with_its_result() {
-    let h = StepHarness::new().await;
-    h.llm.push(Completion {
+/// The model's call of the client tool `locate`.
+fn locate() -> Completion {
+    Completion {
         tool_calls: vec![ToolCall {
             id: "call_1".into(),
             name: "locate".into(),
@@ -175,7 +179,13 @@ async fn an_agent_waits_for_a_client_tool_and_goes_on_with_its_result() {
         }],
         finish_reason: Some("tool_calls".into()),
         ..Completion::default()
-    });
+    }
+}
+
+#[tokio::test]
+async fn an_agent_waits_for_a_client_tool_and_goes_on_with_its_result() {
+    let h = StepHarness::new().await;
+    h.llm.push(locate());
     let graph = around(
         "agent",
         json!({"instructions": "Help.", "tools": [{"type": "client", "name": "locate", "parameters": {"type": "object", "properties": {}}}]}),
@@ -193,15 +203,7 @@ async fn an_agent_waits_for_a_client_tool_and_goes_on_with_its_result() {
         asked.wait.as_ref().map(|w| w.kind),
         Some(WaitKind::ClientToolOutput)
     );
-    h.llm.push(Completion {
-        tool_calls: vec![ToolCall {
-            id: "call_1".into(),
-            name: "locate".into(),
-            arguments: "{}".into(),
-        }],
-        finish_reason: Some("tool_calls".into()),
-        ..Completion::default()
-    });
+    h.llm.push(locate());
     h.llm.say("You are in Lyon.");
     let answered = h
         .answer(
@@ -224,32 +226,24 @@ async fn an_agent_waits_for_a_client_tool_and_goes_on_with_its_result() {
 #[tokio::test]
 async fn assistant_and_user_messages_are_said_from_templates() {
     let h = StepHarness::new().await;
-    let tried = h
-        .run(
-            around(
-                "assistant_message",
-                json!({"message": "Order {{ input.id }} ships."}),
-                json!({}),
-            ),
-            "step",
-            json!({"id": 7}),
-        )
-        .await;
+    let tried = step(
+        &h,
+        "assistant_message",
+        json!({"message": "Order {{ input.id }} ships."}),
+        json!({"id": 7}),
+    )
+    .await;
     assert_eq!(said(&tried), [("assistant", "Order 7 ships.".to_string())]);
     assert_eq!(tried.output, json!({"id": 7}), "the input goes on");
     assert_eq!(tried.history.last().unwrap().text, "Order 7 ships.");
 
-    let tried = h
-        .run(
-            around(
-                "user_message",
-                json!({"text": "I want {{ input.id }}"}),
-                json!({}),
-            ),
-            "step",
-            json!({"id": 7}),
-        )
-        .await;
+    let tried = step(
+        &h,
+        "user_message",
+        json!({"text": "I want {{ input.id }}"}),
+        json!({"id": 7}),
+    )
+    .await;
     assert_eq!(said(&tried), [("user", "I want 7".to_string())]);
 }
 
@@ -393,17 +387,7 @@ async fn state_assigns_in_order_and_types_by_the_schema() {
 #[tokio::test]
 async fn transform_evaluates_its_expressions_into_the_output() {
     let h = StepHarness::new().await;
-    let tried = h
-        .run(
-            around(
-                "transform",
-                json!({"expressions": {"label": "Order {{ input.id }}", "double": "{{ input.id * 2 }}", "same": "input.id"}}),
-                json!({}),
-            ),
-            "step",
-            json!({"id": 21}),
-        )
-        .await;
+    let tried = step(&h, "transform", json!({"expressions": {"label": "Order {{ input.id }}", "double": "{{ input.id * 2 }}", "same": "input.id"}}), json!({"id": 21})).await;
     assert_eq!(
         tried.output,
         json!({"label": "Order 21", "double": 42, "same": 21})
@@ -520,25 +504,13 @@ async fn user_approval_waits_and_follows_approve_or_reject() {
 #[tokio::test]
 async fn watch_shows_its_input_and_a_note_passes_it_on() {
     let h = StepHarness::new().await;
-    let watched = h
-        .run(
-            around("watch", json!({}), json!({})),
-            "step",
-            json!({"a": 1}),
-        )
-        .await;
+    let watched = step(&h, "watch", json!({}), json!({"a": 1})).await;
     let text = &said(&watched)[0].1;
     assert!(
         text.starts_with("```json") && text.contains("\"a\": 1"),
         "{text}"
     );
-    let noted = h
-        .run(
-            around("note", json!({"text": "why"}), json!({})),
-            "step",
-            json!({"a": 1}),
-        )
-        .await;
+    let noted = step(&h, "note", json!({"text": "why"}), json!({"a": 1})).await;
     assert_eq!(
         (noted.output.clone(), noted.next.as_deref()),
         (json!({"a": 1}), Some("done"))
@@ -602,23 +574,17 @@ async fn knowledge_steps_search_and_ingest_only_for_an_administrators_workflow()
 #[tokio::test]
 async fn an_mcp_step_names_what_it_misses() {
     let h = StepHarness::new().await;
-    let tried = h
-        .run(
-            around("mcp", json!({"tool": "echo"}), json!({})),
-            "step",
-            json!({}),
-        )
-        .await;
+    let tried = step(&h, "mcp", json!({"tool": "echo"}), json!({})).await;
     let (code, message) = failed(&tried);
     assert_eq!(code, "invalid_parameters", "{message}");
     assert!(message.contains("server_id"), "{message}");
-    let tried = h
-        .run(
-            around("mcp", json!({"server_id": 999, "tool": "echo"}), json!({})),
-            "step",
-            json!({}),
-        )
-        .await;
+    let tried = step(
+        &h,
+        "mcp",
+        json!({"server_id": 999, "tool": "echo"}),
+        json!({}),
+    )
+    .await;
     let (_, message) = failed(&tried);
     assert!(
         message.contains("999") || message.contains("server"),
