@@ -304,7 +304,8 @@ fn check_chunking(tokens: i32, overlap: i32) -> KnowledgeResult<()> {
     if !(50..=8000).contains(&tokens) {
         return Err(invalid("chunk_tokens must be between 50 and 8000"));
     }
-    if overlap < 0 || overlap * 2 > tokens {
+    // Widened: an overlap near `i32::MAX` must be refused, not overflow.
+    if overlap < 0 || i64::from(overlap) * 2 > i64::from(tokens) {
         return Err(invalid(
             "chunk_overlap must be at least 0 and at most half of chunk_tokens",
         ));
