@@ -218,13 +218,14 @@ fn check_structure(graph: &Graph, configs: &HashMap<String, Kind>, problems: &mu
     let mut slugs: Vec<&String> = configs.keys().collect();
     slugs.sort();
     let mut claimed_joins: HashMap<String, String> = HashMap::new();
+    let index = graph.index();
     for slug in slugs {
         let kind = configs[slug];
         let out = outgoing
             .get(slug.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let Some(node) = graph.node(slug) else {
+        let Some(node) = index.node(slug) else {
             continue;
         };
         let mut place = Place {
