@@ -129,7 +129,7 @@ async fn main() {
     };
     config.engine.max_steps = 10_000;
     let app = App::build(config).await.expect("the app builds");
-    let admin = users::create(
+    let admin = users::provision(
         &app.services,
         CreateUser {
             email: "bench@example.com".into(),

@@ -217,7 +217,7 @@ async fn run(backend: &str, url: String, total: usize) -> Vec<String> {
     config.knowledge.workers = 0;
     let mut app = App::build(config).await.expect("the app builds");
     app.services.llm = Arc::new(LocalEmbedder);
-    let admin = users::create(
+    let admin = users::provision(
         &app.services,
         CreateUser {
             email: "bench@example.com".into(),
@@ -228,8 +228,10 @@ async fn run(backend: &str, url: String, total: usize) -> Vec<String> {
     )
     .await
     .expect("an admin");
+    let administrator = domain::Principal::user(admin.clone());
     let provider = models::create_provider(
         &app.services,
+        &administrator,
         ProviderInput {
             kind: Some(ProviderKind::OpenAiCompatible),
             label: Some("local".into()),
@@ -241,6 +243,7 @@ async fn run(backend: &str, url: String, total: usize) -> Vec<String> {
     .expect("a provider");
     let model = models::create_model(
         &app.services,
+        &administrator,
         ModelInput {
             provider_id: Some(provider.id),
             name: Some("local-embed".into()),

@@ -7,7 +7,10 @@ use axum::{
     http::{StatusCode, header, request::Parts},
 };
 use chrono::{DateTime, NaiveDate, Utc};
-use domain::{auth::AuthError, users::User};
+use domain::{
+    auth::{AuthError, Principal},
+    users::User,
+};
 use serde::de::DeserializeOwned;
 
 use crate::{AppState, error::ApiError};
@@ -131,9 +134,10 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// An authenticated administrator; anyone else gets 403 (or 401 without a valid token).
+/// An authenticated administrator, as the principal services take; anyone else gets 403
+/// (or 401 without a valid token) before the request is read. The services check again.
 #[derive(Debug, Clone)]
-pub struct AdminUser(pub User);
+pub struct AdminUser(pub Principal);
 
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;
@@ -146,7 +150,7 @@ impl FromRequestParts<AppState> for AdminUser {
         if !user.is_admin {
             return Err(AuthError::AdminRequired.into());
         }
-        Ok(AdminUser(user))
+        Ok(AdminUser(Principal::user(user)))
     }
 }
 

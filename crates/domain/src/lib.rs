@@ -21,6 +21,7 @@ pub mod workflows;
 
 use std::sync::Arc;
 
+pub use auth::Principal;
 pub use error::ErrorKind;
 
 /// Everything a service call may need, built once at start and shared by all requests.

@@ -418,7 +418,7 @@ pub trait ChatStore: Send + Sync {
     async fn insert_chat_thread(
         &self,
         thread: &ChatThread,
-        first_item: Option<&chatkit::ThreadItem>,
+        first_item: Option<&conversation::ThreadItem>,
     ) -> StoreResult<()>;
     async fn chat_thread(&self, id: &str) -> StoreResult<Option<ChatThread>>;
     async fn update_chat_thread(&self, thread: &ChatThread) -> StoreResult<()>;
@@ -441,21 +441,21 @@ pub trait ChatStore: Send + Sync {
         page: &PageRequest,
     ) -> StoreResult<(Vec<ChatThread>, bool)>;
     /// Appends an item at the end of its thread.
-    async fn insert_chat_item(&self, item: &chatkit::ThreadItem) -> StoreResult<()>;
+    async fn insert_chat_item(&self, item: &conversation::ThreadItem) -> StoreResult<()>;
     /// Replaces an item in place, or appends it when it is new.
-    async fn save_chat_item(&self, item: &chatkit::ThreadItem) -> StoreResult<()>;
+    async fn save_chat_item(&self, item: &conversation::ThreadItem) -> StoreResult<()>;
     async fn chat_item(
         &self,
         thread_id: &str,
         item_id: &str,
-    ) -> StoreResult<Option<chatkit::ThreadItem>>;
+    ) -> StoreResult<Option<conversation::ThreadItem>>;
     /// Items after the cursor in creation order; hidden ones only when asked.
     async fn list_chat_items(
         &self,
         thread_id: &str,
         page: &PageRequest,
         include_hidden: bool,
-    ) -> StoreResult<(Vec<chatkit::ThreadItem>, bool)>;
+    ) -> StoreResult<(Vec<conversation::ThreadItem>, bool)>;
     /// Deletes the items created after `item_id`; returns how many.
     async fn delete_chat_items_after(&self, thread_id: &str, item_id: &str) -> StoreResult<u64>;
     async fn put_chat_feedback(

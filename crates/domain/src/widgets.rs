@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::{
     Services,
+    auth::Principal,
     error::{DomainError, ErrorKind},
     store::StoreError,
-    users::User,
     workflows,
 };
 
@@ -288,8 +288,8 @@ fn check_action(action: &Value, path: &str, problems: &mut Vec<WidgetProblem>) {
     }
 }
 
-fn require_admin(actor: &User) -> WidgetResult<()> {
-    if actor.is_admin {
+fn require_admin(actor: &Principal) -> WidgetResult<()> {
+    if actor.is_admin() {
         Ok(())
     } else {
         Err(WidgetError::Forbidden)
@@ -305,11 +305,40 @@ fn checked(definition: &Value) -> WidgetResult<()> {
     }
 }
 
-pub async fn list(services: &Services) -> WidgetResult<Vec<Widget>> {
+/// Every widget with its definition, for an administrator.
+pub async fn list(services: &Services, actor: &Principal) -> WidgetResult<Vec<Widget>> {
+    require_admin(actor)?;
     Ok(services.store.list_widgets().await?)
 }
 
-pub async fn get(services: &Services, slug: &str) -> WidgetResult<Widget> {
+/// A widget as any author sees it to pick one (not its definition).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WidgetSummary {
+    pub slug: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub data_schema: Option<Value>,
+}
+
+/// The library, as any author may see it.
+pub async fn summaries(services: &Services) -> WidgetResult<Vec<WidgetSummary>> {
+    Ok(services
+        .store
+        .list_widgets()
+        .await?
+        .into_iter()
+        .map(|w| WidgetSummary {
+            slug: w.slug,
+            title: w.title,
+            description: w.description,
+            data_schema: w.data_schema,
+        })
+        .collect())
+}
+
+/// A widget with its definition, for an administrator.
+pub async fn get(services: &Services, actor: &Principal, slug: &str) -> WidgetResult<Widget> {
+    require_admin(actor)?;
     services
         .store
         .widget(slug)
@@ -317,7 +346,11 @@ pub async fn get(services: &Services, slug: &str) -> WidgetResult<Widget> {
         .ok_or_else(|| WidgetError::NotFound(slug.to_string()))
 }
 
-pub async fn create(services: &Services, actor: &User, new: NewWidget) -> WidgetResult<Widget> {
+pub async fn create(
+    services: &Services,
+    actor: &Principal,
+    new: NewWidget,
+) -> WidgetResult<Widget> {
     require_admin(actor)?;
     workflows::check_slug(&new.slug).map_err(|err| WidgetError::InvalidSlug(err.to_string()))?;
     checked(&new.definition)?;
@@ -329,7 +362,7 @@ pub async fn create(services: &Services, actor: &User, new: NewWidget) -> Widget
 
 pub async fn update(
     services: &Services,
-    actor: &User,
+    actor: &Principal,
     slug: &str,
     patch: WidgetPatch,
 ) -> WidgetResult<Widget> {
@@ -344,7 +377,7 @@ pub async fn update(
         .ok_or_else(|| WidgetError::NotFound(slug.to_string()))
 }
 
-pub async fn delete(services: &Services, actor: &User, slug: &str) -> WidgetResult<()> {
+pub async fn delete(services: &Services, actor: &Principal, slug: &str) -> WidgetResult<()> {
     require_admin(actor)?;
     if services.store.delete_widget(slug).await? {
         Ok(())

@@ -173,7 +173,7 @@ async fn users_command(app: &App, command: UsersCommand) -> anyhow::Result<()> {
     match command {
         UsersCommand::Create(args) => {
             let password = read_password(args.password_stdin)?;
-            let user = users::create(
+            let user = users::provision(
                 &app.services,
                 CreateUser {
                     email: args.email,

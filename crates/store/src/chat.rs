@@ -1,8 +1,8 @@
 //! `ChatStore` on both backends: ChatKit threads, their items and feedback.
 
 use async_trait::async_trait;
-use chatkit::{Order, ThreadItem, ThreadStatus};
 use chrono::{DateTime, Utc};
+use conversation::{Order, ThreadItem, ThreadStatus};
 use domain::{
     chat::{ChatThread, PageRequest, StoredAttachment},
     store::{ChatStore, StoreError, StoreResult},

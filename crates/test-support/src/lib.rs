@@ -478,6 +478,58 @@ mod tidy {
         assert!(found.is_empty(), "event kinds named by string: {found:?}");
     }
 
+    /// The ChatKit protocol stays in its adapter: only the `api` crate (and the tests that
+    /// speak the protocol) depend on `crates/chatkit`, and in `api` only the ChatKit routes
+    /// (`routes/chatkit/`) use it. The conversation core and the store know the
+    /// conversation model (`crates/conversation`), not the protocol.
+    #[test]
+    fn the_chatkit_protocol_is_used_only_by_its_adapter() {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut dependents = Vec::new();
+        for entry in std::fs::read_dir(crates).unwrap() {
+            let manifest = entry.unwrap().path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            // The regular dependencies: the sections before `[dev-dependencies]`, after
+            // `[package]` (which names the crate itself).
+            let regular = text.split("[dev-dependencies]").next().unwrap_or_default();
+            let depends = regular
+                .split("\n[")
+                .skip(1)
+                .flat_map(str::lines)
+                .any(|line| line.trim_start().starts_with("chatkit"));
+            if depends {
+                dependents.push(manifest.parent().unwrap().display().to_string());
+            }
+        }
+        let api = crates.join("api").display().to_string();
+        assert_eq!(
+            dependents,
+            [api],
+            "crates depending on the ChatKit protocol"
+        );
+        let mut files = Vec::new();
+        rust_files(&crates.join("api/src"), &mut files);
+        let adapter = crates.join("api/src/routes/chatkit");
+        let found: Vec<_> = files
+            .iter()
+            .filter(|p| !p.starts_with(&adapter))
+            .filter(|p| {
+                // The crate `chatkit::…`, not a path ending in a module of that name
+                // (`routes::chatkit::router`).
+                let text = std::fs::read_to_string(p).unwrap();
+                text.match_indices("chatkit::").any(|(at, _)| {
+                    !text[..at].ends_with(|c: char| c == ':' || c == '_' || c.is_alphanumeric())
+                })
+            })
+            .collect();
+        assert!(
+            found.is_empty(),
+            "ChatKit types outside the adapter: {found:?}"
+        );
+    }
+
     /// Node kinds are known only in their own files (`domain/src/workflows/nodes/`): no
     /// other code compares a node's kind with a kind's name or parses one (graph
     /// documents, such as the starter graph, may name kinds; tests aside).

@@ -66,11 +66,9 @@ pub struct CreateApiKeyRequest {
     responses((status = 200, body = Vec<ApiKeyResponse>), (status = 403, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<ApiKeyResponse>>> {
-    let keys = api_keys::list(&state.services)
-        .await
-        .map_err(domain::auth::AuthError::from)?;
+    let keys = api_keys::list(&state.services, &admin).await?;
     Ok(Json(keys.into_iter().map(Into::into).collect()))
 }
 
@@ -99,9 +97,9 @@ async fn create(
     responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    api_keys::revoke(&state.services, id).await?;
+    api_keys::revoke(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -62,9 +62,9 @@ impl From<throttle::LoginThrottle> for ThrottleResponse {
     ))]
 async fn list_throttles(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<ThrottleResponse>>> {
-    let rows = throttle::list(&state.services).await?;
+    let rows = throttle::list(&state.services, &admin).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 
@@ -96,16 +96,17 @@ pub struct ClearedResponse {
     ))]
 async fn clear_throttles(
     State(state): State<AppState>,
-    admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppQuery(query): AppQuery<ClearThrottles>,
 ) -> ApiResult<Json<ClearedResponse>> {
     let cleared = throttle::clear(
         &state.services,
+        &admin,
         query.email.as_deref(),
         query.address.as_deref(),
     )
     .await?;
-    tracing::info!(admin_id = admin.0.id, email = ?query.email, address = ?query.address, cleared, "cleared failed logins");
+    tracing::info!(admin_id = admin.user.id, email = ?query.email, address = ?query.address, cleared, "cleared failed logins");
     Ok(Json(ClearedResponse { cleared }))
 }
 

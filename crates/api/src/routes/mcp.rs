@@ -286,9 +286,9 @@ fn with_probe(server: McpServer, probe: Option<ProbeReport>) -> McpServerRespons
     responses((status = 200, body = Vec<McpServerResponse>), (status = 403, body = ErrorBody)))]
 async fn list_servers(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<McpServerResponse>>> {
-    let list = mcp::list_servers(&state.services).await?;
+    let list = mcp::list_servers(&state.services, &admin).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -305,11 +305,11 @@ async fn list_servers(
     ))]
 async fn create_server(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<McpServerRequest>,
 ) -> ApiResult<(StatusCode, Json<McpServerResponse>)> {
     let (input, refresh) = req.input()?;
-    let (server, probe) = mcp::create_server(&state.services, input, refresh).await?;
+    let (server, probe) = mcp::create_server(&state.services, &admin, input, refresh).await?;
     Ok((StatusCode::CREATED, Json(with_probe(server, probe))))
 }
 
@@ -318,10 +318,12 @@ async fn create_server(
     responses((status = 200, body = McpServerResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_server(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<McpServerResponse>> {
-    Ok(Json(mcp::get_server(&state.services, id).await?.into()))
+    Ok(Json(
+        mcp::get_server(&state.services, &admin, id).await?.into(),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/admin/mcp-servers/{id}", tag = "mcp", security(("bearer" = [])),
@@ -336,12 +338,12 @@ async fn get_server(
     ))]
 async fn update_server(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<McpServerRequest>,
 ) -> ApiResult<Json<McpServerResponse>> {
     let (input, refresh) = req.input()?;
-    let (server, probe) = mcp::update_server(&state.services, id, input, refresh).await?;
+    let (server, probe) = mcp::update_server(&state.services, &admin, id, input, refresh).await?;
     Ok(Json(with_probe(server, probe)))
 }
 
@@ -350,10 +352,10 @@ async fn update_server(
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_server(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    mcp::delete_server(&state.services, id).await?;
+    mcp::delete_server(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,10 +365,12 @@ async fn delete_server(
     responses((status = 200, body = ProbeResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn probe_server(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ProbeResponse>> {
-    Ok(Json(mcp::probe_server(&state.services, id).await?.into()))
+    Ok(Json(
+        mcp::probe_server(&state.services, &admin, id).await?.into(),
+    ))
 }
 
 /// Tries a configuration before saving it (nothing is stored). With `server_id`, the
@@ -386,12 +390,12 @@ pub struct ProbeRequest {
     responses((status = 200, body = ProbeResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn probe_unsaved(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ProbeRequest>,
 ) -> ApiResult<Json<ProbeResponse>> {
     let (input, _) = req.server.input()?;
     Ok(Json(
-        mcp::probe_config(&state.services, req.server_id, input)
+        mcp::probe_config(&state.services, &admin, req.server_id, input)
             .await?
             .into(),
     ))
@@ -404,10 +408,9 @@ async fn list_public(
     State(state): State<AppState>,
     _user: AuthUser,
 ) -> ApiResult<Json<Vec<McpServerPublicResponse>>> {
-    let list = mcp::list_servers(&state.services).await?;
+    let list = mcp::active_servers(&state.services).await?;
     Ok(Json(
         list.into_iter()
-            .filter(|s| s.is_active)
             .map(|s| McpServerPublicResponse {
                 id: s.id,
                 label: s.label,
@@ -455,7 +458,7 @@ pub struct OAuthStartResponse {
     responses((status = 200, body = OAuthStartResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn oauth_start(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     headers: HeaderMap,
     AppJson(req): AppJson<OAuthStartRequest>,
@@ -478,7 +481,8 @@ async fn oauth_start(
             format!("{scheme}://{host}/api/mcp/oauth/callback")
         }
     };
-    let started = domain::mcp::oauth::start(&state.services, id, &redirect_uri, req.scope).await?;
+    let started =
+        domain::mcp::oauth::start(&state.services, &admin, id, &redirect_uri, req.scope).await?;
     Ok(Json(OAuthStartResponse {
         authorization_url: started.authorization_url,
         state: started.state,
@@ -574,10 +578,10 @@ pub struct OAuthStatusResponse {
     responses((status = 200, body = OAuthStatusResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn oauth_status(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(flow): AppPath<String>,
 ) -> ApiResult<Json<OAuthStatusResponse>> {
-    let session = domain::mcp::oauth::session(&state.services, &flow).await?;
+    let session = domain::mcp::oauth::session(&state.services, &admin, &flow).await?;
     let status = if session.status == "pending" && session.expires_at <= Utc::now() {
         "expired".to_string()
     } else {

@@ -75,9 +75,9 @@ pub struct ExposeRequest {
     responses((status = 200, body = Vec<ExposedResponse>), (status = 403, body = ErrorBody)))]
 async fn list_exposed(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<ExposedResponse>>> {
-    let list = mcp_server::list_exposed(&state.services).await?;
+    let list = mcp_server::list_exposed(&state.services, &admin).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 

@@ -281,7 +281,7 @@ async fn list_available(
     State(state): State<AppState>,
     _user: AuthUser,
 ) -> ApiResult<Json<Vec<ModelResponse>>> {
-    let list = models::list_models(&state.services, None, true).await?;
+    let list = models::enabled_models(&state.services).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -290,9 +290,9 @@ async fn list_available(
     responses((status = 200, body = Vec<ProviderResponse>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn list_providers(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    let list = models::list_providers(&state.services).await?;
+    let list = models::list_providers(&state.services, &admin).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -307,10 +307,10 @@ async fn list_providers(
     ))]
 async fn create_provider(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ProviderRequest>,
 ) -> ApiResult<(StatusCode, Json<ProviderResponse>)> {
-    let provider = models::create_provider(&state.services, req.try_into()?).await?;
+    let provider = models::create_provider(&state.services, &admin, req.try_into()?).await?;
     Ok((StatusCode::CREATED, Json(provider.into())))
 }
 
@@ -319,11 +319,13 @@ async fn create_provider(
     responses((status = 200, body = ProviderResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_provider(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ProviderResponse>> {
     Ok(Json(
-        models::get_provider(&state.services, id).await?.into(),
+        models::get_provider(&state.services, &admin, id)
+            .await?
+            .into(),
     ))
 }
 
@@ -338,12 +340,12 @@ async fn get_provider(
     ))]
 async fn update_provider(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<ProviderRequest>,
 ) -> ApiResult<Json<ProviderResponse>> {
     Ok(Json(
-        models::update_provider(&state.services, id, req.try_into()?)
+        models::update_provider(&state.services, &admin, id, req.try_into()?)
             .await?
             .into(),
     ))
@@ -355,10 +357,10 @@ async fn update_provider(
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_provider(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    models::delete_provider(&state.services, id).await?;
+    models::delete_provider(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -367,9 +369,9 @@ async fn delete_provider(
     responses((status = 200, body = Vec<ModelResponse>), (status = 403, body = ErrorBody)))]
 async fn list_models(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<ModelResponse>>> {
-    let list = models::list_models(&state.services, None, false).await?;
+    let list = models::list_models(&state.services, &admin).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -384,10 +386,10 @@ async fn list_models(
     ))]
 async fn create_model(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ModelRequest>,
 ) -> ApiResult<(StatusCode, Json<ModelResponse>)> {
-    let model = models::create_model(&state.services, req.into()).await?;
+    let model = models::create_model(&state.services, &admin, req.into()).await?;
     Ok((StatusCode::CREATED, Json(model.into())))
 }
 
@@ -396,10 +398,12 @@ async fn create_model(
     responses((status = 200, body = ModelResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_model(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ModelResponse>> {
-    Ok(Json(models::get_model(&state.services, id).await?.into()))
+    Ok(Json(
+        models::get_model(&state.services, &admin, id).await?.into(),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/admin/models/{id}", tag = "models", security(("bearer" = [])),
@@ -413,12 +417,12 @@ async fn get_model(
     ))]
 async fn update_model(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<ModelRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
     Ok(Json(
-        models::update_model(&state.services, id, req.into())
+        models::update_model(&state.services, &admin, id, req.into())
             .await?
             .into(),
     ))
@@ -429,10 +433,10 @@ async fn update_model(
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn delete_model(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    models::delete_model(&state.services, id).await?;
+    models::delete_model(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -453,10 +457,10 @@ pub struct ProbeResponse {
     responses((status = 200, body = ProbeResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn test_provider(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ProbeResponse>> {
-    let report = models::test_provider(&state.services, id).await?;
+    let report = models::test_provider(&state.services, &admin, id).await?;
     Ok(Json(ProbeResponse {
         status: report.status.into(),
         message: report.message,
@@ -490,10 +494,10 @@ pub struct ImportModelsResponse {
     ))]
 async fn import_models(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ImportModelsRequest>,
 ) -> ApiResult<Json<ImportModelsResponse>> {
-    match models::import_from_provider(&state.services, req.provider_id).await? {
+    match models::import_from_provider(&state.services, &admin, req.provider_id).await? {
         Ok(counts) => Ok(Json(ImportModelsResponse {
             imported: counts.imported,
             skipped: counts.skipped,

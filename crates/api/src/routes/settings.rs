@@ -45,11 +45,12 @@ pub struct SettingsRequest {
     responses((status = 200, body = SettingsResponse), (status = 403, body = ErrorBody)))]
 async fn get_settings(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<SettingsResponse>> {
+    let (thread_title_prompt, thread_titles) = titles::settings(&state.services, &admin).await?;
     Ok(Json(SettingsResponse {
-        thread_title_prompt: titles::prompt(&state.services).await?,
-        thread_titles: titles::enabled(&state.services).await?,
+        thread_title_prompt,
+        thread_titles,
     }))
 }
 
@@ -58,17 +59,17 @@ async fn get_settings(
     responses((status = 200, body = SettingsResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_settings(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<SettingsRequest>,
 ) -> ApiResult<Json<SettingsResponse>> {
-    let thread_title_prompt = match req.thread_title_prompt {
-        Some(prompt) => titles::set_prompt(&state.services, &prompt).await?,
-        None => titles::prompt(&state.services).await?,
-    };
-    let thread_titles = match req.thread_titles {
-        Some(on) => titles::set_enabled(&state.services, on).await?,
-        None => titles::enabled(&state.services).await?,
-    };
+    let services = &state.services;
+    let (mut thread_title_prompt, mut thread_titles) = titles::settings(services, &admin).await?;
+    if let Some(prompt) = req.thread_title_prompt {
+        thread_title_prompt = titles::set_prompt(services, &admin, &prompt).await?;
+    }
+    if let Some(on) = req.thread_titles {
+        thread_titles = titles::set_enabled(services, &admin, on).await?;
+    }
     Ok(Json(SettingsResponse {
         thread_title_prompt,
         thread_titles,
@@ -113,7 +114,7 @@ pub struct UsageResponse {
     responses((status = 200, body = UsageResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn usage_report(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppQuery(query): AppQuery<UsageQuery>,
 ) -> ApiResult<Json<UsageResponse>> {
     let to = query
@@ -143,7 +144,7 @@ async fn usage_report(
             "`from` must be before `to`",
         ));
     }
-    let lines = usage::summary(&state.services, from, to, group_by).await?;
+    let lines = usage::summary(&state.services, &admin, from, to, group_by).await?;
     Ok(Json(UsageResponse {
         from,
         to,

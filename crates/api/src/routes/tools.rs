@@ -160,7 +160,7 @@ async fn create_tool(
     AdminUser(admin): AdminUser,
     AppJson(req): AppJson<ToolRequest>,
 ) -> ApiResult<(StatusCode, Json<ToolResponse>)> {
-    let tool = tools::create_tool(&state.services, &admin, req.try_into()?).await?;
+    let tool = tools::create_tool(&state.services, &admin.user, req.try_into()?).await?;
     Ok((StatusCode::CREATED, Json(response(&state, tool, true))))
 }
 
@@ -172,7 +172,7 @@ async fn get_tool(
     AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<ToolResponse>> {
-    let tool = tools::tool_for(&state.services, &admin, id).await?;
+    let tool = tools::tool_for(&state.services, &admin.user, id).await?;
     Ok(Json(response(&state, tool, true)))
 }
 
@@ -192,7 +192,7 @@ async fn update_tool(
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<ToolRequest>,
 ) -> ApiResult<Json<ToolResponse>> {
-    let tool = tools::update_tool(&state.services, &admin, id, req.try_into()?).await?;
+    let tool = tools::update_tool(&state.services, &admin.user, id, req.try_into()?).await?;
     Ok(Json(response(&state, tool, true)))
 }
 
@@ -204,6 +204,6 @@ async fn delete_tool(
     AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<StatusCode> {
-    tools::delete_tool(&state.services, &admin, id).await?;
+    tools::delete_tool(&state.services, &admin.user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,10 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
-use domain::users::{self, CreateUser, UpdateUser, User};
+use domain::{
+    Principal,
+    users::{self, CreateUser, UpdateUser, User},
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -129,7 +132,8 @@ async fn update_me(
         display_name: req.display_name,
         ..UpdateUser::default()
     };
-    let user = users::update(&state.services, user.id, update).await?;
+    let me = Principal::user(user);
+    let user = users::update(&state.services, &me, me.user.id, update).await?;
     Ok(Json(user.into()))
 }
 
@@ -167,9 +171,9 @@ async fn change_my_password(
     ))]
 async fn list(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<UserResponse>>> {
-    let users = users::list(&state.services).await?;
+    let users = users::list(&state.services, &admin).await?;
     Ok(Json(users.into_iter().map(UserResponse::from).collect()))
 }
 
@@ -185,11 +189,12 @@ async fn list(
     ))]
 async fn create(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppJson(req): AppJson<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserResponse>)> {
     let user = users::create(
         &state.services,
+        &admin,
         CreateUser {
             email: req.email,
             password: req.password,
@@ -212,10 +217,10 @@ async fn create(
     ))]
 async fn get(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> ApiResult<Json<UserResponse>> {
-    Ok(Json(users::get(&state.services, id).await?.into()))
+    Ok(Json(users::get(&state.services, &admin, id).await?.into()))
 }
 
 /// Changes a user's email, display name, role or password (administrators only).
@@ -233,7 +238,7 @@ async fn get(
     ))]
 async fn update(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
     AppJson(req): AppJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserResponse>> {
@@ -244,7 +249,9 @@ async fn update(
         password: req.password,
     };
     Ok(Json(
-        users::update(&state.services, id, update).await?.into(),
+        users::update(&state.services, &admin, id, update)
+            .await?
+            .into(),
     ))
 }
 
@@ -260,9 +267,9 @@ async fn update(
     ))]
 async fn delete(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    users::delete(&state.services, id).await?;
+    users::delete(&state.services, &admin, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

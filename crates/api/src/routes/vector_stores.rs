@@ -430,7 +430,7 @@ async fn list_stores(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<VectorStoreResponse>>> {
-    let stores = knowledge::list_stores(&state.services, &admin).await?;
+    let stores = knowledge::list_stores(&state.services, &admin.user).await?;
     Ok(Json(stores.into_iter().map(Into::into).collect()))
 }
 
@@ -460,7 +460,7 @@ async fn create_store(
             .unwrap_or(knowledge::DEFAULT_CHUNK_OVERLAP),
         protected: req.protected,
     };
-    let store = knowledge::create_store(&state.services, &admin, new).await?;
+    let store = knowledge::create_store(&state.services, &admin.user, new).await?;
     Ok((StatusCode::CREATED, Json(store.into())))
 }
 
@@ -473,7 +473,7 @@ async fn get_store(
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<VectorStoreResponse>> {
     Ok(Json(
-        knowledge::get_store(&state.services, &admin, &slug)
+        knowledge::get_store(&state.services, &admin.user, &slug)
             .await?
             .into(),
     ))
@@ -500,7 +500,7 @@ async fn update_store(
         protected: req.protected,
     };
     Ok(Json(
-        knowledge::update_store(&state.services, &admin, &slug, patch)
+        knowledge::update_store(&state.services, &admin.user, &slug, patch)
             .await?
             .into(),
     ))
@@ -515,7 +515,7 @@ async fn delete_store(
     AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<StatusCode> {
-    knowledge::delete_store(&state.services, &admin, &slug).await?;
+    knowledge::delete_store(&state.services, &admin.user, &slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -527,7 +527,7 @@ async fn list_documents(
     AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<Vec<DocumentResponse>>> {
-    let docs = knowledge::list_documents(&state.services, &admin, &slug).await?;
+    let docs = knowledge::list_documents(&state.services, &admin.user, &slug).await?;
     Ok(Json(docs.into_iter().map(Into::into).collect()))
 }
 
@@ -551,7 +551,7 @@ async fn ingest_json(
         store_title: req.store_title,
         store_metadata: req.store_metadata,
     };
-    let doc = knowledge::ingest_json(&state.services, &admin, &slug, input).await?;
+    let doc = knowledge::ingest_json(&state.services, &admin.user, &slug, input).await?;
     Ok((
         StatusCode::CREATED,
         Json(IngestJsonResponse {
@@ -642,7 +642,7 @@ async fn upload_file(
     if !has_file {
         return Err(bad("the multipart body has no `file` field".into()));
     }
-    let (doc, job) = knowledge::upload_file(&state.services, &admin, &slug, upload).await?;
+    let (doc, job) = knowledge::upload_file(&state.services, &admin.user, &slug, upload).await?;
     let doc_id = Some(doc.doc_id.clone());
     Ok((
         StatusCode::ACCEPTED,
@@ -679,7 +679,7 @@ async fn delete_document(
     AdminUser(admin): AdminUser,
     AppPath((slug, doc_id)): AppPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    knowledge::delete_document(&state.services, &admin, &slug, &doc_id).await?;
+    knowledge::delete_document(&state.services, &admin.user, &slug, &doc_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -710,7 +710,7 @@ async fn list_jobs(
     AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<Vec<JobResponse>>> {
-    let jobs = knowledge::list_jobs(&state.services, &admin, &slug).await?;
+    let jobs = knowledge::list_jobs(&state.services, &admin.user, &slug).await?;
     Ok(Json(doc_ids(&state, jobs).await?))
 }
 
@@ -722,7 +722,7 @@ async fn get_job(
     AdminUser(admin): AdminUser,
     AppPath((slug, id)): AppPath<(String, i64)>,
 ) -> ApiResult<Json<JobResponse>> {
-    let job = knowledge::get_job(&state.services, &admin, &slug, id).await?;
+    let job = knowledge::get_job(&state.services, &admin.user, &slug, id).await?;
     let mut list = doc_ids(&state, vec![job]).await?;
     Ok(Json(list.remove(0)))
 }

@@ -140,9 +140,9 @@ impl From<WidgetError> for ApiError {
     responses((status = 200, body = Vec<WidgetResponse>), (status = 403, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<Vec<WidgetResponse>>> {
-    let list = widgets::list(&state.services).await?;
+    let list = widgets::list(&state.services, &admin).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -172,10 +172,12 @@ async fn create(
     responses((status = 200, body = WidgetResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(slug): AppPath<String>,
 ) -> ApiResult<Json<WidgetResponse>> {
-    Ok(Json(widgets::get(&state.services, &slug).await?.into()))
+    Ok(Json(
+        widgets::get(&state.services, &admin, &slug).await?.into(),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/widgets/{slug}", tag = "widgets", security(("bearer" = [])),
@@ -232,7 +234,7 @@ async fn for_builder(
     State(state): State<AppState>,
     _user: AuthUser,
 ) -> ApiResult<Json<Vec<WidgetSummary>>> {
-    let list = widgets::list(&state.services).await?;
+    let list = widgets::summaries(&state.services).await?;
     Ok(Json(
         list.into_iter()
             .map(|w| WidgetSummary {

@@ -604,7 +604,8 @@ async fn set_chatkit_default(
     AdminUser(user): AdminUser,
     AppJson(req): AppJson<ChatkitDefaultRequest>,
 ) -> ApiResult<Json<WorkflowResponse>> {
-    let workflow = workflows::set_chatkit_default(&state.services, &user, req.workflow_id).await?;
+    let workflow =
+        workflows::set_chatkit_default(&state.services, &user.user, req.workflow_id).await?;
     Ok(Json(WorkflowResponse::new(workflow, Access::Admin)))
 }
 

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{AuthError, AuthResult};
-use crate::{Services, store::StoreResult, users::User};
+use super::{AuthError, AuthResult, Principal};
+use crate::{Services, users::User};
 
 /// What every API key starts with, so a bearer token can be told apart from a session
 /// token without a database lookup.
@@ -49,10 +49,12 @@ pub(crate) fn random_secret(prefix: &str) -> String {
 }
 
 /// Creates a key for the administrator `actor`; returns it with its secret (shown once).
-pub async fn create(services: &Services, actor: &User, name: &str) -> AuthResult<(ApiKey, String)> {
-    if !actor.is_admin {
-        return Err(AuthError::AdminRequired);
-    }
+pub async fn create(
+    services: &Services,
+    actor: &Principal,
+    name: &str,
+) -> AuthResult<(ApiKey, String)> {
+    let actor = actor.admin()?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 128 {
         return Err(AuthError::InvalidRequest(
@@ -75,12 +77,14 @@ pub async fn create(services: &Services, actor: &User, name: &str) -> AuthResult
     Ok((key, secret))
 }
 
-pub async fn list(services: &Services) -> StoreResult<Vec<ApiKey>> {
-    services.store.api_keys().await
+pub async fn list(services: &Services, actor: &Principal) -> AuthResult<Vec<ApiKey>> {
+    actor.admin()?;
+    Ok(services.store.api_keys().await?)
 }
 
 /// Revokes a key at once; it authenticates nothing afterwards.
-pub async fn revoke(services: &Services, id: i64) -> AuthResult<()> {
+pub async fn revoke(services: &Services, actor: &Principal, id: i64) -> AuthResult<()> {
+    actor.admin()?;
     if services.store.revoke_api_key(id, Utc::now()).await? {
         Ok(())
     } else {

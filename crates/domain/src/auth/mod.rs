@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod password;
+mod principal;
 pub mod throttle;
 pub mod token;
 
@@ -16,6 +17,7 @@ use crate::{
     users::{self, User},
 };
 use password::Verified;
+pub use principal::Principal;
 use token::{TokenKeys, TokenProblem};
 
 /// Authentication settings (the `[auth]` table of the configuration).
@@ -263,7 +265,7 @@ pub async fn bootstrap_admin(
     if services.store.credentials_by_email(&email).await?.is_some() {
         return Ok(None);
     }
-    let created = users::create(
+    let created = users::provision(
         services,
         users::CreateUser {
             email,

@@ -132,7 +132,11 @@ pub(super) async fn succeeded(services: &Services, email: &str, address: &str) {
 }
 
 /// The counts an administrator sees: those with a failure in the window or a hold.
-pub async fn list(services: &Services) -> Result<Vec<LoginThrottle>, AuthError> {
+pub async fn list(
+    services: &Services,
+    actor: &super::Principal,
+) -> Result<Vec<LoginThrottle>, AuthError> {
+    actor.admin()?;
     let since = Utc::now() - window(&services.auth.settings);
     Ok(services.store.list_login_throttles(since).await?)
 }
@@ -141,9 +145,11 @@ pub async fn list(services: &Services) -> Result<Vec<LoginThrottle>, AuthError> 
 /// (both), or all (neither); returns how many rows.
 pub async fn clear(
     services: &Services,
+    actor: &super::Principal,
     email: Option<&str>,
     address: Option<&str>,
 ) -> Result<u64, AuthError> {
+    actor.admin()?;
     let email = email.map(|e| e.trim().to_lowercase());
     Ok(services
         .store

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::{ChatError, ChatResult};
 use crate::{
     Services,
+    auth::Principal,
     users::User,
     workflows::{
         self,
@@ -157,22 +158,30 @@ pub async fn effective(services: &Services, workflow_id: Option<i64>) -> ChatRes
     Ok(appearance)
 }
 
-/// The global settings as stored (unset fields inherit the defaults).
-pub async fn global(services: &Services) -> ChatResult<Appearance> {
+/// The global settings as stored (unset fields inherit the defaults), for an
+/// administrator.
+pub async fn global(services: &Services, actor: &Principal) -> ChatResult<Appearance> {
+    admin(actor)?;
     load(services, GLOBAL).await
+}
+
+fn admin(actor: &Principal) -> ChatResult<()> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(ChatError::Forbidden(
+            "only administrators see and change the global appearance".into(),
+        ))
+    }
 }
 
 /// Replaces the global settings (administrators).
 pub async fn set_global(
     services: &Services,
-    actor: &User,
+    actor: &Principal,
     value: Appearance,
 ) -> ChatResult<Appearance> {
-    if !actor.is_admin {
-        return Err(ChatError::Forbidden(
-            "only administrators change the appearance".into(),
-        ));
-    }
+    admin(actor)?;
     value.check()?;
     let json = serde_json::to_value(&value).map_err(|e| ChatError::Invalid(e.to_string()))?;
     services

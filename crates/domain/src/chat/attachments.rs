@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use chatkit::{ItemBody, ThreadItem};
+use conversation::{ItemBody, ThreadItem};
 
 use super::{ChatError, ChatResult, Principal, new_id};
 use crate::{Services, store::StoreResult};
@@ -332,8 +332,7 @@ pub async fn delete(services: &Services, who: &Principal, id: &str) -> ChatResul
 /// (administrators, not sessions, may reach anyone's).
 pub async fn owned(services: &Services, who: &Principal, id: &str) -> ChatResult<StoredAttachment> {
     let mine = |a: &StoredAttachment| {
-        (a.user_id == who.user.id && a.end_user.as_deref() == who.end_user())
-            || (who.user.is_admin && who.session.is_none())
+        (a.user_id == who.user.id && a.end_user.as_deref() == who.end_user()) || who.is_admin()
     };
     services
         .store

@@ -6,8 +6,8 @@
 //! the thread keeps the answer as far as it was streamed, with hidden context telling the
 //! next turn that it was cut short.
 
-use chatkit::{ItemBody, OutputText, ThreadItem};
 use chrono::Utc;
+use conversation::{ItemBody, OutputText, ThreadItem};
 use tokio::sync::watch;
 
 use super::new_id;

@@ -1,10 +1,12 @@
-//! ChatKit conversations: threads owned by users, their items, feedback, and the turns
-//! that run the thread's workflow (`respond`).
+//! Conversations, in no channel's protocol: threads owned by users, their items,
+//! feedback, and the turns that run the thread's workflow (`respond`), which yield
+//! [`TurnEvent`]s. The ChatKit endpoint (`api::routes::chatkit`) is one adapter of them;
+//! voice sessions, phone calls and LTI launches are others.
 //!
 //! Invariants:
 //! - A thread belongs to one user; others get "not found". Administrators may open any
 //!   thread, and each such access is logged.
-//! - Items are stored whole, in the protocol's JSON, in creation order; hidden items
+//! - Items are stored whole, as the conversation model's JSON (`crates/conversation`), in creation order; hidden items
 //!   (`hidden_context_item`, `sdk_hidden_context`) are stored for the model and never
 //!   returned to a client.
 //! - A thread is bound to one workflow when it is created; its runs carry the thread id,
@@ -12,57 +14,38 @@
 
 pub mod appearance;
 pub mod attachments;
+mod event;
 pub mod interrupted;
 mod respond;
 pub mod sessions;
 
-use chatkit::{Order, Page, ThreadItem, ThreadStatus};
 use chrono::{DateTime, Utc};
+use conversation::{Order, Page, ThreadItem, ThreadStatus};
 use serde_json::{Map, Value};
 
 pub use attachments::{Blobs, ChatSettings, StoredAttachment};
+pub use event::TurnEvent;
 pub use respond::{Turn, respond};
 
+pub use crate::auth::Principal;
 use crate::{
     Services,
     error::{DomainError, ErrorKind},
     store::StoreError,
-    users::User,
 };
 
-/// Who is chatting: a user, or an end user of an embedded session (acting through the
-/// user who created the session, within the session's workflow).
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user: User,
-    pub session: Option<sessions::ChatSession>,
+/// Whether a thread is this principal's: its user and end user, and for an embedded
+/// session, its workflow.
+fn owns(who: &Principal, thread: &ChatThread) -> bool {
+    thread.user_id == who.user.id
+        && thread.end_user.as_deref() == who.end_user()
+        && who
+            .session
+            .as_ref()
+            .is_none_or(|s| thread.workflow_id == Some(s.workflow_id))
 }
 
-impl Principal {
-    pub fn user(user: User) -> Principal {
-        Principal {
-            user,
-            session: None,
-        }
-    }
-
-    /// The end user the principal's threads belong to (`None` for a platform user).
-    pub fn end_user(&self) -> Option<&str> {
-        self.session.as_ref().map(|s| s.end_user.as_str())
-    }
-
-    /// Whether a thread is this principal's.
-    fn owns(&self, thread: &ChatThread) -> bool {
-        thread.user_id == self.user.id
-            && thread.end_user.as_deref() == self.end_user()
-            && self
-                .session
-                .as_ref()
-                .is_none_or(|s| thread.workflow_id == Some(s.workflow_id))
-    }
-}
-
-/// A thread as stored (the wire `Thread` is built from it).
+/// A thread as stored (each channel builds what it sends from it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatThread {
     pub id: String,
@@ -77,21 +60,6 @@ pub struct ChatThread {
     pub metadata: Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-impl ChatThread {
-    /// The wire thread, with these items (an empty page for listings and events).
-    pub fn to_wire(&self, items: Page<Value>) -> chatkit::Thread {
-        chatkit::Thread {
-            id: self.id.clone(),
-            created_at: self.created_at,
-            title: self.title.clone(),
-            status: self.status.clone(),
-            allowed_image_domains: self.allowed_image_domains.clone(),
-            metadata: Map::new(),
-            items,
-        }
-    }
 }
 
 /// Which page of a list.
@@ -195,7 +163,7 @@ pub async fn thread(
         .chat_thread(thread_id)
         .await?
         .ok_or_else(|| ChatError::ThreadNotFound(thread_id.to_string()))?;
-    if who.owns(&thread) {
+    if owns(who, &thread) {
         return Ok(thread);
     }
     if actor.is_admin && who.session.is_none() {
@@ -225,7 +193,7 @@ pub async fn list_threads(
         .then(|| threads.last().map(|t| t.id.clone()))
         .flatten();
     // A session sees only its workflow's threads.
-    let threads = threads.into_iter().filter(|t| who.owns(t)).collect();
+    let threads = threads.into_iter().filter(|t| owns(who, t)).collect();
     Ok(Page {
         data: threads,
         has_more,
@@ -322,9 +290,15 @@ pub struct Feedback {
 /// Feedback for administrators, newest first (at most `limit`, up to 500).
 pub async fn list_feedback(
     services: &Services,
+    actor: &Principal,
     thread_id: Option<&str>,
     limit: i64,
 ) -> ChatResult<Vec<Feedback>> {
+    if !actor.is_admin() {
+        return Err(ChatError::Forbidden(
+            "only administrators read the feedback".into(),
+        ));
+    }
     Ok(services
         .store
         .list_chat_feedback(thread_id, limit.clamp(1, 500))
@@ -337,7 +311,7 @@ pub async fn feedback(
     who: &Principal,
     thread_id: &str,
     item_ids: &[String],
-    kind: chatkit::FeedbackKind,
+    kind: conversation::FeedbackKind,
 ) -> ChatResult<()> {
     thread(services, who, thread_id).await?;
     let actor = &who.user;

@@ -17,7 +17,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{ChatError, ChatResult, new_id};
+use super::{ChatError, ChatResult, Principal, new_id};
 use crate::{Services, auth::api_keys, users::User, workflows};
 
 /// What every session secret starts with.
@@ -69,14 +69,14 @@ pub struct NewSession {
 /// Creates a session; returns it with its secret (shown once).
 pub async fn create(
     services: &Services,
-    actor: &User,
+    actor: &Principal,
     new: NewSession,
 ) -> ChatResult<(ChatSession, String)> {
-    if !actor.is_admin {
+    let Ok(actor) = actor.admin() else {
         return Err(ChatError::Invalid(
             "sessions are created with an API key or an administrator's token".into(),
         ));
-    }
+    };
     let end_user = new.end_user.trim();
     if end_user.is_empty() || end_user.chars().count() > 256 {
         return Err(ChatError::Invalid("`user` is 1 to 256 characters".into()));
@@ -143,12 +143,12 @@ pub async fn create(
 }
 
 /// Ends a session at once.
-pub async fn cancel(services: &Services, actor: &User, id: &str) -> ChatResult<ChatSession> {
+pub async fn cancel(services: &Services, actor: &Principal, id: &str) -> ChatResult<ChatSession> {
     let session = services
         .store
         .chat_session(id)
         .await?
-        .filter(|s| actor.is_admin || s.created_by == actor.id)
+        .filter(|s| actor.is_admin() || (actor.session.is_none() && s.created_by == actor.user.id))
         .ok_or_else(|| ChatError::Invalid(format!("session {id} does not exist")))?;
     services
         .store

@@ -909,7 +909,7 @@ pub(crate) async fn embed(
     inputs: &[String],
     user_id: Option<i64>,
 ) -> KnowledgeResult<Vec<Vec<f32>>> {
-    let model = models::get_model(services, model_id).await?;
+    let model = models::model(services, model_id).await?;
     let provider = models::credentials(services, model.provider_id).await?;
     let mut out = Vec::with_capacity(inputs.len());
     for batch in inputs.chunks(EMBED_BATCH) {

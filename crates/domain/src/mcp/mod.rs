@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Services,
+    auth::{AuthError, Principal},
     crypto::hint,
     error::{DomainError, ErrorKind},
     store::StoreError,
@@ -233,6 +234,8 @@ pub enum McpError {
     #[error("a stored secret of this server cannot be decrypted with the current key")]
     Undecryptable,
     #[error(transparent)]
+    Access(#[from] AuthError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -242,6 +245,7 @@ impl DomainError for McpError {
             McpError::NotFound(_) => ErrorKind::NotFound,
             McpError::Invalid(_) => ErrorKind::Invalid,
             McpError::Conflict(_) => ErrorKind::Conflict,
+            McpError::Access(err) => err.kind(),
             McpError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             McpError::Undecryptable | McpError::Store(_) => ErrorKind::Internal,
         }
@@ -253,6 +257,7 @@ impl DomainError for McpError {
             McpError::Invalid(_) => "invalid_field",
             McpError::Conflict(_) => "conflict",
             McpError::Undecryptable => "secret_undecryptable",
+            McpError::Access(err) => err.code(),
             McpError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             McpError::Store(_) => "internal_error",
         }
@@ -531,11 +536,28 @@ fn conflict(err: StoreError, label: &str) -> McpError {
     }
 }
 
-pub async fn list_servers(services: &Services) -> McpResult<Vec<McpServer>> {
+/// Every server, as an administrator manages them.
+pub async fn list_servers(services: &Services, actor: &Principal) -> McpResult<Vec<McpServer>> {
+    actor.admin()?;
     Ok(services.store.mcp_servers().await?)
 }
 
-pub async fn get_server(services: &Services, id: i64) -> McpResult<McpServer> {
+/// The active servers, which any user may give an agent (callers show users their label,
+/// transport and tools only).
+pub async fn active_servers(services: &Services) -> McpResult<Vec<McpServer>> {
+    let mut list = services.store.mcp_servers().await?;
+    list.retain(|s| s.is_active);
+    Ok(list)
+}
+
+/// A server, as an administrator manages it.
+pub async fn get_server(services: &Services, actor: &Principal, id: i64) -> McpResult<McpServer> {
+    actor.admin()?;
+    server(services, id).await
+}
+
+/// A server, for the platform itself (an agent's tools, a connection).
+pub(crate) async fn server(services: &Services, id: i64) -> McpResult<McpServer> {
     services
         .store
         .mcp_server(id)
@@ -547,9 +569,11 @@ pub async fn get_server(services: &Services, id: i64) -> McpResult<McpServer> {
 /// that cannot be reached is still saved (the probe's report says why).
 pub async fn create_server(
     services: &Services,
+    actor: &Principal,
     input: McpServerInput,
     refresh_tools: bool,
 ) -> McpResult<(McpServer, Option<ProbeReport>)> {
+    actor.admin()?;
     let server = apply(services, None, input, Utc::now())?;
     let server = services
         .store
@@ -561,11 +585,13 @@ pub async fn create_server(
 
 pub async fn update_server(
     services: &Services,
+    actor: &Principal,
     id: i64,
     input: McpServerInput,
     refresh_tools: bool,
 ) -> McpResult<(McpServer, Option<ProbeReport>)> {
-    let current = get_server(services, id).await?;
+    actor.admin()?;
+    let current = server(services, id).await?;
     let server = apply(services, Some(&current), input, Utc::now())?;
     let server = services
         .store
@@ -584,11 +610,12 @@ async fn refreshed(
     if !refresh_tools || !server.is_active {
         return Ok((server, None));
     }
-    let report = probe_server(services, server.id).await?;
-    Ok((get_server(services, server.id).await?, Some(report)))
+    let report = probe_saved(services, server.id).await?;
+    Ok((self::server(services, server.id).await?, Some(report)))
 }
 
-pub async fn delete_server(services: &Services, id: i64) -> McpResult<()> {
+pub async fn delete_server(services: &Services, actor: &Principal, id: i64) -> McpResult<()> {
+    actor.admin()?;
     if services.store.delete_mcp_server(id).await? {
         Ok(())
     } else {
@@ -678,8 +705,19 @@ async fn probe(services: &Services, connection: &McpConnection) -> ProbeReport {
 }
 
 /// Probes a saved server and, when it answers, caches its tools.
-pub async fn probe_server(services: &Services, id: i64) -> McpResult<ProbeReport> {
-    let server = get_server(services, id).await?;
+pub async fn probe_server(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+) -> McpResult<ProbeReport> {
+    actor.admin()?;
+    probe_saved(services, id).await
+}
+
+/// Probes a saved server for the platform itself (an agent whose server's tools are not
+/// cached yet).
+pub(crate) async fn probe_saved(services: &Services, id: i64) -> McpResult<ProbeReport> {
+    let server = server(services, id).await?;
     let connection = crate::mcp::oauth::connect_info(services, server).await?;
     let report = probe(services, &connection).await;
     if report.status == "ok" {
@@ -695,11 +733,13 @@ pub async fn probe_server(services: &Services, id: i64) -> McpResult<ProbeReport
 /// `id` is given), without storing anything.
 pub async fn probe_config(
     services: &Services,
+    actor: &Principal,
     id: Option<i64>,
     input: McpServerInput,
 ) -> McpResult<ProbeReport> {
+    actor.admin()?;
     let base = match id {
-        Some(id) => Some(get_server(services, id).await?),
+        Some(id) => Some(server(services, id).await?),
         None => None,
     };
     let mut input = input;

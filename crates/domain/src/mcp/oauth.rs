@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Services,
+    auth::Principal,
     crypto::hint,
     mcp::{self, McpConnection, McpError, McpFailure, McpResult, McpServer, McpTransport},
     tools::percent_encode,
@@ -124,11 +125,13 @@ async fn discover(services: &Services, url: &str) -> McpResult<Value> {
 /// verifier, and returns the URL to open in the administrator's browser.
 pub async fn start(
     services: &Services,
+    actor: &Principal,
     server_id: i64,
     redirect_uri: &str,
     scope: Option<String>,
 ) -> McpResult<OAuthStart> {
-    let mut server = mcp::get_server(services, server_id).await?;
+    actor.admin()?;
+    let mut server = mcp::server(services, server_id).await?;
     if server.transport == McpTransport::Stdio {
         return Err(McpError::Invalid(
             "stdio servers do not use OAuth; give them credentials in `env`".into(),
@@ -313,7 +316,7 @@ async fn exchange(
         )));
     }
     let code = code.ok_or_else(|| McpError::Invalid("the callback carries no code".into()))?;
-    let mut server = mcp::get_server(services, session.server_id).await?;
+    let mut server = mcp::server(services, session.server_id).await?;
     let verifier = services
         .secret_box
         .decrypt(&session.code_verifier_encrypted)
@@ -340,7 +343,13 @@ async fn exchange(
     Ok(server.id)
 }
 
-pub async fn session(services: &Services, state: &str) -> McpResult<OAuthSession> {
+/// How an authorisation an administrator started stands.
+pub async fn session(
+    services: &Services,
+    actor: &Principal,
+    state: &str,
+) -> McpResult<OAuthSession> {
+    actor.admin()?;
     services
         .store
         .oauth_session(state)
@@ -365,7 +374,7 @@ pub async fn fresh(services: &Services, server: McpServer) -> McpResult<McpServe
         return Ok(server);
     }
     let _one = services.mcp_refresh.lock().await;
-    let server = mcp::get_server(services, server.id).await?;
+    let server = mcp::server(services, server.id).await?;
     if !due(&server) {
         return Ok(server);
     }
@@ -404,7 +413,7 @@ pub async fn fresh(services: &Services, server: McpServer) -> McpResult<McpServe
             {
                 Ok(updated)
             } else {
-                Ok(mcp::get_server(services, server.id).await?)
+                Ok(mcp::server(services, server.id).await?)
             }
         }
         Err(err) => {

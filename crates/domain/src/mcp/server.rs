@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Services,
+    auth::Principal,
     error::{DomainError, ErrorKind},
     runs::{self, RunStatus, StartRun},
     store::StoreError,
@@ -98,15 +99,15 @@ fn valid_name(name: &str) -> bool {
 /// Offers a workflow as a tool (or changes its name and description).
 pub async fn expose(
     services: &Services,
-    actor: &User,
+    actor: &Principal,
     workflow_id: i64,
     tool_name: Option<String>,
     description: Option<String>,
 ) -> Result<ExposedWorkflow, ExposeError> {
-    if !actor.is_admin {
+    if !actor.is_admin() {
         return Err(ExposeError::Forbidden);
     }
-    let (workflow, _) = workflows::access(services, actor, workflow_id).await?;
+    let (workflow, _) = workflows::access(services, &actor.user, workflow_id).await?;
     let name = match tool_name.map(|n| n.trim().to_string()) {
         Some(name) if valid_name(&name) => name,
         Some(_) => {
@@ -140,10 +141,10 @@ pub async fn expose(
 
 pub async fn unexpose(
     services: &Services,
-    actor: &User,
+    actor: &Principal,
     workflow_id: i64,
 ) -> Result<(), ExposeError> {
-    if !actor.is_admin {
+    if !actor.is_admin() {
         return Err(ExposeError::Forbidden);
     }
     if services.store.unexpose_workflow(workflow_id).await? {
@@ -153,7 +154,13 @@ pub async fn unexpose(
     }
 }
 
-pub async fn list_exposed(services: &Services) -> Result<Vec<ExposedWorkflow>, ExposeError> {
+pub async fn list_exposed(
+    services: &Services,
+    actor: &Principal,
+) -> Result<Vec<ExposedWorkflow>, ExposeError> {
+    if !actor.is_admin() {
+        return Err(ExposeError::Forbidden);
+    }
     Ok(services.store.exposed_workflows().await?)
 }
 

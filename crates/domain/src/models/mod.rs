@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 pub use service::*;
 
 use crate::{
+    auth::AuthError,
     error::{DomainError, ErrorKind},
     store::StoreError,
 };
@@ -263,6 +264,8 @@ pub enum ModelError {
     #[error("a stored secret of this provider cannot be decrypted; set its API key again")]
     Undecryptable,
     #[error(transparent)]
+    Access(#[from] AuthError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -272,6 +275,7 @@ impl DomainError for ModelError {
             ModelError::ProviderNotFound(_) | ModelError::ModelNotFound(_) => ErrorKind::NotFound,
             ModelError::Invalid(_) => ErrorKind::Invalid,
             ModelError::Conflict(_) => ErrorKind::Conflict,
+            ModelError::Access(err) => err.kind(),
             ModelError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             ModelError::Undecryptable | ModelError::Store(_) => ErrorKind::Internal,
         }
@@ -284,6 +288,7 @@ impl DomainError for ModelError {
             ModelError::Invalid(_) => "invalid_field",
             ModelError::Conflict(_) => "conflict",
             ModelError::Undecryptable => "secret_undecryptable",
+            ModelError::Access(err) => err.code(),
             ModelError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             ModelError::Store(_) => "internal_error",
         }

@@ -1,5 +1,7 @@
 //! Registry services: providers with encrypted credentials, models with capabilities and
-//! prices, and the defaults. Administrators manage them; users list enabled models.
+//! prices, and the defaults. Administrators manage them (each service here that changes
+//! or reveals the registry's administration takes the acting [`Principal`] and checks
+//! it); users list enabled models.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use super::{
 };
 use crate::{
     Services,
+    auth::Principal,
     crypto::hint,
     store::{DefaultModel, ModelRecord, ProviderRecord, StoreError},
 };
@@ -217,11 +220,21 @@ fn provider_record(
     })
 }
 
-pub async fn create_provider(services: &Services, input: ProviderInput) -> ModelResult<Provider> {
+pub async fn create_provider(
+    services: &Services,
+    actor: &Principal,
+    input: ProviderInput,
+) -> ModelResult<Provider> {
+    actor.admin()?;
+    add_provider(services, input).await
+}
+
+/// Adds a provider (an administrator's, or one the platform sets up from its environment).
+async fn add_provider(services: &Services, input: ProviderInput) -> ModelResult<Provider> {
     let is_default = input.is_default;
     let record = provider_record(services, None, input)?;
     let now = Utc::now();
-    let provider = services
+    let created = services
         .store
         .insert_provider(&record, now)
         .await
@@ -231,17 +244,29 @@ pub async fn create_provider(services: &Services, input: ProviderInput) -> Model
     if is_default.unwrap_or(first) {
         services
             .store
-            .set_default_provider(Some(provider.id), now)
+            .set_default_provider(Some(created.id), now)
             .await?;
     }
-    get_provider(services, provider.id).await
+    provider(services, created.id).await
 }
 
-pub async fn list_providers(services: &Services) -> ModelResult<Vec<Provider>> {
+pub async fn list_providers(services: &Services, actor: &Principal) -> ModelResult<Vec<Provider>> {
+    actor.admin()?;
     Ok(services.store.providers().await?)
 }
 
-pub async fn get_provider(services: &Services, id: i64) -> ModelResult<Provider> {
+/// A provider, for an administrator.
+pub async fn get_provider(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+) -> ModelResult<Provider> {
+    actor.admin()?;
+    provider(services, id).await
+}
+
+/// A provider, for the platform itself.
+pub(crate) async fn provider(services: &Services, id: i64) -> ModelResult<Provider> {
     services
         .store
         .provider(id)
@@ -251,10 +276,12 @@ pub async fn get_provider(services: &Services, id: i64) -> ModelResult<Provider>
 
 pub async fn update_provider(
     services: &Services,
+    actor: &Principal,
     id: i64,
     input: ProviderInput,
 ) -> ModelResult<Provider> {
-    let current = get_provider(services, id).await?;
+    actor.admin()?;
+    let current = provider(services, id).await?;
     let is_default = input.is_default;
     let record = provider_record(services, Some(&current), input)?;
     let now = Utc::now();
@@ -269,11 +296,12 @@ pub async fn update_provider(
         Some(false) if current.is_default => services.store.set_default_provider(None, now).await?,
         _ => {}
     }
-    get_provider(services, id).await
+    provider(services, id).await
 }
 
 /// Deletes a provider and its models.
-pub async fn delete_provider(services: &Services, id: i64) -> ModelResult<()> {
+pub async fn delete_provider(services: &Services, actor: &Principal, id: i64) -> ModelResult<()> {
+    actor.admin()?;
     if !services.store.delete_provider(id).await? {
         return Err(ModelError::ProviderNotFound(id));
     }
@@ -282,7 +310,7 @@ pub async fn delete_provider(services: &Services, id: i64) -> ModelResult<()> {
 
 /// A provider with its secrets decrypted, for a client call.
 pub async fn credentials(services: &Services, id: i64) -> ModelResult<ProviderCredentials> {
-    let provider = get_provider(services, id).await?;
+    let provider = provider(services, id).await?;
     decrypt(services, provider)
 }
 
@@ -338,7 +366,7 @@ pub async fn bootstrap_from_env(
         is_default: Some(true),
         ..ProviderInput::default()
     };
-    match create_provider(services, input).await {
+    match add_provider(services, input).await {
         Ok(provider) => Ok(Some(provider)),
         // Another replica created it at the same moment.
         Err(ModelError::Conflict(_)) => Ok(None),
@@ -363,13 +391,13 @@ pub async fn bootstrap_local(services: &Services) -> ModelResult<Option<(Provide
         label: Some("Local models".into()),
         ..ProviderInput::default()
     };
-    let provider = match create_provider(services, input).await {
+    let provider = match add_provider(services, input).await {
         Ok(provider) => provider,
         // Another replica created it at the same moment, or an administrator took the label.
         Err(ModelError::Conflict(_)) => return Ok(None),
         Err(err) => return Err(err),
     };
-    let counts = match import_from_provider(services, provider.id).await? {
+    let counts = match import_listed(services, provider.id).await? {
         Ok(counts) => counts,
         Err(err) => {
             tracing::warn!(error = %err, "could not list the local models");
@@ -545,28 +573,43 @@ async fn apply_defaults(
     Ok(())
 }
 
-pub async fn create_model(services: &Services, input: ModelInput) -> ModelResult<Model> {
+pub async fn create_model(
+    services: &Services,
+    actor: &Principal,
+    input: ModelInput,
+) -> ModelResult<Model> {
+    actor.admin()?;
     let (is_default, is_default_title) = (input.is_default, input.is_default_title);
     let record = model_record(None, input)?;
-    get_provider(services, record.provider_id).await?;
-    let model = services
+    provider(services, record.provider_id).await?;
+    let created = services
         .store
         .insert_model(&record, Utc::now())
         .await
         .map_err(|err| model_conflict(err, &record.name))?;
-    apply_defaults(services, &model, is_default, is_default_title).await?;
-    get_model(services, model.id).await
+    apply_defaults(services, &created, is_default, is_default_title).await?;
+    model(services, created.id).await
 }
 
-pub async fn list_models(
-    services: &Services,
-    provider_id: Option<i64>,
-    enabled_only: bool,
-) -> ModelResult<Vec<Model>> {
-    Ok(services.store.models(provider_id, enabled_only).await?)
+/// The models every user may pick: the enabled ones.
+pub async fn enabled_models(services: &Services) -> ModelResult<Vec<Model>> {
+    Ok(services.store.models(None, true).await?)
 }
 
-pub async fn get_model(services: &Services, id: i64) -> ModelResult<Model> {
+/// Every model, disabled ones too, for an administrator.
+pub async fn list_models(services: &Services, actor: &Principal) -> ModelResult<Vec<Model>> {
+    actor.admin()?;
+    Ok(services.store.models(None, false).await?)
+}
+
+/// A model with its disabled state and prices, for an administrator.
+pub async fn get_model(services: &Services, actor: &Principal, id: i64) -> ModelResult<Model> {
+    actor.admin()?;
+    model(services, id).await
+}
+
+/// A model, for the platform itself.
+pub(crate) async fn model(services: &Services, id: i64) -> ModelResult<Model> {
     services
         .store
         .model(id)
@@ -574,11 +617,17 @@ pub async fn get_model(services: &Services, id: i64) -> ModelResult<Model> {
         .ok_or(ModelError::ModelNotFound(id))
 }
 
-pub async fn update_model(services: &Services, id: i64, input: ModelInput) -> ModelResult<Model> {
-    let current = get_model(services, id).await?;
+pub async fn update_model(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+    input: ModelInput,
+) -> ModelResult<Model> {
+    actor.admin()?;
+    let current = model(services, id).await?;
     let (is_default, is_default_title) = (input.is_default, input.is_default_title);
     let record = model_record(Some(&current), input)?;
-    get_provider(services, record.provider_id).await?;
+    provider(services, record.provider_id).await?;
     services
         .store
         .update_model(id, &record, Utc::now())
@@ -586,10 +635,11 @@ pub async fn update_model(services: &Services, id: i64, input: ModelInput) -> Mo
         .map_err(|err| model_conflict(err, &record.name))?
         .ok_or(ModelError::ModelNotFound(id))?;
     apply_defaults(services, &current, is_default, is_default_title).await?;
-    get_model(services, id).await
+    model(services, id).await
 }
 
-pub async fn delete_model(services: &Services, id: i64) -> ModelResult<()> {
+pub async fn delete_model(services: &Services, actor: &Principal, id: i64) -> ModelResult<()> {
+    actor.admin()?;
     if !services.store.delete_model(id).await? {
         return Err(ModelError::ModelNotFound(id));
     }
@@ -669,7 +719,12 @@ pub struct ProbeReport {
 
 /// A cheap live call (the model list) that says whether the provider answers and accepts
 /// the key.
-pub async fn test_provider(services: &Services, id: i64) -> ModelResult<ProbeReport> {
+pub async fn test_provider(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+) -> ModelResult<ProbeReport> {
+    actor.admin()?;
     use crate::llm::LlmError;
     let credentials = credentials(services, id).await?;
     let started = std::time::Instant::now();
@@ -699,6 +754,16 @@ pub async fn test_provider(services: &Services, id: i64) -> ModelResult<ProbeRep
 
 /// Imports the provider's own model list into the registry.
 pub async fn import_from_provider(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+) -> ModelResult<Result<ImportCounts, crate::llm::LlmError>> {
+    actor.admin()?;
+    import_listed(services, id).await
+}
+
+/// Imports the models a provider lists.
+async fn import_listed(
     services: &Services,
     id: i64,
 ) -> ModelResult<Result<ImportCounts, crate::llm::LlmError>> {

@@ -6,11 +6,12 @@ use serde_json::json;
 
 use super::{
     ModelResult,
-    service::{decrypt, get_provider},
+    service::{decrypt, provider},
     usage::{self, Purpose},
 };
 use crate::{
     Services,
+    auth::Principal,
     llm::{self, ChatRequest, LlmError, Message, Role},
 };
 
@@ -30,7 +31,15 @@ pub async fn enabled(services: &Services) -> ModelResult<bool> {
         .unwrap_or(true))
 }
 
-pub async fn set_enabled(services: &Services, on: bool) -> ModelResult<bool> {
+/// The title settings as an administrator sees them: the prompt, and whether titles are
+/// generated.
+pub async fn settings(services: &Services, actor: &Principal) -> ModelResult<(String, bool)> {
+    actor.admin()?;
+    Ok((prompt(services).await?, enabled(services).await?))
+}
+
+pub async fn set_enabled(services: &Services, actor: &Principal, on: bool) -> ModelResult<bool> {
+    actor.admin()?;
     services
         .store
         .put_setting(ENABLED_SETTING, &json!(on), Utc::now())
@@ -55,7 +64,12 @@ pub async fn prompt(services: &Services) -> ModelResult<String> {
 }
 
 /// Sets the prompt; an empty one restores the default.
-pub async fn set_prompt(services: &Services, prompt: &str) -> ModelResult<String> {
+pub async fn set_prompt(
+    services: &Services,
+    actor: &Principal,
+    prompt: &str,
+) -> ModelResult<String> {
+    actor.admin()?;
     let prompt = prompt.trim();
     if prompt.chars().count() > 4000 {
         return Err(super::ModelError::Invalid(
@@ -110,7 +124,7 @@ pub async fn generate(
     else {
         return Ok(Ok(None));
     };
-    let provider = decrypt(services, get_provider(services, model.provider_id).await?)?;
+    let provider = decrypt(services, provider(services, model.provider_id).await?)?;
     let message: String = first_message.chars().take(4000).collect();
     let request = ChatRequest {
         model: model.name.clone(),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{ModelResult, Usage};
-use crate::{Services, llm::Completion};
+use crate::{Services, auth::Principal, llm::Completion};
 
 /// What a call was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,9 +110,11 @@ pub fn priced(
 /// Usage between `from` (inclusive) and `to` (exclusive), grouped.
 pub async fn summary(
     services: &Services,
+    actor: &Principal,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     group_by: GroupBy,
 ) -> ModelResult<Vec<UsageLine>> {
+    actor.admin()?;
     Ok(services.store.usage_summary(from, to, group_by).await?)
 }

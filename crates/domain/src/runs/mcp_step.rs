@@ -42,7 +42,7 @@ pub(crate) async fn call(
             ));
         }
     };
-    let server = mcp::get_server(ctx.services, server_id)
+    let server = mcp::server(ctx.services, server_id)
         .await
         .map_err(|err| node_error("mcp_server_not_found", err.to_string()))?;
     if !server.is_active {

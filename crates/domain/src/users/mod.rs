@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     Services,
-    auth::password,
+    auth::{AuthError, Principal, password},
     error::{DomainError, ErrorKind},
     store::{Guarded, StoreError},
 };
@@ -84,7 +84,15 @@ pub enum UserError {
     #[error("the last administrator cannot be deleted or demoted; promote another user first")]
     LastAdmin,
     #[error(transparent)]
+    Access(AuthError),
+    #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<AuthError> for UserError {
+    fn from(err: AuthError) -> Self {
+        UserError::Access(err)
+    }
 }
 
 impl From<StoreError> for UserError {
@@ -99,6 +107,7 @@ impl DomainError for UserError {
             UserError::NotFound(_) => ErrorKind::NotFound,
             UserError::EmailTaken(_) | UserError::LastAdmin => ErrorKind::Conflict,
             UserError::WrongPassword => ErrorKind::Forbidden,
+            UserError::Access(err) => err.kind(),
             UserError::InvalidEmail(_)
             | UserError::WeakPassword(_)
             | UserError::InvalidDisplayName => ErrorKind::Invalid,
@@ -116,6 +125,7 @@ impl DomainError for UserError {
             UserError::InvalidDisplayName => "invalid_display_name",
             UserError::LastAdmin => "last_admin",
             UserError::WrongPassword => "wrong_password",
+            UserError::Access(err) => err.code(),
             UserError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             UserError::Store(_) => "internal_error",
         }
@@ -183,7 +193,15 @@ fn map_email_conflict(err: StoreError, email: &str) -> UserError {
     }
 }
 
-pub async fn create(services: &Services, req: CreateUser) -> UserResult<User> {
+/// An administrator adds a user.
+pub async fn create(services: &Services, actor: &Principal, req: CreateUser) -> UserResult<User> {
+    actor.admin()?;
+    provision(services, req).await
+}
+
+/// Adds a user with no one acting: the machine's operator (`switchyard users create`) and
+/// the configured first administrator.
+pub async fn provision(services: &Services, req: CreateUser) -> UserResult<User> {
     let email = normalize_email(&req.email)?;
     check_password_strength(&req.password)?;
     let display_name = normalize_display_name(req.display_name)?;
@@ -202,7 +220,15 @@ pub async fn create(services: &Services, req: CreateUser) -> UserResult<User> {
         .map_err(|err| map_email_conflict(err, &email))
 }
 
-pub async fn get(services: &Services, id: i64) -> UserResult<User> {
+/// A user, for an administrator or for themself.
+pub async fn get(services: &Services, actor: &Principal, id: i64) -> UserResult<User> {
+    if !(actor.is_admin() || (actor.session.is_none() && actor.user.id == id)) {
+        return Err(AuthError::AdminRequired.into());
+    }
+    user(services, id).await
+}
+
+async fn user(services: &Services, id: i64) -> UserResult<User> {
     services
         .store
         .user_by_id(id)
@@ -210,12 +236,27 @@ pub async fn get(services: &Services, id: i64) -> UserResult<User> {
         .ok_or(UserError::NotFound(id))
 }
 
-pub async fn list(services: &Services) -> UserResult<Vec<User>> {
+pub async fn list(services: &Services, actor: &Principal) -> UserResult<Vec<User>> {
+    actor.admin()?;
     Ok(services.store.list_users().await?)
 }
 
-/// Applies an administrator's changes. A password change also revokes the user's tokens.
-pub async fn update(services: &Services, id: i64, req: UpdateUser) -> UserResult<User> {
+/// Applies an administrator's changes, or a user's own change of display name. A
+/// password change also revokes the user's tokens.
+pub async fn update(
+    services: &Services,
+    actor: &Principal,
+    id: i64,
+    req: UpdateUser,
+) -> UserResult<User> {
+    let own_name = actor.session.is_none()
+        && actor.user.id == id
+        && req.email.is_none()
+        && req.is_admin.is_none()
+        && req.password.is_none();
+    if !own_name {
+        actor.admin()?;
+    }
     let email = req.email.as_deref().map(normalize_email).transpose()?;
     let display_name = req.display_name.map(normalize_display_name).transpose()?;
     if let Some(password) = &req.password {
@@ -255,7 +296,7 @@ pub async fn set_password(
     {
         return Err(UserError::NotFound(id));
     }
-    get(services, id).await
+    user(services, id).await
 }
 
 /// A user changing their own password: the current one must match. Other sessions end.
@@ -279,7 +320,8 @@ pub async fn change_own_password(
     }
 }
 
-pub async fn delete(services: &Services, id: i64) -> UserResult<()> {
+pub async fn delete(services: &Services, actor: &Principal, id: i64) -> UserResult<()> {
+    actor.admin()?;
     match services.store.delete_user(id).await? {
         Guarded::Done(()) => Ok(()),
         Guarded::NotFound => Err(UserError::NotFound(id)),

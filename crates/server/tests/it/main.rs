@@ -1,5 +1,6 @@
 //! The server's integration suite: the real router and binary, on SQLite and PostgreSQL.
 
+mod access;
 mod auth;
 mod chatkit;
 mod chatkit_conformance;

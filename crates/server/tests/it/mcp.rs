@@ -136,9 +136,14 @@ async fn servers_are_registered_probed_and_listed(backend: TestBackend) {
     assert_eq!(probed.body["status"], "ok", "{}", probed.text);
 
     // Calls go through one kept session per server.
-    let server = domain::mcp::get_server(&app.app.services, http_id)
-        .await
-        .unwrap();
+    let administrator = app.app.services.store.user_by_id(1).await.unwrap().unwrap();
+    let server = domain::mcp::get_server(
+        &app.app.services,
+        &domain::Principal::user(administrator),
+        http_id,
+    )
+    .await
+    .unwrap();
     let connection = domain::mcp::connection(&app.app.services, &server).unwrap();
     let sum = app
         .app

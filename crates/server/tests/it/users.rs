@@ -299,11 +299,24 @@ async fn concurrent_demotions_keep_one_admin(backend: TestBackend) {
         is_admin: Some(true),
         ..UpdateUser::default()
     };
+    // Each administrator demotes themself (acting as themself, as the API does).
+    let acting = |id: i64| {
+        let services = services.clone();
+        async move {
+            let user = services.store.user_by_id(id).await.unwrap().unwrap();
+            domain::Principal::user(user)
+        }
+    };
     for round in 0..10 {
         let (first, second) = (services.clone(), services.clone());
+        let (first_admin, second_admin) = (acting(admin_id).await, acting(second_id).await);
         let (a, b) = tokio::join!(
-            tokio::spawn(async move { users::update(&first, admin_id, demote()).await }),
-            tokio::spawn(async move { users::update(&second, second_id, demote()).await }),
+            tokio::spawn(
+                async move { users::update(&first, &first_admin, admin_id, demote()).await }
+            ),
+            tokio::spawn(async move {
+                users::update(&second, &second_admin, second_id, demote()).await
+            }),
         );
         let (a, b) = (a.unwrap(), b.unwrap());
         let refused = [&a, &b]
@@ -320,8 +333,20 @@ async fn concurrent_demotions_keep_one_admin(backend: TestBackend) {
             .filter(|u| u.is_admin)
             .count();
         assert_eq!(n_admins, 1, "round {round}");
+        // The one still an administrator promotes both again.
+        let still = services
+            .store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.is_admin)
+            .unwrap();
+        let still = domain::Principal::user(still);
         for id in [admin_id, second_id] {
-            users::update(&services, id, promote()).await.unwrap();
+            users::update(&services, &still, id, promote())
+                .await
+                .unwrap();
         }
     }
 }

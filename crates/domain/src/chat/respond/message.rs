@@ -160,7 +160,7 @@ pub(super) async fn history(
             thread_id,
             &PageRequest {
                 limit: 1_000,
-                order: chatkit::Order::Desc,
+                order: conversation::Order::Desc,
                 after: before.map(str::to_string),
             },
             true,
@@ -177,7 +177,7 @@ pub(super) async fn history(
                 ..
             } => {
                 files = attachment_refs(attachments);
-                ("user", chatkit::text_of(content))
+                ("user", conversation::text_of(content))
             }
             ItemBody::AssistantMessage { content } => (
                 "assistant",

@@ -1,30 +1,29 @@
-//! One turn of a ChatKit thread: the request's prelude (thread, user message), then the
-//! thread's workflow run (started, or resumed where it waits) followed live, its engine
-//! events mapped onto ChatKit stream events, and the items persisted as they are done.
+//! One turn of a thread: the request's prelude (thread, user message), then the thread's
+//! workflow run (started, or resumed where it waits) followed live, its engine events
+//! becoming the turn's events ([`TurnEvent`]), and the items persisted as they are done.
 //!
-//! Mapping: text deltas open an `assistant_message` item (`thread.item.added`, a content
-//! part, `text_delta`s) that the saved message closes (`content_part.done`,
-//! `thread.item.done`); a node starting is a `progress_update`; a widget is a `widget`
-//! item; a client tool wait is a pending `client_tool_call`; an approval wait is a widget
-//! with Approve and Reject buttons (actions `approval.approve` / `approval.reject`); a
-//! questions wait is a pending `structured_input` item, answered by
-//! `threads.add_structured_input` (`thread.item.replaced`, then the run goes on); a
-//! failed run is an `error` event; an `end` node's status becomes the thread's status.
+//! Mapping: text deltas start an `assistant_message` item that the saved message
+//! finishes; a node starting is progress; a widget is a `widget` item; a client tool wait
+//! is a pending `client_tool_call`; an approval wait is a widget with Approve and Reject
+//! buttons (actions `approval.approve` / `approval.reject`); a questions wait is a
+//! pending `structured_input` item, whose answers change it before the run goes on;
+//! reasoning and tool calls are tasks of a `workflow` item; a failed run fails the turn;
+//! an `end` node's status becomes the thread's status.
 //!
 //! A client that goes away mid-turn cancels it: the partial answer is kept, a hidden
 //! context item tells the next turn not to continue it, and the run is cancelled.
 
-use chatkit::{
-    Action, ItemBody, ItemUpdate, OutputText, Page, StreamEvent, StreamOptions, Task, ThreadItem,
-    ThreadStatus, ToolCallStatus, UserContent, UserMessageInput,
-};
 use chrono::Utc;
+use conversation::{
+    Action, ItemBody, OutputText, Task, ThreadItem, ThreadStatus, ToolCallStatus, UserContent,
+    UserMessageInput,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::{
-    ChatError, ChatResult, ChatThread, PageRequest, Principal, StoredAttachment, attachments,
-    new_id, thread,
+    ChatError, ChatResult, ChatThread, PageRequest, Principal, StoredAttachment, TurnEvent,
+    attachments, new_id, thread,
 };
 use crate::{
     Services,
@@ -113,10 +112,10 @@ pub async fn respond(
     who: &Principal,
     turn: Turn,
     base_url: &str,
-) -> ChatResult<mpsc::Receiver<StreamEvent>> {
+) -> ChatResult<mpsc::Receiver<TurnEvent>> {
     let actor = &who.user;
     let (tx, rx) = mpsc::channel(256);
-    let mut prelude: Vec<StreamEvent> = Vec::new();
+    let mut prelude: Vec<TurnEvent> = Vec::new();
     let mut new_thread = None;
     let (thread, engine, first_message) = match turn {
         Turn::Create { input, workflow_id } => {
@@ -155,10 +154,8 @@ pub async fn respond(
                 updated_at: now,
             };
             let item = new_user_item(services, &thread.id, &input, &files, base_url);
-            prelude.push(StreamEvent::ThreadCreated {
-                thread: thread.to_wire(Page::empty()),
-            });
-            prelude.push(StreamEvent::ItemDone { item: item.clone() });
+            prelude.push(TurnEvent::ThreadCreated(thread.clone()));
+            prelude.push(TurnEvent::ItemDone(item.clone()));
             let engine = Engine::Start {
                 text: text.clone(),
                 files: refs(&files),
@@ -217,7 +214,7 @@ pub async fn respond(
                 .store
                 .insert_chat_item(&attachments::without_urls(&item))
                 .await?;
-            prelude.push(StreamEvent::ItemDone { item });
+            prelude.push(TurnEvent::ItemDone(item));
             let first = thread.title.is_none().then_some(text);
             (thread, engine, first)
         }
@@ -240,7 +237,7 @@ pub async fn respond(
                     &thread.id,
                     &PageRequest {
                         limit: 20,
-                        order: chatkit::Order::Desc,
+                        order: conversation::Order::Desc,
                         after: None,
                     },
                     false,
@@ -406,7 +403,7 @@ pub async fn respond(
                     "a retry starts from a user message".into(),
                 ));
             };
-            let text = chatkit::text_of(content);
+            let text = conversation::text_of(content);
             let files = attachment_refs(attachments);
             if let Some(run) = active_run(services, &thread.id).await? {
                 let _ = runs::cancel(services, actor, &run.id).await;

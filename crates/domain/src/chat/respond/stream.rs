@@ -1,6 +1,6 @@
-//! A turn followed live: the run's engine events mapped onto ChatKit stream events, the
-//! items saved as they are done, the thread named and its status kept, and a client that
-//! goes away cancelling the turn.
+//! A turn followed live: the run's engine events become the turn's events
+//! ([`TurnEvent`]: items started, growing and done), the items saved as they are done,
+//! the thread named and its status kept, and a client that goes away cancelling the turn.
 
 use super::*;
 
@@ -23,7 +23,7 @@ pub(super) struct TurnStream<'a> {
     /// The embedded session, whose pinned version and state variables runs start with.
     pub(super) session: Option<crate::chat::sessions::ChatSession>,
     pub(super) thread: ChatThread,
-    pub(super) tx: mpsc::Sender<StreamEvent>,
+    pub(super) tx: mpsc::Sender<TurnEvent>,
     pub(super) open: Option<Open>,
     /// The `workflow` item showing reasoning and tool calls, while it grows.
     pub(super) work: Option<Work>,
@@ -53,7 +53,7 @@ pub(super) struct Work {
 }
 
 impl TurnStream<'_> {
-    async fn send(&mut self, event: StreamEvent) {
+    async fn send(&mut self, event: TurnEvent) {
         if !self.gone && self.tx.send(event).await.is_err() {
             self.gone = true;
         }
@@ -61,7 +61,7 @@ impl TurnStream<'_> {
 
     pub(super) async fn run(
         &mut self,
-        prelude: Vec<StreamEvent>,
+        prelude: Vec<TurnEvent>,
         engine: Engine,
         first_message: Option<String>,
         new_thread: Option<NewThread>,
@@ -76,12 +76,7 @@ impl TurnStream<'_> {
                         let _ = runs::cancel(self.services, self.actor, &run.id).await;
                     }
                     tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a new thread");
-                    self.send(StreamEvent::Error {
-                        code: "stream.error".into(),
-                        message: None,
-                        allow_retry: true,
-                    })
-                    .await;
+                    self.send(TurnEvent::Failed(None)).await;
                     return;
                 }
                 started
@@ -101,10 +96,7 @@ impl TurnStream<'_> {
         for event in prelude {
             self.send(event).await;
         }
-        self.send(StreamEvent::StreamOptions {
-            stream_options: StreamOptions { allow_cancel: true },
-        })
-        .await;
+        self.send(TurnEvent::Answering).await;
         if let Some(item) = widget {
             self.item_changed(item).await;
         }
@@ -117,12 +109,7 @@ impl TurnStream<'_> {
                     }
                     other => other.to_string(),
                 };
-                self.send(StreamEvent::Error {
-                    code: "custom".into(),
-                    message: Some(message),
-                    allow_retry: true,
-                })
-                .await;
+                self.send(TurnEvent::Failed(Some(message))).await;
                 return;
             }
         };
@@ -246,16 +233,7 @@ impl TurnStream<'_> {
                     let item = self.item(ItemBody::AssistantMessage {
                         content: Vec::new(),
                     });
-                    self.send(StreamEvent::ItemAdded { item: item.clone() })
-                        .await;
-                    self.send(StreamEvent::ItemUpdated {
-                        item_id: item.id.clone(),
-                        update: ItemUpdate::ContentPartAdded {
-                            content_index: 0,
-                            content: OutputText::new(""),
-                        },
-                    })
-                    .await;
+                    self.send(TurnEvent::ItemStarted(item.clone())).await;
                     self.open = Some(Open {
                         node: node.clone(),
                         item,
@@ -265,14 +243,7 @@ impl TurnStream<'_> {
                 let open = self.open.as_mut().expect("opened above");
                 open.text.push_str(&delta);
                 let item_id = open.item.id.clone();
-                self.send(StreamEvent::ItemUpdated {
-                    item_id,
-                    update: ItemUpdate::TextDelta {
-                        content_index: 0,
-                        delta,
-                    },
-                })
-                .await;
+                self.send(TurnEvent::TextDelta { item_id, delta }).await;
             }
             EventKind::AssistantMessage => {
                 let full = text("text");
@@ -306,11 +277,7 @@ impl TurnStream<'_> {
             EventKind::NodeStarted => {
                 let title = text("title");
                 if !title.is_empty() {
-                    self.send(StreamEvent::ProgressUpdate {
-                        text: title,
-                        icon: None,
-                    })
-                    .await;
+                    self.send(TurnEvent::Progress(title)).await;
                 }
             }
             EventKind::ToolCallStarted => {
@@ -379,15 +346,11 @@ impl TurnStream<'_> {
             EventKind::WidgetDelta => {
                 let widget = event.data["widget"].clone();
                 if let Some(open) = self.widget.as_mut().filter(|w| w.node == node) {
-                    let updates = chatkit::widget_updates(&open.widget, &widget);
-                    open.widget = widget;
-                    let item_id = open.item.id.clone();
-                    for update in updates {
-                        self.send(StreamEvent::ItemUpdated {
-                            item_id: item_id.clone(),
-                            update,
-                        })
-                        .await;
+                    if open.widget != widget {
+                        open.widget = widget.clone();
+                        let item_id = open.item.id.clone();
+                        self.send(TurnEvent::WidgetChanged { item_id, widget })
+                            .await;
                     }
                 } else {
                     self.close_open(None).await;
@@ -396,8 +359,7 @@ impl TurnStream<'_> {
                         widget: widget.clone(),
                         copy_text: None,
                     });
-                    self.send(StreamEvent::ItemAdded { item: item.clone() })
-                        .await;
+                    self.send(TurnEvent::ItemStarted(item.clone())).await;
                     self.widget = Some(OpenWidget { node, item, widget });
                 }
             }
@@ -409,13 +371,6 @@ impl TurnStream<'_> {
                 self.close_work().await;
                 let item = match streamed {
                     Some(open) => {
-                        for update in chatkit::widget_updates(&open.widget, &widget) {
-                            self.send(StreamEvent::ItemUpdated {
-                                item_id: open.item.id.clone(),
-                                update,
-                            })
-                            .await;
-                        }
                         let mut item = open.item;
                         item.body = ItemBody::Widget {
                             widget,
@@ -488,14 +443,10 @@ impl TurnStream<'_> {
                 self.close_open(None).await;
                 self.close_work().await;
                 let node = node.as_deref().unwrap_or("?");
-                self.send(StreamEvent::Error {
-                    code: "custom".into(),
-                    message: Some(format!(
-                        "The workflow failed at step `{node}`: {}",
-                        text("message")
-                    )),
-                    allow_retry: true,
-                })
+                self.send(TurnEvent::Failed(Some(format!(
+                    "The workflow failed at step `{node}`: {}",
+                    text("message")
+                ))))
                 .await;
             }
             EventKind::RunCompleted => {
@@ -533,7 +484,7 @@ impl TurnStream<'_> {
         if let Err(err) = self.services.store.insert_chat_item(&item).await {
             tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread item");
         }
-        self.send(StreamEvent::ItemDone { item }).await;
+        self.send(TurnEvent::ItemDone(item)).await;
     }
 
     /// Closes the message being streamed, with its final text when known.
@@ -542,15 +493,14 @@ impl TurnStream<'_> {
     async fn add_task(&mut self, kind: &'static str, task: Task) -> usize {
         if self.work.is_none() {
             let item = self.item(ItemBody::Workflow {
-                workflow: chatkit::Workflow {
+                workflow: conversation::Workflow {
                     kind: kind.into(),
                     tasks: Vec::new(),
                     summary: None,
                     expanded: false,
                 },
             });
-            self.send(StreamEvent::ItemAdded { item: item.clone() })
-                .await;
+            self.send(TurnEvent::ItemStarted(item.clone())).await;
             self.work = Some(Work {
                 item,
                 kind,
@@ -562,12 +512,10 @@ impl TurnStream<'_> {
         let work = self.work.as_mut().expect("opened above");
         work.tasks.push(task.clone());
         let (item_id, index) = (work.item.id.clone(), work.tasks.len() - 1);
-        self.send(StreamEvent::ItemUpdated {
+        self.send(TurnEvent::TaskAdded {
             item_id,
-            update: ItemUpdate::TaskAdded {
-                task_index: index,
-                task,
-            },
+            index,
+            task,
         })
         .await;
         index
@@ -579,32 +527,20 @@ impl TurnStream<'_> {
             return;
         };
         let (item_id, task) = (work.item.id.clone(), work.tasks[index].clone());
-        self.send(StreamEvent::ItemUpdated {
+        self.send(TurnEvent::TaskUpdated {
             item_id,
-            update: ItemUpdate::TaskUpdated {
-                task_index: index,
-                task,
-            },
+            index,
+            task,
         })
         .await;
     }
 
-    /// Saves an item shown earlier with its new look and sends it: a widget's new root,
-    /// or the whole item replaced.
+    /// Saves an item shown earlier with its new look and sends it.
     async fn item_changed(&mut self, item: ThreadItem) {
         if let Err(err) = self.services.store.save_chat_item(&item).await {
             tracing::error!(thread_id = %self.thread.id, error = %err, "could not save an answered item");
         }
-        match item.body {
-            ItemBody::Widget { widget, .. } => {
-                self.send(StreamEvent::ItemUpdated {
-                    item_id: item.id,
-                    update: ItemUpdate::WidgetRootUpdated { widget },
-                })
-                .await;
-            }
-            _ => self.send(StreamEvent::ItemReplaced { item }).await,
-        }
+        self.send(TurnEvent::ItemChanged(item)).await;
     }
 
     /// Ends the widget being filled in, as it stands (its answer stopped short).
@@ -633,7 +569,7 @@ impl TurnStream<'_> {
         }
         let mut item = work.item;
         item.body = ItemBody::Workflow {
-            workflow: chatkit::Workflow {
+            workflow: conversation::Workflow {
                 kind: work.kind.into(),
                 tasks,
                 summary: Some(json!({"duration": work.started.elapsed().as_secs()})),
@@ -653,28 +589,9 @@ impl TurnStream<'_> {
             return;
         };
         self.close_work().await;
-        for (annotation_index, annotation) in annotations.iter().enumerate() {
-            self.send(StreamEvent::ItemUpdated {
-                item_id: open.item.id.clone(),
-                update: ItemUpdate::AnnotationAdded {
-                    content_index: 0,
-                    annotation_index,
-                    annotation: annotation.clone(),
-                },
-            })
-            .await;
-        }
         let text = full.unwrap_or(open.text);
         let mut content = OutputText::new(text);
         content.annotations = annotations;
-        self.send(StreamEvent::ItemUpdated {
-            item_id: open.item.id.clone(),
-            update: ItemUpdate::ContentPartDone {
-                content_index: 0,
-                content: content.clone(),
-            },
-        })
-        .await;
         let mut item = open.item;
         item.body = ItemBody::AssistantMessage {
             content: vec![content],
@@ -694,10 +611,8 @@ impl TurnStream<'_> {
             tracing::error!(thread_id = %self.thread.id, error = %err, "could not save a thread");
             return;
         }
-        self.send(StreamEvent::ThreadUpdated {
-            thread: self.thread.to_wire(Page::empty()),
-        })
-        .await;
+        self.send(TurnEvent::ThreadUpdated(self.thread.clone()))
+            .await;
     }
 
     /// Titles a new thread from its first message once the answer is out, when generated
@@ -730,10 +645,8 @@ impl TurnStream<'_> {
         {
             Ok(Some(thread)) => {
                 self.thread = thread;
-                self.send(StreamEvent::ThreadUpdated {
-                    thread: self.thread.to_wire(Page::empty()),
-                })
-                .await;
+                self.send(TurnEvent::ThreadUpdated(self.thread.clone()))
+                    .await;
             }
             Ok(None) => {}
             Err(err) => {
@@ -781,7 +694,7 @@ impl TurnStream<'_> {
     }
 }
 
-/// ChatKit annotations for the sources an answer cites (`[n]` is the n-th source).
+/// The annotations (ChatKit's shape, which items keep) for the sources an answer cites (`[n]` is the n-th source).
 pub(super) fn annotations(sources: &Value) -> Vec<Value> {
     sources
         .as_array()

@@ -195,7 +195,7 @@ pub(super) async fn search_knowledge(
 /// Calls an MCP tool. Every failure (the server gone, refused, slow, the tool's own error)
 /// goes back to the model as the tool's output, so it can answer without it.
 pub(super) async fn call_mcp(ctx: &RunCtx<'_>, binding: &McpBinding, call: &ToolCall) -> Value {
-    let server = match crate::mcp::get_server(ctx.services, binding.server_id).await {
+    let server = match crate::mcp::server(ctx.services, binding.server_id).await {
         Ok(server) if server.is_active => server,
         Ok(_) => {
             return json!({"error": format!("the MCP server {} is turned off", binding.server_label)});
@@ -372,7 +372,7 @@ pub(super) async fn resolve_mcp_tools(
             warn("an MCP tool entry names no `server_id`; the agent runs without it".into());
             continue;
         };
-        let server = match crate::mcp::get_server(ctx.services, id).await {
+        let server = match crate::mcp::server(ctx.services, id).await {
             Ok(server) if server.is_active => server,
             Ok(server) => {
                 warn(format!(
@@ -388,7 +388,7 @@ pub(super) async fn resolve_mcp_tools(
         };
         let offered = match server.tools_cache.clone() {
             Some(cached) => cached,
-            None => match crate::mcp::probe_server(ctx.services, id).await {
+            None => match crate::mcp::probe_saved(ctx.services, id).await {
                 Ok(report) if report.status == "ok" => report.tools,
                 Ok(report) => {
                     warn(format!(

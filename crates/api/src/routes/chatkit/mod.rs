@@ -1,7 +1,10 @@
 //! `/api/chatkit`: the ChatKit server protocol. One `POST` endpoint; the request's `type`
 //! decides whether the answer is a stream of server-sent events (`data: <json>`, with
 //! `: ping` comments while idle) or one JSON document. Malformed requests get a 400 JSON
-//! error before any stream starts.
+//! error before any stream starts. A turn's events come from the conversation core
+//! (`domain::chat::respond`) and are mapped onto the protocol by [`adapter`].
+
+mod adapter;
 
 use std::{convert::Infallible, time::Duration};
 
@@ -14,6 +17,7 @@ use axum::{
 };
 use base64::Engine as _;
 use chatkit::{Page, Request, StreamEvent, ThreadItem, TranscriptionResult};
+use domain::chat::TurnEvent;
 use domain::{
     chat::{self, ChatError, PageRequest, Turn, appearance, attachments, sessions},
     models,
@@ -59,11 +63,12 @@ pub struct FeedbackQuery {
     responses((status = 200, description = "`[{thread_id, item_id, user_id, kind, created_at, item}]`"), (status = 403, body = ErrorBody)))]
 async fn list_feedback(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
     AppQuery(query): AppQuery<FeedbackQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
     let list = chat::list_feedback(
         &state.services,
+        &admin,
         query.thread_id.as_deref(),
         query.limit.unwrap_or(100),
     )
@@ -249,9 +254,9 @@ async fn appearance(
     responses((status = 200, description = "The stored settings"), (status = 403, body = ErrorBody)))]
 async fn get_global_appearance(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
 ) -> ApiResult<Json<appearance::Appearance>> {
-    Ok(Json(appearance::global(&state.services).await?))
+    Ok(Json(appearance::global(&state.services, &admin).await?))
 }
 
 /// Replaces the global appearance settings; every field is optional (null inherits).
@@ -619,7 +624,7 @@ async fn chatkit(
         Request::GetById { thread_id } => {
             let (thread, mut items) = chat::get_with_items(services, &who, &thread_id).await?;
             with_urls(services, &base, &mut items);
-            return Ok(Json(thread.to_wire(values(items))).into_response());
+            return Ok(Json(adapter::thread(&thread, values(items))).into_response());
         }
         Request::ListThreads {
             limit,
@@ -637,7 +642,11 @@ async fn chatkit(
             )
             .await?;
             return Ok(Json(Page {
-                data: page.data.iter().map(|t| t.to_wire(Page::empty())).collect(),
+                data: page
+                    .data
+                    .iter()
+                    .map(|t| adapter::thread(t, Page::empty()))
+                    .collect(),
                 has_more: page.has_more,
                 after: page.after,
             })
@@ -665,7 +674,7 @@ async fn chatkit(
         }
         Request::UpdateThread { thread_id, title } => {
             let thread = chat::rename(services, &who, &thread_id, &title).await?;
-            return Ok(Json(thread.to_wire(Page::empty())).into_response());
+            return Ok(Json(adapter::thread(&thread, Page::empty())).into_response());
         }
         Request::DeleteThread { thread_id } => {
             chat::delete(services, &who, &thread_id).await?;
@@ -716,56 +725,72 @@ const COALESCE: Duration = Duration::from_millis(4);
 /// The most bytes one write carries.
 const CHUNK: usize = 16 * 1024;
 
-/// The turn's events as server-sent events. The first write goes out at once with the
+/// The turn's events as ChatKit server-sent events. The first write goes out at once with the
 /// events already queued (the thread and the user's message: the time to first event);
 /// every later one waits up to [`COALESCE`] for company. A streamed answer costs a few
 /// writes instead of one per event, and an event reaches the client at most 4 ms later;
 /// the last write goes out as soon as the turn ends, with the stream's end.
-fn event_stream(events: tokio::sync::mpsc::Receiver<StreamEvent>) -> Response {
-    fn push(buf: &mut Vec<u8>, event: &StreamEvent) {
-        buf.extend_from_slice(b"data: ");
-        if serde_json::to_writer(&mut *buf, event).is_err() {
-            buf.extend_from_slice(b"{}");
-        }
-        buf.extend_from_slice(b"\n\n");
+fn event_stream(events: tokio::sync::mpsc::Receiver<TurnEvent>) -> Response {
+    struct Writer {
+        adapter: adapter::Adapter,
+        mapped: Vec<StreamEvent>,
     }
-    let stream = futures_util::stream::unfold((events, true), |(mut events, opening)| async move {
-        let first = match tokio::time::timeout(KEEP_ALIVE, events.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) => return None,
-            Err(_) => {
-                return Some((
-                    Ok::<_, Infallible>(Bytes::from_static(b": ping\n\n")),
-                    (events, opening),
-                ));
-            }
-        };
-        let wait = !opening;
-        let mut buf = Vec::with_capacity(1024);
-        push(&mut buf, &first);
-        // One timer for the whole window, set only if the window is waited for.
-        let mut window: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        while buf.len() < CHUNK {
-            let next = match events.try_recv() {
-                Ok(event) => event,
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) if wait => {
-                    let timer =
-                        window.get_or_insert_with(|| Box::pin(tokio::time::sleep(COALESCE)));
-                    tokio::select! {
-                        biased;
-                        event = events.recv() => match event {
-                            Some(event) => event,
-                            None => break,
-                        },
-                        () = timer.as_mut() => break,
-                    }
+    impl Writer {
+        fn push(&mut self, buf: &mut Vec<u8>, event: TurnEvent) {
+            self.adapter.map(event, &mut self.mapped);
+            for event in self.mapped.drain(..) {
+                buf.extend_from_slice(b"data: ");
+                if serde_json::to_writer(&mut *buf, &event).is_err() {
+                    buf.extend_from_slice(b"{}");
                 }
-                Err(_) => break,
-            };
-            push(&mut buf, &next);
+                buf.extend_from_slice(b"\n\n");
+            }
         }
-        Some((Ok(Bytes::from(buf)), (events, false)))
-    });
+    }
+    let writer = Writer {
+        adapter: adapter::Adapter::default(),
+        mapped: Vec::new(),
+    };
+    let stream = futures_util::stream::unfold(
+        (events, writer, true),
+        |(mut events, mut writer, opening)| async move {
+            let first = match tokio::time::timeout(KEEP_ALIVE, events.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => return None,
+                Err(_) => {
+                    return Some((
+                        Ok::<_, Infallible>(Bytes::from_static(b": ping\n\n")),
+                        (events, writer, opening),
+                    ));
+                }
+            };
+            let wait = !opening;
+            let mut buf = Vec::with_capacity(1024);
+            writer.push(&mut buf, first);
+            // One timer for the whole window, set only if the window is waited for.
+            let mut window: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+            while buf.len() < CHUNK {
+                let next = match events.try_recv() {
+                    Ok(event) => event,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) if wait => {
+                        let timer =
+                            window.get_or_insert_with(|| Box::pin(tokio::time::sleep(COALESCE)));
+                        tokio::select! {
+                            biased;
+                            event = events.recv() => match event {
+                                Some(event) => event,
+                                None => break,
+                            },
+                            () = timer.as_mut() => break,
+                        }
+                    }
+                    Err(_) => break,
+                };
+                writer.push(&mut buf, next);
+            }
+            Some((Ok(Bytes::from(buf)), (events, writer, false)))
+        },
+    );
     (
         [
             (
