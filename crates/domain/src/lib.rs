@@ -32,6 +32,8 @@ pub struct Services {
     pub secret_box: Arc<crypto::SecretBox>,
     pub llm: Arc<dyn llm::LlmClient>,
     pub engine: runs::EngineSettings,
+    /// How the model registry treats names it does not know.
+    pub models: models::RegistrySettings,
     /// The runs this process is advancing, for live readers and cancellation.
     pub live: Arc<runs::live::LiveRuns>,
     /// Attachment bytes.

@@ -12,7 +12,7 @@ use crate::{
     mcp::{McpServer, McpTool},
     mcp::{oauth::OAuthSession, server::ExposedWorkflow},
     models::{
-        ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts,
+        ApiStyle, Capabilities, Model, ModelOrigin, Pricing, Provider, ProviderKind, Timeouts,
         usage::{GroupBy, UsageLine, UsageRecord},
     },
     runs::{Event, Run, RunFilter, Step},
@@ -278,6 +278,8 @@ pub struct ModelRecord {
     pub max_output_tokens: Option<i64>,
     pub pricing: Pricing,
     pub enabled: bool,
+    /// Kept as created: an update does not change where a model came from.
+    pub origin: ModelOrigin,
 }
 
 /// Which default a model holds.

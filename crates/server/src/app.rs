@@ -59,6 +59,10 @@ impl App {
                 local_models(&config),
             )),
             engine: config.engine,
+            models: domain::models::RegistrySettings {
+                registry: config.models.registry,
+                default_context_window: config.models.default_context_window,
+            },
             live: Arc::default(),
             blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
             chat: config.chat.clone(),
@@ -127,6 +131,29 @@ impl App {
         .context("could not create the provider from OPENAI_API_KEY")?
         {
             tracing::info!(label = %provider.label, api_base = %provider.api_base, "created the default model provider from the environment");
+            // Its models fill the registry in the background: a slow or unreachable
+            // provider does not hold the start.
+            let services = self.services.clone();
+            tokio::spawn(async move {
+                match domain::models::import_environment_models(&services, provider.id).await {
+                    Ok(Ok(counts)) => tracing::info!(
+                        provider = %provider.label,
+                        imported = counts.imported,
+                        skipped = counts.skipped,
+                        "imported the provider's models into the registry"
+                    ),
+                    Ok(Err(err)) => tracing::warn!(
+                        provider = %provider.label,
+                        error = %err,
+                        "could not list the provider's models; agents still reach them by name (the open registry), or run `switchyard models import` once the provider answers"
+                    ),
+                    Err(err) => tracing::warn!(
+                        provider = %provider.label,
+                        error = %err,
+                        "could not import the provider's models; run `switchyard models import`"
+                    ),
+                }
+            });
         }
         self.bootstrap_local_models().await?;
         if self.services.store.count_users().await? == 0 {

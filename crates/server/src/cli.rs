@@ -39,6 +39,9 @@ pub enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the model registry (list, import a provider's models, add one).
+    #[command(subcommand)]
+    Models(crate::models_cmd::ModelsCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -138,6 +141,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             logging::init(&config.log);
             let app = App::build(config).await?;
             let result = users_command(&app, command).await;
+            app.db.close().await;
+            result
+        }
+        Command::Models(command) => {
+            logging::init(&LogSettings {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let app = App::build(config).await?;
+            app.bootstrap().await?;
+            let result = crate::models_cmd::run(&app, command).await;
             app.db.close().await;
             result
         }

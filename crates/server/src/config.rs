@@ -93,9 +93,15 @@ pub struct SecretsSettings {
 
 /// Shortcuts for the common case; `OPENAI_API_KEY` and `OPENAI_BASE_URL` (the OpenAI SDKs'
 /// own variables) land here.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
+    /// `open` (the default): a model name the registry does not know goes to the default
+    /// provider and is listed as seen, without prices. `strict`: only the registry's
+    /// enabled models run.
+    pub registry: domain::models::RegistryMode,
+    /// The context budget, in tokens, of a model whose window is not known.
+    pub default_context_window: i64,
     /// Creates a default OpenAI provider at start when no provider is configured.
     pub openai_api_key: Option<Secret>,
     /// With `openai_api_key`: another OpenAI-compatible endpoint.
@@ -103,6 +109,19 @@ pub struct ModelSettings {
     /// Folder of local embedding models (one sub-folder per model, as sentence-transformers
     /// saves them); `<data_dir>/models` when unset.
     pub local_dir: Option<PathBuf>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        let registry = domain::models::RegistrySettings::default();
+        ModelSettings {
+            registry: registry.registry,
+            default_context_window: registry.default_context_window,
+            openai_api_key: None,
+            openai_base_url: None,
+            local_dir: None,
+        }
+    }
 }
 
 /// Short environment names for common settings, after the `SWITCHYARD_` prefix.
@@ -208,6 +227,12 @@ impl Config {
             return Err(setting(
                 "database.url",
                 "must start with sqlite:// or postgres:// (or postgresql://)",
+            ));
+        }
+        if self.models.default_context_window < 1 {
+            return Err(setting(
+                "models.default_context_window",
+                "must be at least 1 (tokens)",
             ));
         }
         if self.auth.access_token_ttl_minutes == 0 {

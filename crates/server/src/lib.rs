@@ -9,4 +9,5 @@ pub mod config;
 pub mod keys;
 pub mod listen;
 pub mod logging;
+mod models_cmd;
 mod run_cmd;

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::{
-    models::{ApiStyle, Capabilities, Model, Pricing, Provider, ProviderKind, Timeouts},
+    models::{
+        ApiStyle, Capabilities, Model, ModelOrigin, Pricing, Provider, ProviderKind, Timeouts,
+    },
     store::{DefaultModel, ModelRecord, ModelStore, ProviderRecord, StoreError, StoreResult},
 };
 use sqlx::types::Json;
@@ -23,7 +25,7 @@ macro_rules! model_columns {
         "id, provider_id, name, display_name, description, supports_reasoning, supports_vision, supports_tools,
          supports_structured_output, supports_audio, context_window, max_output_tokens, price_input_per_mtok,
          price_output_per_mtok, price_cached_input_per_mtok, enabled, is_default, is_default_title,
-         created_at, updated_at"
+         origin, created_at, updated_at"
     };
 }
 
@@ -107,6 +109,7 @@ struct ModelRow {
     enabled: bool,
     is_default: bool,
     is_default_title: bool,
+    origin: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -136,6 +139,7 @@ impl From<ModelRow> for Model {
             enabled: row.enabled,
             is_default: row.is_default,
             is_default_title: row.is_default_title,
+            origin: ModelOrigin::parse(&row.origin).unwrap_or(ModelOrigin::Added),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -292,8 +296,8 @@ impl ModelStore for Db {
         let sql = concat!(
             "INSERT INTO models (provider_id, name, display_name, description, supports_reasoning, supports_vision,
                 supports_tools, supports_structured_output, supports_audio, context_window, max_output_tokens,
-                price_input_per_mtok, price_output_per_mtok, price_cached_input_per_mtok, enabled, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)
+                price_input_per_mtok, price_output_per_mtok, price_cached_input_per_mtok, enabled, origin, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
              RETURNING ",
             model_columns!()
         );
@@ -314,6 +318,7 @@ impl ModelStore for Db {
                 .bind(r.pricing.output_per_mtok)
                 .bind(r.pricing.cached_input_per_mtok)
                 .bind(r.enabled)
+                .bind(r.origin.as_str())
                 .bind(stored_time(now))
                 .fetch_one(pool)
                 .await

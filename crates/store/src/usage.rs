@@ -22,6 +22,7 @@ struct LineRow {
     cached_input_tokens: i64,
     reasoning_tokens: i64,
     cost_usd: Option<f64>,
+    unpriced_calls: i64,
 }
 
 /// One report query per grouping; `$1`/`$2` bound the period.
@@ -36,7 +37,8 @@ macro_rules! summary {
                CAST(SUM(r.output_tokens) AS BIGINT) AS output_tokens,
                CAST(SUM(r.cached_input_tokens) AS BIGINT) AS cached_input_tokens,
                CAST(SUM(r.reasoning_tokens) AS BIGINT) AS reasoning_tokens,
-               SUM(r.cost_usd) AS cost_usd
+               SUM(r.cost_usd) AS cost_usd,
+               CAST(SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unpriced_calls
              FROM usage_records r WHERE r.at >= $1 AND r.at < $2 GROUP BY ",
             $key,
             " ORDER BY cost_usd DESC NULLS LAST, calls DESC, key"
@@ -53,7 +55,8 @@ macro_rules! summary {
                CAST(SUM(r.output_tokens) AS BIGINT) AS output_tokens,
                CAST(SUM(r.cached_input_tokens) AS BIGINT) AS cached_input_tokens,
                CAST(SUM(r.reasoning_tokens) AS BIGINT) AS reasoning_tokens,
-               SUM(r.cost_usd) AS cost_usd
+               SUM(r.cost_usd) AS cost_usd,
+               CAST(SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS unpriced_calls
              FROM usage_records r ",
             $joins,
             " WHERE r.at >= $1 AND r.at < $2 GROUP BY ",
@@ -159,6 +162,7 @@ impl UsageStore for Db {
                     reasoning_tokens: count(row.reasoning_tokens),
                 },
                 cost_usd: row.cost_usd.map(|c| (c * 1e9).round() / 1e9),
+                unpriced_calls: row.unpriced_calls,
             })
             .collect())
     }

@@ -172,6 +172,10 @@ pub struct ModelResponse {
     pub enabled: bool,
     pub is_default: bool,
     pub is_default_title: bool,
+    /// `added` by an administrator, `imported` from the provider's list, or `seen`: an
+    /// agent named it and the open registry sent it to the default provider (no prices
+    /// until an administrator gives it some).
+    pub origin: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -197,6 +201,7 @@ impl From<Model> for ModelResponse {
             enabled: m.enabled,
             is_default: m.is_default,
             is_default_title: m.is_default_title,
+            origin: m.origin.as_str().into(),
             created_at: m.created_at,
             updated_at: m.updated_at,
         }

@@ -98,6 +98,9 @@ pub struct UsageLineResponse {
     pub reasoning_tokens: u64,
     /// US dollars; `null` when no call of the group had a price.
     pub cost_usd: Option<f64>,
+    /// Calls whose model had no price: their tokens are counted, their cost is not in
+    /// `cost_usd` (give the model prices in the registry).
+    pub unpriced_calls: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,6 +163,7 @@ async fn usage_report(
                 cached_input_tokens: l.usage.cached_input_tokens,
                 reasoning_tokens: l.usage.reasoning_tokens,
                 cost_usd: l.cost_usd,
+                unpriced_calls: l.unpriced_calls,
             })
             .collect(),
     }))

@@ -14,6 +14,7 @@ pub mod usage;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use service::*;
 
@@ -207,8 +208,74 @@ pub struct Model {
     pub enabled: bool,
     pub is_default: bool,
     pub is_default_title: bool,
+    pub origin: ModelOrigin,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where a model of the registry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelOrigin {
+    /// An administrator added it.
+    Added,
+    /// Imported from its provider's model list.
+    Imported,
+    /// An agent named it and the open registry sent it to the default provider; it has
+    /// no prices until an administrator gives it some.
+    Seen,
+}
+
+impl ModelOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelOrigin::Added => "added",
+            ModelOrigin::Imported => "imported",
+            ModelOrigin::Seen => "seen",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ModelOrigin> {
+        [ModelOrigin::Added, ModelOrigin::Imported, ModelOrigin::Seen]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+/// Whether agents may name models the registry does not know (`[models] registry`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryMode {
+    /// Unknown names go to the default provider and are listed as seen.
+    #[default]
+    Open,
+    /// Only the registry's enabled models run.
+    Strict,
+}
+
+/// How the registry treats what it does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub registry: RegistryMode,
+    /// The context budget of a model whose window is not known (tokens).
+    pub default_context_window: i64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            registry: RegistryMode::Open,
+            default_context_window: 128_000,
+        }
+    }
+}
+
+impl Model {
+    /// How many tokens of context the model takes: its window, or the configured default.
+    pub fn context_budget(&self, settings: &RegistrySettings) -> i64 {
+        self.context_window
+            .filter(|w| *w > 0)
+            .unwrap_or(settings.default_context_window)
+    }
 }
 
 /// Tokens of one call.
@@ -263,6 +330,9 @@ pub enum ModelError {
     Conflict(String),
     #[error("a stored secret of this provider cannot be decrypted; set its API key again")]
     Undecryptable,
+    /// A model an agent names cannot run; the message says what to do.
+    #[error("{0}")]
+    Unresolved(String),
     #[error(transparent)]
     Access(#[from] AuthError),
     #[error(transparent)]
@@ -272,7 +342,9 @@ pub enum ModelError {
 impl DomainError for ModelError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ModelError::ProviderNotFound(_) | ModelError::ModelNotFound(_) => ErrorKind::NotFound,
+            ModelError::ProviderNotFound(_)
+            | ModelError::ModelNotFound(_)
+            | ModelError::Unresolved(_) => ErrorKind::NotFound,
             ModelError::Invalid(_) => ErrorKind::Invalid,
             ModelError::Conflict(_) => ErrorKind::Conflict,
             ModelError::Access(err) => err.kind(),
@@ -284,7 +356,7 @@ impl DomainError for ModelError {
     fn code(&self) -> &'static str {
         match self {
             ModelError::ProviderNotFound(_) => "provider_not_found",
-            ModelError::ModelNotFound(_) => "model_not_found",
+            ModelError::ModelNotFound(_) | ModelError::Unresolved(_) => "model_not_found",
             ModelError::Invalid(_) => "invalid_field",
             ModelError::Conflict(_) => "conflict",
             ModelError::Undecryptable => "secret_undecryptable",

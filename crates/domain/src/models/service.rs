@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::{
-    ApiStyle, Capabilities, Model, ModelError, ModelResult, Pricing, Provider, ProviderCredentials,
-    ProviderKind, Timeouts,
+    ApiStyle, Capabilities, Model, ModelError, ModelOrigin, ModelResult, Pricing, Provider,
+    ProviderCredentials, ProviderKind, RegistryMode, Timeouts,
 };
 use crate::{
     Services,
@@ -532,6 +532,7 @@ fn model_record(base: Option<&Model>, input: ModelInput) -> ModelResult<ModelRec
             )?,
         },
         enabled: input.enabled.or(base.map(|b| b.enabled)).unwrap_or(true),
+        origin: base.map_or(ModelOrigin::Added, |b| b.origin),
     })
 }
 
@@ -589,6 +590,132 @@ pub async fn create_model(
         .map_err(|err| model_conflict(err, &record.name))?;
     apply_defaults(services, &created, is_default, is_default_title).await?;
     model(services, created.id).await
+}
+
+/// The model an agent runs on, as the registry resolves it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub model: Model,
+    /// The open registry added it just now (an agent named a model it did not know).
+    pub seen_now: bool,
+}
+
+/// What an administrator does about a model name the registry does not run.
+fn remedy(name: &str) -> String {
+    format!(
+        "an administrator adds it (`switchyard models add {name}`, or POST /api/admin/models), \
+         imports the provider's list (`switchyard models import`), or lets agents name any \
+         model with `[models] registry = \"open\"`"
+    )
+}
+
+/// The model an agent names (`name`, at `provider_id` when given), or the default model.
+///
+/// A name among the registry's enabled models runs. In an open registry (the default), a
+/// name it does not know at all goes to the given or the default provider and is added as
+/// `seen` (no prices, so its usage is recorded unpriced); a disabled model stays refused.
+/// In a strict registry only enabled models run. Every refusal names its remedy.
+pub async fn resolve(
+    services: &Services,
+    name: Option<&str>,
+    provider_id: Option<i64>,
+) -> ModelResult<Resolved> {
+    let enabled = services.store.models(None, true).await?;
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return enabled
+            .into_iter()
+            .find(|m| m.is_default)
+            .map(|model| Resolved {
+                model,
+                seen_now: false,
+            })
+            .ok_or_else(|| {
+                ModelError::Unresolved(
+                    "the agent names no model and no default model is set; an administrator \
+                     sets one (`switchyard models add NAME --default`, or `is_default: true` \
+                     on a model of /api/admin/models)"
+                        .into(),
+                )
+            });
+    };
+    let fits = |m: &Model| m.name == name && provider_id.is_none_or(|p| p == m.provider_id);
+    if let Some(model) = enabled.iter().find(|m| fits(m)) {
+        return Ok(Resolved {
+            model: model.clone(),
+            seen_now: false,
+        });
+    }
+    if services.models.registry == RegistryMode::Strict {
+        return Err(ModelError::Unresolved(format!(
+            "the model `{name}` is not in the registry (or is disabled); {}",
+            remedy(name)
+        )));
+    }
+    if let Some(disabled) = services
+        .store
+        .models(None, false)
+        .await?
+        .into_iter()
+        .find(|m| fits(m))
+    {
+        return Err(ModelError::Unresolved(format!(
+            "the model `{name}` is disabled in the registry; an administrator enables it \
+             (PATCH /api/admin/models/{} with {{\"enabled\": true}})",
+            disabled.id
+        )));
+    }
+    let providers = services.store.providers().await?;
+    let provider = match provider_id {
+        Some(id) => providers.iter().find(|p| p.id == id).ok_or_else(|| {
+            ModelError::Unresolved(format!(
+                "the model `{name}` names provider {id}, which does not exist; pick one of \
+                 /api/admin/model-providers"
+            ))
+        })?,
+        None => providers.iter().find(|p| p.is_default).ok_or_else(|| {
+            ModelError::Unresolved(format!(
+                "the model `{name}` is not in the registry and there is no default provider \
+                 to send it to; set OPENAI_API_KEY (or add a provider at \
+                 /api/admin/model-providers) and restart"
+            ))
+        })?,
+    };
+    let record = ModelRecord {
+        provider_id: provider.id,
+        name: name.to_string(),
+        display_name: None,
+        description: None,
+        capabilities: Capabilities::default(),
+        context_window: None,
+        max_output_tokens: None,
+        pricing: Pricing::default(),
+        enabled: true,
+        origin: ModelOrigin::Seen,
+    };
+    match services.store.insert_model(&record, Utc::now()).await {
+        Ok(model) => {
+            tracing::info!(model = %name, provider = %provider.label, "the open registry added a model an agent named, as seen (no prices)");
+            Ok(Resolved {
+                model,
+                seen_now: true,
+            })
+        }
+        // Another turn added it at the same moment.
+        Err(StoreError::Conflict { .. }) => services
+            .store
+            .models(Some(provider.id), true)
+            .await?
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|model| Resolved {
+                model,
+                seen_now: false,
+            })
+            .ok_or_else(|| {
+                ModelError::Unresolved(format!("the model `{name}` could not be added"))
+            }),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The models every user may pick: the enabled ones.
@@ -697,6 +824,7 @@ pub async fn import_models(
             max_output_tokens: model.max_output_tokens.filter(|v| *v > 0),
             pricing: model.pricing,
             enabled: true,
+            origin: ModelOrigin::Imported,
         };
         match services.store.insert_model(&record, Utc::now()).await {
             Ok(_) => counts.imported += 1,
@@ -760,6 +888,15 @@ pub async fn import_from_provider(
 ) -> ModelResult<Result<ImportCounts, crate::llm::LlmError>> {
     actor.admin()?;
     import_listed(services, id).await
+}
+
+/// Imports the models of a provider the platform created from its environment, with no one
+/// acting: the first start with `OPENAI_API_KEY` fills the registry.
+pub async fn import_environment_models(
+    services: &Services,
+    provider_id: i64,
+) -> ModelResult<Result<ImportCounts, crate::llm::LlmError>> {
+    import_listed(services, provider_id).await
 }
 
 /// Imports the models a provider lists.

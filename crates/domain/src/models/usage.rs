@@ -77,6 +77,9 @@ pub struct UsageLine {
     pub calls: i64,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
+    /// Calls whose model had no price (a model the open registry saw, or one an
+    /// administrator left unpriced): their tokens count, their cost is not in `cost_usd`.
+    pub unpriced_calls: i64,
 }
 
 /// Records a finished call. Who and what it was for come from the caller; the price from

@@ -165,8 +165,21 @@ pub async fn validate_only(
                             .collect(),
                     );
                 }
-                (!models.as_ref().is_some_and(|m| m.contains(name)))
-                    .then(|| format!("model `{name}` is not in the model registry"))
+                (!models.as_ref().is_some_and(|m| m.contains(name))).then(|| {
+                    match services.models.registry {
+                        crate::models::RegistryMode::Open => format!(
+                            "model `{name}` is not in the model registry: it will run on the \
+                             default provider and be listed as seen, without prices (an \
+                             administrator may add it with `switchyard models add {name}`)"
+                        ),
+                        crate::models::RegistryMode::Strict => format!(
+                            "model `{name}` is not in the model registry, which is strict: \
+                             runs fail until an administrator adds it (`switchyard models \
+                             add {name}`) or imports the provider's list (`switchyard models \
+                             import`)"
+                        ),
+                    }
+                })
             }
             Reference::Widget(slug) => services
                 .store

@@ -481,3 +481,123 @@ fn serve_survives_running_out_of_file_descriptors() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The newcomer's models: with `OPENAI_API_KEY` set, the provider's models fill the
+/// registry; `models add` and `models list` manage it; an agent naming a model the
+/// registry does not know runs on the default provider (listed as seen), unless the
+/// registry is strict, where the error says what to do.
+#[test]
+fn models_commands_and_the_open_registry() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(test_support::fake_llm::FakeLlm::start());
+    let dir = tempfile::tempdir().unwrap();
+    let with_env = |command: &mut Command| {
+        command
+            .env("OPENAI_API_KEY", "sk-test-models")
+            .env("OPENAI_BASE_URL", &fake.base_url);
+    };
+    let created = run(
+        switchyard(dir.path()).args([
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--admin",
+            "--password-stdin",
+        ]),
+        Some("ops-password-1\n"),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+
+    let mut import = switchyard(dir.path());
+    with_env(&mut import);
+    let imported = run(import.args(["models", "import"]), None);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert!(
+        text(&imported.stdout).contains("model(s) from OpenAI-compatible (from environment)"),
+        "{}",
+        text(&imported.stdout)
+    );
+
+    let mut add = switchyard(dir.path());
+    with_env(&mut add);
+    let added = run(
+        add.args([
+            "models",
+            "add",
+            "house-model",
+            "--default",
+            "--price-input",
+            "1.5",
+            "--price-output",
+            "6",
+        ]),
+        None,
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert!(text(&added.stdout).contains("the default model"));
+
+    let graph = serde_json::json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "answer", "kind": "agent", "parameters": {"model": "gpt-5", "instructions": "Be brief."}},
+            {"slug": "end", "kind": "end"}
+        ],
+        "edges": [{"source": "start", "target": "answer"}, {"source": "answer", "target": "end"}]
+    });
+    std::fs::write(dir.path().join("graph.json"), graph.to_string()).unwrap();
+    let mut open = switchyard(dir.path());
+    with_env(&mut open);
+    let ran = run(open.args(["run", "graph.json", "--input", "hi"]), None);
+    let stdout = text(&ran.stdout);
+    assert!(ran.status.success(), "{stdout}\n{}", text(&ran.stderr));
+    assert!(stdout.contains("Hello from the fake model."), "{stdout}");
+    assert!(
+        stdout.contains("the model `gpt-5` was not in the registry"),
+        "{stdout}"
+    );
+
+    let mut list = switchyard(dir.path());
+    with_env(&mut list);
+    let listed = run(list.args(["models", "list"]), None);
+    let table = text(&listed.stdout);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == name))
+            .unwrap_or_else(|| panic!("{name} in:\n{table}"))
+            .to_string()
+    };
+    assert!(row("fake-gpt").contains("imported"), "{table}");
+    assert!(row("gpt-5").contains("seen"), "{table}");
+    let house = row("house-model");
+    assert!(
+        house.contains("added") && house.contains("on,default") && house.contains("1.5"),
+        "{table}"
+    );
+
+    // A strict registry refuses the unknown name and says how to add it.
+    let mut strict = switchyard(dir.path());
+    with_env(&mut strict);
+    std::fs::write(
+        dir.path().join("graph6.json"),
+        graph.to_string().replace("gpt-5", "gpt-6"),
+    )
+    .unwrap();
+    let refused = run(
+        strict.env("SWITCHYARD_MODELS__REGISTRY", "strict").args([
+            "run",
+            "graph6.json",
+            "--input",
+            "hi",
+        ]),
+        None,
+    );
+    let said = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
+    assert!(
+        said.contains("model_not_found") && said.contains("switchyard models add gpt-6"),
+        "{said}"
+    );
+    drop(fake);
+}

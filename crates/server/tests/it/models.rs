@@ -13,6 +13,7 @@ backend_tests!(
     environment_creates_a_default_provider,
     providers_are_tested_and_their_models_imported,
     titles_are_generated_and_usage_priced,
+    the_open_registry_runs_names_it_does_not_know,
 );
 
 async fn titles_are_generated_and_usage_priced(backend: TestBackend) {
@@ -634,5 +635,161 @@ async fn environment_creates_a_default_provider(backend: TestBackend) {
             .unwrap()
             .len(),
         1
+    );
+
+    // Another OpenAI-compatible server: its models fill the registry in the background.
+    let fake = FakeLlm::start().await;
+    let app = TestApp::with_config(TestBackend::Sqlite, |config| {
+        config.models.openai_api_key = Some(domain::secret::Secret::new("sk-from-env-abcd1234"));
+        config.models.openai_base_url = Some(fake.base_url.clone());
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        let models = app.get("/api/admin/models", Some(&admin)).await.body;
+        names = models
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m["name"].as_str().unwrap(),
+                    m["origin"].as_str().unwrap()
+                )
+            })
+            .collect();
+        if !names.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(names, ["fake-embed imported", "fake-gpt imported"]);
+}
+
+/// An agent naming a model the registry does not know runs on the default provider (the
+/// open registry): the model is listed as seen, its usage is counted unpriced, the run
+/// says so once; a disabled model stays refused, and a strict registry refuses the name
+/// with the remedy.
+async fn the_open_registry_runs_names_it_does_not_know(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let fake = FakeLlm::start().await;
+    let provider = app
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    assert_eq!(provider.status, StatusCode::CREATED, "{}", provider.text);
+    let graph = |model: &str| {
+        json!({
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "answer", "kind": "agent", "parameters": {"model": model, "instructions": "Be brief."}},
+                {"slug": "end", "kind": "end"}
+            ],
+            "edges": [{"source": "start", "target": "answer"}, {"source": "answer", "target": "end"}]
+        })
+    };
+    // Validation warns, and says what will happen.
+    let checked = app
+        .post(
+            "/api/workflows/validate",
+            Some(&admin),
+            json!({"graph": graph("gpt-4.1")}),
+        )
+        .await;
+    assert!(
+        checked.text.contains("will run on the default provider"),
+        "{}",
+        checked.text
+    );
+    let id = crate::runs::publish(&app, &admin, graph("gpt-4.1")).await;
+    for round in 0..2 {
+        let run = crate::runs::start(&app, &admin, id, json!("hi")).await;
+        assert_eq!(run.body["status"], "completed", "{}", run.text);
+        let run_id = run.body["id"].as_str().unwrap();
+        let events = app
+            .get(&format!("/api/runs/{run_id}/events?after=0"), Some(&admin))
+            .await;
+        let warned = events.text.contains("was not in the registry");
+        assert_eq!(warned, round == 0, "round {round}: {}", events.text);
+    }
+    let models = app.get("/api/admin/models", Some(&admin)).await;
+    let seen = &models.body[0];
+    assert_eq!(
+        (
+            seen["name"].as_str(),
+            seen["origin"].as_str(),
+            seen["provider_id"].as_i64()
+        ),
+        (Some("gpt-4.1"), Some("seen"), provider.body["id"].as_i64())
+    );
+    assert_eq!(seen["price_input_per_mtok"], Value::Null);
+    let report = app
+        .get("/api/admin/usage?group_by=model", Some(&admin))
+        .await;
+    let line = &report.body["lines"][0];
+    assert_eq!(
+        (
+            line["key"].as_str(),
+            line["calls"].as_i64(),
+            line["unpriced_calls"].as_i64()
+        ),
+        (Some("gpt-4.1"), Some(2), Some(2)),
+        "{}",
+        report.text
+    );
+    assert_eq!(line["cost_usd"], Value::Null);
+
+    // Disabled by an administrator: refused, with how to enable it.
+    let seen_id = seen["id"].as_i64().unwrap();
+    app.patch(
+        &format!("/api/admin/models/{seen_id}"),
+        Some(&admin),
+        json!({"enabled": false}),
+    )
+    .await;
+    let refused = crate::runs::start(&app, &admin, id, json!("hi")).await;
+    assert_eq!(refused.body["status"], "failed", "{}", refused.text);
+    assert_eq!(refused.body["error"]["code"], "model_not_found");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("PATCH /api/admin/models/{seen_id}")),
+        "{}",
+        refused.text
+    );
+    drop(app);
+
+    // A strict registry refuses names it does not know and says how to add them.
+    let strict = TestApp::with_config(TestBackend::Sqlite, |config| {
+        config.models.registry = domain::models::RegistryMode::Strict;
+    })
+    .await;
+    let admin = strict.admin_token().await;
+    strict
+        .post(
+            "/api/admin/model-providers",
+            Some(&admin),
+            json!({"kind": "openai_compatible", "label": "Fake", "api_base": fake.base_url}),
+        )
+        .await;
+    let id = crate::runs::publish(&strict, &admin, graph("gpt-4.1")).await;
+    let refused = crate::runs::start(&strict, &admin, id, json!("hi")).await;
+    assert_eq!(refused.body["status"], "failed", "{}", refused.text);
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("switchyard models add gpt-4.1")
+            && message.contains("registry = \"open\""),
+        "{message}"
+    );
+    assert_eq!(
+        strict.get("/api/admin/models", Some(&admin)).await.body,
+        json!([])
     );
 }

@@ -141,7 +141,7 @@ pub(crate) async fn run(
     }
     let mut config = config;
     apply_model_choice(log, node, &mut config);
-    let model = resolve_model(ctx, &config).await?;
+    let model = resolve_model(ctx, log, node, &config).await?;
     let provider = models::credentials(ctx.services, model.provider_id)
         .await
         .map_err(|err| node_error("provider_unavailable", err.to_string()))?;

@@ -49,42 +49,37 @@ pub(super) fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut no
     }
 }
 
+/// The agent's model, through the registry (`models::resolve`): a model the open
+/// registry adds for this step is announced with a warning, since it has no prices.
 pub(super) async fn resolve_model(
     ctx: &RunCtx<'_>,
+    log: &mut Log<'_>,
+    node: &Node,
     config: &nodes::Agent,
 ) -> Result<Model, NodeError> {
-    let registry = ctx
-        .services
-        .store
-        .models(None, true)
-        .await
-        .map_err(|err| node_error("internal_error", err.to_string()))?;
-    let wanted = config
-        .model
-        .as_deref()
-        .map(str::trim)
-        .filter(|m| !m.is_empty());
     let provider_id = config
         .model_provider_id
         .as_deref()
         .and_then(|p| p.parse::<i64>().ok());
-    match wanted {
-        Some(name) => registry
-            .iter()
-            .find(|m| m.name == name && provider_id.is_none_or(|p| p == m.provider_id)),
-        None => registry.iter().find(|m| m.is_default),
+    let resolved = crate::models::resolve(ctx.services, config.model.as_deref(), provider_id)
+        .await
+        .map_err(|err| match err {
+            crate::models::ModelError::Unresolved(message) => {
+                node_error("model_not_found", message)
+            }
+            other => node_error("internal_error", other.to_string()),
+        })?;
+    if resolved.seen_now {
+        log.event(
+            EventKind::Warning,
+            Some(&node.slug),
+            json!({"message": format!(
+                "the model `{}` was not in the registry; it runs on the default provider and is listed as seen, without prices (its usage is recorded unpriced until an administrator prices it)",
+                resolved.model.name
+            )}),
+        );
     }
-    .cloned()
-    .ok_or_else(|| match wanted {
-        Some(name) => node_error(
-            "model_not_found",
-            format!("the model `{name}` is not in the registry (or is disabled)"),
-        ),
-        None => node_error(
-            "model_not_found",
-            "the agent has no model and no default model is set",
-        ),
-    })
+    Ok(resolved.model)
 }
 
 /// The conversation an agent starts from: the run's history (unless turned off), else its
