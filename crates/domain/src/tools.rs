@@ -215,9 +215,23 @@ fn check_http(config: &Map<String, Value>, secret_names: &[String]) -> ToolResul
             .as_str()
             .is_some_and(|p| p.is_empty() || p.starts_with('/'))
     {
-        return Err(invalid(
-            "config.response_path must be a JSON pointer such as /data/items",
-        ));
+        // A dotted path (`data.items`) is the usual slip: name its pointer.
+        let pointer = path
+            .as_str()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                format!(
+                    "/{}",
+                    p.trim()
+                        .trim_start_matches('$')
+                        .trim_start_matches('.')
+                        .replace('.', "/")
+                )
+            })
+            .unwrap_or_else(|| "/data/items".into());
+        return Err(invalid(format!(
+            "config.response_path is a JSON pointer into the answer: write `{pointer}` (segments start with `/`, not dots)"
+        )));
     }
     Ok(())
 }

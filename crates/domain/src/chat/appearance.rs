@@ -175,13 +175,44 @@ fn admin(actor: &Principal) -> ChatResult<()> {
     }
 }
 
-/// Replaces the global settings (administrators).
+/// How stored settings change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The whole settings (`PUT`): fields left out inherit.
+    Replace(Appearance),
+    /// A JSON merge patch (`PATCH`, RFC 7396): the fields sent change, `null` clears one,
+    /// the others stay.
+    Merge(serde_json::Map<String, Value>),
+}
+
+impl Change {
+    /// The settings `current` becomes.
+    fn applied_to(self, current: Appearance) -> ChatResult<Appearance> {
+        match self {
+            Change::Replace(value) => Ok(value),
+            Change::Merge(patch) => {
+                let mut merged = match serde_json::to_value(current) {
+                    Ok(Value::Object(fields)) => fields,
+                    _ => serde_json::Map::new(),
+                };
+                for (key, value) in patch {
+                    merged.insert(key, value);
+                }
+                serde_json::from_value(Value::Object(merged))
+                    .map_err(|err| ChatError::Invalid(err.to_string()))
+            }
+        }
+    }
+}
+
+/// Changes the global settings (administrators).
 pub async fn set_global(
     services: &Services,
     actor: &Principal,
-    value: Appearance,
+    change: Change,
 ) -> ChatResult<Appearance> {
     admin(actor)?;
+    let value = change.applied_to(load(services, GLOBAL).await?)?;
     value.check()?;
     let json = serde_json::to_value(&value).map_err(|e| ChatError::Invalid(e.to_string()))?;
     services
@@ -207,7 +238,7 @@ pub async fn set_workflow_override(
     services: &Services,
     actor: &User,
     workflow_id: i64,
-    value: Appearance,
+    change: Change,
 ) -> ChatResult<Appearance> {
     let (_, access) = workflows::access(services, actor, workflow_id)
         .await
@@ -217,6 +248,7 @@ pub async fn set_workflow_override(
             "changing a workflow's appearance needs write access".into(),
         ));
     }
+    let value = change.applied_to(load(services, &workflow_key(workflow_id)).await?)?;
     value.check()?;
     let json = serde_json::to_value(&value).map_err(|e| ChatError::Invalid(e.to_string()))?;
     services

@@ -172,10 +172,33 @@ pub fn is_bare_path(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
-/// Templates in every string leaf of a JSON value (transform expressions, widget data).
+/// Whether a string that is no template reads like an expression meant to be computed
+/// (`input.count + 1`, `state.items[0]`): it names `input.`, `state.` or `workflow.` at
+/// its start and is not a bare path, which is evaluated as it is.
+fn looks_like_an_expression(text: &str) -> bool {
+    let text = text.trim();
+    !text.contains("{{")
+        && !is_bare_path(text)
+        && ["input.", "state.", "workflow."]
+            .iter()
+            .any(|root| text.starts_with(root))
+}
+
+/// Templates in every string leaf of a JSON value (transform expressions, widget data,
+/// an MCP step's arguments). A bare path (`input.x`) is evaluated; any other text is a
+/// template, so an expression written without braces is sent as text: a warning says
+/// how to write it.
 pub fn check_templates_in(value: &Value, field: &str, problems: &mut Problems) {
     match value {
         Value::String(text) if is_bare_path(text) => check_expression(text, field, problems),
+        Value::String(text) if looks_like_an_expression(text) => problems.warning(
+            "bare_expression",
+            Some(field),
+            format!(
+                "`{text}` is sent as text: values here are templates, so write `{{{{ {} }}}}` to compute it (only a bare path such as `input.x` is evaluated without braces)",
+                text.trim()
+            ),
+        ),
         Value::String(text) => check_template(text, field, problems),
         Value::Array(items) => {
             for (index, item) in items.iter().enumerate() {
@@ -199,6 +222,25 @@ mod tests {
         let mut problems = Problems::new();
         f(&mut problems);
         problems.into_vec().into_iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn expressions_without_braces_are_named_with_their_form() {
+        let mut problems = Problems::new();
+        check_templates_in(
+            &serde_json::json!({"a": "input.count + 1", "b": "input.count", "c": "{{ input.count + 1 }}", "d": "Hello state.name"}),
+            "parameters.arguments",
+            &mut problems,
+        );
+        let found = problems.into_vec();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, "bare_expression");
+        assert_eq!(found[0].field.as_deref(), Some("parameters.arguments.a"));
+        assert!(
+            found[0].message.contains("write `{{ input.count + 1 }}`"),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]

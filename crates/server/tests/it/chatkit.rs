@@ -1176,6 +1176,57 @@ async fn the_start_screen_and_appearance(backend: TestBackend) {
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // PATCH merges: one field sent, the others stay; null clears one; unknown keys are
+    // refused. PUT replaces the whole.
+    let one = app
+        .patch(
+            "/api/admin/appearance-settings",
+            Some(&admin),
+            json!({"start_screen_placeholder": "Ask away"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            one.body["accent_color"].as_str(),
+            one.body["start_screen_greeting"].as_str(),
+            one.body["start_screen_placeholder"].as_str()
+        ),
+        (Some("#ff0000"), Some("Hello"), Some("Ask away")),
+        "{}",
+        one.text
+    );
+    let cleared = app
+        .patch(
+            "/api/admin/appearance-settings",
+            Some(&admin),
+            json!({"start_screen_placeholder": null}),
+        )
+        .await;
+    assert_eq!(cleared.body["start_screen_placeholder"], Value::Null);
+    assert_eq!(cleared.body["start_screen_greeting"], "Hello");
+    let unknown = app
+        .patch(
+            "/api/admin/appearance-settings",
+            Some(&admin),
+            json!({"accent_colour": "#00ff00"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let replaced = app
+        .put(
+            "/api/admin/appearance-settings",
+            Some(&admin),
+            json!({"accent_color": "#00ff00"}),
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+    assert_eq!(replaced.body["start_screen_greeting"], Value::Null);
+    app.patch(
+        "/api/admin/appearance-settings",
+        Some(&admin),
+        json!({"accent_color": "#ff0000", "start_screen_greeting": "Hello"}),
+    )
+    .await;
     let forbidden = app
         .patch("/api/admin/appearance-settings", Some(&user), json!({}))
         .await;

@@ -216,6 +216,10 @@ async fn tools_are_defined_and_guarded(backend: TestBackend) {
             "parameters",
         ),
         (json!({"name": "h", "kind": "teleport"}), "kind"),
+        (
+            json!({"name": "h", "kind": "http", "config": {"url": "https://example.com", "response_path": "data.items"}}),
+            "write `/data/items`",
+        ),
     ] {
         let refused = app.post("/api/tools", Some(&admin), body.clone()).await;
         assert_eq!(

@@ -41,8 +41,16 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(content))
         .routes(routes!(chat_workflow))
         .routes(routes!(appearance))
-        .routes(routes!(get_global_appearance, set_global_appearance))
-        .routes(routes!(get_workflow_appearance, set_workflow_appearance))
+        .routes(routes!(
+            get_global_appearance,
+            set_global_appearance,
+            replace_global_appearance
+        ))
+        .routes(routes!(
+            get_workflow_appearance,
+            set_workflow_appearance,
+            replace_workflow_appearance
+        ))
         .routes(routes!(create_session))
         .routes(routes!(list_feedback))
         .routes(routes!(cancel_session))
@@ -259,17 +267,32 @@ async fn get_global_appearance(
     Ok(Json(appearance::global(&state.services, &admin).await?))
 }
 
-/// Replaces the global appearance settings; every field is optional (null inherits).
+/// Changes the global appearance settings: the fields sent change, `null` clears one (it
+/// inherits the default again), the others stay (a JSON merge patch).
 #[utoipa::path(patch, path = "/api/admin/appearance-settings", tag = "chatkit", security(("bearer" = [])),
-    request_body(content = Object, description = "Appearance fields"),
+    request_body(content = Object, description = "Appearance fields to change"),
     responses((status = 200, description = "The stored settings"), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_global_appearance(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    AppJson(patch): AppJson<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::set_global(&state.services, &admin, appearance::Change::Merge(patch)).await?,
+    ))
+}
+
+/// Replaces the global appearance settings; fields left out or null inherit the defaults.
+#[utoipa::path(put, path = "/api/admin/appearance-settings", tag = "chatkit", security(("bearer" = [])),
+    request_body(content = Object, description = "Appearance fields"),
+    responses((status = 200, description = "The stored settings"), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn replace_global_appearance(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     AppJson(value): AppJson<appearance::Appearance>,
 ) -> ApiResult<Json<appearance::Appearance>> {
     Ok(Json(
-        appearance::set_global(&state.services, &admin, value).await?,
+        appearance::set_global(&state.services, &admin, appearance::Change::Replace(value)).await?,
     ))
 }
 
@@ -287,19 +310,48 @@ async fn get_workflow_appearance(
     ))
 }
 
-/// Replaces a workflow's appearance override (write access).
+/// Changes a workflow's appearance override (write access): the fields sent change, `null`
+/// clears one (it inherits the global settings again), the others stay.
 #[utoipa::path(patch, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
-    params(("id" = i64, Path)), request_body(content = Object, description = "Appearance fields"),
+    params(("id" = i64, Path)), request_body(content = Object, description = "Appearance fields to change"),
     responses((status = 200, description = "The override"), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set_workflow_appearance(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     AppPath(id): AppPath<i64>,
+    AppJson(patch): AppJson<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<appearance::Appearance>> {
+    Ok(Json(
+        appearance::set_workflow_override(
+            &state.services,
+            &user,
+            id,
+            appearance::Change::Merge(patch),
+        )
+        .await?,
+    ))
+}
+
+/// Replaces a workflow's appearance override (write access); fields left out inherit.
+#[utoipa::path(put, path = "/api/workflows/{id}/appearance", tag = "chatkit", security(("bearer" = [])),
+    params(("id" = i64, Path)), request_body(content = Object, description = "Appearance fields"),
+    responses((status = 200, description = "The override"), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn replace_workflow_appearance(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    AppPath(id): AppPath<i64>,
     AppJson(value): AppJson<appearance::Appearance>,
 ) -> ApiResult<Json<appearance::Appearance>> {
     Ok(Json(
-        appearance::set_workflow_override(&state.services, &user, id, value).await?,
+        appearance::set_workflow_override(
+            &state.services,
+            &user,
+            id,
+            appearance::Change::Replace(value),
+        )
+        .await?,
     ))
 }
 
