@@ -1,7 +1,8 @@
 //! `switchyard run FILE`: runs a graph file once, as a temporary published workflow, and
-//! prints a transcript (or JSON lines); when the run waits, asks on the terminal.
+//! prints a transcript (or JSON lines); when the run waits, asks on the terminal, and asks
+//! again when an answer cannot be taken.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
 use domain::{
@@ -25,11 +26,14 @@ async fn follow(
     after: i64,
     subscription: Subscription,
     json: bool,
+    typed: Option<String>,
 ) -> anyhow::Result<i64> {
     let mut printer = Printer {
         json,
         last: after,
         streaming: None,
+        streamed: None,
+        typed,
     };
     let mut follower = Follower::new(&app.services, run_id, after, Some(subscription));
     while let Some(event) = follower.next().await {
@@ -45,6 +49,10 @@ struct Printer {
     last: i64,
     /// The node whose text is being streamed on the current line.
     streaming: Option<String>,
+    /// The node whose streamed text awaits its saved message (not printed again).
+    streamed: Option<String>,
+    /// The message the user just typed at the prompt (already on screen).
+    typed: Option<String>,
 }
 
 impl Printer {
@@ -78,14 +86,25 @@ impl Printer {
                 self.end_line();
                 print!("assistant> ");
                 self.streaming = Some(node.to_string());
+                self.streamed = Some(node.to_string());
             }
             print!("{}", text("delta"));
             std::io::stdout().flush().ok();
             return;
         }
-        if event.kind == EventKind::AssistantMessage && self.streaming.as_deref() == Some(node) {
-            // Already shown as it was written.
+        if event.kind == EventKind::AssistantMessage && self.streamed.as_deref() == Some(node) {
+            // Already shown as it was written (other events, such as its usage, may have
+            // come between).
+            self.streamed = None;
             self.end_line();
+            return;
+        }
+        if event.kind == EventKind::UserMessage
+            && self.typed.is_some()
+            && self.typed.as_deref() == event.data.get("text").and_then(Value::as_str)
+        {
+            // Typed at the prompt: already on screen.
+            self.typed = None;
             return;
         }
         if event.seq == 0 {
@@ -95,6 +114,9 @@ impl Printer {
         match event.kind {
             EventKind::AssistantMessage => println!("assistant> {}", text("text")),
             EventKind::UserMessage => println!("you> {}", text("text")),
+            EventKind::NodeFinished if text("status") == "skipped" => {
+                println!("  [{node}] {} skipped (disabled)", text("kind"))
+            }
             EventKind::NodeFinished => println!(
                 "  [{node}] {} {} ({} ms)",
                 text("kind"),
@@ -135,6 +157,8 @@ impl Printer {
     }
 }
 
+/// Asks on the terminal; `None` when the input ended. An answer read from a pipe is
+/// echoed after the prompt, as a terminal would show it.
 fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
     print!("{prompt}");
     std::io::stdout().flush().ok();
@@ -143,7 +167,65 @@ fn ask(prompt: &str) -> anyhow::Result<Option<String>> {
         .lock()
         .read_line(&mut line)
         .context("could not read the answer")?;
-    Ok((read > 0).then(|| line.trim_end_matches(['\n', '\r']).to_string()))
+    if read == 0 {
+        println!();
+        return Ok(None);
+    }
+    let answer = line.trim_end_matches(['\n', '\r']).to_string();
+    if !std::io::stdin().is_terminal() {
+        println!("{answer}");
+    }
+    Ok(Some(answer))
+}
+
+/// Asks until `read` takes the answer; `None` when the input ended.
+fn ask_until<T>(
+    prompt: &str,
+    mut read: impl FnMut(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    loop {
+        let Some(answer) = ask(prompt)? else {
+            return Ok(None);
+        };
+        match read(answer.trim()) {
+            Ok(value) => return Ok(Some(value)),
+            Err(why) => println!("  {why}"),
+        }
+    }
+}
+
+/// An approval's answer: approve/yes/y (or French oui/o) approves, reject/no/n (non)
+/// rejects; anything else is asked again.
+fn approval(answer: &str) -> Result<bool, String> {
+    match answer.to_lowercase().as_str() {
+        "y" | "yes" | "approve" | "approved" | "ok" | "o" | "oui" => Ok(true),
+        "n" | "no" | "reject" | "rejected" | "non" => Ok(false),
+        _ => Err("answer approve (y) or reject (n)".into()),
+    }
+}
+
+/// A widget action: a bare action type the widget offers, or the action as JSON
+/// (`{"type": …, "payload": …}`).
+fn widget_action(answer: &str, offered: &[String]) -> Result<Value, String> {
+    let action = if answer.starts_with('{') {
+        serde_json::from_str::<Value>(answer).map_err(|err| format!("not JSON: {err}"))?
+    } else {
+        serde_json::json!({"type": answer, "payload": {}})
+    };
+    let kind = action
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind.is_empty() {
+        return Err("an action has a `type`".into());
+    }
+    if !offered.is_empty() && !offered.iter().any(|o| o == kind) {
+        return Err(format!(
+            "the widget offers {}; type one of them",
+            offered.join(", ")
+        ));
+    }
+    Ok(action)
 }
 
 pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
@@ -165,15 +247,20 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let imported =
         import::read(&document).map_err(|err| anyhow::anyhow!("cannot read the graph: {err}"))?;
+    // One line per node: what the import changed or left disabled there.
+    let mut by_node: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
     for warning in &imported.warnings {
+        let node = warning.node.as_deref();
+        match by_node.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, messages)) => messages.push(&warning.message),
+            None => by_node.push((node, vec![&warning.message])),
+        }
+    }
+    for (node, messages) in by_node {
         eprintln!(
             "warning: {}{}",
-            warning
-                .node
-                .as_deref()
-                .map(|n| format!("[{n}] "))
-                .unwrap_or_default(),
-            warning.message
+            node.map(|n| format!("[{n}] ")).unwrap_or_default(),
+            messages.join("; ")
         );
     }
     let created = workflows::create(
@@ -238,26 +325,30 @@ async fn drive(
     )
     .await?;
     let run_id = started.id;
-    follow(app, &run_id, 0, subscription, args.json).await?;
+    follow(app, &run_id, 0, subscription, args.json, None).await?;
     let mut run = runs::get(services, user, &run_id).await?;
     while run.status == RunStatus::Waiting {
         let wait = run.wait.clone().expect("a waiting run has a wait");
         let answer = match wait.kind {
             WaitKind::Approval => {
                 let prompt = wait.prompt.as_deref().unwrap_or("Approve?");
-                match ask(&format!("{prompt} [y/n] "))? {
-                    Some(a) => Resume::Approval(
-                        a.trim().eq_ignore_ascii_case("y") || a.trim().eq_ignore_ascii_case("yes"),
-                    ),
+                match ask_until(&format!("{prompt} [y/n] "), approval)? {
+                    Some(approved) => Resume::Approval(approved),
                     None => break,
                 }
             }
-            WaitKind::WidgetAction => match ask("action (JSON, e.g. {\"type\": \"submit\"})> ")? {
-                Some(text) => Resume::WidgetAction(
-                    serde_json::from_str(&text).context("the action is not JSON")?,
-                ),
-                None => break,
-            },
+            WaitKind::WidgetAction => {
+                let offered = runs::widget_action_types(wait.data.as_ref());
+                let prompt = if offered.is_empty() {
+                    "action (its type, or JSON such as {\"type\": \"submit\"})> ".to_string()
+                } else {
+                    format!("action [{}]> ", offered.join(" / "))
+                };
+                match ask_until(&prompt, |answer| widget_action(answer, &offered))? {
+                    Some(action) => Resume::WidgetAction(action),
+                    None => break,
+                }
+            }
             WaitKind::ClientToolOutput => {
                 let call = wait.data.clone().unwrap_or_default();
                 match ask(&format!(
@@ -321,9 +412,13 @@ async fn drive(
                 None => break,
             },
         };
+        let typed = match &answer {
+            Resume::UserMessage(text) => Some(text.clone()),
+            _ => None,
+        };
         let (_, after, subscription) =
             runs::resume_detached(services, user, &run_id, answer).await?;
-        follow(app, &run_id, after, subscription, args.json).await?;
+        follow(app, &run_id, after, subscription, args.json, typed).await?;
         run = runs::get(services, user, &run_id).await?;
     }
     match run.status {

@@ -179,7 +179,7 @@ fn admin(actor: &Principal) -> ChatResult<()> {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// The whole settings (`PUT`): fields left out inherit.
-    Replace(Appearance),
+    Replace(Box<Appearance>),
     /// A JSON merge patch (`PATCH`, RFC 7396): the fields sent change, `null` clears one,
     /// the others stay.
     Merge(serde_json::Map<String, Value>),
@@ -189,7 +189,7 @@ impl Change {
     /// The settings `current` becomes.
     fn applied_to(self, current: Appearance) -> ChatResult<Appearance> {
         match self {
-            Change::Replace(value) => Ok(value),
+            Change::Replace(value) => Ok(*value),
             Change::Merge(patch) => {
                 let mut merged = match serde_json::to_value(current) {
                     Ok(Value::Object(fields)) => fields,

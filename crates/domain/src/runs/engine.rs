@@ -675,7 +675,7 @@ pub(super) async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -
         seq,
         node: slug.clone(),
         kind: node.kind.clone(),
-        status: "ok".into(),
+        status: if node.is_enabled { "ok" } else { "skipped" }.into(),
         input: bounded(input),
         output: Value::Null,
         error: None,
@@ -699,6 +699,8 @@ pub(super) async fn run_node(ctx: &RunCtx<'_>, log: &mut Log<'_>, node: &Node) -
             log.run.last_output = output;
             let status = if matches!(next, Next::Wait(_)) {
                 "waiting"
+            } else if !node.is_enabled {
+                "skipped"
             } else {
                 "ok"
             };

@@ -36,6 +36,7 @@ pub use control::*;
 pub use engine::*;
 pub use event::{EventKind, WaitKind};
 pub use trial::{Trial, Tried, try_node};
+pub use widget::action_types as widget_action_types;
 pub(crate) use widget::bind as bind_widget;
 
 use crate::{

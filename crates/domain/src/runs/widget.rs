@@ -290,6 +290,18 @@ pub(crate) fn bind(tree: &mut Value, values: &Map<String, Value>) {
     }
 }
 
+/// The action types the widget a run waits on offers (its wait's `data`), each once, in
+/// the widget's order: what a client may answer with.
+pub fn action_types(wait_data: Option<&Value>) -> Vec<String> {
+    let mut offered = Vec::new();
+    if let Some(widget) = wait_data.and_then(|w| w.get("widget")) {
+        offered_actions(widget, &mut offered);
+    }
+    let mut seen = std::collections::HashSet::new();
+    offered.retain(|kind| seen.insert(kind.clone()));
+    offered
+}
+
 /// The action types a widget offers (`onClickAction`, `onSubmitAction`, `onChangeAction`,
 /// and the actions of `confirm` and `cancel`).
 fn offered_actions(tree: &Value, out: &mut Vec<String>) {

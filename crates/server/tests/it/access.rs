@@ -155,11 +155,7 @@ async fn administrators_services_check_who_acts() {
         refused!(who, appearance::global(services, actor));
         refused!(
             who,
-            appearance::set_global(
-                services,
-                actor,
-                appearance::Change::Replace(Default::default())
-            )
+            appearance::set_global(services, actor, appearance::Change::Replace(Box::default()))
         );
         // Sessions are created by administrators only (a 422 that says how).
         let created = sessions::create(

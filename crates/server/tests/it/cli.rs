@@ -379,6 +379,61 @@ fn run_command_prints_a_transcript_and_asks_when_waiting() {
     ] {
         assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
     }
+    // The typed message shows once, and no prompt runs into another.
+    assert_eq!(stdout.matches("you> Ada").count(), 1, "{stdout}");
+    assert!(!stdout.contains("you> you>"), "{stdout}");
+
+    // Words answer an approval; anything else is asked again.
+    let worded = run(
+        switchyard(dir.path()).args(["run", "graph.json", "--input", "hi"]),
+        Some("Grace\nmaybe\napprove\n"),
+    );
+    let stdout = text(&worded.stdout);
+    assert!(
+        worded.status.success(),
+        "{stdout}\n{}",
+        text(&worded.stderr)
+    );
+    assert!(
+        stdout.contains("answer approve (y) or reject (n)") && stdout.contains("Hello Grace!"),
+        "{stdout}"
+    );
+
+    // A widget's prompt lists its actions, takes a bare one and asks again for one it
+    // does not offer; a disabled node shows as skipped.
+    let shop = serde_json::json!({
+        "nodes": [
+            {"slug": "start", "kind": "start"},
+            {"slug": "later", "kind": "transform", "is_enabled": false, "parameters": {"expressions": {"x": "1"}}},
+            {"slug": "pick", "kind": "widget", "parameters": {"widget": {"source": "inline", "definition": {"type": "Card", "children": [
+                {"type": "Button", "label": "Large", "onClickAction": {"type": "size.large", "payload": {"size": "L"}}},
+                {"type": "Button", "label": "Small", "onClickAction": {"type": "size.small", "payload": {"size": "S"}}}
+            ]}}}},
+            {"slug": "end", "kind": "end", "parameters": {"message": "Picked {{ input.action.type }}."}}
+        ],
+        "edges": [
+            {"source": "start", "target": "later"}, {"source": "later", "target": "pick"}, {"source": "pick", "target": "end"}
+        ]
+    });
+    std::fs::write(dir.path().join("shop.json"), shop.to_string()).unwrap();
+    let shopped = run(
+        switchyard(dir.path()).args(["run", "shop.json"]),
+        Some("size.huge\nsize.small\n"),
+    );
+    let stdout = text(&shopped.stdout);
+    assert!(
+        shopped.status.success(),
+        "{stdout}\n{}",
+        text(&shopped.stderr)
+    );
+    for line in [
+        "[later] transform skipped (disabled)",
+        "action [size.large / size.small]>",
+        "the widget offers size.large, size.small",
+        "completed: \"Picked size.small.\"",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in:\n{stdout}");
+    }
 
     let json_lines = run(
         switchyard(dir.path()).args(["run", "graph.json", "--json"]),
@@ -551,7 +606,14 @@ fn models_commands_and_the_open_registry() {
     let ran = run(open.args(["run", "graph.json", "--input", "hi"]), None);
     let stdout = text(&ran.stdout);
     assert!(ran.status.success(), "{stdout}\n{}", text(&ran.stderr));
-    assert!(stdout.contains("Hello from the fake model."), "{stdout}");
+    // The answer streams once; the saved message is not printed again.
+    assert_eq!(
+        stdout
+            .matches("assistant> Hello from the fake model.")
+            .count(),
+        1,
+        "{stdout}"
+    );
     assert!(
         stdout.contains("the model `gpt-5` was not in the registry"),
         "{stdout}"

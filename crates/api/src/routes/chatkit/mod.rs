@@ -292,7 +292,12 @@ async fn replace_global_appearance(
     AppJson(value): AppJson<appearance::Appearance>,
 ) -> ApiResult<Json<appearance::Appearance>> {
     Ok(Json(
-        appearance::set_global(&state.services, &admin, appearance::Change::Replace(value)).await?,
+        appearance::set_global(
+            &state.services,
+            &admin,
+            appearance::Change::Replace(Box::new(value)),
+        )
+        .await?,
     ))
 }
 
@@ -349,7 +354,7 @@ async fn replace_workflow_appearance(
             &state.services,
             &user,
             id,
-            appearance::Change::Replace(value),
+            appearance::Change::Replace(Box::new(value)),
         )
         .await?,
     ))
