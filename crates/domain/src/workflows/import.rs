@@ -59,7 +59,7 @@ pub fn read(document: &Value) -> Result<Imported, String> {
     // The seed system: an import payload `{graph, slug, display_name, …}`, a version
     // (`{workflow_slug, workflow_display_name, graph}`), or a bare `{nodes, edges}`.
     if let Some(graph) = object.get("graph") {
-        return finish(
+        return finish_seed(
             Graph::from_json(graph.clone())?,
             text(object.get("slug")).or_else(|| text(object.get("workflow_slug"))),
             text(object.get("display_name")).or_else(|| text(object.get("workflow_display_name"))),
@@ -67,9 +67,50 @@ pub fn read(document: &Value) -> Result<Imported, String> {
         );
     }
     if object.contains_key("nodes") {
-        return finish(Graph::from_json(document.clone())?, None, None, None);
+        return finish_seed(
+            Graph::from_json(document.clone())?,
+            text(object.get("slug")),
+            text(object.get("display_name")),
+            text(object.get("description")),
+        );
     }
     Err("unrecognised document: expected a Switchyard export, a seed-system graph (`nodes`, `edges`) or an Agent Builder workflow".into())
+}
+
+/// A seed-system graph: each kind adapts what the seed read differently
+/// (`NodeKind::import_seed`), and the seed's Python expressions and Jinja filters become
+/// CEL, each change listed; then as any import.
+fn finish_seed(
+    mut graph: Graph,
+    slug: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+) -> Result<Imported, String> {
+    let mut problems = Problems::new();
+    for node in &mut graph.nodes {
+        problems.at_node(Some(&node.slug));
+        if let Some(kind) = Kind::parse(&node.kind) {
+            kind.behaviour()
+                .import_seed(&mut node.parameters, &mut problems);
+        }
+        let changes = super::seed_dialect::translate_parameters(&mut node.parameters);
+        if !changes.is_empty() {
+            problems.warning(
+                "seed_expression_translated",
+                Some("parameters"),
+                format!(
+                    "the seed's Python expressions and Jinja filters were translated to CEL: {}",
+                    changes.join("; ")
+                ),
+            );
+        }
+    }
+    problems.at_node(None);
+    let mut imported = finish(graph, slug, display_name, description)?;
+    let mut warnings = problems.into_vec();
+    warnings.append(&mut imported.warnings);
+    imported.warnings = warnings;
+    Ok(imported)
 }
 
 /// Disables nodes whose kind cannot run here, with a warning for each.

@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod problems;
 pub mod references;
 pub mod schema;
+mod seed_dialect;
 mod service;
 pub mod validate;
 

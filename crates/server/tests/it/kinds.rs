@@ -409,6 +409,22 @@ async fn condition_follows_the_first_case_that_holds_else_the_fallback() {
     assert_eq!(big.events[0].data["label"], "big");
     let small = h.run(graph, "step", json!({"n": 1})).await;
     assert_eq!(small.next.as_deref(), Some("done"), "the unlabelled edge");
+
+    // The `contains` mode: a text holding the value (any case), a list with the item.
+    let quits = around(
+        "condition",
+        json!({"path": "input.text", "mode": "contains", "value": "/quit"}),
+        json!({"nodes": [{"slug": "bye", "kind": "end"}],
+               "edges": [{"source": "step", "target": "bye", "condition": "true"}]}),
+    );
+    for (text, next) in [
+        (json!("ok /QUIT now"), "bye"),
+        (json!("go on"), "done"),
+        (json!(["a", "/quit"]), "bye"),
+    ] {
+        let tried = h.run(quits.clone(), "step", json!({"text": text})).await;
+        assert_eq!(tried.next.as_deref(), Some(next), "{text}");
+    }
 }
 
 #[tokio::test]

@@ -1031,6 +1031,55 @@ fn node<'a>(graph: &'a Value, slug: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no node {slug}"))
 }
 
+/// The seed system's own example workflows (`workflows/*.json` in its repository) import
+/// with every node whose kind runs enabled: provider keys given twice, an unknown
+/// condition mode, Python expressions and Jinja filters are adapted, each with a warning.
+#[tokio::test]
+async fn the_seed_systems_own_workflows_import_faithfully() {
+    let app = TestApp::new(TestBackend::Sqlite).await;
+    let token = app.admin_token().await;
+    for file in [
+        "seed_coding_agent_ssh.json",
+        "seed_demo_blocs_pedagogiques.json",
+    ] {
+        let imported = app
+            .post("/api/workflows/import", Some(&token), fixture(file))
+            .await;
+        assert_eq!(
+            imported.status,
+            StatusCode::CREATED,
+            "{file}: {}",
+            imported.text
+        );
+        let graph = &imported.body["version"]["graph"];
+        for node in graph["nodes"].as_array().unwrap() {
+            let kind = node["kind"].as_str().unwrap();
+            let runs = domain::workflows::nodes::Kind::parse(kind).is_some();
+            assert_eq!(
+                node["is_enabled"] != false,
+                runs,
+                "{file}: {} ({kind}) in {}",
+                node["slug"],
+                imported.text
+            );
+        }
+        if file == "seed_coding_agent_ssh.json" {
+            let warnings = imported.body["warnings"].to_string();
+            for said in ["`False` → `false`", "int(state.task_index)"] {
+                assert!(warnings.contains(said), "{said} in {warnings}");
+            }
+            assert_eq!(
+                node(graph, "state-init")["parameters"]["state"][3]["expression"],
+                "false"
+            );
+            assert_eq!(
+                node(graph, "condition-quit")["parameters"]["mode"],
+                "contains"
+            );
+        }
+    }
+}
+
 async fn seed_exports_import(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let token = app.admin_token().await;

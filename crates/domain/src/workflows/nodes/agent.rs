@@ -177,6 +177,26 @@ impl NodeKind for AgentKind {
         "agent"
     }
 
+    /// The seed's agents may name their provider twice (`model_provider` and
+    /// `model_provider_slug`, which this config reads as one field): the seed read
+    /// `model_provider_slug`, and so does the import, with a warning when they differ.
+    fn import_seed(&self, params: &mut Map<String, Value>, problems: &mut Problems) {
+        let (Some(general), Some(kept)) = (
+            params.get("model_provider").cloned(),
+            params.get("model_provider_slug").cloned(),
+        ) else {
+            return;
+        };
+        if general != kept {
+            problems.warning(
+                "duplicate_key",
+                Some("parameters.model_provider_slug"),
+                format!("the agent named its provider twice (`model_provider` {general}, `model_provider_slug` {kept}); kept `model_provider_slug`"),
+            );
+        }
+        params.remove("model_provider");
+    }
+
     fn example(&self) -> &'static str {
         EXAMPLE
     }

@@ -1,7 +1,8 @@
 //! `condition`: picks an outgoing edge by label.
 //!
-//! Two styles. The seed's modes evaluate `path` and branch on `"true"`/`"false"` (or, in
-//! `value` mode, on the value itself):
+//! Two styles. The seed's modes (`truthy`, `falsy`, `equals`, `not_equals`, `contains`,
+//! `value`) evaluate `path` and branch on `"true"`/`"false"` (or, in `value` mode, on the
+//! value itself):
 //! ```json
 //! {"path": "state.score", "mode": "equals", "value": "10"}
 //! ```
@@ -47,7 +48,20 @@ pub enum ConditionMode {
     Falsy,
     Equals,
     NotEquals,
+    /// The text holds `value` (case-insensitive), or the list has an item equal to it.
+    Contains,
     Value,
+}
+
+impl ConditionMode {
+    const NAMES: &'static [&'static str] = &[
+        "truthy",
+        "falsy",
+        "equals",
+        "not_equals",
+        "contains",
+        "value",
+    ];
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +71,7 @@ pub struct Condition {
     pub path: Option<Value>,
     #[serde(default)]
     pub mode: ConditionMode,
-    /// Compared with the value in `equals`/`not_equals` modes.
+    /// Compared with the value in `equals`/`not_equals` modes, looked for in `contains`.
     #[serde(default)]
     pub value: Option<Value>,
     /// Ordered cases; when present, `path`/`mode` are not used.
@@ -161,6 +175,25 @@ impl NodeKind for ConditionKind {
 
     fn agent_builder_types(&self) -> &'static [&'static str] {
         &["IfElse"]
+    }
+
+    /// The seed system falls back to `truthy` for a mode it does not know; so does the
+    /// import, with a warning.
+    fn import_seed(&self, params: &mut Map<String, Value>, problems: &mut Problems) {
+        let Some(mode) = params.get("mode").and_then(Value::as_str) else {
+            return;
+        };
+        if !ConditionMode::NAMES.contains(&mode) {
+            problems.warning(
+                "seed_mode_unknown",
+                Some("parameters.mode"),
+                format!(
+                    "the mode `{mode}` is not one the seed system knew; it fell back to `truthy`, and so does this import (pick {} to mean something else)",
+                    ConditionMode::NAMES.join(", ")
+                ),
+            );
+            params.insert("mode".into(), Value::String("truthy".into()));
+        }
     }
 
     /// Each case's port becomes an edge label named after the case, the fallback `else`.
@@ -280,6 +313,16 @@ fn label(scope: &Scope, config: &Condition) -> Result<Option<String>, NodeError>
         ConditionMode::Falsy => flag(!truthy(&value)),
         ConditionMode::Equals => flag(compare()),
         ConditionMode::NotEquals => flag(!compare()),
+        ConditionMode::Contains => flag(config.value.as_ref().is_some_and(|wanted| {
+            match &value {
+                Value::Array(items) => items.iter().any(|item| {
+                    item == wanted || as_text(item).eq_ignore_ascii_case(&as_text(wanted))
+                }),
+                other => as_text(other)
+                    .to_lowercase()
+                    .contains(&as_text(wanted).to_lowercase()),
+            }
+        })),
         ConditionMode::Value => match &value {
             Value::Bool(b) => flag(*b),
             Value::Number(n) => Some(n.to_string()),

@@ -181,6 +181,9 @@ pub(crate) trait NodeKind: Sync {
     fn import_agent_builder(&self, _node: &mut AbNode<'_, '_>) -> Result<(), String> {
         Ok(())
     }
+    /// Adapts a node of the seed system's own graphs: settings it read differently
+    /// (warned about in `problems`, which point at the node).
+    fn import_seed(&self, _params: &mut Map<String, Value>, _problems: &mut Problems) {}
     /// Whether the node searches the knowledge base `slug`.
     fn uses_store(&self, _params: &Map<String, Value>, _slug: &str) -> bool {
         false
