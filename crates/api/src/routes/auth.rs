@@ -69,6 +69,7 @@ async fn list_throttles(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClearThrottles {
     /// Clear the counts of this account (from every address).

@@ -216,6 +216,7 @@ pub struct ResumeRequest {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub workflow_id: Option<i64>,
@@ -232,6 +233,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events after this sequence number.
@@ -244,7 +246,9 @@ pub struct EventsQuery {
     params(("id" = i64, Path)), request_body = StartRunRequest,
     responses(
         (status = 201, body = RunResponse),
-        (status = 200, description = "With `stream: true`: the run's events as server-sent events; the run's id is in the `X-Run-Id` header, its address in `Location` and its `run.started` event"),
+        (status = 200, description = "With `stream: true`: the run's events as server-sent events; the run's id is in the `X-Run-Id` header, its address in `Location` and its `run.started` event",
+            content_type = "text/event-stream", body = String,
+            headers(("X-Run-Id" = String, description = "The run's id"), ("Location" = String, description = "The run's address"))),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The workflow has no published version", body = ErrorBody),
         (status = 422, body = ErrorBody),
@@ -380,7 +384,16 @@ async fn steps(
 /// stream of server-sent events that follows the run live until it stops running; a
 /// client that reconnects with `Last-Event-ID` continues where it left off.
 #[utoipa::path(get, path = "/api/runs/{id}/events", tag = "runs", security(("bearer" = [])),
-    params(("id" = String, Path), EventsQuery), responses((status = 200, body = Vec<EventResponse>), (status = 404, body = ErrorBody)))]
+    params(
+        ("id" = String, Path),
+        EventsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "A reconnecting stream's last sequence number: events after it follow (instead of `after`)"),
+    ),
+    responses(
+        (status = 200, description = "The events after `after`: a JSON list, or with `Accept: text/event-stream` server-sent events (`id:` is the sequence number, `event:` the kind, `data:` the event) until the run stops",
+            content((Vec<EventResponse> = "application/json"), (String = "text/event-stream"))),
+        (status = 404, body = ErrorBody),
+    ))]
 async fn events(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

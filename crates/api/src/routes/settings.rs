@@ -77,6 +77,7 @@ async fn update_settings(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     /// Start, inclusive: RFC 3339 or `YYYY-MM-DD` (UTC). Default: 30 days before `to`.

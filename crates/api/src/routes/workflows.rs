@@ -45,6 +45,59 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A workflow and the caller's access to it.
+/// A workflow graph, as the API takes and gives it (documentation of
+/// `domain::workflows::Graph`; requests are read by the domain's own types).
+#[derive(Debug, ToSchema)]
+#[schema(as = Graph)]
+#[allow(dead_code)]
+pub struct GraphSchema {
+    pub nodes: Vec<NodeSchema>,
+    pub edges: Vec<EdgeSchema>,
+    /// JSON Schema of the state variables, with their defaults.
+    #[schema(value_type = Option<Object>)]
+    pub state_schema: Option<Value>,
+    /// JSON Schema of the input a headless caller gives.
+    #[schema(value_type = Option<Object>)]
+    pub input_schema: Option<Value>,
+}
+
+/// One step of a workflow: its kind's parameters are listed at
+/// `GET /api/workflows/node-kinds`.
+#[derive(Debug, ToSchema)]
+#[schema(as = Node)]
+#[allow(dead_code)]
+pub struct NodeSchema {
+    /// Unique in the graph: letters, digits, `-` and `_`.
+    pub slug: String,
+    /// `start`, `agent`, `condition`, `end`, … (`GET /api/workflows/node-kinds`).
+    pub kind: String,
+    pub display_name: Option<String>,
+    /// The enclosing `while` loop, if any.
+    pub parent_slug: Option<String>,
+    /// A disabled node is bypassed (default `true`).
+    pub is_enabled: Option<bool>,
+    /// The kind's configuration.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Editor data (position, colours); stored, never interpreted.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// A transition between two nodes.
+#[derive(Debug, ToSchema)]
+#[schema(as = Edge)]
+#[allow(dead_code)]
+pub struct EdgeSchema {
+    pub source: String,
+    pub target: String,
+    /// The branch label (`true`/`false`, a case's label, `approve`/`reject`, `error`, …);
+    /// `label` is read as the same.
+    pub condition: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkflowResponse {
     pub id: i64,
@@ -94,8 +147,7 @@ pub struct VersionResponse {
     pub is_production: bool,
     /// Send it back (or the `ETag`) when editing, to detect concurrent edits.
     pub revision: i64,
-    /// `{nodes, edges, state_schema?, input_schema?}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = GraphSchema)]
     pub graph: Value,
     pub created_by: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -295,7 +347,7 @@ pub struct CreateWorkflowRequest {
     pub description: Option<String>,
     /// Defaults to start → end.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<GraphSchema>)]
     pub graph: Option<Value>,
     #[serde(default)]
     pub version_name: Option<String>,
@@ -333,7 +385,7 @@ pub struct DuplicateRequest {
 pub struct CreateVersionRequest {
     /// The new draft's graph; otherwise a copy of `base_version_id`, else of production.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<GraphSchema>)]
     pub graph: Option<Value>,
     #[serde(default)]
     pub name: Option<String>,
@@ -344,7 +396,7 @@ pub struct CreateVersionRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVersionRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = GraphSchema)]
     pub graph: Value,
     #[serde(default)]
     pub name: Option<String>,
@@ -371,7 +423,7 @@ pub struct ChatkitDefaultRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = GraphSchema)]
     pub graph: Value,
 }
 

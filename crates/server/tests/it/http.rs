@@ -303,6 +303,70 @@ async fn openapi_covers_every_route(backend: TestBackend) {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+
+    // Parameters sit where the routes read them: a path's `{names}` are `in: path`, and
+    // nothing else is.
+    let mut misplaced = Vec::new();
+    for (path, item) in paths {
+        let names: Vec<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
+            .collect();
+        for (method, operation) in item.as_object().unwrap() {
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for parameter in &parameters {
+                let (name, place) = (
+                    parameter["name"].as_str().unwrap(),
+                    parameter["in"].as_str().unwrap(),
+                );
+                if (place == "path") != names.contains(&name) {
+                    misplaced.push(format!("{method} {path}: {name} in {place}"));
+                }
+            }
+            for name in &names {
+                if !parameters
+                    .iter()
+                    .any(|p| p["name"] == *name && p["in"] == "path")
+                {
+                    misplaced.push(format!("{method} {path}: {{{name}}} undeclared"));
+                }
+            }
+        }
+    }
+    assert!(misplaced.is_empty(), "{misplaced:#?}");
+    let runs = &paths["/api/runs"]["get"]["parameters"];
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "from" && p["in"] == "query"),
+        "{runs}"
+    );
+    // The event streams are described, and the graph has a schema.
+    let events = &paths["/api/runs/{id}/events"]["get"];
+    assert!(events["responses"]["200"]["content"]["text/event-stream"].is_object());
+    assert!(
+        events["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Last-Event-ID" && p["in"] == "header")
+    );
+    assert!(
+        paths["/api/chatkit"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+            .is_object()
+    );
+    for schema in ["Graph", "Node", "Edge"] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} in {}",
+            doc["components"]["schemas"]
+        );
+    }
 }
 
 async fn docs_are_served_offline(backend: TestBackend) {

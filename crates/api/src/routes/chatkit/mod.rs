@@ -58,6 +58,7 @@ pub fn router(max_upload: usize) -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackQuery {
     pub thread_id: Option<String>,
@@ -238,6 +239,7 @@ async fn chat_workflow(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AppearanceQuery {
     /// Merge this workflow's override over the global settings.
@@ -388,6 +390,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// The attachment's token, from its `upload_descriptor` or `preview_url`.
     pub token: String,
@@ -593,7 +596,8 @@ impl axum::extract::FromRequestParts<AppState> for ChatUser {
 #[utoipa::path(post, path = "/api/chatkit", tag = "chatkit", security(("bearer" = [])),
     request_body(content = Object, description = "A ChatKit request: `{type, params, metadata?}`"),
     responses(
-        (status = 200, description = "A JSON document, or a stream of server-sent events"),
+        (status = 200, description = "A JSON document (listing and reading requests), or for the streaming ones (`threads.create`, `threads.add_user_message`, `threads.add_client_tool_output`, `threads.add_structured_input`, `threads.retry_after_item`, `threads.custom_action`) a stream of server-sent events (`data: <event>`, with `: ping` comments while idle)",
+            content((Object = "application/json"), (String = "text/event-stream"))),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
