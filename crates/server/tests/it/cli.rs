@@ -663,3 +663,99 @@ fn models_commands_and_the_open_registry() {
     );
     drop(fake);
 }
+
+/// The README's marked examples (`<!-- readme-test -->` before a fenced block) run, in
+/// order, as one shell script against a real server started as the quick start says
+/// (with the fake model server as its OpenAI-compatible provider), so they cannot drift
+/// from the server. Builds and installs are not marked.
+#[test]
+fn the_readmes_examples_run() {
+    for tool in ["bash", "curl", "jq"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "the README's examples need `{tool}` (CI installs it)"
+        );
+    }
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "<!-- readme-test -->" {
+            continue;
+        }
+        let fence = lines.next().unwrap_or_default();
+        assert!(
+            fence.starts_with("```sh"),
+            "a marked block is `sh`: {fence}"
+        );
+        let block: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .collect();
+        blocks.push(block.join("\n"));
+    }
+    assert!(blocks.len() >= 5, "the marked examples: {blocks:?}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(test_support::fake_llm::FakeLlm::start());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let environment = [
+        (
+            "SWITCHYARD_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        ("SWITCHYARD_BIND", addr.to_string()),
+        ("SWITCHYARD_ADMIN_EMAIL", "admin@example.com".to_string()),
+        ("SWITCHYARD_ADMIN_PASSWORD", "change-me-now".to_string()),
+        ("OPENAI_API_KEY", "sk-readme".to_string()),
+        ("OPENAI_BASE_URL", fake.base_url.clone()),
+    ];
+    let mut server = switchyard(dir.path())
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_up(addr);
+
+    let script = format!("set -euo pipefail\n{}", blocks.join("\n"))
+        .replace("http://127.0.0.1:8000", &format!("http://{addr}"))
+        .replace("cargo run --", BIN);
+    let output = Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    server.kill().ok();
+    server.wait().ok();
+    let stdout = text(&output.stdout);
+    let said = format!("{stdout}\n{}", text(&output.stderr));
+    assert!(output.status.success(), "{script}\n---\n{said}");
+    for expected in [
+        "\"status\": \"waiting\"",
+        "Hello from the fake model.",
+        "\"status\": \"completed\"",
+        "Goodbye!",
+        "run.started",
+        "gpt-4.1-mini",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{said}");
+    }
+    // The registry's table row (not the stream's events that name the model).
+    let models = stdout
+        .lines()
+        .find(|l| l.contains("gpt-4.1-mini") && !l.starts_with("data:"))
+        .unwrap();
+    assert!(models.contains("seen"), "{models}");
+    drop(fake);
+}
