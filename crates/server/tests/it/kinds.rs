@@ -4,7 +4,7 @@
 
 use domain::{
     llm::{Completion, ToolCall},
-    runs::{EventKind, Resume, RunStatus, Tried, WaitKind},
+    runs::{EventKind, HistoryEntry, Resume, RunStatus, Trial, Tried, WaitKind},
     workflows::nodes::Kind,
 };
 use serde_json::{Value, json};
@@ -166,6 +166,63 @@ async fn agent_calls_the_model_with_its_instructions_and_answers() {
     assert!(
         request.contains("Answer author@example.com in one word."),
         "{request}"
+    );
+}
+
+/// A conversation longer than the model's context budget: the agent is given the newest
+/// messages that fit, whole, and the run says how many it left out.
+#[tokio::test]
+async fn agent_history_fits_the_models_context_budget() {
+    let h = StepHarness::new().await;
+    let admin = h.app.admin_token().await;
+    let models = h.app.get("/api/admin/models", Some(&admin)).await;
+    let id = models.body[0]["id"].as_i64().unwrap();
+    let small = h
+        .app
+        .patch(
+            &format!("/api/admin/models/{id}"),
+            Some(&admin),
+            json!({"context_window": 5000}),
+        )
+        .await;
+    assert_eq!(small.status.as_u16(), 200, "{}", small.text);
+    h.llm.say("Noted.");
+    // Ten messages of about 1,000 tokens each; 5,000 tokens less the answer's room
+    // (a quarter) leave room for three.
+    let history: Vec<HistoryEntry> = (0..10)
+        .map(|i| HistoryEntry {
+            role: if i % 2 == 0 { "user" } else { "assistant" }.into(),
+            text: format!("message {i} ") + &"x".repeat(4_000),
+            attachments: Vec::new(),
+        })
+        .collect();
+    let tried = h
+        .trial(Trial {
+            graph: serde_json::from_value(around(
+                "agent",
+                json!({"instructions": "Be brief."}),
+                json!({}),
+            ))
+            .unwrap(),
+            node: "step".into(),
+            input: json!({"input_as_text": "message 9"}),
+            history,
+            ..Trial::default()
+        })
+        .await;
+    assert_eq!(tried.status, RunStatus::Running, "{:?}", tried.failure);
+    let sent = &h.llm.requests()[0].messages;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(format!("{:?}", sent[0]).contains("message 7"));
+    let warned = tried
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Warning)
+        .map(|e| e.data["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        warned.contains("its 7 oldest messages were left out"),
+        "{warned}"
     );
 }
 

@@ -82,6 +82,38 @@ pub(super) async fn resolve_model(
     Ok(resolved.model)
 }
 
+/// Roughly how many tokens a text takes (four characters a token, as for English and
+/// French prose; an estimate, so the budget keeps a margin).
+fn estimated_tokens(text: &str) -> i64 {
+    i64::try_from(text.len() / 4).unwrap_or(i64::MAX) + 4
+}
+
+/// Where the history an agent is given starts: the newest messages that fit the model's
+/// context budget, once the answer's room and the instructions are set aside (whole
+/// messages; the newest always). A turn's cost then does not grow with the thread.
+fn window_start(
+    history: &[crate::runs::HistoryEntry],
+    budget: i64,
+    model: &Model,
+    config: &nodes::Agent,
+) -> usize {
+    let answer = model.max_output_tokens.unwrap_or(4_096).min(budget / 4);
+    let instructions = config.instructions.as_deref().map_or(0, estimated_tokens);
+    let mut room = budget - answer - instructions;
+    let mut first = history.len();
+    for (index, entry) in history.iter().enumerate().rev() {
+        // A file counts as a page of text.
+        let cost = estimated_tokens(&entry.text)
+            + 1_000 * i64::try_from(entry.attachments.len()).unwrap_or(i64::MAX);
+        if cost > room && first < history.len() {
+            break;
+        }
+        room -= cost;
+        first = index;
+    }
+    first
+}
+
 /// The conversation an agent starts from: the run's history (unless turned off), else its
 /// input, then the node's extra prompt messages.
 pub(super) async fn first_messages(
@@ -100,7 +132,18 @@ pub(super) async fn first_messages(
     let mut messages: Vec<Message> = Vec::new();
     if include_history {
         let history = log.run.history.clone();
-        for entry in &history {
+        let budget = model.context_budget(&ctx.services.models);
+        let first = window_start(&history, budget, model, config);
+        if first > 0 {
+            log.event(
+                EventKind::Warning,
+                Some(&node.slug),
+                json!({"message": format!(
+                    "the conversation is longer than the model's context budget ({budget} tokens): its {first} oldest messages were left out"
+                )}),
+            );
+        }
+        for entry in &history[first..] {
             let role = if entry.role == "user" {
                 Role::User
             } else {
