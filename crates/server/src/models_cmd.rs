@@ -53,18 +53,7 @@ pub struct AddArgs {
 
 pub async fn run(app: &App, command: ModelsCommand) -> anyhow::Result<()> {
     let services = &app.services;
-    let Some(admin) = services
-        .store
-        .list_users()
-        .await?
-        .into_iter()
-        .find(|u| u.is_admin)
-    else {
-        bail!(
-            "no administrator exists yet; create one with `switchyard users create --email you@example.com --admin`"
-        );
-    };
-    let admin = Principal::user(admin);
+    let admin = Principal::user(crate::run_cmd::first_admin(app).await?);
     match command {
         ModelsCommand::List => {
             let providers = models::list_providers(services, &admin).await?;

@@ -228,9 +228,10 @@ fn widget_action(answer: &str, offered: &[String]) -> Result<Value, String> {
     Ok(action)
 }
 
-pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
-    let services = &app.services;
-    let Some(user) = services
+/// The administrator a command acts as: the first one.
+pub(crate) async fn first_admin(app: &App) -> anyhow::Result<domain::users::User> {
+    let Some(user) = app
+        .services
         .store
         .list_users()
         .await?
@@ -241,6 +242,12 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
             "no administrator exists yet; create one with `switchyard users create --email you@example.com --admin`"
         );
     };
+    Ok(user)
+}
+
+pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
+    let services = &app.services;
+    let user = first_admin(app).await?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("could not read {}", args.file.display()))?;
     let document: Value = serde_json::from_str(&text)

@@ -147,30 +147,19 @@ fn filtered(source: &str) -> Option<String> {
 /// Splits `a | f | g(x)` at the filter bars (not `||`, not inside brackets or strings).
 fn split_filters(source: &str) -> Vec<&str> {
     let bytes = source.as_bytes();
-    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0i32, None::<u8>);
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                b'|' if depth == 0 => {
-                    if bytes.get(i + 1) == Some(&b'|') {
-                        i += 1;
-                    } else if i > 0 && bytes[i - 1] == b'|' {
-                    } else {
-                        parts.push(&source[start..i]);
-                        start = i + 1;
-                    }
-                }
-                _ => {}
-            },
+    let mut bars = Vec::new();
+    scan(source, 0, |i, c, depth| {
+        let double = bytes.get(i + 1) == Some(&b'|') || (i > 0 && bytes[i - 1] == b'|');
+        if c == b'|' && depth == 0 && !double {
+            bars.push(i);
         }
-        i += 1;
+        None::<()>
+    });
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for bar in bars {
+        parts.push(&source[start..bar]);
+        start = bar + 1;
     }
     parts.push(&source[start..]);
     parts
@@ -362,28 +351,42 @@ fn receiver_start(text: &str, dot: usize) -> Option<usize> {
     }
 }
 
-/// The index of the bracket closing the one at `open`.
-fn matching(text: &str, open: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
+/// Calls `visit` with each byte outside string literals from `start` on and the bracket
+/// depth before it; stops at the first `Some`.
+fn scan<R>(
+    text: &str,
+    start: usize,
+    mut visit: impl FnMut(usize, u8, i32) -> Option<R>,
+) -> Option<R> {
     let (mut depth, mut quote) = (0i32, None::<u8>);
-    for (i, &c) in bytes.iter().enumerate().skip(open) {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(i);
-                    }
-                }
-                _ => {}
-            },
+    for (i, &c) in text.as_bytes().iter().enumerate().skip(start) {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c == b'\'' || c == b'"' {
+            quote = Some(c);
+            continue;
+        }
+        if let Some(found) = visit(i, c, depth) {
+            return Some(found);
+        }
+        match c {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
         }
     }
     None
+}
+
+/// The index of the bracket closing the one at `open`.
+fn matching(text: &str, open: usize) -> Option<usize> {
+    scan(text, open, |i, c, depth| {
+        (depth == 1 && matches!(c, b')' | b']' | b'}')).then_some(i)
+    })
 }
 
 /// The index of the bracket opening the one at `close`.
@@ -407,38 +410,19 @@ fn opening(text: &str, close: usize) -> Option<usize> {
 
 /// `key, fallback` split at the first comma outside brackets and strings.
 fn split_top_level_comma(args: &str) -> (&str, Option<&str>) {
-    let bytes = args.as_bytes();
-    let (mut depth, mut quote) = (0i32, None::<u8>);
-    for (i, &c) in bytes.iter().enumerate() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' => quote = Some(c),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                b',' if depth == 0 => return (&args[..i], Some(&args[i + 1..])),
-                _ => {}
-            },
-        }
+    match scan(args, 0, |i, c, depth| {
+        (c == b',' && depth == 0).then_some(i)
+    }) {
+        Some(i) => (&args[..i], Some(&args[i + 1..])),
+        None => (args, None),
     }
-    (args, None)
 }
 
 /// The first `needle` outside string literals.
 fn find_outside_strings(text: &str, needle: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut quote = None::<u8>;
-    for i in 0..bytes.len() {
-        match quote {
-            Some(q) if bytes[i] == q => quote = None,
-            Some(_) => {}
-            None if bytes[i] == b'\'' || bytes[i] == b'"' => quote = Some(bytes[i]),
-            None if text[i..].starts_with(needle) => return Some(i),
-            None => {}
-        }
-    }
-    None
+    scan(text, 0, |i, _, _| {
+        (text.is_char_boundary(i) && text[i..].starts_with(needle)).then_some(i)
+    })
 }
 
 #[cfg(test)]
@@ -502,6 +486,40 @@ mod tests {
     }
 
     #[test]
+    fn broken_input_is_left_alone_without_a_panic() {
+        for text in [
+            "(((",
+            ")))",
+            "state.get(",
+            ".get('k'",
+            "x.get()",
+            "'unterminated",
+            "a or",
+            "or 0",
+            "x or 'é",
+            "len(",
+            "not",
+            "is",
+            "{{ x | }}",
+            "{{ (x | int }}",
+            "{{ [x | int }}",
+            "{{ x.get('a', }}",
+            "é.get('é', 'à') or 'ü'",
+            "{{",
+            "}}{{",
+            "[]. get('k')",
+        ] {
+            let _ = expression(text);
+            let _ = template(text);
+            let mut params = json!({"expression": text, "message": format!("{{{{ {text} }}}}")})
+                .as_object()
+                .unwrap()
+                .clone();
+            translate_parameters(&mut params);
+        }
+    }
+
+    #[test]
     fn jinja_filters_in_templates_become_cel() {
         assert_eq!(
             template("Task {{ (state.task_index | int) + 1 }}/{{ state.tasks[state.i | int] }}")
@@ -523,6 +541,12 @@ mod tests {
             json!("you25")
         );
         assert_eq!(template("{{ a || b }}").unwrap().0, "{{ a || b }}");
+        assert_eq!(
+            template("Tâche {{ (state.n | int) + 1 }} — {{ state.é | length }} été")
+                .unwrap()
+                .0,
+            "Tâche {{ (int(state.n)) + 1 }} — {{ size(state.é) }} été"
+        );
         // What cannot be translated stays, for validation to report.
         let (kept, changed) = template("{{ x | upper }} {{ y | int }}").unwrap();
         assert_eq!(kept, "{{ x | upper }} {{ int(y) }}");

@@ -36,6 +36,22 @@ fn run(command: &mut Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Creates the administrator `ops@example.com` with `users create`.
+fn create_operator(dir: &Path) {
+    let created = run(
+        switchyard(dir).args([
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--admin",
+            "--password-stdin",
+        ]),
+        Some("ops-password-1\n"),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).to_string()
 }
@@ -332,18 +348,7 @@ fn serve_without_users_says_how_to_create_one() {
 #[test]
 fn run_command_prints_a_transcript_and_asks_when_waiting() {
     let dir = tempfile::tempdir().unwrap();
-    let created = run(
-        switchyard(dir.path()).args([
-            "users",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--admin",
-            "--password-stdin",
-        ]),
-        Some("ops-password-1\n"),
-    );
-    assert!(created.status.success(), "{}", text(&created.stderr));
+    create_operator(dir.path());
     let graph = serde_json::json!({
         "nodes": [
             {"slug": "start", "kind": "start"},
@@ -551,18 +556,7 @@ fn models_commands_and_the_open_registry() {
             .env("OPENAI_API_KEY", "sk-test-models")
             .env("OPENAI_BASE_URL", &fake.base_url);
     };
-    let created = run(
-        switchyard(dir.path()).args([
-            "users",
-            "create",
-            "--email",
-            "ops@example.com",
-            "--admin",
-            "--password-stdin",
-        ]),
-        Some("ops-password-1\n"),
-    );
-    assert!(created.status.success(), "{}", text(&created.stderr));
+    create_operator(dir.path());
 
     let mut import = switchyard(dir.path());
     with_env(&mut import);
