@@ -34,6 +34,51 @@ where
     }
 }
 
+/// A JSON body with the text it was read from, for checks that need the document as
+/// written (keys an object gives twice, which parsing keeps silently); rejections as
+/// [`AppJson`]'s.
+#[derive(Debug, Clone)]
+pub struct JsonText {
+    pub text: String,
+    pub value: serde_json::Value,
+}
+
+impl<S> FromRequest<S> for JsonText
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is larger than the server accepts",
+                    )
+                } else {
+                    ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+                }
+            })?;
+        // The same checks as every JSON body (content type, syntax, NUL characters).
+        let mut again = Request::new(axum::body::Body::from(bytes.clone()));
+        if let Some(content_type) = content_type {
+            again
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        let AppJson(value) = AppJson::<serde_json::Value>::from_request(again, state).await?;
+        Ok(JsonText {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            value,
+        })
+    }
+}
+
 /// Maps a parsed JSON body to `T`, refusing NUL characters anywhere in it.
 pub(crate) fn from_json_value<T: DeserializeOwned>(
     value: serde_json::Value,

@@ -250,10 +250,8 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<()> {
     let user = first_admin(app).await?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("could not read {}", args.file.display()))?;
-    let document: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", args.file.display()))?;
-    let imported =
-        import::read(&document).map_err(|err| anyhow::anyhow!("cannot read the graph: {err}"))?;
+    let imported = import::read_text(&text)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.file.display()))?;
     // One line per node: what the import changed or left disabled there.
     let mut by_node: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
     for warning in &imported.warnings {

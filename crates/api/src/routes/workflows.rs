@@ -22,7 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{AdminUser, AppJson, AppPath, AuthUser},
+    extract::{AdminUser, AppJson, AppPath, AuthUser, JsonText},
     routes::users::double_option,
 };
 
@@ -573,8 +573,9 @@ async fn validate(
 async fn import(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    AppJson(body): AppJson<Value>,
+    JsonText { text, value: body }: JsonText,
 ) -> ApiResult<(StatusCode, Json<CreatedResponse>)> {
+    let repeated_keys = workflows::import::repeated_keys(&text);
     let request = match body {
         Value::Object(mut wrapper) if wrapper.contains_key("document") => {
             let text = |v: Option<Value>| v.and_then(|v| v.as_str().map(str::to_string));
@@ -599,10 +600,12 @@ async fn import(
                     .remove("publish")
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false),
+                repeated_keys,
             }
         }
         document => ImportRequest {
             document,
+            repeated_keys,
             ..ImportRequest::default()
         },
     };

@@ -94,6 +94,19 @@ fn from_cel(value: &CelValue) -> Value {
 impl Scope {
     fn context(&self) -> Context<'_, '_> {
         let mut context = Context::default();
+        // CEL's string extensions that templates ask for most (`name.lowerAscii()`).
+        let _ = context.add_function(
+            "lowerAscii",
+            |cel::extractors::This(text): cel::extractors::This<Arc<String>>| {
+                text.to_ascii_lowercase()
+            },
+        );
+        let _ = context.add_function(
+            "upperAscii",
+            |cel::extractors::This(text): cel::extractors::This<Arc<String>>| {
+                text.to_ascii_uppercase()
+            },
+        );
         for (name, value) in [
             ("input", &self.input),
             ("state", &self.state),

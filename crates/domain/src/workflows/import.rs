@@ -113,6 +113,88 @@ fn finish_seed(
     Ok(imported)
 }
 
+/// The keys a JSON document gives twice in one object, with their line: JSON readers (the
+/// seed system's and ours) keep the last one silently, so an import says so.
+pub fn repeated_keys(text: &str) -> Vec<(String, usize)> {
+    enum Frame {
+        Object {
+            keys: HashSet<String>,
+            expects_key: bool,
+        },
+        Array,
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut repeated = Vec::new();
+    let (mut line, mut chars) = (1, text.chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '{' => stack.push(Frame::Object {
+                keys: HashSet::new(),
+                expects_key: true,
+            }),
+            '[' => stack.push(Frame::Array),
+            '}' | ']' => {
+                stack.pop();
+            }
+            ',' => {
+                if let Some(Frame::Object { expects_key, .. }) = stack.last_mut() {
+                    *expects_key = true;
+                }
+            }
+            '"' => {
+                let mut key = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            key.push(c);
+                            key.extend(chars.next());
+                        }
+                        '\n' => line += 1,
+                        other => key.push(other),
+                    }
+                }
+                if let Some(Frame::Object { keys, expects_key }) = stack.last_mut()
+                    && *expects_key
+                {
+                    *expects_key = false;
+                    if !keys.insert(key.clone()) {
+                        repeated.push((key, line));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    repeated
+}
+
+/// Reads a document from its JSON text: as [`read`], with a warning for each key an
+/// object gives twice (the last one is kept, as the seed system's reader did).
+pub fn read_text(text: &str) -> Result<Imported, String> {
+    let document: Value =
+        serde_json::from_str(text).map_err(|err| format!("the document is not JSON: {err}"))?;
+    let mut imported = read(&document)?;
+    let mut warnings = repeated_key_warnings(&repeated_keys(text));
+    warnings.append(&mut imported.warnings);
+    imported.warnings = warnings;
+    Ok(imported)
+}
+
+/// A warning for each key a document gave twice.
+pub fn repeated_key_warnings(repeated: &[(String, usize)]) -> Vec<Problem> {
+    let mut problems = Problems::new();
+    for (key, line) in repeated {
+        problems.warning(
+            "duplicate_key",
+            None,
+            format!("the document gives the key `{key}` twice in one object (line {line}); the last one is kept, as the seed system's reader did"),
+        );
+    }
+    problems.into_vec()
+}
+
 /// Disables nodes whose kind cannot run here, with a warning for each.
 fn finish(
     mut graph: Graph,
@@ -583,6 +665,21 @@ fn agent_builder(object: &Map<String, Value>) -> Result<Imported, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_given_twice_are_found_with_their_line() {
+        let text = "{\"a\": 1,\n \"b\": {\"a\": 2, \"a\": 3},\n \"c\": [{\"x\": 1}, {\"x\": 2}],\n \"s\": \"{\\\"a\\\": 1, \\\"a\\\": 2}\",\n \"a\": 4}";
+        assert!(serde_json::from_str::<Value>(text).is_ok(), "{text}");
+        assert_eq!(
+            repeated_keys(text),
+            [("a".to_string(), 2), ("a".to_string(), 5)]
+        );
+        let imported = read_text(
+            r#"{"nodes": [{"slug": "start", "kind": "start", "kind": "start"}], "edges": []}"#,
+        )
+        .unwrap();
+        assert_eq!(imported.warnings[0].code, "duplicate_key");
+    }
 
     #[test]
     fn cel_literals_unquote() {

@@ -1,8 +1,7 @@
 //! The seed system's expression dialect, translated to CEL on import: its expressions are
 //! Python run through `eval` (`False`, `None`, `and`/`or`/`not`, `len(…)`,
 //! `state.get('k', 0)`), and its templates carry Jinja filters (`| int`, `| default(x)`,
-//! `| length`) that it rendered as raw text. (`| lower` and `| upper` have no CEL
-//! function here yet: they stay, and validation says so.)
+//! `| length`, `| lower`, `| upper`) that it rendered as raw text.
 //!
 //! Only the common forms are translated; every change is listed for the author, and what
 //! is not translated is left as it was for validation to report (the node then arrives
@@ -130,6 +129,8 @@ fn filtered(source: &str) -> Option<String> {
             ("float", None) => format!("double({value})"),
             ("string", None) => format!("string({value})"),
             ("length" | "count", None) => format!("size({value})"),
+            ("lower", None) => format!("{}.lowerAscii()", operand(&value)),
+            ("upper", None) => format!("{}.upperAscii()", operand(&value)),
             ("default", Some(fallback)) => {
                 let fallback = expression(fallback)?;
                 if is_path(&value) {
@@ -174,6 +175,17 @@ fn is_path(text: &str) -> bool {
                 && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !part.starts_with(|c: char| c.is_ascii_digit())
         })
+}
+
+/// `value` as the receiver of a method call: parenthesised unless it is a path, a call or
+/// already in parentheses.
+fn operand(value: &str) -> String {
+    let wrapped = value.starts_with('(') && matching(value, 0) == Some(value.len() - 1);
+    if is_path(value) || wrapped || value.ends_with(')') && !value.starts_with('(') {
+        value.to_string()
+    } else {
+        format!("({value})")
+    }
 }
 
 /// A Python expression in CEL; `None` when it uses a form this translation does not know.
@@ -535,10 +547,16 @@ mod tests {
         );
         assert_eq!(
             eval(
-                "(has(state.name) ? state.name : 'you') + string(size(state.items)) + string(int('4') + 1)",
+                "(has(state.name) ? state.name : 'you').upperAscii() + string(size(state.items)) + string(int('4') + 1) + 'ÉTÉ'.lowerAscii()",
                 json!({"items": [1, 2]})
             ),
-            json!("you25")
+            json!("YOU25ÉtÉ")
+        );
+        assert_eq!(
+            template("{{ state.name | default('you') | upper }}")
+                .unwrap()
+                .0,
+            "{{ (has(state.name) ? state.name : 'you').upperAscii() }}"
         );
         assert_eq!(template("{{ a || b }}").unwrap().0, "{{ a || b }}");
         assert_eq!(
@@ -548,8 +566,8 @@ mod tests {
             "Tâche {{ (int(state.n)) + 1 }} — {{ size(state.é) }} été"
         );
         // What cannot be translated stays, for validation to report.
-        let (kept, changed) = template("{{ x | upper }} {{ y | int }}").unwrap();
-        assert_eq!(kept, "{{ x | upper }} {{ int(y) }}");
+        let (kept, changed) = template("{{ x | wordwrap }} {{ y | int }}").unwrap();
+        assert_eq!(kept, "{{ x | wordwrap }} {{ int(y) }}");
         assert_eq!(changed.len(), 1);
         let mut params = json!({"message": "{{ state.n | int }}", "state": [{"target": "state.x", "expression": "True"}], "label": "Keep True"})
             .as_object()

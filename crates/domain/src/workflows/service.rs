@@ -944,6 +944,9 @@ pub struct ImportRequest {
     pub description: Option<String>,
     pub version_name: Option<String>,
     pub publish: bool,
+    /// Keys the document as written gave twice in one object, with their line
+    /// (`import::repeated_keys`): each becomes a warning.
+    pub repeated_keys: Vec<(String, usize)>,
 }
 
 /// Imports a native export, a seed-system graph or export, or an Agent Builder workflow.
@@ -954,7 +957,8 @@ pub async fn import_workflow(
     req: ImportRequest,
 ) -> WorkflowResult<Saved<(Workflow, Version)>> {
     let imported = formats::read(&req.document).map_err(WorkflowError::InvalidImport)?;
-    let mut warnings = imported.warnings;
+    let mut warnings = formats::repeated_key_warnings(&req.repeated_keys);
+    warnings.extend(imported.warnings);
     let saved = match req.workflow_id {
         Some(workflow_id) => {
             let (workflow, _) = writable(services, actor, workflow_id).await?;

@@ -1063,6 +1063,34 @@ async fn the_seed_systems_own_workflows_import_faithfully() {
                 imported.text
             );
         }
+        if file == "seed_demo_blocs_pedagogiques.json" {
+            continue;
+        }
+        // A key given twice, as written: the last one counts, with a warning.
+        let raw = r#"{"nodes": [{"slug": "start", "kind": "start"},
+            {"slug": "end", "kind": "end", "parameters": {"message": "first", "message": "second"}}],
+            "edges": [{"source": "start", "target": "end"}]}"#;
+        let twice = app
+            .send(
+                Request::post("/api/workflows/import")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(raw))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(twice.status, StatusCode::CREATED, "{}", twice.text);
+        assert!(
+            twice.body["warnings"]
+                .to_string()
+                .contains("gives the key `message` twice"),
+            "{}",
+            twice.text
+        );
+        assert_eq!(
+            node(&twice.body["version"]["graph"], "end")["parameters"]["message"],
+            "second"
+        );
         if file == "seed_coding_agent_ssh.json" {
             let warnings = imported.body["warnings"].to_string();
             for said in ["`False` → `false`", "int(state.task_index)"] {
