@@ -44,7 +44,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(unshare))
 }
 
-/// A workflow and the caller's access to it.
 /// A workflow graph, as the API takes and gives it (documentation of
 /// `domain::workflows::Graph`; requests are read by the domain's own types).
 #[derive(Debug, ToSchema)]
@@ -98,6 +97,7 @@ pub struct EdgeSchema {
     pub metadata: Option<Value>,
 }
 
+/// A workflow and the caller's access to it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkflowResponse {
     pub id: i64,

@@ -612,13 +612,16 @@ fn remedy(name: &str) -> String {
 /// The model an agent names (`name`, at `provider_id` when given), or the default model.
 ///
 /// A name among the registry's enabled models runs. In an open registry (the default), a
-/// name it does not know at all goes to the given or the default provider and is added as
-/// `seen` (no prices, so its usage is recorded unpriced); a disabled model stays refused.
-/// In a strict registry only enabled models run. Every refusal names its remedy.
+/// name the workflow's author wrote (`may_add`) that the registry does not know at all
+/// goes to the given or the default provider and is added as `seen` (no prices, so its
+/// usage is recorded unpriced); a name a caller chose is never added, and a disabled
+/// model stays refused. In a strict registry only enabled models run. Every refusal
+/// names its remedy.
 pub async fn resolve(
     services: &Services,
     name: Option<&str>,
     provider_id: Option<i64>,
+    may_add: bool,
 ) -> ModelResult<Resolved> {
     let enabled = services.store.models(None, true).await?;
     let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
@@ -645,7 +648,8 @@ pub async fn resolve(
             seen_now: false,
         });
     }
-    if services.models.registry == RegistryMode::Strict {
+    let valid_name = name.chars().count() <= 256 && !name.chars().any(char::is_control);
+    if services.models.registry == RegistryMode::Strict || !may_add || !valid_name {
         return Err(ModelError::Unresolved(format!(
             "the model `{name}` is not in the registry (or is disabled); {}",
             remedy(name)

@@ -9,6 +9,17 @@
 
 use serde_json::{Map, Value};
 
+/// The longest expression or placeholder translated (longer ones are left for validation
+/// to report), and how deep filters nest: imported documents are untrusted, and the
+/// translation must stay small and quick on any input.
+const MAX_SOURCE: usize = 2_048;
+const MAX_DEPTH: usize = 8;
+
+/// Whether a translation has grown past what its source could need.
+fn too_big(source: &str, translated: &str) -> bool {
+    translated.len() > source.len() * 8 + 512
+}
+
 /// Keys whose string values are whole expressions (the rest are templates when they hold
 /// `{{ }}`, and text otherwise).
 const EXPRESSION_KEYS: &[&str] = &["expression", "condition", "predicate"];
@@ -73,7 +84,7 @@ fn template(text: &str) -> Option<(String, Vec<String>)> {
         let close = rest[open..].find("}}")? + open;
         out.push_str(&rest[..open]);
         let inner = rest[open + 2..close].trim();
-        match filtered(inner) {
+        match filtered(inner, 0) {
             Some(done) if done != inner => {
                 changed.push(format!(
                     "`{{{{ {} }}}}` → `{{{{ {} }}}}`",
@@ -94,7 +105,10 @@ fn template(text: &str) -> Option<(String, Vec<String>)> {
 
 /// A placeholder's expression with its Jinja filters applied (`x | int` → `int(x)`), in
 /// parenthesised parts too (`(x | int) + 1`).
-fn filtered(source: &str) -> Option<String> {
+fn filtered(source: &str, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH || source.len() > MAX_SOURCE {
+        return None;
+    }
     let mut text = source.to_string();
     let mut search = 0;
     while let Some(found) = [
@@ -109,14 +123,18 @@ fn filtered(source: &str) -> Option<String> {
         let close = matching(&text, open)?;
         let inner = &text[open + 1..close];
         if split_filters(inner).len() > 1 {
-            let done = filtered(inner)?;
+            let done = filtered(inner, depth + 1)?;
             text.replace_range(open + 1..close, &done);
             search = open + done.len() + 2;
         } else {
             search = open + 1;
         }
     }
-    let mut parts = split_filters(&text).into_iter();
+    let parts = split_filters(&text);
+    if parts.len() > MAX_DEPTH + 1 {
+        return None;
+    }
+    let mut parts = parts.into_iter();
     let mut value = expression(parts.next()?.trim())?;
     for filter in parts {
         let filter = filter.trim();
@@ -133,7 +151,8 @@ fn filtered(source: &str) -> Option<String> {
             ("upper", None) => format!("{}.upperAscii()", operand(&value)),
             ("default", Some(fallback)) => {
                 let fallback = expression(fallback)?;
-                if is_path(&value) {
+                // `has()` takes a field selection (`state.name`), not a bare name.
+                if is_path(&value) && value.contains('.') {
                     format!("(has({value}) ? {value} : {fallback})")
                 } else {
                     format!("({value} == null ? {fallback} : {value})")
@@ -141,6 +160,9 @@ fn filtered(source: &str) -> Option<String> {
             }
             _ => return None,
         };
+        if too_big(source, &value) {
+            return None;
+        }
     }
     Some(value)
 }
@@ -190,9 +212,13 @@ fn operand(value: &str) -> String {
 
 /// A Python expression in CEL; `None` when it uses a form this translation does not know.
 pub(crate) fn expression(source: &str) -> Option<String> {
+    if source.len() > MAX_SOURCE {
+        return None;
+    }
     let words = words(source)?;
     let dotted = gets(&words)?;
-    Some(defaults(&dotted))
+    let translated = defaults(&dotted)?;
+    (!too_big(source, &translated)).then_some(translated)
 }
 
 /// Python's words and literals in CEL: `True`/`False`/`None`, `and`/`or`/`not`, `len(`.
@@ -257,8 +283,12 @@ fn words(source: &str) -> Option<String> {
 /// receiver: a path, an index, a call's result.
 fn gets(source: &str) -> Option<String> {
     let mut text = source.to_string();
-    // Innermost first: each pass replaces the first `.get(` whose arguments hold no other.
+    // Each pass replaces the first `.get(` left (receivers come before their calls, so a
+    // chain is rewritten from its start); the receiver is copied, so the text may grow.
     for _ in 0..64 {
+        if too_big(source, &text) {
+            return None;
+        }
         let Some(at) = find_outside_strings(&text, ".get(") else {
             return Some(text);
         };
@@ -278,9 +308,12 @@ fn gets(source: &str) -> Option<String> {
 }
 
 /// Python's `x or <literal>` (a default for a missing or empty value) as CEL's `== null`.
-fn defaults(source: &str) -> String {
+fn defaults(source: &str) -> Option<String> {
     let mut text = source.to_string();
     for _ in 0..16 {
+        if too_big(source, &text) {
+            return None;
+        }
         let Some(at) = find_outside_strings(&text, " || ") else {
             break;
         };
@@ -293,7 +326,7 @@ fn defaults(source: &str) -> String {
         let replaced = format!("({left} == null ? {right} : {left})");
         text.replace_range(left_start..right_end, &replaced);
     }
-    text
+    Some(text)
 }
 
 /// Where a literal default (a number, a string, `[]`, `{}`) starting at
@@ -494,6 +527,21 @@ mod tests {
                 json!({})
             ),
             json!(1)
+        );
+    }
+
+    #[test]
+    fn inputs_that_would_blow_up_are_left_alone() {
+        let chain = "x".to_string() + &".get('a')".repeat(40);
+        assert!(expression(&chain).is_none());
+        let filters = "{{ x".to_string() + &" | default(1)".repeat(40) + " }}";
+        assert_eq!(template(&filters).unwrap().0, filters);
+        let nested = "(a | int".repeat(200) + &")".repeat(200);
+        assert!(filtered(&nested, 0).is_none());
+        assert!(expression(&"a or 0 ".repeat(2_000)).is_none());
+        assert_eq!(
+            template("{{ name | default('x') }}").unwrap().0,
+            "{{ (name == null ? 'x' : name) }}"
         );
     }
 

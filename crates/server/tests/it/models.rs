@@ -745,6 +745,40 @@ async fn the_open_registry_runs_names_it_does_not_know(backend: TestBackend) {
     );
     assert_eq!(line["cost_usd"], Value::Null);
 
+    // A name the caller chose (an agent that lets users pick) is never added.
+    let picks = crate::runs::publish(
+        &app,
+        &admin,
+        json!({
+            "nodes": [
+                {"slug": "start", "kind": "start"},
+                {"slug": "answer", "kind": "agent", "parameters": {"model": "gpt-4.1", "model_selection_mode": "user"}},
+                {"slug": "end", "kind": "end"}
+            ],
+            "edges": [{"source": "start", "target": "answer"}, {"source": "answer", "target": "end"}]
+        }),
+    )
+    .await;
+    let chosen = app
+        .post(
+            &format!("/api/workflows/{picks}/runs"),
+            Some(&admin),
+            json!({"input": "hi", "model": "made-up-model"}),
+        )
+        .await;
+    assert_eq!(chosen.body["status"], "failed", "{}", chosen.text);
+    assert_eq!(chosen.body["error"]["code"], "model_not_found");
+    assert_eq!(
+        app.get("/api/admin/models", Some(&admin))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only the author's model is listed"
+    );
+
     // Disabled by an administrator: refused, with how to enable it.
     let seen_id = seen["id"].as_i64().unwrap();
     app.patch(

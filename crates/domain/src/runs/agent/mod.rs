@@ -140,8 +140,8 @@ pub(crate) async fn run(
         return compose::nested_node(ctx, log, node, &reference).await;
     }
     let mut config = config;
-    apply_model_choice(log, node, &mut config);
-    let model = resolve_model(ctx, log, node, &config).await?;
+    let caller_named = apply_model_choice(log, node, &mut config);
+    let model = resolve_model(ctx, log, node, &config, caller_named).await?;
     let provider = models::credentials(ctx.services, model.provider_id)
         .await
         .map_err(|err| node_error("provider_unavailable", err.to_string()))?;

@@ -6,8 +6,14 @@ use super::*;
 /// The caller's model choice (`StartRun::model`), for an agent that lets users choose:
 /// one of its `user_model_options` (matched by `id` or `model`, bringing the option's
 /// provider and settings), or with `model_selection_mode: "user"` and no options, any
-/// enabled model. Otherwise the choice is ignored, with a warning event.
-pub(super) fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut nodes::Agent) {
+/// enabled model of the registry. Otherwise the choice is ignored, with a warning event.
+/// Returns whether the model is now one the caller named (the open registry adds no
+/// model for a caller, only for the workflow's author).
+pub(super) fn apply_model_choice(
+    log: &mut Log<'_>,
+    node: &Node,
+    config: &mut nodes::Agent,
+) -> bool {
     let Some(choice) = log
         .run
         .scratch
@@ -15,7 +21,7 @@ pub(super) fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut no
         .and_then(Value::as_str)
         .map(str::to_string)
     else {
-        return;
+        return false;
     };
     let options = config.user_model_options.clone().unwrap_or_default();
     let option = options.iter().find(|o| {
@@ -40,6 +46,7 @@ pub(super) fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut no
         None if options.is_empty() && config.model_selection_mode.as_deref() == Some("user") => {
             config.model = Some(choice);
             config.model_provider_id = None;
+            return true;
         }
         None => log.event(
             EventKind::Warning,
@@ -47,6 +54,7 @@ pub(super) fn apply_model_choice(log: &mut Log<'_>, node: &Node, config: &mut no
             json!({"message": format!("the model `{choice}` is not one this agent offers; it uses its own")}),
         ),
     }
+    false
 }
 
 /// The agent's model, through the registry (`models::resolve`): a model the open
@@ -56,19 +64,23 @@ pub(super) async fn resolve_model(
     log: &mut Log<'_>,
     node: &Node,
     config: &nodes::Agent,
+    caller_named: bool,
 ) -> Result<Model, NodeError> {
     let provider_id = config
         .model_provider_id
         .as_deref()
         .and_then(|p| p.parse::<i64>().ok());
-    let resolved = crate::models::resolve(ctx.services, config.model.as_deref(), provider_id)
-        .await
-        .map_err(|err| match err {
-            crate::models::ModelError::Unresolved(message) => {
-                node_error("model_not_found", message)
-            }
-            other => node_error("internal_error", other.to_string()),
-        })?;
+    let resolved = crate::models::resolve(
+        ctx.services,
+        config.model.as_deref(),
+        provider_id,
+        !caller_named,
+    )
+    .await
+    .map_err(|err| match err {
+        crate::models::ModelError::Unresolved(message) => node_error("model_not_found", message),
+        other => node_error("internal_error", other.to_string()),
+    })?;
     if resolved.seen_now {
         log.event(
             EventKind::Warning,
