@@ -8,9 +8,13 @@ use domain::{
     store::{ChatStore, StoreError, StoreResult},
 };
 use serde_json::{Map, Value};
-use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, types::Json};
 
-use crate::{Db, grouped_write, store_error, stored_time, together, with_pool, with_writer};
+use crate::{
+    Db,
+    args::{Arg, Built, bind_args},
+    grouped_write, store_error, stored_time, together, with_pool, with_writer,
+};
 
 macro_rules! thread_columns {
     () => {
@@ -127,7 +131,95 @@ macro_rules! push_insert_thread {
     }};
 }
 
-/// An item at the next position in its thread.
+/// An item of a thread by its id: the primary key.
+pub(crate) const CHAT_ITEM: &str = "SELECT data FROM chat_items WHERE id = $1 AND thread_id = $2";
+
+/// The next position in a thread, inside an item's insert, up to the thread's id: the
+/// `(thread_id, seq)` key.
+pub(crate) const NEXT_ITEM_SEQ: &str =
+    "(SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_items WHERE thread_id = ";
+
+/// A thread's items after one (a retried answer): the `(thread_id, seq)` key.
+pub(crate) const DELETE_ITEMS_AFTER: &str = "DELETE FROM chat_items WHERE thread_id = $1
+       AND seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1)";
+
+/// A page of a user's threads (their own, or one end user's), newest or oldest first,
+/// after a cursor when one is given: `chat_threads_owner_idx` (user, end user, time, id).
+pub(crate) fn list_threads_sql(user_id: i64, end_user: Option<&str>, page: &PageRequest) -> Built {
+    let mut built = Built::new(concat!(
+        "SELECT ",
+        thread_columns!(),
+        " FROM chat_threads t"
+    ));
+    built.push(" WHERE t.user_id = ?", [Arg::Int(user_id)]);
+    match end_user {
+        Some(end_user) => built.push(" AND t.end_user = ?", [Arg::Text(end_user.into())]),
+        None => built.text(" AND t.end_user IS NULL"),
+    };
+    let (compare, order) = match page.order {
+        Order::Desc => ("<", "DESC"),
+        Order::Asc => (">", "ASC"),
+    };
+    if let Some(after) = &page.after {
+        built.push(
+            &format!(
+                " AND (t.created_at, t.id) {compare} (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = ?)"
+            ),
+            [Arg::Text(after.clone())],
+        );
+    }
+    built.push(
+        &format!(" ORDER BY t.created_at {order}, t.id {order} LIMIT ?"),
+        [Arg::Int(probe(page))],
+    );
+    built
+}
+
+/// A page of a thread's items in either order, after a cursor when one is given: the
+/// `(thread_id, seq)` key.
+pub(crate) fn list_items_sql(thread_id: &str, page: &PageRequest, include_hidden: bool) -> Built {
+    let mut built = Built::new("SELECT data FROM chat_items i");
+    built.push(" WHERE i.thread_id = ?", [Arg::Text(thread_id.into())]);
+    let (compare, order) = match page.order {
+        Order::Desc => ("<", "DESC"),
+        Order::Asc => (">", "ASC"),
+    };
+    if let Some(after) = &page.after {
+        built.push(
+            &format!(
+                " AND i.seq {compare} (SELECT c.seq FROM chat_items c WHERE c.id = ? AND c.thread_id = ?)"
+            ),
+            [Arg::Text(after.clone()), Arg::Text(thread_id.into())],
+        );
+    }
+    if !include_hidden {
+        built.text(" AND i.kind NOT IN ('hidden_context_item', 'sdk_hidden_context')");
+    }
+    built.push(
+        &format!(" ORDER BY i.seq {order} LIMIT ?"),
+        [Arg::Int(probe(page))],
+    );
+    built
+}
+
+/// Feedback newest first, of one thread or all: `chat_feedback_thread_idx` or
+/// `chat_feedback_created_idx`.
+pub(crate) fn list_feedback_sql(thread_id: Option<&str>, limit: i64) -> Built {
+    let mut built = Built::new(
+        "SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.data FROM chat_feedback f
+         LEFT JOIN chat_items i ON i.id = f.item_id",
+    );
+    if let Some(thread_id) = thread_id {
+        built.push(" WHERE f.thread_id = ?", [Arg::Text(thread_id.into())]);
+    }
+    built.push(
+        " ORDER BY f.created_at DESC, f.item_id LIMIT ?",
+        [Arg::Int(limit)],
+    );
+    built
+}
+
+/// An item at the next position in its thread ([`NEXT_ITEM_SEQ`]).
 macro_rules! push_insert_item {
     ($b:expr, $item:expr, $data:expr) => {{
         let item: &ThreadItem = $item;
@@ -135,7 +227,8 @@ macro_rules! push_insert_item {
             .push_bind(&item.id)
             .push(", ")
             .push_bind(&item.thread_id)
-            .push(", (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_items WHERE thread_id = ")
+            .push(", ")
+            .push(NEXT_ITEM_SEQ)
             .push_bind(&item.thread_id)
             .push("), ")
             .push_bind(item.kind())
@@ -234,26 +327,9 @@ impl ChatStore for Db {
         end_user: Option<&str>,
         page: &PageRequest,
     ) -> StoreResult<(Vec<ChatThread>, bool)> {
-        let sql = match page.order {
-            Order::Desc => concat!(
-                "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
-                   AND (($4 IS NULL AND t.end_user IS NULL) OR t.end_user = $4)
-                   AND ($2 IS NULL OR (t.created_at, t.id) < (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
-                 ORDER BY t.created_at DESC, t.id DESC LIMIT $3"
-            ),
-            Order::Asc => concat!(
-                "SELECT ", thread_columns!(), " FROM chat_threads t WHERE t.user_id = $1
-                   AND (($4 IS NULL AND t.end_user IS NULL) OR t.end_user = $4)
-                   AND ($2 IS NULL OR (t.created_at, t.id) > (SELECT c.created_at, c.id FROM chat_threads c WHERE c.id = $2))
-                 ORDER BY t.created_at ASC, t.id ASC LIMIT $3"
-            ),
-        };
+        let built = list_threads_sql(user_id, end_user, page);
         let rows: Vec<ThreadRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(user_id)
-                .bind(page.after.as_deref())
-                .bind(probe(page))
-                .bind(end_user)
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
                 .fetch_all(pool)
                 .await
         })
@@ -299,7 +375,7 @@ impl ChatStore for Db {
 
     async fn chat_item(&self, thread_id: &str, item_id: &str) -> StoreResult<Option<ThreadItem>> {
         let row: Option<ItemRow> = with_pool!(self, pool => {
-            sqlx::query_as("SELECT data FROM chat_items WHERE id = $1 AND thread_id = $2")
+            sqlx::query_as(CHAT_ITEM)
                 .bind(item_id)
                 .bind(thread_id)
                 .fetch_optional(pool)
@@ -315,22 +391,9 @@ impl ChatStore for Db {
         page: &PageRequest,
         include_hidden: bool,
     ) -> StoreResult<(Vec<ThreadItem>, bool)> {
-        let sql = match page.order {
-            Order::Asc => "SELECT data FROM chat_items i WHERE i.thread_id = $1
-                   AND ($2 IS NULL OR i.seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1))
-                   AND ($4 OR i.kind NOT IN ('hidden_context_item', 'sdk_hidden_context'))
-                 ORDER BY i.seq ASC LIMIT $3",
-            Order::Desc => "SELECT data FROM chat_items i WHERE i.thread_id = $1
-                   AND ($2 IS NULL OR i.seq < (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1))
-                   AND ($4 OR i.kind NOT IN ('hidden_context_item', 'sdk_hidden_context'))
-                 ORDER BY i.seq DESC LIMIT $3",
-        };
+        let built = list_items_sql(thread_id, page, include_hidden);
         let rows: Vec<ItemRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(thread_id)
-                .bind(page.after.as_deref())
-                .bind(probe(page))
-                .bind(include_hidden)
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
                 .fetch_all(pool)
                 .await
         })
@@ -345,10 +408,7 @@ impl ChatStore for Db {
 
     async fn delete_chat_items_after(&self, thread_id: &str, item_id: &str) -> StoreResult<u64> {
         with_writer!(self, pool => {
-            sqlx::query(
-                "DELETE FROM chat_items WHERE thread_id = $1
-                   AND seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1)",
-            )
+            sqlx::query(DELETE_ITEMS_AFTER)
             .bind(thread_id)
             .bind(item_id)
             .execute(pool)
@@ -478,16 +538,11 @@ impl ChatStore for Db {
             created_at: DateTime<Utc>,
             data: Option<Json<Value>>,
         }
+        let built = list_feedback_sql(thread_id, limit);
         let rows: Vec<Row> = with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT f.thread_id, f.item_id, f.user_id, f.kind, f.created_at, i.data FROM chat_feedback f
-                 LEFT JOIN chat_items i ON i.id = f.item_id
-                 WHERE ($1 IS NULL OR f.thread_id = $1) ORDER BY f.created_at DESC, f.item_id LIMIT $2",
-            )
-            .bind(thread_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
+                .fetch_all(pool)
+                .await
         })
         .map_err(store_error)?;
         Ok(rows

@@ -91,6 +91,28 @@ impl Db {
     }
 }
 
+/// An API key by its hash (each request with a key, behind the cache): its unique key.
+pub(crate) const API_KEY_BY_HASH: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM api_keys WHERE key_hash = $1"
+);
+
+/// A session by its id: the primary key.
+pub(crate) const SESSION_BY_ID: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM chat_sessions WHERE id = $1"
+);
+
+/// A session by its secret's hash (each request of an embedded chat, behind the cache):
+/// its unique key.
+pub(crate) const SESSION_BY_HASH: &str = concat!(
+    "SELECT ",
+    session_columns!(),
+    " FROM chat_sessions WHERE secret_hash = $1"
+);
+
 #[async_trait]
 impl KeyStore for Db {
     async fn insert_api_key(&self, key: &NewApiKey, now: DateTime<Utc>) -> StoreResult<ApiKey> {
@@ -124,13 +146,8 @@ impl KeyStore for Db {
         self.caches
             .api_keys
             .get_or(hash.to_string(), async {
-                let sql = concat!(
-                    "SELECT ",
-                    key_columns!(),
-                    " FROM api_keys WHERE key_hash = $1"
-                );
                 let row: Option<KeyRow> = with_pool!(self, pool => {
-                    sqlx::query_as(sql).bind(hash).fetch_optional(pool).await
+                    sqlx::query_as(API_KEY_BY_HASH).bind(hash).fetch_optional(pool).await
                 })
                 .map_err(store_error)?;
                 Ok(row.map(Into::into))
@@ -196,24 +213,14 @@ impl KeyStore for Db {
     }
 
     async fn chat_session(&self, id: &str) -> StoreResult<Option<ChatSession>> {
-        let sql = concat!(
-            "SELECT ",
-            session_columns!(),
-            " FROM chat_sessions WHERE id = $1"
-        );
-        self.one_session(sql, id).await
+        self.one_session(SESSION_BY_ID, id).await
     }
 
     async fn chat_session_by_hash(&self, hash: &str) -> StoreResult<Option<ChatSession>> {
         self.caches
             .sessions
             .get_or(hash.to_string(), async {
-                let sql = concat!(
-                    "SELECT ",
-                    session_columns!(),
-                    " FROM chat_sessions WHERE secret_hash = $1"
-                );
-                self.one_session(sql, hash).await
+                self.one_session(SESSION_BY_HASH, hash).await
             })
             .await
     }

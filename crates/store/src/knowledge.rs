@@ -441,6 +441,42 @@ fn chunk_error(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// A knowledge job by its id: the primary key.
+pub(crate) const KNOWLEDGE_JOB: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM knowledge_jobs WHERE id = $1"
+);
+
+/// A store's latest jobs: `knowledge_jobs_store_idx`.
+pub(crate) const STORE_JOBS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM knowledge_jobs WHERE store_id = $1 ORDER BY id DESC LIMIT 100"
+);
+
+/// Claims the oldest job that is ready (queued and due, running past its lease, or held
+/// past its upload's patience): the partial index `knowledge_jobs_open_idx` holds only
+/// unfinished jobs, so finished ones never slow a claim. `$1` worker, `$2` lease end,
+/// `$3` now, `$4` the held jobs' limit.
+pub(crate) fn claim_job_sql(backend: Backend) -> String {
+    // PostgreSQL: replicas claiming at once skip each other's rows. SQLite: one writer.
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+    };
+    format!(
+        "UPDATE knowledge_jobs SET status = 'running', attempts = attempts + 1, worker = $1, lease_until = $2, updated_at = $3
+         WHERE id = (SELECT id FROM knowledge_jobs
+                     WHERE status IN ('queued', 'running', 'held')
+                       AND ((status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_until < $3)
+                            OR (status = 'held' AND created_at < $4))
+                     ORDER BY id LIMIT 1 {lock})
+         RETURNING {}",
+        job_columns!()
+    )
+}
+
 #[async_trait]
 impl KnowledgeStore for Db {
     async fn insert_vector_store(
@@ -1131,20 +1167,7 @@ impl KnowledgeStore for Db {
     ) -> StoreResult<Option<Job>> {
         let now = stored_time(now);
         let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        // PostgreSQL: replicas claiming at once skip each other's rows. SQLite: one writer.
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
-        let sql = format!(
-            "UPDATE knowledge_jobs SET status = 'running', attempts = attempts + 1, worker = $1, lease_until = $2, updated_at = $3
-             WHERE id = (SELECT id FROM knowledge_jobs
-                         WHERE (status = 'queued' AND run_after <= $3) OR (status = 'running' AND lease_until < $3)
-                            OR (status = 'held' AND created_at < $4)
-                         ORDER BY id LIMIT 1 {lock})
-             RETURNING {}",
-            job_columns!()
-        );
+        let sql = claim_job_sql(self.backend);
         let row: Option<JobRow> = with_writer!(self, pool => {
             sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(worker)
@@ -1199,25 +1222,15 @@ impl KnowledgeStore for Db {
     }
 
     async fn knowledge_job(&self, id: i64) -> StoreResult<Option<Job>> {
-        let sql = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM knowledge_jobs WHERE id = $1"
-        );
         let row: Option<JobRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+            with_pool!(self, pool => sqlx::query_as(KNOWLEDGE_JOB).bind(id).fetch_optional(pool).await)
                 .map_err(store_error)?;
         Ok(row.map(Into::into))
     }
 
     async fn knowledge_jobs(&self, store_id: i64) -> StoreResult<Vec<Job>> {
-        let sql = concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM knowledge_jobs WHERE store_id = $1 ORDER BY id DESC LIMIT 100"
-        );
         let rows: Vec<JobRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(store_id).fetch_all(pool).await)
+            with_pool!(self, pool => sqlx::query_as(STORE_JOBS).bind(store_id).fetch_all(pool).await)
                 .map_err(store_error)?;
         Ok(rows.into_iter().map(Into::into).collect())
     }

@@ -5,6 +5,7 @@
 //! `timestamptz`) while SQLite stores the same Rust values as integers and text.
 //! Where the dialects differ, the code branches on [`Backend`] in the open.
 
+pub mod args;
 mod blobs;
 mod cache;
 mod chat;
@@ -14,6 +15,7 @@ mod knowledge;
 mod mcp;
 mod migrate;
 mod models;
+pub mod plans;
 mod runs;
 mod settings;
 mod usage;

@@ -11,11 +11,14 @@ use domain::{
     store::{RunStore, StoreError, StoreResult},
 };
 use serde_json::Value;
-use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, types::Json};
 
 use crate::{
-    Db, STALE_SAVE, store_error, stored_time, together, usage::push_insert_usage, with_pool,
-    with_writer,
+    Db, STALE_SAVE,
+    args::{Arg, Built, bind_args},
+    store_error, stored_time, together,
+    usage::push_insert_usage,
+    with_pool, with_writer,
 };
 
 macro_rules! run_columns {
@@ -225,6 +228,55 @@ macro_rules! push_insert_steps {
     }};
 }
 
+/// A run by its id.
+pub(crate) const RUN_BY_ID: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
+
+/// A thread's unfinished run: the partial unique index `runs_one_active_per_thread`.
+pub(crate) const THREAD_ACTIVE_RUN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs WHERE thread_id = $1 AND status IN ('running', 'waiting')"
+);
+
+/// A run's steps in order: the primary key.
+pub(crate) const RUN_STEPS: &str =
+    "SELECT seq, node, kind, status, input, output, error, started_at, duration_ms
+     FROM run_steps WHERE run_id = $1 ORDER BY seq";
+
+/// A run's events after a sequence number: the primary key.
+pub(crate) const RUN_EVENTS_AFTER: &str =
+    "SELECT seq, kind, node, data, at FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq";
+
+/// Runs newest first, filtered by what the filter gives (each filter has an index that
+/// leads with it: `runs_workflow_idx`, `runs_user_idx`, `runs_thread_idx`,
+/// `runs_status_created_idx`; with none, `runs_created_idx`).
+pub(crate) fn list_runs_sql(filter: &RunFilter) -> Built {
+    let mut built = Built::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE TRUE"));
+    if let Some(id) = filter.workflow_id {
+        built.push(" AND workflow_id = ?", [Arg::Int(id)]);
+    }
+    if let Some(status) = filter.status {
+        built.push(" AND status = ?", [Arg::Text(status.as_str().into())]);
+    }
+    if let Some(id) = filter.user_id {
+        built.push(" AND user_id = ?", [Arg::Int(id)]);
+    }
+    if let Some(id) = &filter.thread_id {
+        built.push(" AND thread_id = ?", [Arg::Text(id.clone())]);
+    }
+    if let Some(from) = filter.from {
+        built.push(" AND created_at >= ?", [Arg::time(from)]);
+    }
+    if let Some(to) = filter.to {
+        built.push(" AND created_at < ?", [Arg::time(to)]);
+    }
+    built.push(
+        " ORDER BY created_at DESC, id DESC LIMIT ?",
+        [Arg::Int(filter.limit)],
+    );
+    built
+}
+
 const EVENT_CHUNK: usize = 1000;
 const STEP_CHUNK: usize = 500;
 
@@ -243,9 +295,8 @@ impl RunStore for Db {
     }
 
     async fn run(&self, id: &str) -> StoreResult<Option<Run>> {
-        let sql = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
         let row: Option<RunRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id).fetch_optional(pool).await)
+            with_pool!(self, pool => sqlx::query_as(RUN_BY_ID).bind(id).fetch_optional(pool).await)
                 .map_err(store_error)?;
         row.map(Run::try_from).transpose()
     }
@@ -281,22 +332,9 @@ impl RunStore for Db {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        let sql = concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE ($1 IS NULL OR workflow_id = $1) AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR user_id = $3)
-               AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6) AND ($7 IS NULL OR thread_id = $7)
-             ORDER BY created_at DESC, id DESC LIMIT $4"
-        );
+        let built = list_runs_sql(filter);
         let rows: Vec<RunRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql)
-                .bind(filter.workflow_id)
-                .bind(filter.status.map(RunStatus::as_str))
-                .bind(filter.user_id)
-                .bind(filter.limit)
-                .bind(filter.from.map(stored_time))
-                .bind(filter.to.map(stored_time))
-                .bind(filter.thread_id.as_deref())
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.as_str())), &built.args)
                 .fetch_all(pool)
                 .await
         })
@@ -306,10 +344,7 @@ impl RunStore for Db {
 
     async fn run_steps(&self, run_id: &str) -> StoreResult<Vec<Step>> {
         let rows: Vec<StepRow> = with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT seq, node, kind, status, input, output, error, started_at, duration_ms FROM run_steps
-                 WHERE run_id = $1 ORDER BY seq",
-            )
+            sqlx::query_as(RUN_STEPS)
             .bind(run_id)
             .fetch_all(pool)
             .await
@@ -333,7 +368,7 @@ impl RunStore for Db {
 
     async fn run_events(&self, run_id: &str, after_seq: i64) -> StoreResult<Vec<Event>> {
         let rows: Vec<EventRow> = with_pool!(self, pool => {
-            sqlx::query_as("SELECT seq, kind, node, data, at FROM run_events WHERE run_id = $1 AND seq > $2 ORDER BY seq")
+            sqlx::query_as(RUN_EVENTS_AFTER)
                 .bind(run_id)
                 .bind(after_seq)
                 .fetch_all(pool)
@@ -359,14 +394,8 @@ impl RunStore for Db {
     }
 
     async fn thread_active_run(&self, thread_id: &str) -> StoreResult<Option<Run>> {
-        // Served by the partial unique index `runs_one_active_per_thread`.
-        let sql = concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM runs WHERE thread_id = $1 AND status IN ('running', 'waiting')"
-        );
         let row: Option<RunRow> = with_pool!(self, pool => {
-            sqlx::query_as(sql).bind(thread_id).fetch_optional(pool).await
+            sqlx::query_as(THREAD_ACTIVE_RUN).bind(thread_id).fetch_optional(pool).await
         })
         .map_err(store_error)?;
         row.map(Run::try_from).transpose()

@@ -68,7 +68,7 @@ macro_rules! summary {
     };
 }
 
-fn query(group_by: GroupBy, backend: Backend) -> &'static str {
+pub(crate) fn query(group_by: GroupBy, backend: Backend) -> &'static str {
     match group_by {
         GroupBy::User => summary!(
             "CAST(r.user_id AS TEXT)",

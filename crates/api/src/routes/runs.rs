@@ -267,6 +267,7 @@ async fn start(
         thread_id: req.thread_id,
         model: req.model,
         history: Vec::new(),
+        history_before: None,
         served: false,
     };
     if req.stream {

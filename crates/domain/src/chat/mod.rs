@@ -15,6 +15,7 @@
 pub mod appearance;
 pub mod attachments;
 mod event;
+pub(crate) mod history;
 pub mod interrupted;
 mod respond;
 pub mod sessions;

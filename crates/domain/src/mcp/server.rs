@@ -254,6 +254,7 @@ pub async fn call(
             thread_id: None,
             model: None,
             history: Vec::new(),
+            history_before: None,
             served: false,
         },
     )

@@ -76,8 +76,12 @@ pub struct StartRun {
     pub thread_id: Option<String>,
     /// The model the caller chose, for agents that let the user choose theirs.
     pub model: Option<String>,
-    /// The conversation before this run (a chat thread's earlier turns).
+    /// The conversation before this run, as given.
     pub history: Vec<HistoryEntry>,
+    /// Read the conversation from the run's thread (`thread_id`) instead, up to this item
+    /// (the turn's own message): the newest messages that fit the largest context budget
+    /// among the models its graph gives the conversation to (see `chat::history`).
+    pub history_before: Option<String>,
     /// The caller reached the workflow through a channel that serves it to them (a chat
     /// thread they own), so they may run its production version without access to the
     /// graph; see [`workflows::runnable`].
@@ -247,7 +251,13 @@ async fn begin(
     if let Some(state) = req_state.as_mut() {
         strip_nul(state);
     }
-    let mut history = req.history.clone();
+    let mut history = match (&req.history_before, &req.thread_id) {
+        (Some(before), Some(thread_id)) => {
+            let budget = crate::chat::history::budget(services, graph, req.model.as_deref()).await;
+            crate::chat::history::read(services, thread_id, Some(before), budget).await?
+        }
+        _ => req.history.clone(),
+    };
     let attachments: Vec<super::AttachmentRef> = input
         .get("attachments")
         .and_then(|a| serde_json::from_value(a.clone()).ok())

@@ -23,6 +23,7 @@ backend_tests!(
     embedded_sessions_are_scoped_and_expire,
     questions_are_asked_as_structured_input,
     widgets_stream_in_and_show_what_was_done,
+    a_long_thread_is_read_as_far_as_the_model_can_take,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -2101,4 +2102,76 @@ async fn stored_item(app: &TestApp, token: &str, thread_id: &str, item_id: &str)
         .find(|i| i["id"] == item_id)
         .cloned()
         .unwrap_or_else(|| panic!("no item {item_id} in {}", stored.text))
+}
+
+/// A turn reads the thread newest first, only as far as the largest context budget of
+/// the models its workflow gives the conversation to: a thread far longer than that
+/// costs a turn the same as one that just fills it.
+async fn a_long_thread_is_read_as_far_as_the_model_can_take(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    // About five messages of 1,000 tokens fit.
+    let fake = fake_default_model(&app, &admin, json!({"context_window": 5000})).await;
+    serve(&app, &admin, agent_graph()).await;
+    let long = |i: usize| format!("message {i} ") + &"x".repeat(4_000);
+    fake.push(Reply::Text("ok 0".into()));
+    fake.push(Reply::Text("A title".into()));
+    let created = chatkit(
+        &app,
+        &token,
+        json!({"type": "threads.create", "params": {"input": message(&long(0))}}),
+    )
+    .await;
+    let thread_id = thread_id_of(&frames(&created.text));
+    let mut read = Vec::new();
+    for i in 1..16 {
+        fake.push(Reply::Text(format!("ok {i}")));
+        let turn = chatkit(
+            &app,
+            &token,
+            json!({"type": "threads.add_user_message", "params": {"thread_id": thread_id, "input": message(&long(i))}}),
+        )
+        .await;
+        assert_eq!(turn.status, StatusCode::OK, "{}", turn.text);
+        let runs = app
+            .get(
+                &format!("/api/runs?thread_id={thread_id}&limit=1"),
+                Some(&admin),
+            )
+            .await;
+        let messages = runs.body[0]["messages"].as_array().unwrap().clone();
+        // The turn's own message, then its answer, come last; the message once.
+        let texts: Vec<&str> = messages
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert!(texts[texts.len() - 2].starts_with(&format!("message {i} ")));
+        assert_eq!(texts[texts.len() - 1], format!("ok {i}"));
+        let mentions = messages
+            .iter()
+            .filter(|m| {
+                m["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("message {i} "))
+            })
+            .count();
+        assert_eq!(mentions, 1, "the turn's message is in its history once");
+        read.push(messages.len());
+    }
+    // The history grows with the thread until the budget is full, then stays put.
+    assert_eq!(read[0], 4, "{read:?}");
+    let full = *read.last().unwrap();
+    assert!((8..=12).contains(&full), "{read:?}");
+    assert_eq!(read[9..], vec![full; read.len() - 9], "{read:?}");
+    // The agent's own window (the answer's room set aside) is narrower still.
+    let sent = fake.requests().last().unwrap().body["messages"].clone();
+    let said = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .count();
+    assert!((2..=4).contains(&said), "{sent:.200}");
 }

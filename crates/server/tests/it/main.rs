@@ -11,6 +11,7 @@ mod knowledge;
 mod lifecycle;
 mod mcp;
 mod models;
+mod plans;
 mod runs;
 mod runs_more;
 mod tools;

@@ -66,20 +66,6 @@ pub(super) async fn attachments_of(
     Ok(files)
 }
 
-/// The attachments of a stored user message, as the engine names them.
-pub(super) fn attachment_refs(attachments: &[Value]) -> Vec<runs::AttachmentRef> {
-    attachments
-        .iter()
-        .filter_map(|a| {
-            Some(runs::AttachmentRef {
-                id: a.get("id")?.as_str()?.to_string(),
-                name: a.get("name")?.as_str()?.to_string(),
-                mime_type: a.get("mime_type")?.as_str()?.to_string(),
-            })
-        })
-        .collect()
-}
-
 pub(super) fn refs(files: &[StoredAttachment]) -> Vec<runs::AttachmentRef> {
     files
         .iter()
@@ -144,61 +130,4 @@ pub(super) fn new_user_item(
             inference_options: input.inference_options.clone(),
         },
     }
-}
-
-/// The conversation so far, as the engine's history: messages and hidden context, up to
-/// (not including) `before`, at most the last 1,000.
-pub(super) async fn history(
-    services: &Services,
-    thread_id: &str,
-    before: Option<&str>,
-) -> ChatResult<Vec<HistoryEntry>> {
-    // The newest 1,000 items (before `before`), read newest first, then put in order.
-    let (mut items, _) = services
-        .store
-        .list_chat_items(
-            thread_id,
-            &PageRequest {
-                limit: 1_000,
-                order: conversation::Order::Desc,
-                after: before.map(str::to_string),
-            },
-            true,
-        )
-        .await?;
-    items.reverse();
-    let mut entries = Vec::new();
-    for item in &items {
-        let mut files = Vec::new();
-        let (role, text) = match &item.body {
-            ItemBody::UserMessage {
-                content,
-                attachments,
-                ..
-            } => {
-                files = attachment_refs(attachments);
-                ("user", conversation::text_of(content))
-            }
-            ItemBody::AssistantMessage { content } => (
-                "assistant",
-                content
-                    .iter()
-                    .map(|c| c.text.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            ),
-            ItemBody::SdkHiddenContext { content } => ("user", content.clone()),
-            ItemBody::StructuredInput { status, inputs } if status != "pending" => (
-                "user",
-                workflows::nodes::wait_for_user_input::answers_text(inputs),
-            ),
-            _ => continue,
-        };
-        entries.push(HistoryEntry {
-            role: role.into(),
-            text,
-            attachments: files,
-        });
-    }
-    Ok(entries)
 }

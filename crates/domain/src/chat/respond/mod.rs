@@ -29,7 +29,7 @@ use crate::{
     Services,
     models::titles,
     runs::{
-        self, Event, EventKind, HistoryEntry, Resume, Run, RunError, RunStatus, StartRun, WaitKind,
+        self, Event, EventKind, Resume, Run, RunError, RunStatus, StartRun, WaitKind,
         follow::Follower,
     },
     users::User,
@@ -91,7 +91,9 @@ enum Engine {
     Start {
         text: String,
         files: Vec<runs::AttachmentRef>,
-        history: Vec<HistoryEntry>,
+        /// Where the run's history ends in the thread (the turn's own message); none
+        /// for a new thread.
+        history_before: Option<String>,
         model: Option<String>,
     },
     Resume {
@@ -159,7 +161,7 @@ pub async fn respond(
             let engine = Engine::Start {
                 text: text.clone(),
                 files: refs(&files),
-                history: Vec::new(),
+                history_before: None,
                 model: input.inference_options.model.clone(),
             };
             new_thread = Some(NewThread { item, files });
@@ -176,8 +178,7 @@ pub async fn respond(
             {
                 active = None;
             }
-            let history = history(services, &thread.id, None).await?;
-            let engine = match active {
+            let mut engine = match active {
                 Some(run) if run.status == RunStatus::Running => {
                     return Err(ChatError::Conflict(
                         "the assistant is still answering in this thread".into(),
@@ -204,12 +205,16 @@ pub async fn respond(
                     Engine::Start {
                         text: text.clone(),
                         files: refs(&files),
-                        history,
+                        // Set once the message's item exists, below.
+                        history_before: None,
                         model: input.inference_options.model.clone(),
                     }
                 }
             };
             let item = user_item(services, &thread.id, &input, &files, base_url).await?;
+            if let Engine::Start { history_before, .. } = &mut engine {
+                *history_before = Some(item.id.clone());
+            }
             services
                 .store
                 .insert_chat_item(&attachments::without_urls(&item))
@@ -404,7 +409,7 @@ pub async fn respond(
                 ));
             };
             let text = conversation::text_of(content);
-            let files = attachment_refs(attachments);
+            let files = super::history::attachment_refs(attachments);
             if let Some(run) = active_run(services, &thread.id).await? {
                 let _ = runs::cancel(services, actor, &run.id).await;
             }
@@ -413,11 +418,10 @@ pub async fn respond(
                 .store
                 .delete_chat_items_after(&thread.id, &item.id)
                 .await?;
-            let history = history(services, &thread.id, Some(&item.id)).await?;
             let engine = Engine::Start {
                 text,
                 files,
-                history,
+                history_before: Some(item.id.clone()),
                 model: inference_options.model.clone(),
             };
             (thread, engine, None)

@@ -137,7 +137,7 @@ impl TurnStream<'_> {
             Engine::Start {
                 text,
                 files,
-                history,
+                history_before,
                 model,
             } => (
                 runs::start_detached(
@@ -157,7 +157,8 @@ impl TurnStream<'_> {
                         },
                         thread_id: Some(self.thread.id.clone()),
                         model,
-                        history,
+                        history: Vec::new(),
+                        history_before,
                         // The thread is the principal's, and its workflow was served to
                         // them when it began.
                         served: true,

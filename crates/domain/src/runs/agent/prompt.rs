@@ -2,6 +2,7 @@
 //! first messages with history and attached files, and the response format.
 
 use super::*;
+use crate::chat::history;
 
 /// The caller's model choice (`StartRun::model`), for an agent that lets users choose:
 /// one of its `user_model_options` (matched by `id` or `model`, bringing the option's
@@ -94,12 +95,6 @@ pub(super) async fn resolve_model(
     Ok(resolved.model)
 }
 
-/// Roughly how many tokens a text takes (four characters a token, as for English and
-/// French prose; an estimate, so the budget keeps a margin).
-fn estimated_tokens(text: &str) -> i64 {
-    i64::try_from(text.len() / 4).unwrap_or(i64::MAX) + 4
-}
-
 /// Where the history an agent is given starts: the newest messages that fit the model's
 /// context budget, once the answer's room and the instructions are set aside (whole
 /// messages; the newest always). A turn's cost then does not grow with the thread.
@@ -110,13 +105,14 @@ fn window_start(
     config: &nodes::Agent,
 ) -> usize {
     let answer = model.max_output_tokens.unwrap_or(4_096).min(budget / 4);
-    let instructions = config.instructions.as_deref().map_or(0, estimated_tokens);
+    let instructions = config
+        .instructions
+        .as_deref()
+        .map_or(0, history::estimated_tokens);
     let mut room = budget - answer - instructions;
     let mut first = history.len();
     for (index, entry) in history.iter().enumerate().rev() {
-        // A file counts as a page of text.
-        let cost = estimated_tokens(&entry.text)
-            + 1_000 * i64::try_from(entry.attachments.len()).unwrap_or(i64::MAX);
+        let cost = history::entry_tokens(entry);
         if cost > room && first < history.len() {
             break;
         }
