@@ -36,6 +36,8 @@ pub struct Services {
     pub models: models::RegistrySettings,
     /// The runs this process is advancing, for live readers and cancellation.
     pub live: Arc<runs::live::LiveRuns>,
+    /// Wake-ups when a run is saved, here or (PostgreSQL) on another replica.
+    pub run_signals: Arc<runs::signals::RunSignals>,
     /// Attachment bytes.
     pub blobs: Arc<dyn chat::Blobs>,
     pub chat: chat::ChatSettings,

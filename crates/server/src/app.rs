@@ -49,6 +49,7 @@ impl App {
         if !applied.is_empty() {
             tracing::info!(backend = db.backend().name(), versions = ?applied, "applied database migrations");
         }
+        db.listen_for_run_saves();
         let keys = keys::resolve(&config, &db).await?;
         let services = Services {
             store: Arc::new(db.clone()),
@@ -64,6 +65,7 @@ impl App {
                 default_context_window: config.models.default_context_window,
             },
             live: Arc::default(),
+            run_signals: db.run_signals(),
             blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
             chat: config.chat.clone(),
             chat_limits: Arc::default(),

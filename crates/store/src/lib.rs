@@ -12,6 +12,7 @@ mod chat;
 mod group;
 mod keys;
 mod knowledge;
+mod listen;
 mod mcp;
 mod migrate;
 mod models;
@@ -226,6 +227,9 @@ pub struct Db {
         std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(i64, i32)>>>,
     /// SQLite: stores' vectors as bits in memory, for the first pass of a vector search.
     pub(crate) bit_indexes: std::sync::Arc<vector_index::BitIndexes>,
+    /// Wakes the readers following a run when this pool commits one of its saves (and, on
+    /// PostgreSQL, when the listener hears another replica's; see `listen.rs`).
+    pub(crate) run_signals: std::sync::Arc<domain::runs::signals::RunSignals>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +375,7 @@ impl Db {
             backend,
             vector_indexes: std::sync::Arc::default(),
             bit_indexes: std::sync::Arc::default(),
+            run_signals: std::sync::Arc::default(),
             caches: std::sync::Arc::new(cache::Caches::new(Duration::from_millis(
                 settings.cache_ttl_ms,
             ))),
@@ -379,6 +384,11 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The wake-ups of this pool's run saves, for the services' readers.
+    pub fn run_signals(&self) -> std::sync::Arc<domain::runs::signals::RunSignals> {
+        self.run_signals.clone()
     }
 
     /// Waits for checked-out connections to return, then closes the pool.

@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, types::Json};
 
 use crate::{
-    Db, STALE_SAVE,
+    Backend, Db, STALE_SAVE,
     args::{Arg, Built, bind_args},
     store_error, stored_time, together,
     usage::push_insert_usage,
@@ -190,6 +190,18 @@ fn stale_save(err: &StoreError) -> bool {
     matches!(err, StoreError::Other(message) if message.starts_with(STALE_SAVE))
 }
 
+/// Tells the other replicas' listeners that the run was saved (PostgreSQL only; sent on
+/// commit, so a listener that hears it reads the save).
+macro_rules! push_notify_saved {
+    ($b:expr, $run_id:expr) => {{
+        $b.push("SELECT pg_notify('")
+            .push(crate::listen::CHANNEL)
+            .push("', ")
+            .push_bind($run_id)
+            .push(")");
+    }};
+}
+
 /// Events of a run: one statement per chunk of 1,000 (well under the bound-value limits).
 macro_rules! push_insert_events {
     ($b:expr, $run_id:expr, $chunk:expr) => {{
@@ -291,7 +303,13 @@ impl RunStore for Db {
                 next!();
                 push_insert_events!(b, &run.id, chunk);
             }
-        })
+            if self.backend == Backend::Postgres {
+                next!();
+                push_notify_saved!(b, &run.id);
+            }
+        })?;
+        self.run_signals.saved(&run.id);
+        Ok(())
     }
 
     async fn run(&self, id: &str) -> StoreResult<Option<Run>> {
@@ -323,9 +341,16 @@ impl RunStore for Db {
                 next!();
                 push_insert_events!(b, &run.id, chunk);
             }
+            if self.backend == Backend::Postgres {
+                next!();
+                push_notify_saved!(b, &run.id);
+            }
         });
         match saved {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.run_signals.saved(&run.id);
+                Ok(true)
+            }
             Err(err) if stale_save(&err) => Ok(false),
             Err(err) => Err(err),
         }
@@ -478,6 +503,9 @@ impl RunStore for Db {
                         .bind(stored_time(now))
                         .execute(&mut *tx)
                         .await?;
+                    if self.backend == Backend::Postgres {
+                        sqlx::query(crate::listen::NOTIFY_SAVED).bind(run_id).execute(&mut *tx).await?;
+                    }
                 }
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(failed)
@@ -485,6 +513,9 @@ impl RunStore for Db {
             .await
         })
         .map_err(store_error)?;
+        for (run_id, ..) in &failed {
+            self.run_signals.saved(run_id);
+        }
         Ok(failed
             .into_iter()
             .map(|(run_id, seq, thread_id, user_id, partial)| {

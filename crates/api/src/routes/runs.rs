@@ -238,6 +238,11 @@ pub struct ListQuery {
 pub struct EventsQuery {
     /// Only events after this sequence number.
     pub after: Option<i64>,
+    /// Streams only: `stopped` (the default) ends the stream when the run stops running
+    /// (it waits or finishes); `finished` follows it through its waits until it
+    /// completes, fails or is cancelled. An open stream costs no database reads while the
+    /// run is quiet: it wakes when the run is saved, on any replica.
+    pub until: Option<String>,
 }
 
 /// Runs a workflow (its production version unless `version_id` is given) until it ends
@@ -309,7 +314,11 @@ fn event_stream(
     after: i64,
     subscription: Option<runs::live::Subscription>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let follower = Follower::new(&state.services, &run_id, after, subscription);
+    sse(Follower::new(&state.services, &run_id, after, subscription))
+}
+
+/// A follower's events as server-sent events.
+fn sse(follower: Follower) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
         let event = follower.next().await?;
         let payload = serde_json::json!({"type": event.kind.as_str(), "node": event.node, "data": event.data, "at": event.at});
@@ -411,9 +420,24 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok());
     let after = last_event_id.or(query.after).unwrap_or(0);
+    let through_waits = match query.until.as_deref() {
+        None | Some("stopped") => false,
+        Some("finished") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "until is `stopped` or `finished`",
+            ));
+        }
+    };
     if streaming {
         runs::get(&state.services, &user, &id).await?;
-        return Ok(event_stream(state, id, after, None).into_response());
+        let mut follower = Follower::new(&state.services, &id, after, None);
+        if through_waits {
+            follower = follower.through_waits();
+        }
+        return Ok(sse(follower).into_response());
     }
     let list = runs::events(&state.services, &user, &id, after).await?;
     Ok(Json(

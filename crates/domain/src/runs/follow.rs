@@ -6,9 +6,12 @@
 //!   produced, with the ephemeral ones (`seq` 0: text deltas); numbers the live channel
 //!   skipped (saved before the subscription, or missed by a reader that fell behind) are
 //!   read from the log first, so no numbered event is lost or given twice.
-//! - Otherwise the log is read, more and more slowly while the run is quiet, until the run
-//!   stops running (its status is read before its events, so the last read sees them all)
-//!   or nothing happened for `MAX_IDLE`.
+//! - Otherwise the log is read when the run is saved (`signals`: a wake-up from this
+//!   process's store, or on PostgreSQL from another replica's through `LISTEN`), and
+//!   otherwise only as a slow safety net, until the run stops running (or, for a reader
+//!   that follows it [`through its waits`](Follower::through_waits), until it finishes);
+//!   its status is read before its events, so the last read sees them all. A follower
+//!   with nothing new for `MAX_IDLE` ends.
 //! - The log is the truth: once live following ends, the log is read again from the last
 //!   number it confirmed, and an event it holds under a number the live channel showed
 //!   with another kind (an attempt that was undone) is given again. The one exception:
@@ -26,13 +29,16 @@ use tokio::sync::broadcast;
 use super::{
     Event, EventKind, RunStatus,
     live::{Ended, Subscription},
+    signals::RunWatch,
 };
 use crate::Services;
 
-/// How often the log of a run that is not advancing here is first read again.
-const POLL_EVERY: Duration = Duration::from_millis(50);
-/// The slowest a quiet run's log is read.
-const POLL_AT_MOST: Duration = Duration::from_secs(1);
+/// How long a reader of a run not advancing here first waits for a wake-up before it
+/// reads the log anyway (the safety net under the wake-ups: a save by another process
+/// writing the same SQLite file has none).
+const SAFETY_NET_FIRST: Duration = Duration::from_secs(1);
+/// The longest such a wait grows to while the run stays quiet.
+const SAFETY_NET_AT_MOST: Duration = Duration::from_secs(300);
 /// A follower with no new event for this long ends (a reader reconnects with its last
 /// number).
 pub const MAX_IDLE: Duration = Duration::from_secs(30 * 60);
@@ -109,6 +115,10 @@ pub struct Follower {
     done: bool,
     wait: Duration,
     idle_since: Instant,
+    /// Wakes the follower when the run is saved; taken before the log is first read.
+    watch: Option<RunWatch>,
+    /// Follow the run through its waits, until it finishes.
+    through_waits: bool,
 }
 
 impl Follower {
@@ -129,8 +139,10 @@ impl Follower {
             live: None,
             ended: Ended::default(),
             done: false,
-            wait: POLL_EVERY,
+            wait: SAFETY_NET_FIRST,
             idle_since: Instant::now(),
+            watch: None,
+            through_waits: false,
         };
         if let Some(subscription) = subscription {
             subscription
@@ -141,6 +153,13 @@ impl Follower {
             follower.ended = subscription.ended;
         }
         follower
+    }
+
+    /// Follows the run through its waits (until it completes, fails or is cancelled),
+    /// not only until it stops running.
+    pub fn through_waits(mut self) -> Follower {
+        self.through_waits = true;
+        self
     }
 
     /// The next event, or `None` once the run stopped running (or stayed quiet for
@@ -203,22 +222,35 @@ impl Follower {
             // event of the run is already visible in the same read. After following live,
             // the log is read again from the last number it confirmed, so what the live
             // channel showed differently is corrected.
-            match self.read_log(self.ledger.confirmed).await {
-                Some((status, events)) => {
-                    let running = status == RunStatus::Running;
+            // Watching starts before the read: a save committed after it began wakes the
+            // wait below, so none falls in between.
+            let watch = self
+                .watch
+                .get_or_insert_with(|| self.services.run_signals.watch(&self.run_id));
+            match super::poll(&self.services, &self.run_id, self.ledger.confirmed).await {
+                Ok((status, events)) => {
+                    let going = status == RunStatus::Running
+                        || (self.through_waits && status == RunStatus::Waiting);
                     let before = self.ledger.confirmed;
                     self.ledger.logged(events);
                     if self.ledger.confirmed > before {
-                        self.wait = POLL_EVERY;
+                        self.wait = SAFETY_NET_FIRST;
                         self.idle_since = Instant::now();
-                    } else if running && self.idle_since.elapsed() < MAX_IDLE {
-                        tokio::time::sleep(self.wait).await;
-                        // Quiet runs are read less and less often.
-                        self.wait = (self.wait * 2).min(POLL_AT_MOST);
+                    } else if going && self.idle_since.elapsed() < MAX_IDLE {
+                        tokio::select! {
+                            () = watch.saved() => {}
+                            () = tokio::time::sleep(self.wait) => {
+                                // Quiet runs are read less and less often.
+                                self.wait = (self.wait * 2).min(SAFETY_NET_AT_MOST);
+                            }
+                        }
                     }
-                    self.done = !running || self.idle_since.elapsed() >= MAX_IDLE;
+                    self.done = !going || self.idle_since.elapsed() >= MAX_IDLE;
                 }
-                None => self.done = true,
+                Err(err) => {
+                    tracing::warn!(run_id = %self.run_id, error = %err, "could not read a run's events");
+                    self.done = true;
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod leases;
 pub mod live;
 pub(crate) mod mcp_step;
 mod partial_json;
+pub mod signals;
 pub(crate) mod step;
 mod trial;
 pub(crate) mod values;

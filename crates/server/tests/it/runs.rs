@@ -20,6 +20,7 @@ backend_tests!(
     runs_stream_their_events,
     node_errors_retry_continue_or_route,
     two_instances_share_runs,
+    a_stream_follows_a_run_through_its_waits_on_any_replica,
     waiting_runs_follow_production_when_asked,
     writes_are_all_or_nothing,
 );
@@ -170,6 +171,83 @@ async fn two_instances_share_runs(backend: TestBackend) {
         .filter(|t| t.starts_with("user:"))
         .collect();
     assert_eq!(users.len(), 1, "only one answer was taken: {users:?}");
+}
+
+/// A stream opened with `until=finished` on one replica stays open while the run waits,
+/// and carries what another replica's resumes saved; it costs no reads while quiet, since
+/// a save wakes it (on PostgreSQL through LISTEN/NOTIFY from the other replica).
+async fn a_stream_follows_a_run_through_its_waits_on_any_replica(backend: TestBackend) {
+    use axum::{
+        body::Body,
+        http::{Request, header},
+    };
+    let postgres = matches!(backend, TestBackend::Postgres(_));
+    let app = TestApp::new(backend).await;
+    let token = app.admin_token().await;
+    let replica = app.restart().await;
+    let id = publish(&app, &token, conversation_graph()).await;
+    let run = start(&app, &token, id, json!({})).await;
+    let run_id = run.body["id"].as_str().unwrap().to_string();
+    let stream = |until: &str| {
+        Request::get(format!("/api/runs/{run_id}/events?until={until}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::ACCEPT, "text/event-stream")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Until it stops (the default): the stream ends at the wait.
+    let stopped = test_support::send_to(&replica.router(), stream("stopped")).await;
+    assert!(stopped.text.contains("run.waiting"), "{}", stopped.text);
+    let refused = test_support::send_to(&replica.router(), stream("later")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+
+    let mut watch = replica.services.run_signals.watch(&run_id);
+    let router = replica.router();
+    let request = stream("finished");
+    let following = tokio::spawn(async move { test_support::send_to(&router, request).await });
+    // The stream is open on the replica while the run waits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!following.is_finished(), "the stream waits with the run");
+    let answered = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&token),
+            json!({"user_message": "Ada"}),
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
+    if postgres {
+        // The other replica's save reached this one's listener.
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch.saved())
+            .await
+            .expect("the replica hears the save");
+    }
+    let approved = app
+        .post(
+            &format!("/api/runs/{run_id}/resume"),
+            Some(&token),
+            json!({"approval": "approve"}),
+        )
+        .await;
+    assert_eq!(approved.body["status"], "completed", "{}", approved.text);
+    let followed = tokio::time::timeout(std::time::Duration::from_secs(30), following)
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    let kinds: Vec<String> = followed
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| e["type"].as_str().map(str::to_string))
+        .collect();
+    let waits = kinds.iter().filter(|k| *k == "run.waiting").count();
+    assert_eq!(waits, 2, "both waits were followed: {kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("run.completed"),
+        "{kinds:?}"
+    );
 }
 
 async fn node_errors_retry_continue_or_route(backend: TestBackend) {
