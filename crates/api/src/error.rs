@@ -160,6 +160,12 @@ impl From<ModelError> for ApiError {
     }
 }
 
+impl From<domain::storage::StorageError> for ApiError {
+    fn from(err: domain::storage::StorageError) -> ApiError {
+        ApiError::from_domain(&err)
+    }
+}
+
 impl From<UserError> for ApiError {
     fn from(err: UserError) -> ApiError {
         ApiError::from_domain(&err)

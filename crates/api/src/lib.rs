@@ -162,6 +162,7 @@ fn api_routes(max_upload: usize) -> OpenApiRouter<AppState> {
         .merge(routes::workflows::router())
         .merge(routes::models::router())
         .merge(routes::settings::router())
+        .merge(routes::storage::router())
         .merge(routes::runs::router())
         .merge(routes::widgets::router())
         .merge(routes::chatkit::router(max_upload))

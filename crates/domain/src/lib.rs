@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod models;
 pub mod runs;
 pub mod secret;
+pub mod storage;
 pub mod store;
 pub mod tools;
 pub mod users;

@@ -693,6 +693,39 @@ pub trait ToolStore {
     async fn delete_tool(&self, id: i64) -> StoreResult<bool>;
 }
 
+/// What is stored, and deleting it in bounded batches (`storage`): each delete removes at
+/// most `limit` rows of its main table (what cascades from them goes too) and says how
+/// many.
+#[async_trait]
+pub trait HousekeepingStore: Send + Sync {
+    async fn storage_stats(&self) -> StoreResult<crate::storage::StorageStats>;
+    async fn cleanup_stats(&self) -> StoreResult<crate::storage::CleanupStats>;
+    /// Threads whose last activity (a user's message) came before `before`.
+    async fn delete_threads_idle_since(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    /// Finished runs (completed, failed, cancelled) that finished before `before`.
+    async fn delete_runs_finished_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    async fn delete_usage_before(&self, before: DateTime<Utc>, limit: i64) -> StoreResult<u64>;
+    /// Chat uploads no thread holds, made before `before`, oldest first.
+    async fn unreferenced_attachments(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
+    /// Workflow versions neither in production nor their workflow's latest, and no
+    /// unfinished run's.
+    async fn delete_old_versions(&self, limit: i64) -> StoreResult<u64>;
+    /// Workflows other than the ChatKit default.
+    async fn delete_workflows_but_default(&self, limit: i64) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait Store:
     UserStore
@@ -707,6 +740,7 @@ pub trait Store:
     + KnowledgeStore
     + McpStore
     + ToolStore
+    + HousekeepingStore
     + Send
     + Sync
 {

@@ -216,6 +216,11 @@ impl App {
             &instance,
             stopped.clone(),
         );
+        handles.push(tokio::spawn(domain::storage::retention_worker(
+            self.services.clone(),
+            self.config.storage,
+            stopped.clone(),
+        )));
         handles.push(tokio::spawn(domain::chat::interrupted::keep_leases(
             self.services.clone(),
             stopped,

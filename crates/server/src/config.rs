@@ -37,6 +37,7 @@ pub struct Config {
     pub chat: domain::chat::ChatSettings,
     pub knowledge: domain::knowledge::jobs::KnowledgeSettings,
     pub mcp: domain::mcp::McpSettings,
+    pub storage: domain::storage::StorageSettings,
 }
 
 impl Default for Config {
@@ -54,6 +55,7 @@ impl Default for Config {
             chat: domain::chat::ChatSettings::default(),
             knowledge: domain::knowledge::jobs::KnowledgeSettings::default(),
             mcp: domain::mcp::McpSettings::default(),
+            storage: domain::storage::StorageSettings::default(),
         }
     }
 }

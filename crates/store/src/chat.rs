@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use conversation::{Order, ThreadItem, ThreadStatus};
+use conversation::{ItemBody, Order, ThreadItem, ThreadStatus};
 use domain::{
     chat::{ChatThread, PageRequest, StoredAttachment},
     store::{ChatStore, StoreError, StoreResult},
@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, types::Json};
 use crate::{
     Db,
     args::{Arg, Built, bind_args},
-    grouped_write, store_error, stored_time, together, with_pool, with_writer,
+    store_error, stored_time, together, with_pool, with_writer,
 };
 
 macro_rules! thread_columns {
@@ -344,8 +344,16 @@ impl ChatStore for Db {
         // retried.
         let mut attempt = 0;
         loop {
-            let inserted = grouped_write!(self, |b| {
+            // A user's message is the thread's latest activity (what retention goes by).
+            let inserted = together!(self, urgent: false, |b| {
                 push_insert_item!(b, item, &data);
+                if matches!(item.body, ItemBody::UserMessage { .. }) {
+                    next!();
+                    b.push("UPDATE chat_threads SET updated_at = ")
+                        .push_bind(stored_time(item.created_at))
+                        .push(" WHERE id = ")
+                        .push_bind(&item.thread_id);
+                }
             });
             match inserted {
                 Err(StoreError::Conflict { .. }) if attempt < 5 => attempt += 1,

@@ -10,6 +10,7 @@ mod blobs;
 mod cache;
 mod chat;
 mod group;
+mod housekeeping;
 mod keys;
 mod knowledge;
 mod listen;

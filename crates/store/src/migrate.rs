@@ -62,6 +62,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(14, "login_throttles", "0014_login_throttles.sql"),
     migration!(15, "model_origin", "0015_model_origin.sql"),
     migration!(16, "hot_indexes", "0016_hot_indexes.sql"),
+    migration!(17, "retention", "0017_retention.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use crate::{
     Backend, Db, Pool,
     args::{Arg, Built, bind_args},
-    chat, keys, knowledge, runs, store_error, usage,
+    chat, housekeeping, keys, knowledge, runs, store_error, usage,
 };
 
 /// A hot statement with sample values.
@@ -114,6 +114,33 @@ pub fn hot_statements(backend: Backend) -> Vec<HotStatement> {
             )
         },
     ];
+    for (name, sql, args) in [
+        (
+            "retention: idle threads",
+            housekeeping::IDLE_THREADS,
+            vec![Arg::Time(at), Arg::Int(500)],
+        ),
+        (
+            "retention: finished runs",
+            housekeeping::FINISHED_RUNS,
+            vec![Arg::Time(at), Arg::Int(500)],
+        ),
+        (
+            "retention: old usage",
+            housekeeping::OLD_USAGE,
+            vec![Arg::Time(at), Arg::Int(500)],
+        ),
+        (
+            "retention: loose uploads",
+            housekeeping::LOOSE_UPLOADS,
+            vec![Arg::Time(at), Arg::Int(500)],
+        ),
+    ] {
+        list.push(HotStatement {
+            ordered_limit: true,
+            ..statement(name, sql, args)
+        });
+    }
     for group in [GroupBy::Day, GroupBy::User, GroupBy::Model] {
         list.push(statement(
             format!("the usage report by {group:?}"),

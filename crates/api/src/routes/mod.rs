@@ -10,6 +10,7 @@ pub mod mcp_endpoint;
 pub mod models;
 pub mod runs;
 pub mod settings;
+pub mod storage;
 pub mod tools;
 pub mod users;
 pub mod vector_stores;

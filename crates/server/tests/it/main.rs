@@ -14,6 +14,7 @@ mod models;
 mod plans;
 mod runs;
 mod runs_more;
+mod storage;
 mod tools;
 mod users;
 mod workflows;
