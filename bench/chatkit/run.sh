@@ -7,6 +7,12 @@
 #   SKIP_PEER=1 OPS=create bench/chatkit/run.sh   # Switchyard only (the peer's last results stay)
 #   BENCH_BIN=/path/to/older/switchyard OUT=target/bench-before SKIP_PEER=1 bench/chatkit/run.sh
 #                                        # another build (before and after a change)
+#   CONTINUE=0 bench/chatkit/run.sh      # without the continuing conversations
+#   PRIOR=200 bench/chatkit/run.sh       # continuing conversations 200 turns long
+#
+# Besides new threads (`create`) and listing (`list`), continuing conversations
+# (`continue`: threads.add_user_message on a thread with PRIOR earlier turns, default 3,
+# that keeps growing during the window) are measured by bench/chatkit/turns.py.
 #
 # Switchyard runs from a fresh copy of a prepared data folder for every measured window
 # (SQLite; an administrator, the fake model as default model, a published workflow whose
@@ -72,7 +78,24 @@ fi
   --duration "$DURATION" --warmup 2 $PIN --label switchyard \
   --server-cmd "d=\$(mktemp -d) && cp -r '$TEMPLATE'/. \"\$d\" && SWITCHYARD_DATA_DIR=\"\$d\" SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}" \
   --path /api/chatkit --auth "Bearer $KEY" --health-path /health
+PRIOR="${PRIOR:-3}"
+if [ "${CONTINUE:-1}" = 1 ]; then
+  if [ "${SKIP_PEER:-0}" != 1 ]; then
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" "$ROOT/bench/chatkit/turns.py" --out "$OUT/peer-continue" --reps "$REPS" -c "$CONC" \
+      --duration "$DURATION" --warmup 2 $PIN --label peer --prior-turns "$PRIOR" \
+      --server-cmd "exec $VENV/bin/python -m uvicorn peer_chatkit_server:app --host 127.0.0.1 --port {port} --workers 1 --loop uvloop --http httptools --no-access-log --log-level warning" \
+      --path /chatkit --health-path /healthz
+  fi
+  # shellcheck disable=SC2086
+  "$VENV/bin/python" "$ROOT/bench/chatkit/turns.py" --out "$OUT/switchyard-continue" --reps "$REPS" -c "$CONC" \
+    --duration "$DURATION" --warmup 2 $PIN --label switchyard --prior-turns "$PRIOR" \
+    --server-cmd "d=\$(mktemp -d) && cp -r '$TEMPLATE'/. \"\$d\" && SWITCHYARD_DATA_DIR=\"\$d\" SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}" \
+    --path /api/chatkit --auth "Bearer $KEY" --health-path /health
+fi
 # The peer's results, when this folder has them.
 RESULTS=("$OUT/switchyard.jsonl")
 if [ -f "$OUT/peer.jsonl" ]; then RESULTS=("$OUT/peer.jsonl" "${RESULTS[@]}"); fi
+if [ -f "$OUT/peer-continue.jsonl" ]; then RESULTS+=("$OUT/peer-continue.jsonl"); fi
+if [ -f "$OUT/switchyard-continue.jsonl" ]; then RESULTS+=("$OUT/switchyard-continue.jsonl"); fi
 "$VENV/bin/python" report.py "${RESULTS[@]}" | tee "$OUT/report.md"

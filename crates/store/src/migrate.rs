@@ -63,6 +63,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(15, "model_origin", "0015_model_origin.sql"),
     migration!(16, "hot_indexes", "0016_hot_indexes.sql"),
     migration!(17, "retention", "0017_retention.sql"),
+    migration!(18, "run_history_before", "0018_run_history_before.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

@@ -24,7 +24,7 @@ use crate::{
 macro_rules! run_columns {
     () => {
         "id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state, last_output, history,
-         scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at"
+         history_before, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at"
     };
 }
 
@@ -41,6 +41,7 @@ struct RunRow {
     state: Json<Value>,
     last_output: Json<Value>,
     history: Json<Vec<HistoryEntry>>,
+    history_before: Option<String>,
     scratch: Json<Value>,
     wait: Option<Json<Wait>>,
     output: Option<Json<Value>>,
@@ -69,6 +70,7 @@ impl TryFrom<RunRow> for Run {
             state: row.state.0,
             last_output: row.last_output.0,
             history: row.history.0,
+            history_before: row.history_before,
             scratch: row.scratch.0,
             wait: row.wait.map(|w| w.0),
             output: row.output.map(|o| o.0),
@@ -112,7 +114,8 @@ macro_rules! push_insert_run {
         let run = $run;
         $b.push(
             "INSERT INTO runs (id, workflow_id, version_id, user_id, thread_id, status, current_node, input, state,
-                last_output, history, scratch, wait, output, error, step_count, event_seq, created_at, updated_at, finished_at) VALUES (",
+                last_output, history, history_before, scratch, wait, output, error, step_count, event_seq, created_at, updated_at,
+                finished_at) VALUES (",
         );
         let mut row = $b.separated(", ");
         row.push_bind(&run.id)
@@ -126,6 +129,7 @@ macro_rules! push_insert_run {
             .push_bind(Json(&run.state))
             .push_bind(Json(&run.last_output))
             .push_bind(Json(&run.history))
+            .push_bind(&run.history_before)
             .push_bind(Json(&run.scratch))
             .push_bind(run.wait.as_ref().map(Json))
             .push_bind(run.output.as_ref().map(Json))

@@ -1,6 +1,5 @@
-//! The conversation a run starts from: a thread's newest items that fit the largest
-//! context budget among the models its workflow gives the conversation to, read newest
-//! first a page at a time. A turn's reads then stop growing with the thread.
+//! The conversation before a chat run, as an agent reads it: the thread's newest items
+//! that fit the agent's model's context budget, read newest first a page at a time.
 
 use conversation::{ItemBody, Order, ThreadItem};
 use serde_json::Value;
@@ -8,22 +7,12 @@ use serde_json::Value;
 use crate::{
     Services,
     chat::PageRequest,
-    models::Model,
     runs::{AttachmentRef, HistoryEntry},
     store::StoreResult,
-    workflows::{
-        Graph,
-        nodes::{self, HistoryReader},
-    },
 };
 
 /// Items read per page, newest first.
 const PAGE: i64 = 50;
-
-/// The budget, in tokens, of a workflow none of whose nodes gives the conversation to a
-/// model: what other nodes read of it (a knowledge search's default query is the latest
-/// user message).
-const WITHOUT_READERS: i64 = 4_000;
 
 /// Roughly how many tokens a text takes (four characters a token, as for English and
 /// French prose; an estimate, so budgets keep a margin).
@@ -36,45 +25,6 @@ pub(crate) fn estimated_tokens(text: &str) -> i64 {
 pub(crate) fn entry_tokens(entry: &HistoryEntry) -> i64 {
     estimated_tokens(&entry.text)
         .saturating_add(1_000 * i64::try_from(entry.attachments.len()).unwrap_or(i64::MAX))
-}
-
-/// The largest context budget among the models `graph` gives the conversation to (the
-/// caller's chosen `model` too), or a small one when none does.
-pub(crate) async fn budget(services: &Services, graph: &Graph, model: Option<&str>) -> i64 {
-    let mut readers: Vec<HistoryReader> = graph
-        .nodes
-        .iter()
-        .flat_map(nodes::history_readers)
-        .collect();
-    if readers.is_empty() {
-        return WITHOUT_READERS;
-    }
-    if let Some(model) = model.map(str::trim).filter(|m| !m.is_empty()) {
-        readers.push(HistoryReader::Named(model.to_string()));
-    }
-    // The registry's models are cached; a failed read falls back to the default window.
-    let models: Vec<Model> = services.store.models(None, true).await.unwrap_or_default();
-    let settings = &services.models;
-    let default_model = models
-        .iter()
-        .find(|m| m.is_default)
-        .map_or(settings.default_context_window, |m| {
-            m.context_budget(settings)
-        });
-    readers
-        .iter()
-        .map(|reader| match reader {
-            HistoryReader::Named(name) => models
-                .iter()
-                .filter(|m| &m.name == name)
-                .map(|m| m.context_budget(settings))
-                .max()
-                .unwrap_or(settings.default_context_window),
-            HistoryReader::Default => default_model,
-            HistoryReader::Unknown => default_model.max(settings.default_context_window),
-        })
-        .max()
-        .unwrap_or(WITHOUT_READERS)
 }
 
 /// The attachments of a stored user message, as the engine names them.
@@ -127,18 +77,19 @@ fn entry_of(item: &ThreadItem) -> Option<HistoryEntry> {
 }
 
 /// The newest messages of a thread before `before` (the whole thread when `None`) that
-/// fit `budget` tokens, oldest first: whole messages, the newest always. Reads a page at
-/// a time and stops once the budget is spent, so a long thread costs what a full budget
-/// does.
+/// fit `budget` tokens, oldest first: whole messages, the newest always; and whether
+/// older ones were left out. Reads a page at a time and stops once the budget is spent,
+/// so a long thread costs what a full budget does.
 pub(crate) async fn read(
     services: &Services,
     thread_id: &str,
     before: Option<&str>,
     budget: i64,
-) -> StoreResult<Vec<HistoryEntry>> {
+) -> StoreResult<(Vec<HistoryEntry>, bool)> {
     let mut entries = Vec::new();
     let mut room = budget;
     let mut after = before.map(str::to_string);
+    let mut cut = false;
     'pages: loop {
         let (items, more) = services
             .store
@@ -158,6 +109,7 @@ pub(crate) async fn read(
             };
             let cost = entry_tokens(&entry);
             if cost > room && !entries.is_empty() {
+                cut = true;
                 break 'pages;
             }
             room -= cost;
@@ -169,5 +121,5 @@ pub(crate) async fn read(
         }
     }
     entries.reverse();
-    Ok(entries)
+    Ok((entries, cut))
 }

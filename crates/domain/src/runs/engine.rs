@@ -78,9 +78,8 @@ pub struct StartRun {
     pub model: Option<String>,
     /// The conversation before this run, as given.
     pub history: Vec<HistoryEntry>,
-    /// Read the conversation from the run's thread (`thread_id`) instead, up to this item
-    /// (the turn's own message): the newest messages that fit the largest context budget
-    /// among the models its graph gives the conversation to (see `chat::history`).
+    /// In a thread (`thread_id`): the turn's own message. The thread's messages before it
+    /// are the conversation before the run (`Run::history_before`).
     pub history_before: Option<String>,
     /// The caller reached the workflow through a channel that serves it to them (a chat
     /// thread they own), so they may run its production version without access to the
@@ -251,13 +250,7 @@ async fn begin(
     if let Some(state) = req_state.as_mut() {
         strip_nul(state);
     }
-    let mut history = match (&req.history_before, &req.thread_id) {
-        (Some(before), Some(thread_id)) => {
-            let budget = crate::chat::history::budget(services, graph, req.model.as_deref()).await;
-            crate::chat::history::read(services, thread_id, Some(before), budget).await?
-        }
-        _ => req.history.clone(),
-    };
+    let mut history = req.history.clone();
     let attachments: Vec<super::AttachmentRef> = input
         .get("attachments")
         .and_then(|a| serde_json::from_value(a.clone()).ok())
@@ -286,6 +279,7 @@ async fn begin(
         last_output: with_text_aliases(input.clone()),
         input,
         history,
+        history_before: req.thread_id.as_ref().and(req.history_before.clone()),
         scratch: match req
             .model
             .as_deref()

@@ -166,7 +166,14 @@ pub struct Run {
     pub state: Value,
     /// The previous step's output: the next step's `input`.
     pub last_output: Value,
+    /// The conversation this run added to (its input, its answers), after what its
+    /// thread held before it.
     pub history: Vec<HistoryEntry>,
+    /// In a chat thread (`thread_id`): the run's first item there. The thread's messages
+    /// before it come before `history`; an agent that reads the conversation reads them
+    /// from the thread, as far as its model's context budget goes (`chat::history`), so
+    /// a run never copies its thread.
+    pub history_before: Option<String>,
     /// Engine bookkeeping: loop counters.
     pub scratch: Value,
     pub wait: Option<Wait>,

@@ -105,6 +105,7 @@ pub async fn try_node(services: &Services, actor: &User, trial: Trial) -> RunRes
         state: initial_state(&version.graph, trial.state.as_ref())?,
         last_output: trial.input,
         history: trial.history,
+        history_before: None,
         scratch: json!({}),
         wait: None,
         output: None,

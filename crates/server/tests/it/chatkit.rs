@@ -2104,14 +2104,14 @@ async fn stored_item(app: &TestApp, token: &str, thread_id: &str, item_id: &str)
         .unwrap_or_else(|| panic!("no item {item_id} in {}", stored.text))
 }
 
-/// A turn reads the thread newest first, only as far as the largest context budget of
-/// the models its workflow gives the conversation to: a thread far longer than that
-/// costs a turn the same as one that just fills it.
+/// A chat run does not copy its thread: it keeps what it added, and its agent reads the
+/// thread newest first, only as far as its model's context budget goes, so a thread far
+/// longer than that costs a turn the same as one that just fills it.
 async fn a_long_thread_is_read_as_far_as_the_model_can_take(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let admin = app.admin_token().await;
     let token = learner(&app).await;
-    // About five messages of 1,000 tokens fit.
+    // About four messages of 1,000 tokens fit, once the answer's room is set aside.
     let fake = fake_default_model(&app, &admin, json!({"context_window": 5000})).await;
     serve(&app, &admin, agent_graph()).await;
     let long = |i: usize| format!("message {i} ") + &"x".repeat(4_000);
@@ -2124,7 +2124,7 @@ async fn a_long_thread_is_read_as_far_as_the_model_can_take(backend: TestBackend
     )
     .await;
     let thread_id = thread_id_of(&frames(&created.text));
-    let mut read = Vec::new();
+    let mut sent = Vec::new();
     for i in 1..16 {
         fake.push(Reply::Text(format!("ok {i}")));
         let turn = chatkit(
@@ -2134,44 +2134,46 @@ async fn a_long_thread_is_read_as_far_as_the_model_can_take(backend: TestBackend
         )
         .await;
         assert_eq!(turn.status, StatusCode::OK, "{}", turn.text);
+        // The run holds only what it added: the turn's message and its answer.
         let runs = app
             .get(
                 &format!("/api/runs?thread_id={thread_id}&limit=1"),
                 Some(&admin),
             )
             .await;
-        let messages = runs.body[0]["messages"].as_array().unwrap().clone();
-        // The turn's own message, then its answer, come last; the message once.
-        let texts: Vec<&str> = messages
+        let texts: Vec<String> = runs.body[0]["messages"]
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|m| m["text"].as_str().unwrap())
+            .map(|m| m["text"].as_str().unwrap().to_string())
             .collect();
-        assert!(texts[texts.len() - 2].starts_with(&format!("message {i} ")));
-        assert_eq!(texts[texts.len() - 1], format!("ok {i}"));
-        let mentions = messages
+        assert_eq!(texts.len(), 2, "{texts:.30?}");
+        assert!(texts[0].starts_with(&format!("message {i} ")));
+        assert_eq!(texts[1], format!("ok {i}"));
+        // The model got the conversation's newest messages, the turn's own last, once.
+        let request = fake.requests().last().unwrap().body["messages"].clone();
+        let said: Vec<String> = request
+            .as_array()
+            .unwrap()
             .iter()
-            .filter(|m| {
-                m["text"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("message {i} "))
-            })
+            .filter(|m| m["role"] != "system")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(said.last().unwrap().starts_with(&format!("message {i} ")));
+        let own = said
+            .iter()
+            .filter(|t| t.starts_with(&format!("message {i} ")))
             .count();
-        assert_eq!(mentions, 1, "the turn's message is in its history once");
-        read.push(messages.len());
+        assert_eq!(own, 1, "the turn's message is sent once");
+        if i > 1 {
+            assert_eq!(said[said.len() - 2], format!("ok {}", i - 1), "in order");
+        }
+        sent.push(said.len());
     }
-    // The history grows with the thread until the budget is full, then stays put.
-    assert_eq!(read[0], 4, "{read:?}");
-    let full = *read.last().unwrap();
-    assert!((8..=12).contains(&full), "{read:?}");
-    assert_eq!(read[9..], vec![full; read.len() - 9], "{read:?}");
-    // The agent's own window (the answer's room set aside) is narrower still.
-    let sent = fake.requests().last().unwrap().body["messages"].clone();
-    let said = sent
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "user")
-        .count();
-    assert!((2..=4).contains(&said), "{sent:.200}");
+    // What the model is sent grows with the thread until the budget is full, then
+    // stays put.
+    assert_eq!(sent[0], 3, "{sent:?}");
+    let full = *sent.last().unwrap();
+    assert!((4..=8).contains(&full), "{sent:?}");
+    assert_eq!(sent[8..], vec![full; sent.len() - 8], "{sent:?}");
 }

@@ -262,6 +262,12 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/mcp/oauth/callback", &["get"]),
         ("/api/tools/{id}", &["get", "patch", "delete"]),
         ("/api/admin/login-throttles", &["get", "delete"]),
+        ("/api/admin/storage", &["get"]),
+        ("/api/admin/storage/retention", &["get", "put"]),
+        ("/api/admin/cleanup/stats", &["get"]),
+        ("/api/admin/cleanup/conversations", &["post"]),
+        ("/api/admin/cleanup/workflow-history", &["post"]),
+        ("/api/admin/cleanup/workflows", &["post"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<String> = paths

@@ -139,15 +139,33 @@ pub(super) async fn first_messages(
         .unwrap_or(true);
     let mut messages: Vec<Message> = Vec::new();
     if include_history {
-        let history = log.run.history.clone();
         let budget = model.context_budget(&ctx.services.models);
+        // A chat run's conversation starts in its thread: the newest messages before the
+        // run that fit the budget, read newest first (whatever the thread's length).
+        let (mut history, mut cut) = (Vec::new(), false);
+        if let (Some(thread_id), Some(before)) = (&log.run.thread_id, &log.run.history_before) {
+            (history, cut) = history::read(ctx.services, thread_id, Some(before), budget)
+                .await
+                .map_err(|err| {
+                    node_error(
+                        "internal_error",
+                        format!("could not read the conversation: {err}"),
+                    )
+                })?;
+        }
+        history.extend(log.run.history.iter().cloned());
         let first = window_start(&history, budget, model, config);
-        if first > 0 {
+        if first > 0 || cut {
+            let left_out = if cut {
+                "its oldest messages".to_string()
+            } else {
+                format!("its {first} oldest messages")
+            };
             log.event(
                 EventKind::Warning,
                 Some(&node.slug),
                 json!({"message": format!(
-                    "the conversation is longer than the model's context budget ({budget} tokens): its {first} oldest messages were left out"
+                    "the conversation is longer than the model's context budget ({budget} tokens): {left_out} were left out"
                 )}),
             );
         }

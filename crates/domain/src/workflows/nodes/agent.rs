@@ -12,10 +12,7 @@ use serde_json::{Map, Value};
 
 use serde_json::json;
 
-use super::{
-    HistoryReader, Kind, NodeKind, Problems, Resumed, StepFuture, check_config, config_of,
-    has_extra, refused,
-};
+use super::{Kind, NodeKind, Problems, Resumed, StepFuture, check_config, has_extra, refused};
 use crate::workflows::{expr, schema};
 use crate::{
     knowledge::names_store,
@@ -178,44 +175,6 @@ struct AgentKind;
 impl NodeKind for AgentKind {
     fn name(&self) -> &'static str {
         "agent"
-    }
-
-    /// Its model, the ones its users may pick, and for a nested workflow (run instead of
-    /// a model, or as a tool) a model not known from here; none when it leaves the
-    /// conversation out.
-    fn history_readers(&self, params: &Map<String, Value>) -> Vec<HistoryReader> {
-        let named = |name: Option<&str>| match name.map(str::trim).filter(|n| !n.is_empty()) {
-            Some(name) => HistoryReader::Named(name.to_string()),
-            None => HistoryReader::Default,
-        };
-        let Some(config) = config_of::<Agent>(params) else {
-            return vec![HistoryReader::Unknown];
-        };
-        let settings = config.model_settings.as_ref();
-        if settings
-            .and_then(|s| s.get("include_chat_history"))
-            .and_then(Value::as_bool)
-            == Some(false)
-        {
-            return Vec::new();
-        }
-        let mut readers = vec![named(config.model.as_deref())];
-        for option in config.user_model_options.iter().flatten() {
-            let name = option
-                .as_str()
-                .or_else(|| option.get("model").and_then(Value::as_str))
-                .or_else(|| option.get("name").and_then(Value::as_str));
-            readers.push(named(name));
-        }
-        let nested_tool = config
-            .tools
-            .iter()
-            .flatten()
-            .any(|tool| tool.get("type").and_then(Value::as_str) == Some("workflow"));
-        if config.workflow.is_some() || nested_tool {
-            readers.push(HistoryReader::Unknown);
-        }
-        readers
     }
 
     /// The seed's agents may name their provider twice (`model_provider` and

@@ -188,32 +188,6 @@ pub(crate) trait NodeKind: Sync {
     fn uses_store(&self, _params: &Map<String, Value>, _slug: &str) -> bool {
         false
     }
-    /// The models the node gives the conversation to, so a run reads as much of its
-    /// thread as the largest of them can take.
-    fn history_readers(&self, _params: &Map<String, Value>) -> Vec<HistoryReader> {
-        Vec::new()
-    }
-}
-
-/// A model a node gives the conversation to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum HistoryReader {
-    /// A model of the registry, by name.
-    Named(String),
-    /// The registry's default model.
-    Default,
-    /// One not known from the graph (a nested workflow's).
-    Unknown,
-}
-
-/// The models `node` gives the conversation to (see [`NodeKind::history_readers`]).
-pub(crate) fn history_readers(node: &super::Node) -> Vec<HistoryReader> {
-    if !node.is_enabled {
-        return Vec::new();
-    }
-    Kind::parse(&node.kind)
-        .map(|kind| kind.behaviour().history_readers(&node.parameters))
-        .unwrap_or_default()
 }
 
 /// The answer does not fit what the run waits for.
