@@ -344,10 +344,12 @@ impl ChatStore for Db {
         // retried.
         let mut attempt = 0;
         loop {
-            // A user's message is the thread's latest activity (what retention goes by).
-            let inserted = together!(self, urgent: false, |b| {
+            // A user's message is the thread's latest activity (what retention goes by),
+            // and urgent: the turn's first event waits for it, as a new thread's does.
+            let from_user = matches!(item.body, ItemBody::UserMessage { .. });
+            let inserted = together!(self, urgent: from_user, |b| {
                 push_insert_item!(b, item, &data);
-                if matches!(item.body, ItemBody::UserMessage { .. }) {
+                if from_user {
                     next!();
                     b.push("UPDATE chat_threads SET updated_at = ")
                         .push_bind(stored_time(item.created_at))
