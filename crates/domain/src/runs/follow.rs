@@ -34,9 +34,10 @@ use super::{
 use crate::Services;
 
 /// How long a reader of a run not advancing here first waits for a wake-up before it
-/// reads the log anyway (the safety net under the wake-ups: a save by another process
-/// writing the same SQLite file has none).
-const SAFETY_NET_FIRST: Duration = Duration::from_secs(1);
+/// reads the log anyway: the safety net under the wake-ups, which every save of this
+/// process (and on PostgreSQL of every replica) sends; only a save by another process
+/// writing the same SQLite file (the command line) has none.
+const SAFETY_NET_FIRST: Duration = Duration::from_secs(30);
 /// The longest such a wait grows to while the run stays quiet.
 const SAFETY_NET_AT_MOST: Duration = Duration::from_secs(300);
 /// A follower with no new event for this long ends (a reader reconnects with its last
@@ -207,10 +208,16 @@ impl Follower {
                     }
                     // The run stopped here with everything given saved as given: the log
                     // holds nothing more.
+                    // (Followed through its waits, a run that waits goes on: read the log
+                    // and wait for its next save.)
                     Ok(Err(broadcast::error::RecvError::Closed))
                         if self.ledger.saw_all_of(&self.ended) =>
                     {
-                        self.done = true;
+                        if self.through_waits {
+                            self.live = None;
+                        } else {
+                            self.done = true;
+                        }
                     }
                     // Fell behind, or the run stopped advancing here: read the log.
                     Ok(Err(_)) => self.live = None,

@@ -308,7 +308,7 @@ async fn no_workflow_id_reaches_the_chatkit_default(backend: TestBackend) {
     assert_eq!(negative.status, StatusCode::NOT_FOUND, "{}", negative.text);
 }
 
-fn agent_graph() -> Value {
+pub(crate) fn agent_graph() -> Value {
     json!({
         "nodes": [
             {"slug": "start", "kind": "start"},

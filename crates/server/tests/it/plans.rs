@@ -7,13 +7,19 @@ use store::{
 };
 use test_support::{TestBackend, TestDb, backend_tests};
 
-async fn hot_statements_use_indexes(backend: TestBackend) {
+/// A fresh, migrated database (the folder and database go when the first two drop).
+async fn migrated(backend: &TestBackend) -> (tempfile::TempDir, TestDb, Db) {
     let dir = tempfile::tempdir().unwrap();
-    let test_db = TestDb::new(&backend, &dir).await;
+    let test_db = TestDb::new(backend, &dir).await;
     let db = Db::connect(&test_db.url, &DbSettings::default())
         .await
         .unwrap();
     db.migrate().await.unwrap();
+    (dir, test_db, db)
+}
+
+async fn hot_statements_use_indexes(backend: TestBackend) {
+    let (_dir, _test_db, db) = migrated(&backend).await;
     let statements = hot_statements(db.backend());
     assert!(statements.len() > 30, "the hot statements are listed");
     let mut problems = Vec::new();
@@ -37,12 +43,7 @@ async fn hot_statements_use_indexes(backend: TestBackend) {
 
 /// The check itself finds a full scan: a statement with no index to use is reported.
 async fn a_full_scan_is_reported(backend: TestBackend) {
-    let dir = tempfile::tempdir().unwrap();
-    let test_db = TestDb::new(&backend, &dir).await;
-    let db = Db::connect(&test_db.url, &DbSettings::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
+    let (_dir, _test_db, db) = migrated(&backend).await;
     let mut statement = hot_statements(db.backend()).remove(0);
     statement.built.sql = "SELECT id FROM runs WHERE current_node = $1".into();
     let plan = db.explain(&statement).await.unwrap();

@@ -201,8 +201,13 @@ async fn a_stream_follows_a_run_through_its_waits_on_any_replica(backend: TestBa
     let refused = test_support::send_to(&replica.router(), stream("later")).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
 
-    let mut watch = replica.services.run_signals.watch(&run_id);
-    let router = replica.router();
+    // On PostgreSQL the other replica follows; on SQLite (one server per file) the same.
+    let (services, router) = if postgres {
+        (replica.services.clone(), replica.router())
+    } else {
+        (app.app.services.clone(), app.router.clone())
+    };
+    let mut watch = services.run_signals.watch(&run_id);
     let request = stream("finished");
     let following = tokio::spawn(async move { test_support::send_to(&router, request).await });
     // The stream is open on the replica while the run waits.
@@ -216,12 +221,11 @@ async fn a_stream_follows_a_run_through_its_waits_on_any_replica(backend: TestBa
         )
         .await;
     assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
-    if postgres {
-        // The other replica's save reached this one's listener.
-        tokio::time::timeout(std::time::Duration::from_secs(10), watch.saved())
-            .await
-            .expect("the replica hears the save");
-    }
+    // The save woke the follower's side (on PostgreSQL through the other replica's
+    // NOTIFY and this one's listener).
+    tokio::time::timeout(std::time::Duration::from_secs(10), watch.saved())
+        .await
+        .expect("the save is heard");
     let approved = app
         .post(
             &format!("/api/runs/{run_id}/resume"),
@@ -230,7 +234,8 @@ async fn a_stream_follows_a_run_through_its_waits_on_any_replica(backend: TestBa
         )
         .await;
     assert_eq!(approved.body["status"], "completed", "{}", approved.text);
-    let followed = tokio::time::timeout(std::time::Duration::from_secs(30), following)
+    // Well before the 30 s safety net: the stream was woken.
+    let followed = tokio::time::timeout(std::time::Duration::from_secs(20), following)
         .await
         .expect("the stream ends with the run")
         .unwrap();

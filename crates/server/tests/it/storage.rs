@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use test_support::{TestApp, TestBackend, backend_tests, fake_llm::Reply};
 
 use crate::{
-    chatkit::{chatkit, learner, message, serve},
+    chatkit::{agent_graph, chatkit, learner, message, serve},
     runs::{fake_default_model, publish},
 };
 
@@ -39,15 +39,7 @@ async fn retention_deletes_what_is_past_it(backend: TestBackend) {
     let admin = app.admin_token().await;
     let user = learner(&app).await;
     let fake = fake_default_model(&app, &admin, json!({})).await;
-    serve(
-        &app,
-        &admin,
-        json!({
-            "nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Be brief."}}],
-            "edges": [{"source": "start", "target": "agent"}]
-        }),
-    )
-    .await;
+    serve(&app, &admin, agent_graph()).await;
     for i in 0..3 {
         fake.push(Reply::Text(format!("Answer {i}")));
         fake.push(Reply::Text(format!("Title {i}")));
@@ -166,15 +158,7 @@ async fn bulk_deletes_are_confirmed(backend: TestBackend) {
     let fake = fake_default_model(&app, &admin, json!({})).await;
     fake.push(Reply::Text("Hi".into()));
     fake.push(Reply::Text("A title".into()));
-    serve(
-        &app,
-        &admin,
-        json!({
-            "nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Be brief."}}],
-            "edges": [{"source": "start", "target": "agent"}]
-        }),
-    )
-    .await;
+    serve(&app, &admin, agent_graph()).await;
     let turn = chatkit(
         &app,
         &user,
