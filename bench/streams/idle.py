@@ -6,7 +6,11 @@ rows read from pg_stat_database; SQLite: the server's own CPU covers it). Then s
 answered and their streams must carry the answer (a check that the streams are live).
 
     python3 bench/streams/idle.py --bin target/release/switchyard [--streams 1000]
-        [--idle 30] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+        [--idle 30] [--settle 40] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+
+Streams first read their run's log 30 s after they open (a safety net under the
+wake-ups), then after 60, 120, 240 and every 300 s: the default settle time measures
+past the first read; --settle 5 shows it.
 
 Needs only the standard library. Loopback only.
 """
@@ -123,8 +127,8 @@ async def main_async(args) -> dict:
         count = [0]
         tasks = [asyncio.create_task(follow(r, token, seen, opened, count)) for r in runs]
         await asyncio.wait_for(opened.wait(), 120)
-        # Let the streams settle past their first safety-net reads.
-        await asyncio.sleep(5)
+        # Let the streams settle past their first safety-net read (30 s after opening).
+        await asyncio.sleep(args.settle)
         cpu1, rss1 = proc_stats(server.pid)
         pg0 = pg_counters(args.database_url, dbname) if dbname else None
         t0 = time.monotonic()
@@ -177,6 +181,7 @@ def main() -> None:
     ap.add_argument("--bin", required=True)
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--idle", type=float, default=30.0)
+    ap.add_argument("--settle", type=float, default=40.0, help="seconds between opening the streams and measuring")
     ap.add_argument("--check", type=int, default=20, help="runs answered at the end, to check the streams are live")
     ap.add_argument("--database-url", default=None, help="a PostgreSQL server (a database is made and dropped); SQLite otherwise")
     args = ap.parse_args()
