@@ -245,8 +245,7 @@ async fn delete_uploads(
             .unreferenced_attachments(before, BATCH)
             .await?;
         for id in &ids {
-            services.blobs.delete(id).await?;
-            services.store.delete_chat_attachment(id).await?;
+            crate::chat::attachments::remove(services, id).await?;
         }
         total += ids.len() as u64;
         if (ids.len() as i64) < BATCH {

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, types::Json};
 use crate::{
     Db,
     args::{Arg, Built, bind_args},
-    store_error, stored_time, together, with_pool, with_writer,
+    grouped_write, store_error, stored_time, together, with_pool, with_writer,
 };
 
 macro_rules! thread_columns {
@@ -143,6 +143,14 @@ pub(crate) const NEXT_ITEM_SEQ: &str =
 pub(crate) const DELETE_ITEMS_AFTER: &str = "DELETE FROM chat_items WHERE thread_id = $1
        AND seq > (SELECT c.seq FROM chat_items c WHERE c.id = $2 AND c.thread_id = $1)";
 
+/// How a page's cursor compares and its rows sort: after the cursor in the page's order.
+fn direction(page: &PageRequest) -> (&'static str, &'static str) {
+    match page.order {
+        Order::Desc => ("<", "DESC"),
+        Order::Asc => (">", "ASC"),
+    }
+}
+
 /// A page of a user's threads (their own, or one end user's), newest or oldest first,
 /// after a cursor when one is given: `chat_threads_owner_idx` (user, end user, time, id).
 pub(crate) fn list_threads_sql(user_id: i64, end_user: Option<&str>, page: &PageRequest) -> Built {
@@ -156,10 +164,7 @@ pub(crate) fn list_threads_sql(user_id: i64, end_user: Option<&str>, page: &Page
         Some(end_user) => built.push(" AND t.end_user = ?", [Arg::Text(end_user.into())]),
         None => built.text(" AND t.end_user IS NULL"),
     };
-    let (compare, order) = match page.order {
-        Order::Desc => ("<", "DESC"),
-        Order::Asc => (">", "ASC"),
-    };
+    let (compare, order) = direction(page);
     if let Some(after) = &page.after {
         built.push(
             &format!(
@@ -180,10 +185,7 @@ pub(crate) fn list_threads_sql(user_id: i64, end_user: Option<&str>, page: &Page
 pub(crate) fn list_items_sql(thread_id: &str, page: &PageRequest, include_hidden: bool) -> Built {
     let mut built = Built::new("SELECT data FROM chat_items i");
     built.push(" WHERE i.thread_id = ?", [Arg::Text(thread_id.into())]);
-    let (compare, order) = match page.order {
-        Order::Desc => ("<", "DESC"),
-        Order::Asc => (">", "ASC"),
-    };
+    let (compare, order) = direction(page);
     if let Some(after) = &page.after {
         built.push(
             &format!(
@@ -329,7 +331,7 @@ impl ChatStore for Db {
     ) -> StoreResult<(Vec<ChatThread>, bool)> {
         let built = list_threads_sql(user_id, end_user, page);
         let rows: Vec<ThreadRow> = with_pool!(self, pool => {
-            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.as_str())), &built.args)
                 .fetch_all(pool)
                 .await
         })
@@ -346,17 +348,21 @@ impl ChatStore for Db {
         loop {
             // A user's message is the thread's latest activity (what retention goes by),
             // and urgent: the turn's first event waits for it, as a new thread's does.
-            let from_user = matches!(item.body, ItemBody::UserMessage { .. });
-            let inserted = together!(self, urgent: from_user, |b| {
-                push_insert_item!(b, item, &data);
-                if from_user {
+            // Other items are one statement (no transaction on PostgreSQL).
+            let inserted = if matches!(item.body, ItemBody::UserMessage { .. }) {
+                together!(self, urgent: true, |b| {
+                    push_insert_item!(b, item, &data);
                     next!();
                     b.push("UPDATE chat_threads SET updated_at = ")
                         .push_bind(stored_time(item.created_at))
                         .push(" WHERE id = ")
                         .push_bind(&item.thread_id);
-                }
-            });
+                })
+            } else {
+                grouped_write!(self, |b| {
+                    push_insert_item!(b, item, &data);
+                })
+            };
             match inserted {
                 Err(StoreError::Conflict { .. }) if attempt < 5 => attempt += 1,
                 other => return other,
@@ -403,7 +409,7 @@ impl ChatStore for Db {
     ) -> StoreResult<(Vec<ThreadItem>, bool)> {
         let built = list_items_sql(thread_id, page, include_hidden);
         let rows: Vec<ItemRow> = with_pool!(self, pool => {
-            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.as_str())), &built.args)
                 .fetch_all(pool)
                 .await
         })
@@ -550,7 +556,7 @@ impl ChatStore for Db {
         }
         let built = list_feedback_sql(thread_id, limit);
         let rows: Vec<Row> = with_pool!(self, pool => {
-            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.clone())), &built.args)
+            bind_args!(sqlx::query_as(AssertSqlSafe(built.sql.as_str())), &built.args)
                 .fetch_all(pool)
                 .await
         })

@@ -320,11 +320,14 @@ pub async fn content(services: &Services, id: &str, token: &str) -> ChatResult<(
 /// `attachments.delete`: the owner removes an attachment and its bytes.
 pub async fn delete(services: &Services, who: &Principal, id: &str) -> ChatResult<()> {
     let attachment = owned(services, who, id).await?;
-    services.blobs.delete(&attachment.id).await?;
-    services
-        .store
-        .delete_chat_attachment(&attachment.id)
-        .await?;
+    Ok(remove(services, &attachment.id).await?)
+}
+
+/// Deletes an attachment: its bytes, then its record (so a failure leaves a record to
+/// retry, never bytes that nothing names).
+pub(crate) async fn remove(services: &Services, id: &str) -> StoreResult<()> {
+    services.blobs.delete(id).await?;
+    services.store.delete_chat_attachment(id).await?;
     Ok(())
 }
 

@@ -231,11 +231,12 @@ impl Follower {
             // channel showed differently is corrected.
             // Watching starts before the read: a save committed after it began wakes the
             // wait below, so none falls in between.
-            let watch = self
+            let mut watch = self
                 .watch
-                .get_or_insert_with(|| self.services.run_signals.watch(&self.run_id));
-            match super::poll(&self.services, &self.run_id, self.ledger.confirmed).await {
-                Ok((status, events)) => {
+                .take()
+                .unwrap_or_else(|| self.services.run_signals.watch(&self.run_id));
+            match self.read_log(self.ledger.confirmed).await {
+                Some((status, events)) => {
                     let going = status == RunStatus::Running
                         || (self.through_waits && status == RunStatus::Waiting);
                     let before = self.ledger.confirmed;
@@ -254,11 +255,9 @@ impl Follower {
                     }
                     self.done = !going || self.idle_since.elapsed() >= MAX_IDLE;
                 }
-                Err(err) => {
-                    tracing::warn!(run_id = %self.run_id, error = %err, "could not read a run's events");
-                    self.done = true;
-                }
+                None => self.done = true,
             }
+            self.watch = Some(watch);
         }
     }
 
