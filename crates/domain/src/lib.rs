@@ -4,6 +4,7 @@
 //! [`store`], and everything else arrives as arguments. It knows nothing of HTTP.
 
 pub mod auth;
+pub mod blobs;
 pub mod chat;
 pub mod crypto;
 pub mod error;
@@ -39,8 +40,8 @@ pub struct Services {
     pub live: Arc<runs::live::LiveRuns>,
     /// Wake-ups when a run is saved, here or (PostgreSQL) on another replica.
     pub run_signals: Arc<runs::signals::RunSignals>,
-    /// Attachment bytes.
-    pub blobs: Arc<dyn chat::Blobs>,
+    /// Uploaded bytes (attachments, knowledge files), in the configured backend.
+    pub blobs: Arc<blobs::BlobRouter>,
     pub chat: chat::ChatSettings,
     /// Per-session request counts of embedded ChatKit sessions.
     pub chat_limits: Arc<chat::sessions::SessionLimits>,

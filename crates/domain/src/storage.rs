@@ -93,6 +93,9 @@ pub enum StorageError {
     Auth(#[from] AuthError),
     #[error("{0}")]
     Invalid(String),
+    /// Blob settings whose store could not be reached or refused the probe.
+    #[error("{0}")]
+    Unreachable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -101,7 +104,7 @@ impl DomainError for StorageError {
     fn kind(&self) -> ErrorKind {
         match self {
             StorageError::Auth(err) => err.kind(),
-            StorageError::Invalid(_) => ErrorKind::Invalid,
+            StorageError::Invalid(_) | StorageError::Unreachable(_) => ErrorKind::Invalid,
             StorageError::Store(StoreError::Unavailable(_)) => ErrorKind::Unavailable,
             StorageError::Store(_) => ErrorKind::Internal,
         }
@@ -111,6 +114,7 @@ impl DomainError for StorageError {
         match self {
             StorageError::Auth(err) => err.code(),
             StorageError::Invalid(_) => "invalid_request",
+            StorageError::Unreachable(_) => "blob_store_unreachable",
             StorageError::Store(StoreError::Unavailable(_)) => "database_unavailable",
             StorageError::Store(_) => "internal_error",
         }

@@ -724,6 +724,9 @@ pub trait HousekeepingStore: Send + Sync {
     async fn delete_old_versions(&self, limit: i64) -> StoreResult<u64>;
     /// Workflows other than the ChatKit default.
     async fn delete_workflows_but_default(&self, limit: i64) -> StoreResult<u64>;
+    /// The blob keys records name (uploaded attachments, uploaded knowledge files), in
+    /// key order after `after`, at most `limit`.
+    async fn blob_keys(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<String>>;
 }
 
 #[async_trait]

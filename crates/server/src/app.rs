@@ -51,10 +51,19 @@ impl App {
         }
         db.listen_for_run_saves();
         let keys = keys::resolve(&config, &db).await?;
+        let store: Arc<dyn domain::store::Store> = Arc::new(db.clone());
+        let secret_box = Arc::new(keys.secret_box);
+        let blobs = Arc::new(domain::blobs::BlobRouter::new(
+            store.clone(),
+            secret_box.clone(),
+            Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
+            Arc::new(db.clone()),
+            Some(Arc::new(objects::S3Stores)),
+        ));
         let services = Services {
-            store: Arc::new(db.clone()),
+            store,
             auth: Arc::new(Auth::new(&config.auth, &keys.jwt_secret)),
-            secret_box: Arc::new(keys.secret_box),
+            secret_box,
             llm: Arc::new(providers::Clients::new(
                 providers::HttpLlm::new(),
                 local_models(&config),
@@ -66,7 +75,7 @@ impl App {
             },
             live: Arc::default(),
             run_signals: db.run_signals(),
-            blobs: Arc::new(store::LocalBlobs::new(config.data_dir.join("attachments"))),
+            blobs,
             chat: config.chat.clone(),
             chat_limits: Arc::default(),
             knowledge_jobs: Arc::default(),

@@ -1,8 +1,10 @@
-//! `Blobs` on local disk: one file per key under a folder (`<data_dir>/attachments`).
+//! `Blobs` on local disk (one file per key under `<data_dir>/attachments`) and in the
+//! database (the `blobs` table, for replicas that share no disk and no object store).
 //!
-//! Keys are attachment ids (`[A-Za-z0-9_-]`); anything else is refused, so a key can
-//! never name a path outside the folder. Writes go to a temporary file first and are
-//! renamed into place, so a reader never sees half a file.
+//! Keys are attachment ids and knowledge file names (`[A-Za-z0-9_-]`); anything else is
+//! refused by every backend, so a key can never name a path outside the folder. Local
+//! writes go to a temporary file first and are renamed into place, and database writes
+//! are one statement, so a reader never sees half a blob.
 
 use std::path::PathBuf;
 
@@ -12,6 +14,24 @@ use domain::{
     store::{StoreError, StoreResult},
 };
 use tokio::io::AsyncWriteExt;
+
+use crate::{Db, store_error, stored_time, with_pool, with_writer};
+
+/// Whether `key` may name a blob: 1 to 128 of `[A-Za-z0-9_-]`.
+pub fn valid_key(key: &str) -> StoreResult<()> {
+    let safe = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if safe {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!(
+            "`{key}` is not a valid blob key"
+        )))
+    }
+}
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -23,16 +43,7 @@ impl LocalBlobs {
     }
 
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
-        let safe = !key.is_empty()
-            && key.len() <= 128
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !safe {
-            return Err(StoreError::Other(format!(
-                "`{key}` is not a valid blob key"
-            )));
-        }
+        valid_key(key)?;
         Ok(self.root.join(key))
     }
 }
@@ -76,6 +87,55 @@ impl Blobs for LocalBlobs {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(err)),
             _ => Ok(()),
         }
+    }
+}
+
+/// The `database` blob backend: a row per key in `blobs`.
+#[async_trait]
+impl Blobs for Db {
+    async fn put(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
+        valid_key(key)?;
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let now = stored_time(chrono::Utc::now());
+        with_writer!(self, pool => {
+            sqlx::query(
+                "INSERT INTO blobs (key, bytes, size, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET bytes = excluded.bytes, size = excluded.size,
+                 created_at = excluded.created_at",
+            )
+            .bind(key)
+            .bind(bytes)
+            .bind(size)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(store_error)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        valid_key(key)?;
+        let row: Option<(Vec<u8>,)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT bytes FROM blobs WHERE key = $1")
+                .bind(key)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(store_error)?;
+        Ok(row.map(|(bytes,)| bytes))
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        valid_key(key)?;
+        with_writer!(self, pool => {
+            sqlx::query("DELETE FROM blobs WHERE key = $1")
+                .bind(key)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+        .map_err(store_error)
     }
 }
 

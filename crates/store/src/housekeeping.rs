@@ -29,6 +29,15 @@ pub(crate) const OLD_USAGE: &str = "DELETE FROM usage_records WHERE id IN
 pub(crate) const LOOSE_UPLOADS: &str = "SELECT id FROM chat_attachments
     WHERE thread_id IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2";
 
+/// Every blob key a record names, in key order: not a hot path (an administrator's
+/// move between backends), read in pages.
+pub(crate) const BLOB_KEYS: &str = "SELECT key FROM (
+      SELECT id AS key FROM chat_attachments WHERE uploaded
+      UNION ALL
+      SELECT 'knowledge-' || CAST(store_id AS TEXT) || '-' || CAST(id AS TEXT) AS key
+        FROM vector_documents WHERE source = 'file'
+    ) keys WHERE key > $1 ORDER BY key LIMIT $2";
+
 /// Versions neither in production nor their workflow's latest, that no unfinished run
 /// uses (`runs_version_idx`).
 pub(crate) const OLD_VERSIONS: &str = "DELETE FROM workflow_versions WHERE id IN
@@ -161,5 +170,16 @@ impl HousekeepingStore for Db {
 
     async fn delete_workflows_but_default(&self, limit: i64) -> StoreResult<u64> {
         delete(self, OTHER_WORKFLOWS, None, limit).await
+    }
+
+    async fn blob_keys(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<String>> {
+        with_pool!(self, pool => {
+            sqlx::query_scalar(BLOB_KEYS)
+                .bind(after.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(store_error)
     }
 }

@@ -64,6 +64,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(16, "hot_indexes", "0016_hot_indexes.sql"),
     migration!(17, "retention", "0017_retention.sql"),
     migration!(18, "run_history_before", "0018_run_history_before.sql"),
+    migration!(19, "blobs", "0019_blobs.sql"),
 ];
 
 /// Arbitrary constant naming Switchyard's migration lock among PostgreSQL advisory locks.

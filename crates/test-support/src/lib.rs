@@ -7,6 +7,7 @@
 
 pub mod fake_llm;
 pub mod mcp_peer;
+pub mod s3_peer;
 pub mod steps;
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Once};

@@ -132,7 +132,7 @@ impl McpPeer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -140,7 +140,7 @@ fn free_port() -> u16 {
 }
 
 /// The peer's own output stays out of the test's, unless `TEST_LOG` is set.
-fn quiet(command: &mut Command) -> &mut Command {
+pub(crate) fn quiet(command: &mut Command) -> &mut Command {
     if std::env::var_os("TEST_LOG").is_none() {
         command
             .stdout(std::process::Stdio::null())

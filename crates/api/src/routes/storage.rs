@@ -1,8 +1,12 @@
-//! `/api/admin/storage` and `/api/admin/cleanup`: what is stored, how long it is kept,
-//! and the seed system's confirmed bulk deletes.
+//! `/api/admin/storage` and `/api/admin/cleanup`: what is stored, where uploaded bytes
+//! live, how long it is kept, and the seed system's confirmed bulk deletes.
 
 use axum::{Json, extract::State};
-use domain::storage::{self, Cleanup, CleanupStats, Deleted, Retention, StorageStats};
+use domain::{
+    blobs::{self, BlobBackend, BlobSettings, BlobSettingsInput, Moved, S3Input},
+    secret::Secret,
+    storage::{self, Cleanup, CleanupStats, Deleted, Retention, StorageStats},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -17,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_storage))
         .routes(routes!(get_retention, put_retention))
+        .routes(routes!(get_blobs, put_blobs))
+        .routes(routes!(move_blobs))
         .routes(routes!(cleanup_stats))
         .routes(routes!(cleanup_conversations))
         .routes(routes!(cleanup_workflow_history))
@@ -112,6 +118,189 @@ async fn put_retention(
         storage::set_retention(&state.services, &admin, body.into())
             .await?
             .into(),
+    ))
+}
+
+/// Where uploaded bytes (chat attachments, knowledge files) are kept.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobBackendBody {
+    /// Files under the data folder (`<data_dir>/attachments`): one machine, or a shared mount.
+    Local,
+    /// The database every replica shares (no object store needed).
+    Database,
+    /// An S3-compatible object store (AWS S3, MinIO, R2, Ceph…).
+    S3,
+}
+
+impl From<BlobBackend> for BlobBackendBody {
+    fn from(b: BlobBackend) -> BlobBackendBody {
+        match b {
+            BlobBackend::Local => BlobBackendBody::Local,
+            BlobBackend::Database => BlobBackendBody::Database,
+            BlobBackend::S3 => BlobBackendBody::S3,
+        }
+    }
+}
+
+impl From<BlobBackendBody> for BlobBackend {
+    fn from(b: BlobBackendBody) -> BlobBackend {
+        match b {
+            BlobBackendBody::Local => BlobBackend::Local,
+            BlobBackendBody::Database => BlobBackend::Database,
+            BlobBackendBody::S3 => BlobBackend::S3,
+        }
+    }
+}
+
+/// An S3-compatible store as stored: the secret key is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct S3Body {
+    pub bucket: String,
+    pub region: String,
+    /// The store's URL; AWS when null.
+    pub endpoint: Option<String>,
+    /// Prepended to every object's key.
+    pub prefix: Option<String>,
+    pub access_key_id: String,
+    /// Whether a secret key is stored.
+    pub secret_access_key_set: bool,
+    /// The bucket in the URL's path rather than its host name.
+    pub path_style: bool,
+}
+
+/// The blob backend setting.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BlobSettingsBody {
+    pub backend: BlobBackendBody,
+    /// The S3-compatible store, when one is set (it is kept when another backend is chosen).
+    pub s3: Option<S3Body>,
+}
+
+impl From<BlobSettings> for BlobSettingsBody {
+    fn from(b: BlobSettings) -> BlobSettingsBody {
+        BlobSettingsBody {
+            backend: b.backend.into(),
+            s3: b.s3.map(|s3| S3Body {
+                bucket: s3.bucket,
+                region: s3.region,
+                endpoint: s3.endpoint,
+                prefix: s3.prefix,
+                access_key_id: s3.access_key_id,
+                secret_access_key_set: s3.secret_access_key_set,
+                path_style: s3.path_style,
+            }),
+        }
+    }
+}
+
+/// An S3-compatible store to use.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Request {
+    pub bucket: String,
+    /// `us-east-1` when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The store's URL (`http://minio.local:9000`); AWS when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Prepended to every object's key, e.g. `switchyard`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    pub access_key_id: String,
+    /// Required the first time; when absent, the stored one is kept. Stored encrypted.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub secret_access_key: Option<Secret>,
+    /// The bucket in the path; true by default when an endpoint is given.
+    #[serde(default)]
+    pub path_style: Option<bool>,
+}
+
+/// The blob backend to use.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlobSettingsRequest {
+    pub backend: BlobBackendBody,
+    /// Required for `s3`.
+    #[serde(default)]
+    pub s3: Option<S3Request>,
+}
+
+/// What a move of blobs did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovedBody {
+    /// Blobs copied into the current backend and removed from the one they were in.
+    pub moved: u64,
+    /// Blobs already in the current backend.
+    pub in_place: u64,
+    /// Records whose bytes no backend holds.
+    pub missing: u64,
+}
+
+impl From<Moved> for MovedBody {
+    fn from(m: Moved) -> MovedBody {
+        MovedBody {
+            moved: m.moved,
+            in_place: m.in_place,
+            missing: m.missing,
+        }
+    }
+}
+
+/// Where uploaded bytes are kept: the local folder (the default), the database, or an
+/// S3-compatible object store. The secret key is never shown.
+#[utoipa::path(get, path = "/api/admin/storage/blobs", tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = BlobSettingsBody), (status = 403, body = ErrorBody)))]
+async fn get_blobs(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+) -> ApiResult<Json<BlobSettingsBody>> {
+    Ok(Json(blobs::settings(&state.services, &admin).await?.into()))
+}
+
+/// Chooses where new uploads are kept, for every replica. An S3 store is checked first
+/// (a test object is written, read and deleted): settings it refuses are not saved
+/// (`blob_store_unreachable`). Uploads made before still read from where they are; see
+/// `POST /api/admin/storage/blobs/move` to bring them over.
+#[utoipa::path(put, path = "/api/admin/storage/blobs", tag = "settings", security(("bearer" = [])),
+    request_body = BlobSettingsRequest,
+    responses((status = 200, body = BlobSettingsBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn put_blobs(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    AppJson(body): AppJson<BlobSettingsRequest>,
+) -> ApiResult<Json<BlobSettingsBody>> {
+    let input = BlobSettingsInput {
+        backend: body.backend.into(),
+        s3: body.s3.map(|s3| S3Input {
+            bucket: s3.bucket,
+            region: s3.region,
+            endpoint: s3.endpoint,
+            prefix: s3.prefix,
+            access_key_id: s3.access_key_id,
+            secret_access_key: s3.secret_access_key,
+            path_style: s3.path_style,
+        }),
+    };
+    Ok(Json(
+        blobs::set_settings(&state.services, &admin, input)
+            .await?
+            .into(),
+    ))
+}
+
+/// Copies every upload into the current backend and removes it from the others, so
+/// replicas on other machines can read uploads made before a change. Safe to repeat.
+#[utoipa::path(post, path = "/api/admin/storage/blobs/move", tag = "settings", security(("bearer" = [])),
+    responses((status = 200, body = MovedBody), (status = 403, body = ErrorBody)))]
+async fn move_blobs(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+) -> ApiResult<Json<MovedBody>> {
+    Ok(Json(
+        blobs::move_blobs(&state.services, &admin).await?.into(),
     ))
 }
 

@@ -8,7 +8,6 @@
 //! parameters. Upload and content URLs carry a per-attachment random
 //! token (so they work from a browser without the user's bearer token) and nothing else.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -71,13 +70,7 @@ impl ChatSettings {
     }
 }
 
-/// Where attachment bytes are kept (a folder by default; object storage can come later).
-#[async_trait]
-pub trait Blobs: Send + Sync {
-    async fn put(&self, key: &str, bytes: &[u8]) -> StoreResult<()>;
-    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
-    async fn delete(&self, key: &str) -> StoreResult<()>;
-}
+pub use crate::blobs::Blobs;
 
 /// An attachment's record.
 #[derive(Debug, Clone, PartialEq)]

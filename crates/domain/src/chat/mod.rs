@@ -135,7 +135,8 @@ pub type ChatResult<T> = Result<T, ChatError>;
 /// The most items or threads one page holds.
 const MAX_PAGE: i64 = 100;
 
-pub(crate) fn new_id(prefix: &str) -> String {
+/// A new time-ordered id with `prefix` (`thr`, `msg`, `atc`…).
+pub fn new_id(prefix: &str) -> String {
     crate::ordered_id(prefix)
 }
 

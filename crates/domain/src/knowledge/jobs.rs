@@ -10,6 +10,7 @@
 //!   `max_attempts`; then the job and its document are marked failed with the error.
 //!   One document's failure never blocks the others.
 
+use crate::blobs::Blobs as _;
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};

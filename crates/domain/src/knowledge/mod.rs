@@ -15,6 +15,7 @@ pub mod extract;
 pub mod jobs;
 pub mod search;
 
+use crate::blobs::Blobs as _;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 

@@ -636,13 +636,53 @@ async fn unreachable_providers_are_reported() {
     assert!(matches!(err, LlmError::Connection(_)), "{err}");
 }
 
-/// Collects everything logged, for the secrets check.
+/// Collects what one test thread logs, for the secrets check.
+///
+/// The subscriber is the binary's global default, set once: a scoped `set_default`
+/// races with other test threads over tracing's per-callsite interest cache, and a
+/// callsite first reached on another thread could then stay silent here. Lines go
+/// to the capture of the thread that logged them (a `#[tokio::test]` runs its
+/// server and client on its own thread), and elsewhere nowhere.
 #[derive(Clone, Default)]
 struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for Capture {
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Capture {
+    /// Starts capturing this thread's log lines.
+    fn this_thread() -> Capture {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(ThreadWriter)
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this binary");
+        });
+        let capture = Capture::default();
+        CAPTURE.with(|c| *c.borrow_mut() = Some(capture.clone()));
+        capture
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Writes to the current thread's capture, if it has one.
+struct ThreadWriter;
+
+impl std::io::Write for ThreadWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(capture) = c.borrow().as_ref() {
+                capture.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -651,23 +691,17 @@ impl std::io::Write for Capture {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadWriter {
+    type Writer = ThreadWriter;
 
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
+    fn make_writer(&'a self) -> ThreadWriter {
+        ThreadWriter
     }
 }
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = Capture::this_thread();
 
     let fake = FakeLlm::with_key("sk-live-secret-7777").await;
     let p = provider(
@@ -696,7 +730,7 @@ async fn secrets_never_reach_the_logs() {
         .unwrap_err();
     assert!(!err.to_string().contains("sk-wrong-secret"));
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(
         logs.contains("retrying a model call"),
         "the retry was logged: {logs}"

@@ -1076,10 +1076,7 @@ async fn attachments_upload_in_two_phases_and_reach_the_model(backend: TestBacke
         .insert_chat_attachment(&legacy)
         .await
         .unwrap();
-    app.app
-        .services
-        .blobs
-        .put("atc_legacy", b"\x89PNG")
+    domain::blobs::Blobs::put(app.app.services.blobs.as_ref(), "atc_legacy", b"\x89PNG")
         .await
         .unwrap();
     app.restart().await.bootstrap().await.unwrap();

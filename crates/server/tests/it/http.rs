@@ -264,6 +264,8 @@ async fn openapi_covers_every_route(backend: TestBackend) {
         ("/api/admin/login-throttles", &["get", "delete"]),
         ("/api/admin/storage", &["get"]),
         ("/api/admin/storage/retention", &["get", "put"]),
+        ("/api/admin/storage/blobs", &["get", "put"]),
+        ("/api/admin/storage/blobs/move", &["post"]),
         ("/api/admin/cleanup/stats", &["get"]),
         ("/api/admin/cleanup/conversations", &["post"]),
         ("/api/admin/cleanup/workflow-history", &["post"]),

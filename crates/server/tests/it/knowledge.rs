@@ -69,7 +69,7 @@ fn doc_ids(results: &Value) -> Vec<&str> {
 }
 
 /// Posts a file as `multipart/form-data` with extra text fields.
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     token: &str,
     slug: &str,
@@ -109,7 +109,7 @@ async fn upload(
 }
 
 /// Polls a job until it is done or failed.
-async fn finished_job(app: &TestApp, token: &str, slug: &str, id: i64) -> Value {
+pub(crate) async fn finished_job(app: &TestApp, token: &str, slug: &str, id: i64) -> Value {
     for _ in 0..200 {
         let job = app
             .get(&format!("/api/vector-stores/{slug}/jobs/{id}"), Some(token))

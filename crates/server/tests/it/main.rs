@@ -2,6 +2,7 @@
 
 mod access;
 mod auth;
+mod blobs;
 mod chatkit;
 mod chatkit_conformance;
 mod cli;

@@ -2,6 +2,7 @@
 //! first messages with history and attached files, and the response format.
 
 use super::*;
+use crate::blobs::Blobs as _;
 use crate::chat::history;
 
 /// The caller's model choice (`StartRun::model`), for an agent that lets users choose:

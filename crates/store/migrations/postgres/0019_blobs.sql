@@ -1,0 +1,8 @@
+-- Uploaded bytes kept in the database, for a deployment with no object store whose
+-- replicas do not share a disk (the blob backend `database`).
+CREATE TABLE blobs (
+    key TEXT PRIMARY KEY,
+    bytes BYTEA NOT NULL,
+    size BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
