@@ -1,5 +1,9 @@
 """Continuing conversations: load for `threads.add_user_message`, the turn chat mostly is.
 
+With `--op create` each request starts a new thread instead (`threads.create`), so one
+harness measures both kinds of turn; `--db-cpu` adds the CPU time of the local
+PostgreSQL server's processes during the window (`db.cpu_ms_per_req`).
+
 Each virtual user first gets a thread of its own with --prior-turns earlier turns
 (prepared before the measured window, unmeasured), then keeps talking in it: every
 request adds a user message to that thread and reads the streamed answer to its end.
@@ -65,6 +69,28 @@ def thread_id_of(body: bytes) -> str:
     raise SystemExit(f"no thread.created event in {bytes(body[:300])!r}")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of every `postgres` process, plus what the postmaster's exited children used."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name != "postgres":
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # utime, stime, cutime, cstime are fields 14-17 (1-based) of the whole line.
+        utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+        total += (utime + stime + cutime + cstime) / tick
+    return total
+
+
 async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | None) -> dict:
     from urllib.parse import urlsplit
 
@@ -86,7 +112,7 @@ async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | Non
     # Preparation (unmeasured): a thread per user, with its earlier turns.
     threads: list[str] = []
     conn = await connect()
-    for _ in range(conc):
+    for _ in range(conc if args.op == "continue" else 0):
         res = await turn(conn, request(args.url, args.auth, {"type": "threads.create", "params": {"input": user_input("Hello! Please answer with your standard benchmark reply.")}}))
         thread_id = thread_id_of(res.body)
         for i in range(args.prior_turns):
@@ -109,7 +135,10 @@ async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | Non
             samples.append(f"{kind}: {detail[:300]}")
 
     async def vu(idx: int) -> None:
-        raw = request(args.url, args.auth, {"type": "threads.add_user_message", "params": {"thread_id": threads[idx], "input": user_input(TEXT)}})
+        if args.op == "continue":
+            raw = request(args.url, args.auth, {"type": "threads.add_user_message", "params": {"thread_id": threads[idx], "input": user_input(TEXT)}})
+        else:
+            raw = request(args.url, args.auth, {"type": "threads.create", "params": {"input": user_input("Hello! Please answer with your standard benchmark reply.")}})
         conn = await connect()
         n_ready[0] += 1
         if n_ready[0] >= conc:
@@ -149,10 +178,12 @@ async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | Non
         await ready.wait()
         await asyncio.sleep(max(0.0, window["w0"] - perf()))
         snap["srv0"], snap["llm0"], snap["me0"], snap["t0"] = load.tree_cpu(server_pid), load.tree_cpu(llm_pid), resource.getrusage(resource.RUSAGE_SELF), perf()
+        snap["db0"] = postgres_cpu() if args.db_cpu else 0.0
         while perf() < window["w1"]:
             rss_peak[0] = max(rss_peak[0], load.tree_rss(server_pid)[0])
             await asyncio.sleep(min(0.1, max(0.0, window["w1"] - perf())))
         snap["srv1"], snap["llm1"], snap["me1"], snap["t1"] = load.tree_cpu(server_pid), load.tree_cpu(llm_pid), resource.getrusage(resource.RUSAGE_SELF), perf()
+        snap["db1"] = postgres_cpu() if args.db_cpu else 0.0
         state["stop"] = True
 
     tasks = [asyncio.create_task(vu(i)) for i in range(conc)]
@@ -172,9 +203,14 @@ async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | Non
     ttfe.sort()
     ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
     hwm = load.tree_hwm(server_pid)
+    db = snap["db1"] - snap["db0"]
+    if args.op == "create":
+        op = "create"
+    else:
+        op = "continue" if args.prior_turns < 50 else f"continue{args.prior_turns}"
     return {
         "url": args.url,
-        "op": "continue" if args.prior_turns < 50 else f"continue{args.prior_turns}",
+        "op": op,
         "concurrency": conc,
         "prior_turns": args.prior_turns,
         "window_s": round(win, 3),
@@ -196,7 +232,8 @@ async def run_window(args, conc: int, server_pid: int | None, llm_pid: int | Non
         },
         "llm": {"pid": llm_pid, "cpu_s": round(llm, 3), "cpu_ms_per_req": round(llm / n * 1000, 3) if n else None},
         "loadgen": {"cpu_s": round(me, 3), "cpu_ms_per_req": round(me / n * 1000, 3) if n else None},
-        "turns_per_thread_at_end": args.prior_turns + 1 + (n // conc if conc else 0),
+        "db": {"cpu_s": round(db, 3), "cpu_ms_per_req": round(db / n * 1000, 3) if n else None} if args.db_cpu else None,
+        "turns_per_thread_at_end": args.prior_turns + 1 + (n // conc if conc else 0) if args.op == "continue" else 1,
     }
 
 
@@ -213,6 +250,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--prior-turns", type=int, default=3, help="turns each thread has before the window")
+    ap.add_argument("--op", default="continue", choices=["continue", "create"], help="continue a thread, or start new ones")
+    ap.add_argument("--db-cpu", action="store_true", help="also measure the local PostgreSQL server's CPU")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--llm-port", type=int, default=9100)
     ap.add_argument("--server-cpus", default=None)
@@ -253,9 +292,10 @@ def main() -> None:
                     with open(jsonl, "a") as f:
                         f.write(json.dumps(row) + "\n")
                     s, t = row["server"], row["ttfe_ms"] or {}
+                    db = f" db cpu/req={row['db']['cpu_ms_per_req']}ms" if row.get("db") else ""
                     print(
-                        f"{row['op']} c={c} rps={row['rps']} n={row['requests']} err={sum(row['errors'].values())} "
-                        f"ttfe50={t.get('p50')}ms ttfe99={t.get('p99')}ms srv cpu/req={s['cpu_ms_per_req']}ms "
+                        f"{row['label']} {row['op']} c={c} rps={row['rps']} n={row['requests']} err={sum(row['errors'].values())} "
+                        f"ttfe50={t.get('p50')}ms ttfe99={t.get('p99')}ms srv cpu/req={s['cpu_ms_per_req']}ms{db} "
                         f"rss={s['rss_peak_window_mb']}MB turns/thread at end={row['turns_per_thread_at_end']}",
                         file=sys.stderr,
                         flush=True,

@@ -43,6 +43,8 @@ pub struct Services {
     /// Uploaded bytes (attachments, knowledge files), in the configured backend.
     pub blobs: Arc<blobs::BlobRouter>,
     pub chat: chat::ChatSettings,
+    /// The history of the threads this process answered last (`chat::history`).
+    pub history_cache: Arc<chat::history::HistoryCache>,
     /// Per-session request counts of embedded ChatKit sessions.
     pub chat_limits: Arc<chat::sessions::SessionLimits>,
     /// Wakes this process's knowledge job workers when a job is queued.

@@ -77,6 +77,7 @@ impl App {
             run_signals: db.run_signals(),
             blobs,
             chat: config.chat.clone(),
+            history_cache: Arc::default(),
             chat_limits: Arc::default(),
             knowledge_jobs: Arc::default(),
             mcp: Arc::new(mcp::Connector::new()),

@@ -1,5 +1,24 @@
 //! The conversation before a chat run, as an agent reads it: the thread's newest items
-//! that fit the agent's model's context budget, read newest first a page at a time.
+//! that fit the agent's model's context budget, read newest first a page at a time, and
+//! kept per thread in this process ([`HistoryCache`]) so the next turn reads only what
+//! was added since.
+//!
+//! Invariants:
+//! - The cache holds, per thread, the messages before some item (`newest`) as far back as
+//!   a budget (`covered`) went. A turn reads the items after `newest` up to its own first
+//!   item; it must meet that item on the way, or the cache is dropped and the thread read
+//!   again (a retry deleted `newest`). Items are appended to a thread by any replica; the
+//!   text of a message is not changed once its run is over, so what the cache holds
+//!   stays true.
+//! - A turn whose budget is larger than what the cache covers, when the cache was cut,
+//!   reads the thread again.
+//! - The cache holds at most [`CACHE_BYTES`] of text; the threads used least recently go
+//!   first.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+};
 
 use conversation::{ItemBody, Order, ThreadItem};
 use serde_json::Value;
@@ -76,16 +95,198 @@ fn entry_of(item: &ThreadItem) -> Option<HistoryEntry> {
     })
 }
 
+/// How many bytes of message text the cache of one process holds at most.
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// A thread's messages as far as a budget went, oldest first.
+struct Cached {
+    /// Each message with its cost.
+    entries: VecDeque<(HistoryEntry, i64)>,
+    /// The thread's newest item read (a message or not); `None`: the thread was empty.
+    newest: Option<String>,
+    /// The budget the front was cut at, when it was.
+    cut_at: Option<i64>,
+    bytes: usize,
+    last_used: u64,
+}
+
+fn entry_bytes(entry: &HistoryEntry) -> usize {
+    entry.text.len() + 64
+}
+
+impl Cached {
+    /// Drops the oldest messages beyond `budget`, keeping at least one.
+    fn trim(&mut self, budget: i64) {
+        let mut tokens: i64 = self.entries.iter().map(|(_, cost)| cost).sum();
+        while tokens > budget && self.entries.len() > 1 {
+            let (entry, cost) = self.entries.pop_front().expect("more than one");
+            tokens -= cost;
+            self.bytes -= entry_bytes(&entry);
+            self.cut_at = Some(self.cut_at.map_or(budget, |at| at.min(budget)));
+        }
+    }
+
+    /// The newest messages that fit `budget`, oldest first, and whether any were left out.
+    fn window(&self, budget: i64) -> (Vec<HistoryEntry>, bool) {
+        let mut room = budget;
+        let mut taken = Vec::new();
+        let mut cut = false;
+        for (entry, cost) in self.entries.iter().rev() {
+            if *cost > room && !taken.is_empty() {
+                cut = true;
+                break;
+            }
+            room -= cost;
+            taken.push(entry.clone());
+        }
+        taken.reverse();
+        let older_left_out = self.cut_at.is_some() && taken.len() == self.entries.len();
+        (taken, cut || older_left_out)
+    }
+}
+
+/// The history of the threads this process answered last, so a turn reads only what
+/// its thread gained since (see the module's invariants).
+#[derive(Default)]
+pub struct HistoryCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    threads: HashMap<String, Cached>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl HistoryCache {
+    fn take(&self, thread_id: &str) -> Option<Cached> {
+        let mut inner = self.inner.lock().unwrap();
+        let cached = inner.threads.remove(thread_id)?;
+        inner.bytes -= cached.bytes;
+        Some(cached)
+    }
+
+    fn put(&self, thread_id: &str, mut cached: Cached) {
+        let mut inner = self.inner.lock().unwrap();
+        if cached.bytes > CACHE_BYTES / 4 {
+            return;
+        }
+        inner.clock += 1;
+        cached.last_used = inner.clock;
+        inner.bytes += cached.bytes;
+        if let Some(old) = inner.threads.insert(thread_id.to_string(), cached) {
+            inner.bytes -= old.bytes;
+        }
+        while inner.bytes > CACHE_BYTES {
+            let Some(oldest) = inner
+                .threads
+                .iter()
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(id, _)| id.clone())
+            else {
+                break;
+            };
+            if let Some(gone) = inner.threads.remove(&oldest) {
+                inner.bytes -= gone.bytes;
+            }
+        }
+    }
+
+    /// Forgets a thread (deleted, or its items rewritten).
+    pub fn forget(&self, thread_id: &str) {
+        self.take(thread_id);
+    }
+}
+
 /// The newest messages of a thread before `before` (the whole thread when `None`) that
 /// fit `budget` tokens, oldest first: whole messages, the newest always; and whether
-/// older ones were left out. Reads a page at a time and stops once the budget is spent,
-/// so a long thread costs what a full budget does.
+/// older ones were left out. What the thread gained since this process last read it is
+/// read alone (the cache); otherwise the thread is read a page at a time, newest first,
+/// until the budget is spent, so a long thread costs what a full budget does.
 pub(crate) async fn read(
     services: &Services,
     thread_id: &str,
     before: Option<&str>,
     budget: i64,
 ) -> StoreResult<(Vec<HistoryEntry>, bool)> {
+    let Some(before) = before else {
+        let (entries, cut, _) = read_back(services, thread_id, None, budget).await?;
+        return Ok((entries, cut));
+    };
+    if let Some(mut cached) = services.history_cache.take(thread_id)
+        && cached.cut_at.is_none_or(|at| budget <= at)
+        && catch_up(services, thread_id, before, &mut cached).await?
+    {
+        cached.trim(budget.max(cached.cut_at.unwrap_or(0)));
+        let window = cached.window(budget);
+        services.history_cache.put(thread_id, cached);
+        return Ok(window);
+    }
+    let (entries, cut, newest) = read_back(services, thread_id, Some(before), budget).await?;
+    let cached = Cached {
+        bytes: entries.iter().map(entry_bytes).sum(),
+        entries: entries
+            .iter()
+            .map(|e| (e.clone(), entry_tokens(e)))
+            .collect(),
+        newest,
+        cut_at: cut.then_some(budget),
+        last_used: 0,
+    };
+    services.history_cache.put(thread_id, cached);
+    Ok((entries, cut))
+}
+
+/// Adds to `cached` the messages after its newest item up to `before`; `false` when
+/// `before` was not met (the cache no longer matches the thread).
+async fn catch_up(
+    services: &Services,
+    thread_id: &str,
+    before: &str,
+    cached: &mut Cached,
+) -> StoreResult<bool> {
+    let mut after = cached.newest.clone();
+    loop {
+        let (items, more) = services
+            .store
+            .list_chat_items(
+                thread_id,
+                &PageRequest {
+                    limit: PAGE,
+                    order: Order::Asc,
+                    after: after.clone(),
+                },
+                true,
+            )
+            .await?;
+        for item in &items {
+            if item.id == before {
+                return Ok(true);
+            }
+            cached.newest = Some(item.id.clone());
+            if let Some(entry) = entry_of(item) {
+                cached.bytes += entry_bytes(&entry);
+                let cost = entry_tokens(&entry);
+                cached.entries.push_back((entry, cost));
+            }
+        }
+        match items.last() {
+            Some(last) if more => after = Some(last.id.clone()),
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// [`read`] without the cache: pages newest first from `before`; also returns the newest
+/// item read.
+async fn read_back(
+    services: &Services,
+    thread_id: &str,
+    before: Option<&str>,
+    budget: i64,
+) -> StoreResult<(Vec<HistoryEntry>, bool, Option<String>)> {
+    let mut newest = None;
     let mut entries = Vec::new();
     let mut room = budget;
     let mut after = before.map(str::to_string);
@@ -103,6 +304,9 @@ pub(crate) async fn read(
                 true,
             )
             .await?;
+        if newest.is_none() {
+            newest = items.first().map(|item| item.id.clone());
+        }
         for item in &items {
             let Some(entry) = entry_of(item) else {
                 continue;
@@ -121,5 +325,5 @@ pub(crate) async fn read(
         }
     }
     entries.reverse();
-    Ok((entries, cut))
+    Ok((entries, cut, newest))
 }

@@ -15,7 +15,7 @@
 pub mod appearance;
 pub mod attachments;
 mod event;
-pub(crate) mod history;
+pub mod history;
 pub mod interrupted;
 mod respond;
 pub mod sessions;
@@ -273,6 +273,7 @@ pub async fn delete(services: &Services, who: &Principal, thread_id: &str) -> Ch
         let _ = crate::runs::cancel(services, &who.user, &run.id).await;
     }
     services.store.delete_chat_thread(&thread.id).await?;
+    services.history_cache.forget(&thread.id);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ backend_tests!(
     questions_are_asked_as_structured_input,
     widgets_stream_in_and_show_what_was_done,
     a_long_thread_is_read_as_far_as_the_model_can_take,
+    the_history_follows_the_thread_across_replicas_and_retries,
 );
 
 /// The frames of a ChatKit stream, as JSON.
@@ -2173,4 +2174,94 @@ async fn a_long_thread_is_read_as_far_as_the_model_can_take(backend: TestBackend
     let full = *sent.last().unwrap();
     assert!((4..=8).contains(&full), "{sent:?}");
     assert_eq!(sent[8..], vec![full; sent.len() - 8], "{sent:?}");
+}
+
+/// Each replica keeps the history it read; the next turn reads only what the thread
+/// gained, whichever replica added it, and a retry on another replica that rewrote the
+/// end of the thread is noticed.
+async fn the_history_follows_the_thread_across_replicas_and_retries(backend: TestBackend) {
+    use axum::{
+        body::Body,
+        http::{Request, header},
+    };
+    let app = TestApp::new(backend).await;
+    let admin = app.admin_token().await;
+    let token = learner(&app).await;
+    let fake = fake_default_model(&app, &admin, json!({})).await;
+    serve(&app, &admin, agent_graph()).await;
+    app.patch(
+        "/api/admin/settings",
+        Some(&admin),
+        json!({"thread_titles": false}),
+    )
+    .await;
+    let replica = app.restart().await;
+    let on = |router: axum::Router, body: Value| {
+        let request = Request::post("/api/chatkit")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        async move {
+            let response = test_support::send_to(&router, request).await;
+            assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+            frames(&response.text)
+        }
+    };
+    // What the model was sent last, without the instructions.
+    let said = || -> Vec<String> {
+        fake.requests().last().unwrap().body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] != "system")
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let user_item = |events: &[Value]| -> String {
+        events
+            .iter()
+            .find(|e| e["type"] == "thread.item.done" && e["item"]["type"] == "user_message")
+            .map(|e| e["item"]["id"].as_str().unwrap().to_string())
+            .expect("the user's message")
+    };
+    let turn = |router: axum::Router, thread: &str, text: &str| {
+        on(
+            router,
+            json!({"type": "threads.add_user_message", "params": {"thread_id": thread, "input": message(text)}}),
+        )
+    };
+
+    fake.push(Reply::Text("a1".into()));
+    let created = on(
+        app.router.clone(),
+        json!({"type": "threads.create", "params": {"input": message("u1")}}),
+    )
+    .await;
+    let thread = thread_id_of(&created);
+    fake.push(Reply::Text("a2".into()));
+    let second = turn(app.router.clone(), &thread, "u2").await;
+    assert_eq!(said(), ["u1", "a1", "u2"]);
+    fake.push(Reply::Text("a3".into()));
+    turn(replica.router(), &thread, "u3").await;
+    assert_eq!(said(), ["u1", "a1", "u2", "a2", "u3"]);
+    // The first replica has the thread up to a1; it reads what the other added.
+    fake.push(Reply::Text("a4".into()));
+    turn(app.router.clone(), &thread, "u4").await;
+    assert_eq!(said(), ["u1", "a1", "u2", "a2", "u3", "a3", "u4"]);
+
+    // The other replica retries u2: what came after it is gone, for both replicas.
+    fake.push(Reply::Text("a2 again".into()));
+    on(
+        replica.router(),
+        json!({"type": "threads.retry_after_item", "params": {"thread_id": thread, "item_id": user_item(&second)}}),
+    )
+    .await;
+    assert_eq!(said(), ["u1", "a1", "u2"]);
+    fake.push(Reply::Text("a5".into()));
+    turn(app.router.clone(), &thread, "u5").await;
+    assert_eq!(said(), ["u1", "a1", "u2", "a2 again", "u5"]);
+    fake.push(Reply::Text("a6".into()));
+    turn(replica.router(), &thread, "u6").await;
+    assert_eq!(said(), ["u1", "a1", "u2", "a2 again", "u5", "a5", "u6"]);
 }

@@ -418,6 +418,7 @@ pub async fn respond(
                 .store
                 .delete_chat_items_after(&thread.id, &item.id)
                 .await?;
+            services.history_cache.forget(&thread.id);
             let engine = Engine::Start {
                 text,
                 files,

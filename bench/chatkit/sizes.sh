@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# What a turn costs as the database grows: new and continuing ChatKit turns against an
+# empty database and against a full one (bench/fill: 50,000 threads, 1,000,000 items,
+# 500,000 runs by default), on SQLite and on PostgreSQL, with the same fake model, load
+# generator and CPU pinning as run.sh (../shared/bench-peer). On PostgreSQL the database
+# server's CPU per turn is measured too.
+#
+#   bench/chatkit/sizes.sh                        # both backends, empty and full
+#   BACKENDS=sqlite SIZES=full bench/chatkit/sizes.sh
+#   REPS=1 DURATION=5 CONC=16 bench/chatkit/sizes.sh
+#   FILL_ARGS="--threads 5000" bench/chatkit/sizes.sh   # a smaller full database
+#
+# The filled templates are kept in $OUT (SQLite) and as the PostgreSQL databases
+# sy_bench_empty and sy_bench_full, and reused when KEEP=1; every measured window runs on
+# a fresh copy of one (a copied folder, or CREATE DATABASE … TEMPLATE).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+PEER="${BENCH_PEER:-$ROOT/../shared/bench-peer}"
+VENV="${BENCH_VENV:-$HOME/.venvs/bench}"
+REPS="${REPS:-3}"
+DURATION="${DURATION:-15}"
+CONC="${CONC:-1,16,64}"
+OPS="${OPS:-create,continue}"
+BACKENDS="${BACKENDS:-sqlite,postgres}"
+SIZES="${SIZES:-empty,full}"
+PIN="${PIN:---server-cpus 0 --harness-cpus 1}"
+OUT="${OUT:-$ROOT/target/bench-sizes}"
+PG="${PG:-postgres://postgres@127.0.0.1:5432}"
+PGHOST_ARGS=(-h 127.0.0.1 -U postgres)
+mkdir -p "$OUT"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PEER/requirements.txt"
+fi
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN"
+  FILL="${FILL_BIN:-$ROOT/target/release/switchyard-fill}"
+else
+  cargo build --release -q --bin switchyard --bin switchyard-fill
+  BIN="$ROOT/target/release/switchyard"
+  FILL="$ROOT/target/release/switchyard-fill"
+fi
+
+# Prepares a data folder (and database) as run.sh does: an administrator, the fake model
+# as default model, a published agent workflow served by ChatKit, an API key in $1/api-key.
+prepare() {
+  local dir="$1" url="${2:-}" port=18791
+  rm -rf "$dir" && mkdir -p "$dir"
+  env SWITCHYARD_DATA_DIR="$dir" SWITCHYARD_LOG_LEVEL=warn ${url:+SWITCHYARD_DATABASE_URL=$url} \
+    SWITCHYARD_ADMIN_EMAIL=bench@example.com SWITCHYARD_ADMIN_PASSWORD=bench-password \
+    OPENAI_API_KEY=fake OPENAI_BASE_URL=http://127.0.0.1:9100/v1 \
+    "$BIN" --bind "127.0.0.1:$port" > "$OUT/prepare.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 0.5; done
+  api() { curl -sf "http://127.0.0.1:$port$1" -H 'content-type: application/json' ${TOKEN:+-H "authorization: Bearer $TOKEN"} "${@:2}"; }
+  json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+  TOKEN=$(api /api/auth/login -d '{"email": "bench@example.com", "password": "bench-password"}' | json '["access_token"]')
+  local provider workflow
+  provider=$(api /api/admin/model-providers | json '[0]["id"]')
+  api /api/admin/models -d "{\"provider_id\": $provider, \"name\": \"fake-model\", \"is_default\": true}" > /dev/null
+  api /api/admin/settings -X PATCH -d '{"thread_titles": false}' > /dev/null
+  workflow=$(api /api/workflows -d '{"display_name": "Bench", "publish": true, "graph": {"nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer."}}], "edges": [{"source": "start", "target": "agent"}]}}' | json '["workflow"]["id"]')
+  api /api/workflows/chatkit -d "{\"workflow_id\": $workflow}" > /dev/null
+  api /api/admin/api-keys -d '{"name": "bench"}' | json '["secret"]' > "$dir/api-key"
+  unset TOKEN
+  kill $server; wait $server 2>/dev/null || true
+}
+
+fresh_pg() { dropdb "${PGHOST_ARGS[@]}" --if-exists "$1"; createdb "${PGHOST_ARGS[@]}" ${2:+-T "$2"} "$1"; }
+
+for backend in ${BACKENDS//,/ }; do
+  # The empty template, then the full one: a copy, filled.
+  if [ "${KEEP:-0}" != 1 ] || [ ! -f "$OUT/$backend-full/api-key" ]; then
+    if [ "$backend" = postgres ]; then
+      fresh_pg sy_bench_empty
+      prepare "$OUT/$backend-empty" "$PG/sy_bench_empty"
+      fresh_pg sy_bench_full sy_bench_empty
+      rm -rf "$OUT/$backend-full" && cp -r "$OUT/$backend-empty" "$OUT/$backend-full"
+      "$FILL" --data-dir "$OUT/$backend-full" --database-url "$PG/sy_bench_full" ${FILL_ARGS:-} | tee "$OUT/$backend-fill.json"
+      psql "${PGHOST_ARGS[@]}" -d sy_bench_full -qc 'VACUUM ANALYZE'
+    else
+      prepare "$OUT/$backend-empty"
+      rm -rf "$OUT/$backend-full" && cp -r "$OUT/$backend-empty" "$OUT/$backend-full"
+      "$FILL" --data-dir "$OUT/$backend-full" ${FILL_ARGS:-} | tee "$OUT/$backend-fill.json"
+    fi
+  fi
+  for size in ${SIZES//,/ }; do
+    template="$OUT/$backend-$size"
+    key=$(cat "$template/api-key")
+    if [ "$backend" = postgres ]; then
+      # Every window on a fresh copy of the database; the folder holds only the keys.
+      cmd="dropdb -h 127.0.0.1 -U postgres --if-exists sy_bench_run && createdb -h 127.0.0.1 -U postgres -T sy_bench_$size sy_bench_run && SWITCHYARD_DATA_DIR='$template' SWITCHYARD_DATABASE_URL='$PG/sy_bench_run' SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}"
+      extra=(--db-cpu)
+    else
+      cmd="rm -rf '$OUT/run' && cp -r '$template' '$OUT/run' && SWITCHYARD_DATA_DIR='$OUT/run' SWITCHYARD_LOG_LEVEL=warn exec '$BIN' --bind 127.0.0.1:{port}"
+      extra=()
+    fi
+    for op in ${OPS//,/ }; do
+      # shellcheck disable=SC2086
+      "$VENV/bin/python" "$ROOT/bench/chatkit/turns.py" --out "$OUT/$backend-$size-$op" --reps "$REPS" -c "$CONC" \
+        --duration "$DURATION" --warmup 2 $PIN --label "switchyard $backend $size" --op "$op" "${extra[@]}" \
+        --server-cmd "$cmd" --path /api/chatkit --auth "Bearer $key" --health-path /health
+    done
+  done
+done
+rm -rf "$OUT/run"
+cat "$OUT"/*-*-*.jsonl > "$OUT/sizes.jsonl"
+"$VENV/bin/python" "$PEER/report.py" "$OUT/sizes.jsonl" | tee "$OUT/report.md"
