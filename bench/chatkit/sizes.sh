@@ -38,7 +38,7 @@ if [ -n "${BENCH_BIN:-}" ]; then
   BIN="$BENCH_BIN"
   FILL="${FILL_BIN:-$ROOT/target/release/switchyard-fill}"
 else
-  cargo build --release -q --bin switchyard --bin switchyard-fill
+  cargo build --release -q -p server -p fill-bench --bin switchyard --bin switchyard-fill
   BIN="$ROOT/target/release/switchyard"
   FILL="$ROOT/target/release/switchyard-fill"
 fi

@@ -258,6 +258,21 @@ pub async fn set_settings(
                 },
             };
             let prefix = clean(s3.prefix).map(|p| p.trim_matches('/').to_string());
+            if let Some(prefix) = &prefix {
+                let valid = prefix.len() <= 256
+                    && prefix.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')
+                    })
+                    && prefix
+                        .split('/')
+                        .all(|part| part != "." && part != ".." && !part.is_empty());
+                if !valid && !prefix.is_empty() {
+                    return Err(StorageError::Invalid(
+                        "s3.prefix is up to 256 letters, digits, `-`, `_`, `.` and `/`, with no empty, `.` or `..` part"
+                            .into(),
+                    ));
+                }
+            }
             Some(StoredS3 {
                 bucket,
                 region: clean(s3.region).unwrap_or_else(|| "us-east-1".into()),

@@ -16,7 +16,7 @@
 //!   first.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Mutex,
 };
 
@@ -155,42 +155,59 @@ pub struct HistoryCache {
 #[derive(Default)]
 struct CacheInner {
     threads: HashMap<String, Cached>,
+    /// Threads by when they were last used (`Cached::last_used`), oldest first.
+    by_use: BTreeMap<u64, String>,
     bytes: usize,
     clock: u64,
+}
+
+/// What a thread's entry costs besides its messages: its id twice, the map slots.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// The bytes a thread's entry holds.
+fn held(thread_id: &str, cached: &Cached) -> usize {
+    cached.bytes + ENTRY_OVERHEAD + 2 * thread_id.len()
 }
 
 impl HistoryCache {
     fn take(&self, thread_id: &str) -> Option<Cached> {
         let mut inner = self.inner.lock().unwrap();
         let cached = inner.threads.remove(thread_id)?;
-        inner.bytes -= cached.bytes;
+        inner.by_use.remove(&cached.last_used);
+        inner.bytes -= held(thread_id, &cached);
         Some(cached)
     }
 
     fn put(&self, thread_id: &str, mut cached: Cached) {
-        let mut inner = self.inner.lock().unwrap();
-        if cached.bytes > CACHE_BYTES / 4 {
+        // An empty history costs a read of nothing: not worth a place. One too large
+        // for its share is read again each time.
+        if cached.entries.is_empty() || cached.bytes > CACHE_BYTES / 8 {
             return;
         }
+        let mut inner = self.inner.lock().unwrap();
         inner.clock += 1;
         cached.last_used = inner.clock;
-        inner.bytes += cached.bytes;
+        inner.bytes += held(thread_id, &cached);
+        let clock = inner.clock;
+        inner.by_use.insert(clock, thread_id.to_string());
         if let Some(old) = inner.threads.insert(thread_id.to_string(), cached) {
-            inner.bytes -= old.bytes;
+            inner.bytes -= held(thread_id, &old);
+            inner.by_use.remove(&old.last_used);
         }
         while inner.bytes > CACHE_BYTES {
-            let Some(oldest) = inner
-                .threads
-                .iter()
-                .min_by_key(|(_, c)| c.last_used)
-                .map(|(id, _)| id.clone())
-            else {
+            let Some((_, oldest)) = inner.by_use.pop_first() else {
                 break;
             };
             if let Some(gone) = inner.threads.remove(&oldest) {
-                inner.bytes -= gone.bytes;
+                inner.bytes -= held(&oldest, &gone);
             }
         }
+    }
+
+    /// How many threads and bytes the cache holds.
+    pub fn size(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.threads.len(), inner.bytes)
     }
 
     /// Forgets a thread (deleted, or its items rewritten).
@@ -326,4 +343,66 @@ async fn read_back(
     }
     entries.reverse();
     Ok((entries, cut, newest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(text_bytes: usize) -> Cached {
+        let entry = HistoryEntry {
+            role: "user".into(),
+            text: "x".repeat(text_bytes),
+            attachments: Vec::new(),
+        };
+        Cached {
+            bytes: entry_bytes(&entry),
+            entries: VecDeque::from([(entry, 10)]),
+            newest: Some("msg_1".into()),
+            cut_at: None,
+            last_used: 0,
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_its_bytes_and_drops_the_least_recently_used() {
+        let cache = HistoryCache::default();
+        cache.put(
+            "empty",
+            Cached {
+                entries: VecDeque::new(),
+                ..cached(0)
+            },
+        );
+        assert_eq!(cache.size(), (0, 0), "an empty history takes no place");
+
+        // Taking and putting back a thread many times holds the same bytes.
+        cache.put("thr_a", cached(1_000));
+        let (_, once) = cache.size();
+        for _ in 0..100 {
+            let back = cache.take("thr_a").unwrap();
+            cache.put("thr_a", back);
+        }
+        assert_eq!(cache.size(), (1, once));
+
+        // Past its size, the threads used least recently go first.
+        let share = CACHE_BYTES / 16;
+        for i in 0..20 {
+            cache.put(&format!("thr_{i}"), cached(share));
+            if i == 10 {
+                // thr_0 is used again: it stays.
+                let back = cache.take("thr_0").unwrap();
+                cache.put("thr_0", back);
+            }
+        }
+        let (threads, bytes) = cache.size();
+        assert!(bytes <= CACHE_BYTES, "{bytes}");
+        assert!(threads < 20, "{threads}");
+        assert!(cache.take("thr_0").is_some(), "used recently");
+        assert!(cache.take("thr_1").is_none(), "used least recently");
+        assert!(cache.take("thr_19").is_some(), "the newest");
+        // Too large for its share: not kept.
+        cache.put("huge", cached(CACHE_BYTES / 4));
+        assert!(cache.take("huge").is_none());
+    }
 }

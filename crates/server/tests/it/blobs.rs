@@ -127,6 +127,33 @@ async fn uploads_are_shared_through_the_database(backend: TestBackend) {
         no_s3.text
     );
     assert!(no_s3.body["message"].as_str().unwrap().contains("s3"));
+    for (field, value) in [
+        ("bucket", json!("Not A Bucket")),
+        ("prefix", json!("../outside")),
+        ("endpoint", json!("ftp://files.example.com")),
+    ] {
+        let mut s3 =
+            json!({"bucket": "uploads", "access_key_id": "AKID", "secret_access_key": "s"});
+        s3[field] = value;
+        let refused = app
+            .put(
+                "/api/admin/storage/blobs",
+                Some(&admin),
+                json!({"backend": "s3", "s3": s3}),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {}",
+            refused.text
+        );
+        assert!(
+            refused.body["message"].as_str().unwrap().contains(field),
+            "{}",
+            refused.text
+        );
+    }
 
     // On the local folder, the other machine cannot read what this one received.
     let early = attach(&app, &user, "early.png", b"early").await;
