@@ -9,6 +9,7 @@
 #   BACKENDS=sqlite SIZES=full bench/chatkit/sizes.sh
 #   REPS=1 DURATION=5 CONC=16 bench/chatkit/sizes.sh
 #   FILL_ARGS="--threads 5000" bench/chatkit/sizes.sh   # a smaller full database
+#   FILL_ONLY=1 bench/chatkit/sizes.sh            # prepare and fill the templates only
 #
 # The filled templates are kept in $OUT (SQLite) and as the PostgreSQL databases
 # sy_bench_empty and sy_bench_full, and reused when KEEP=1; every measured window runs on
@@ -86,6 +87,7 @@ for backend in ${BACKENDS//,/ }; do
       "$FILL" --data-dir "$OUT/$backend-full" ${FILL_ARGS:-} | tee "$OUT/$backend-fill.json"
     fi
   fi
+  if [ "${FILL_ONLY:-0}" = 1 ]; then continue; fi
   for size in ${SIZES//,/ }; do
     template="$OUT/$backend-$size"
     key=$(cat "$template/api-key")
@@ -106,5 +108,6 @@ for backend in ${BACKENDS//,/ }; do
   done
 done
 rm -rf "$OUT/run"
+if [ "${FILL_ONLY:-0}" = 1 ]; then exit 0; fi
 cat "$OUT"/*-*-*.jsonl > "$OUT/sizes.jsonl"
 "$VENV/bin/python" "$PEER/report.py" "$OUT/sizes.jsonl" | tee "$OUT/report.md"
