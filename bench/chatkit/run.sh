@@ -41,31 +41,15 @@ else
   BIN="$ROOT/target/release/switchyard"
 fi
 
-# The prepared data folder.
+# The prepared data folder; the load's API key is kept beside it so a single window can
+# be rerun (or profiled) by hand.
 TEMPLATE="$OUT/template"
-rm -rf "$TEMPLATE" && mkdir -p "$TEMPLATE"
-PORT=18790
-SWITCHYARD_DATA_DIR="$TEMPLATE" SWITCHYARD_LOG_LEVEL=warn \
-  SWITCHYARD_ADMIN_EMAIL=bench@example.com SWITCHYARD_ADMIN_PASSWORD=bench-password \
-  OPENAI_API_KEY=fake OPENAI_BASE_URL=http://127.0.0.1:9100/v1 \
-  "$BIN" --bind "127.0.0.1:$PORT" > "$OUT/prepare.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break; sleep 0.5; done
-api() { curl -sf "http://127.0.0.1:$PORT$1" -H 'content-type: application/json' ${TOKEN:+-H "authorization: Bearer $TOKEN"} "${@:2}"; }
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-TOKEN=$(api /api/auth/login -d '{"email": "bench@example.com", "password": "bench-password"}' | json '["access_token"]')
-PROVIDER=$(api /api/admin/model-providers | json '[0]["id"]')
-api /api/admin/models -d "{\"provider_id\": $PROVIDER, \"name\": \"fake-model\", \"is_default\": true}" > /dev/null
-# Titles would add a model call per new thread that the peer does not make.
-api /api/admin/settings -X PATCH -d '{"thread_titles": false}' > /dev/null
-WORKFLOW=$(api /api/workflows -d '{"display_name": "Bench", "publish": true, "graph": {"nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer."}}], "edges": [{"source": "start", "target": "agent"}]}}' | json '["workflow"]["id"]')
-api /api/workflows/chatkit -d "{\"workflow_id\": $WORKFLOW}" > /dev/null
-KEY=$(api /api/admin/api-keys -d '{"name": "bench"}' | json '["secret"]')
-# Kept beside the template so a single window can be rerun (or profiled) by hand.
+# shellcheck source=bench/chatkit/prepare.sh
+source "$ROOT/bench/chatkit/prepare.sh"
+prepare "$TEMPLATE"
+KEY=$(cat "$TEMPLATE/api-key")
+rm "$TEMPLATE/api-key"
 echo "$KEY" > "$OUT/api-key"
-kill $SERVER; wait $SERVER 2>/dev/null || true
-trap - EXIT
 
 cd "$PEER"
 if [ "${SKIP_PEER:-0}" != 1 ]; then

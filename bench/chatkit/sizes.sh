@@ -44,30 +44,8 @@ else
   FILL="$ROOT/target/release/switchyard-fill"
 fi
 
-# Prepares a data folder (and database) as run.sh does: an administrator, the fake model
-# as default model, a published agent workflow served by ChatKit, an API key in $1/api-key.
-prepare() {
-  local dir="$1" url="${2:-}" port=18791
-  rm -rf "$dir" && mkdir -p "$dir"
-  env SWITCHYARD_DATA_DIR="$dir" SWITCHYARD_LOG_LEVEL=warn ${url:+SWITCHYARD_DATABASE_URL=$url} \
-    SWITCHYARD_ADMIN_EMAIL=bench@example.com SWITCHYARD_ADMIN_PASSWORD=bench-password \
-    OPENAI_API_KEY=fake OPENAI_BASE_URL=http://127.0.0.1:9100/v1 \
-    "$BIN" --bind "127.0.0.1:$port" > "$OUT/prepare.log" 2>&1 &
-  local server=$!
-  for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 0.5; done
-  api() { curl -sf "http://127.0.0.1:$port$1" -H 'content-type: application/json' ${TOKEN:+-H "authorization: Bearer $TOKEN"} "${@:2}"; }
-  json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-  TOKEN=$(api /api/auth/login -d '{"email": "bench@example.com", "password": "bench-password"}' | json '["access_token"]')
-  local provider workflow
-  provider=$(api /api/admin/model-providers | json '[0]["id"]')
-  api /api/admin/models -d "{\"provider_id\": $provider, \"name\": \"fake-model\", \"is_default\": true}" > /dev/null
-  api /api/admin/settings -X PATCH -d '{"thread_titles": false}' > /dev/null
-  workflow=$(api /api/workflows -d '{"display_name": "Bench", "publish": true, "graph": {"nodes": [{"slug": "start", "kind": "start"}, {"slug": "agent", "kind": "agent", "parameters": {"instructions": "Answer."}}], "edges": [{"source": "start", "target": "agent"}]}}' | json '["workflow"]["id"]')
-  api /api/workflows/chatkit -d "{\"workflow_id\": $workflow}" > /dev/null
-  api /api/admin/api-keys -d '{"name": "bench"}' | json '["secret"]' > "$dir/api-key"
-  unset TOKEN
-  kill $server; wait $server 2>/dev/null || true
-}
+# shellcheck source=bench/chatkit/prepare.sh
+source "$ROOT/bench/chatkit/prepare.sh"
 
 fresh_pg() { dropdb "${PGHOST_ARGS[@]}" --if-exists "$1"; createdb "${PGHOST_ARGS[@]}" ${2:+-T "$2"} "$1"; }
 
@@ -109,5 +87,5 @@ for backend in ${BACKENDS//,/ }; do
 done
 rm -rf "$OUT/run"
 if [ "${FILL_ONLY:-0}" = 1 ]; then exit 0; fi
-cat "$OUT"/*-*-*.jsonl > "$OUT/sizes.jsonl"
-"$VENV/bin/python" "$PEER/report.py" "$OUT/sizes.jsonl" | tee "$OUT/report.md"
+# One row per backend, size and kind of turn (each named by its file).
+"$VENV/bin/python" "$PEER/report.py" "$OUT"/*-*-*.jsonl | tee "$OUT/report.md"
