@@ -44,6 +44,23 @@ pub trait Blobs: Send + Sync {
     async fn delete(&self, key: &str) -> StoreResult<()>;
 }
 
+/// Whether `key` may name a blob: 1 to 128 of `[A-Za-z0-9_-]`. Every backend checks
+/// it, so a key is never a path.
+pub fn check_key(key: &str) -> StoreResult<()> {
+    let safe = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if safe {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!(
+            "`{key}` is not a valid blob key"
+        )))
+    }
+}
+
 /// Which backend new blobs go to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use domain::{
-    blobs::{Blobs, ObjectStores, S3Config},
+    blobs::{Blobs, ObjectStores, S3Config, check_key},
     store::{StoreError, StoreResult},
 };
 use object_store::{
@@ -80,16 +80,7 @@ impl S3Blobs {
     }
 
     fn path(&self, key: &str) -> StoreResult<Path> {
-        let safe = !key.is_empty()
-            && key.len() <= 128
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !safe {
-            return Err(StoreError::Other(format!(
-                "`{key}` is not a valid blob key"
-            )));
-        }
+        check_key(key)?;
         Ok(match &self.prefix {
             Some(prefix) => Path::from(format!("{prefix}/{key}")),
             None => Path::from(key),

@@ -10,28 +10,13 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use domain::{
+    blobs::check_key,
     chat::Blobs,
     store::{StoreError, StoreResult},
 };
 use tokio::io::AsyncWriteExt;
 
 use crate::{Db, store_error, stored_time, with_pool, with_writer};
-
-/// Whether `key` may name a blob: 1 to 128 of `[A-Za-z0-9_-]`.
-pub fn valid_key(key: &str) -> StoreResult<()> {
-    let safe = !key.is_empty()
-        && key.len() <= 128
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if safe {
-        Ok(())
-    } else {
-        Err(StoreError::Other(format!(
-            "`{key}` is not a valid blob key"
-        )))
-    }
-}
 
 pub struct LocalBlobs {
     root: PathBuf,
@@ -43,7 +28,7 @@ impl LocalBlobs {
     }
 
     fn path(&self, key: &str) -> StoreResult<PathBuf> {
-        valid_key(key)?;
+        check_key(key)?;
         Ok(self.root.join(key))
     }
 }
@@ -94,7 +79,7 @@ impl Blobs for LocalBlobs {
 #[async_trait]
 impl Blobs for Db {
     async fn put(&self, key: &str, bytes: &[u8]) -> StoreResult<()> {
-        valid_key(key)?;
+        check_key(key)?;
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         let now = stored_time(chrono::Utc::now());
         with_writer!(self, pool => {
@@ -115,7 +100,7 @@ impl Blobs for Db {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        valid_key(key)?;
+        check_key(key)?;
         let row: Option<(Vec<u8>,)> = with_pool!(self, pool => {
             sqlx::query_as("SELECT bytes FROM blobs WHERE key = $1")
                 .bind(key)
@@ -127,7 +112,7 @@ impl Blobs for Db {
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        valid_key(key)?;
+        check_key(key)?;
         with_writer!(self, pool => {
             sqlx::query("DELETE FROM blobs WHERE key = $1")
                 .bind(key)

@@ -41,7 +41,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use blobs::{LocalBlobs, valid_key as valid_blob_key};
+pub use blobs::LocalBlobs;
 pub use migrate::{MIGRATIONS, MigrationError};
 
 /// Database settings (the `[database]` table of the configuration).
